@@ -1,0 +1,157 @@
+"""A Python Lambda function bundled on the host with pip: no Docker, deterministic asset hash.
+
+Every function's bundle has the same shape, so handlers import exactly as they do locally:
+``lambdas/<name>/`` (plus ``lambdas/common`` when present), the ``tenant_provisioner`` package
+with ``config/tiers.yaml`` copied into it, and ``lambdas/requirements.txt`` installed for the
+Lambda platform (manylinux arm64 wheels only). CDK unit tests skip bundling with the context
+``aws:cdk:bundling-stacks: []``; the asset hash is computed from the sources either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import aws_cdk as cdk
+import jsii
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAMBDAS_DIR = REPO_ROOT / "lambdas"
+LIBRARY_DIR = REPO_ROOT / "tenant_provisioner"
+TIERS_FILE = REPO_ROOT / "config" / "tiers.yaml"
+REQUIREMENTS = LAMBDAS_DIR / "requirements.txt"
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".pytest_cache")
+
+
+def _source_paths(function_dir: Path) -> list[Path]:
+    common = LAMBDAS_DIR / "common"
+    paths = [LAMBDAS_DIR / "__init__.py", function_dir, LIBRARY_DIR, TIERS_FILE, REQUIREMENTS]
+    return paths + ([common] if common.exists() else [])
+
+
+def source_hash(function_dir: Path) -> str:
+    """Hash of every file that goes into the bundle (not of pip's output, which varies)."""
+    digest = hashlib.sha256()
+    for root in _source_paths(function_dir):
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(str(path.relative_to(REPO_ROOT)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@jsii.implements(cdk.ILocalBundling)
+class _PipBundler:
+    """Builds the bundle with the host's pip, for the Lambda's Python version and CPU."""
+
+    def __init__(self, function_dir: Path, python_version: str, arch: str) -> None:
+        self._function_dir = function_dir
+        self._python_version = python_version
+        self._arch = arch
+
+    def try_bundle(self, output_dir: str, options: cdk.BundlingOptions) -> bool:  # noqa: ARG002
+        out = Path(output_dir)
+        platforms = [f"manylinux2014_{self._arch}", f"manylinux_2_28_{self._arch}",
+                     f"manylinux_2_34_{self._arch}"]
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+               "--target", str(out), "-r", str(REQUIREMENTS), "--implementation", "cp",
+               "--python-version", self._python_version, "--only-binary=:all:"]
+        for platform in platforms:
+            cmd += ["--platform", platform]
+        subprocess.run(cmd, check=True)
+        shutil.copytree(LIBRARY_DIR, out / "tenant_provisioner", ignore=_IGNORED, dirs_exist_ok=True)
+        shutil.copy2(TIERS_FILE, out / "tenant_provisioner" / "tiers.yaml")
+        (out / "lambdas").mkdir(exist_ok=True)
+        shutil.copy2(LAMBDAS_DIR / "__init__.py", out / "lambdas" / "__init__.py")
+        for src in _source_paths(self._function_dir):
+            if src.is_dir() and src.parent == LAMBDAS_DIR:
+                shutil.copytree(src, out / "lambdas" / src.name, ignore=_IGNORED, dirs_exist_ok=True)
+        return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class LambdaNetwork:
+    """Where a function runs when it must reach private resources (RDS, Redis)."""
+
+    vpc: ec2.IVpc
+    subnets: ec2.SubnetSelection
+    security_groups: Sequence[ec2.ISecurityGroup] = field(default_factory=tuple)
+
+
+class PythonFunction(Construct):
+    """One Lambda function from ``lambdas/<name>``: arm64, pip-bundled, own log group and role.
+
+    The role starts with only the right to write its own log group (and, inside a VPC, to manage
+    its network interfaces); callers add exactly the grants the function needs.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        name: str,
+        description: str,
+        environment: Mapping[str, str] | None = None,
+        timeout: cdk.Duration = cdk.Duration.seconds(30),
+        memory_size: int = 512,
+        network: LambdaNetwork | None = None,
+        log_key: kms.IKey | None = None,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        reserved_concurrency: int | None = None,
+        dead_letter_queue: sqs.IQueue | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        function_dir = LAMBDAS_DIR / name
+        if not (function_dir / "handler.py").is_file():
+            raise ValueError(f"lambdas/{name}/handler.py does not exist")
+        python_version = RUNTIME.name.removeprefix("python")
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, encryption_key=log_key,
+                                       removal_policy=cdk.RemovalPolicy.DESTROY)
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                             description=f"Execution role of the {name} function")
+        self.log_group.grant_write(self.role)
+        code = lambda_.Code.from_asset(
+            str(function_dir),
+            asset_hash_type=cdk.AssetHashType.CUSTOM,
+            asset_hash=source_hash(function_dir),
+            bundling=cdk.BundlingOptions(
+                image=RUNTIME.bundling_image,  # never pulled: local bundling always succeeds
+                local=_PipBundler(function_dir, python_version, "aarch64"),
+            ),
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=f"lambdas.{name}.handler.handler",
+            code=code,
+            description=description,
+            environment={"POWERTOOLS_SERVICE_NAME": name, **(environment or {})},
+            timeout=timeout,
+            memory_size=memory_size,
+            role=self.role,
+            log_group=self.log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+            vpc=network.vpc if network else None,
+            vpc_subnets=network.subnets if network else None,
+            security_groups=list(network.security_groups) if network else None,
+            reserved_concurrent_executions=reserved_concurrency,
+            dead_letter_queue=dead_letter_queue,
+        )
