@@ -1,0 +1,172 @@
+"""Typed per-environment configuration: one frozen dataclass instance per environment.
+
+Constructs receive these values as keyword-only props; no construct ever branches on the
+environment's name. Choose the environment with ``-c env=dev|prod`` (``all`` synthesizes both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    cidr: str
+    max_azs: int = 3
+    nat_gateways: int
+    flow_log_retention_days: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseConfig:
+    engine_version: str = "16.6"
+    instance_type: str          # e.g. "m7g.large" (Graviton)
+    allocated_storage_gb: int
+    max_allocated_storage_gb: int
+    multi_az: bool
+    backup_retention_days: int
+    deletion_protection: bool
+    snapshot_on_delete: bool    # RemovalPolicy.SNAPSHOT instead of DESTROY
+    max_locks_per_transaction: int = 1024
+    max_connections: int = 1000
+    performance_insights_retention_days: int = 7
+    monitoring_interval_seconds: int = 60
+    master_secret_rotation_days: int = 30
+    rds_proxy: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheConfig:
+    engine: str = "valkey"
+    engine_version: str = "8.0"
+    node_type: str              # e.g. "cache.t4g.small"
+    replicas_per_shard: int     # 0 = single node (dev); >= 1 enables Multi-AZ failover
+    snapshot_retention_days: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    kubernetes_version: str = "1.34"
+    endpoint_public_cidrs: tuple[str, ...] = ()   # empty = private endpoint only
+    auto_mode: bool = True
+    node_instance_types: tuple[str, ...] = ("m7g.large",)
+    node_min: int = 2
+    node_max: int = 6
+    node_desired: int = 2
+    app_namespace: str = "app"
+    api_service_account: str = "api"
+    worker_service_account: str = "worker"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantsConfig:
+    secrets_prefix: str          # tenant secrets live under f"{secrets_prefix}/tenants/<tenant_id>"
+    database_name: str = "app"
+    provisioner_timeout_seconds: int = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    enforce_every_minutes: int = 5
+    monthly_budget_usd: float    # the platform (AWS) budget watched by the budget breaker
+    waf_rate_multiplier: float = 3.0   # WAF backstop = multiplier x tier rate (per 5 minutes window)
+    ops_emails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostReportConfig:
+    recipients: tuple[str, ...]
+    sender: str
+    schedule_hour: int = 7
+    schedule_minute: int = 0
+    timezone: str = "Europe/Berlin"
+    anomaly_min_increase_share: float = 0.25   # a service up > 25 % day over day ...
+    anomaly_min_increase_usd: float = 5.0      # ... and by more than $5 is flagged
+
+
+@dataclass(frozen=True, kw_only=True)
+class BillingConfig:
+    payment_grace_days: int = 7
+    stripe_api_version: str = "2025-09-30.clover"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObservabilityConfig:
+    alarm_emails: tuple[str, ...]
+    slo_availability: float = 0.995
+    betterstack_webhook_secret_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvConfig:
+    name: str                    # "dev" | "prod"; used only in names and tags
+    account: str
+    region: str
+    network: NetworkConfig
+    database: DatabaseConfig
+    cache: CacheConfig
+    cluster: ClusterConfig
+    tenants: TenantsConfig
+    limits: LimitsConfig
+    cost_report: CostReportConfig
+    billing: BillingConfig = field(default_factory=BillingConfig)
+    observability: ObservabilityConfig
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def stack_id(self, component: str) -> str:
+        return f"saas-{self.name}-{component}"
+
+
+# Placeholder account/region make offline synth deterministic; real values come from context
+# (-c account=... -c region=...) or CDK_DEFAULT_ACCOUNT / CDK_DEFAULT_REGION at deploy time.
+PLACEHOLDER_ACCOUNT = "111111111111"
+PLACEHOLDER_REGION = "us-east-1"
+
+_OPS = ("ops@example.com",)
+
+
+def _dev(account: str, region: str) -> EnvConfig:
+    return EnvConfig(
+        name="dev", account=account, region=region,
+        network=NetworkConfig(cidr="10.20.0.0/16", nat_gateways=1, flow_log_retention_days=14),
+        database=DatabaseConfig(instance_type="t4g.medium", allocated_storage_gb=20,
+                                max_allocated_storage_gb=100, multi_az=False, backup_retention_days=7,
+                                deletion_protection=False, snapshot_on_delete=False),
+        cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1),
+        cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1,
+                              node_instance_types=("t4g.large",)),
+        tenants=TenantsConfig(secrets_prefix="/saas/dev"),
+        limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS),
+        cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
+        observability=ObservabilityConfig(alarm_emails=_OPS),
+        tags=(("environment", "dev"),),
+    )
+
+
+def _prod(account: str, region: str) -> EnvConfig:
+    return EnvConfig(
+        name="prod", account=account, region=region,
+        network=NetworkConfig(cidr="10.10.0.0/16", nat_gateways=3, flow_log_retention_days=90),
+        database=DatabaseConfig(instance_type="m7g.large", allocated_storage_gb=100,
+                                max_allocated_storage_gb=1000, multi_az=True, backup_retention_days=30,
+                                deletion_protection=True, snapshot_on_delete=True),
+        cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7),
+        cluster=ClusterConfig(),
+        tenants=TenantsConfig(secrets_prefix="/saas/prod"),
+        limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS),
+        cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
+        observability=ObservabilityConfig(alarm_emails=_OPS, betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
+        tags=(("environment", "prod"),),
+    )
+
+
+ENVIRONMENTS = {"dev": _dev, "prod": _prod}
+
+
+def load_config(name: str, *, account: str | None = None, region: str | None = None) -> EnvConfig:
+    """The configuration of environment `name` (``dev`` or ``prod``)."""
+    try:
+        factory = ENVIRONMENTS[name]
+    except KeyError:
+        raise ValueError(f"unknown environment {name!r}; choose one of: {', '.join(ENVIRONMENTS)}") from None
+    return factory(account or PLACEHOLDER_ACCOUNT, region or PLACEHOLDER_REGION)
