@@ -1,0 +1,318 @@
+"""Per-tenant rate limit + billing-period quota + breaker state, decided in one Redis round trip.
+
+The logic is the Redis Function library in ``ratelimit.lua`` (``FCALL tp_acquire``), so services
+in any language call the same code (docs/ratelimit-fcall.md). It is loaded idempotently
+(``FUNCTION LOAD REPLACE``) and reloaded transparently when the server lost it (failover to a
+fresh replica, ``FUNCTION FLUSH``); where Functions are unavailable the same Lua runs via
+EVALSHA (redis-py's Script reloads on NOSCRIPT).
+
+No exceptions: there is no allow-list and no bypass. If Redis cannot answer, the decision comes
+from a stricter in-process limiter (`DegradedLimiter`) and an alert metric is emitted; the caller
+never sees a Redis error and the limiter never fails open.
+
+Retries: a decision is not idempotent (it counts), so the clients built here never retry a
+command on a timeout; a failed call is decided in degraded mode instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Mapping, Sequence
+
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tenant_provisioner.errors import InvalidInput
+from tenant_provisioner.limits.degraded import DegradedLimiter, DegradedAlert
+from tenant_provisioner.limits.headers import (BURST_POLICY, MONTHLY_POLICY, PolicyState,
+                                               delta_seconds, ratelimit_fields)
+from tenant_provisioner.tiers import Tier, TierCatalog, load_tiers
+
+log = logging.getLogger(__name__)
+
+LIBRARY_NAME = "tplimits"
+FUNCTION_NAME = "tp_acquire"
+# Tenant ids are slugs; anything that could break the {t:<id>} hash tag is refused.
+_TENANT_ID = re.compile(r"^[a-z][a-z0-9-]{2,39}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9:_.-]*$")
+# After a failed call, skip Redis for this long (seconds) instead of paying a timeout per request.
+REDIS_RETRY_AFTER_FAILURE_S = 1.0
+DEFAULT_SOCKET_TIMEOUT_S = 0.05
+
+
+class Reason(str, enum.Enum):
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    SUSPENDED = "suspended"
+
+
+_CODES = {0: Reason.OK, 1: Reason.RATE_LIMITED, 2: Reason.QUOTA_EXCEEDED, 3: Reason.SUSPENDED}
+
+
+def _library_source() -> str:
+    return resources.files("tenant_provisioner.limits").joinpath("ratelimit.lua").read_text()
+
+
+LIBRARY_SOURCE = _library_source()
+# The same Lua as a plain script for EVAL: no shebang, no registration, called with KEYS/ARGV.
+EVAL_SOURCE = (LIBRARY_SOURCE.split("\n", 1)[1].split("--@register", 1)[0]
+               + "return acquire(KEYS, ARGV)\n")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one `acquire`: whether to serve the request and the fields to send back."""
+
+    allowed: bool
+    reason: Reason
+    retry_after: float            # seconds; 0 when allowed or suspended (no retry will help)
+    headers: Mapping[str, str]
+    tenant_id: str
+    tier: str
+    used: int | None = None       # admitted this period (None in degraded mode)
+    attempted: int | None = None  # asked for this period, refused included (None in degraded mode)
+    period: int | None = None     # billing period as yyyymm
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    """All of a tenant's limiter keys: one hash slot thanks to the shared ``{t:<id>}`` tag."""
+
+    gcra: str
+    quota: str
+    state: str
+
+    @classmethod
+    def of(cls, tenant_id: str, prefix: str = "") -> "TenantKeys":
+        check_tenant_id(tenant_id)
+        base = f"{prefix}{{t:{tenant_id}}}"
+        return cls(gcra=f"{base}:gcra", quota=f"{base}:quota", state=f"{base}:state")
+
+    def as_list(self) -> list[str]:
+        return [self.gcra, self.quota, self.state]
+
+
+def check_tenant_id(tenant_id: str) -> str:
+    if not isinstance(tenant_id, str) or not _TENANT_ID.match(tenant_id):
+        raise InvalidInput("tenant_id", f"{tenant_id!r} is not a tenant id (^[a-z][a-z0-9-]{{2,39}}$)")
+    return tenant_id
+
+
+def check_prefix(prefix: str) -> str:
+    if not _PREFIX.match(prefix):
+        raise InvalidInput("key_prefix", "may hold only letters, digits and : _ . - (no hash-tag braces)")
+    return prefix
+
+
+@dataclass(frozen=True)
+class TierPlan:
+    """A tier translated into the function's arguments and the advertised policies."""
+
+    tier: Tier
+    emission_us: float
+    tolerance_us: float
+    burst_window_s: int
+
+    @classmethod
+    def of(cls, tier: Tier) -> "TierPlan":
+        emission = 1_000_000.0 / tier.rate_per_second
+        return cls(tier=tier, emission_us=emission, tolerance_us=emission * tier.burst,
+                   burst_window_s=max(1, delta_seconds(tier.burst / tier.rate_per_second)))
+
+    def args(self, cost: int) -> list[str]:
+        return [repr(self.emission_us), repr(self.tolerance_us), str(cost), str(self.tier.api_requests.hard_limit)]
+
+    def decide(self, tenant_id: str, reply: Sequence[Any]) -> Decision:
+        code, retry_ms, remaining, reset_ms, used, attempted, period_ms, period, period_len = (int(v) for v in reply)
+        reason = _CODES[code]
+        hard = self.tier.api_requests.hard_limit
+        policies = [
+            PolicyState(BURST_POLICY, self.tier.burst, self.burst_window_s, remaining, delta_seconds(reset_ms / 1000)),
+            PolicyState(MONTHLY_POLICY, hard, period_len, max(0, hard - used), delta_seconds(period_ms / 1000)),
+        ]
+        retry_after = retry_ms / 1000 if reason in (Reason.RATE_LIMITED, Reason.QUOTA_EXCEEDED) else 0.0
+        headers = ratelimit_fields(policies, retry_after if retry_after else None)
+        return Decision(allowed=reason is Reason.OK, reason=reason, retry_after=retry_after, headers=headers,
+                        tenant_id=tenant_id, tier=self.tier.name, used=used, attempted=attempted, period=period)
+
+
+def _is_missing_function(exc: redis.ResponseError) -> bool:
+    text = str(exc).lower()
+    return "function not found" in text or "no such function" in text
+
+
+def _functions_unsupported(exc: redis.ResponseError) -> bool:
+    text = str(exc).lower()
+    return "unknown command" in text or "noperm" in text or "not allowed" in text
+
+
+@dataclass
+class _Core:
+    """What the sync and async limiters share: plans, keys, degraded mode and its bookkeeping."""
+
+    key_prefix: str = ""
+    catalog: TierCatalog | None = None
+    degraded: DegradedLimiter = field(default_factory=DegradedLimiter)
+    use_functions: bool = True
+    redis_down_until: float = 0.0
+    _plans: dict[str, TierPlan] = field(default_factory=dict)
+
+    def prepare(self, tenant_id: str, tier: str | Tier, cost: int) -> tuple[TenantKeys, TierPlan]:
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+            raise InvalidInput("cost", f"must be a whole number >= 0, got {cost!r}")
+        keys = TenantKeys.of(tenant_id, self.key_prefix)
+        tier_obj = tier if isinstance(tier, Tier) else (self.catalog or load_tiers()).get(tier)
+        plan = self._plans.get(tier_obj.name)
+        if plan is None or plan.tier != tier_obj:
+            plan = self._plans[tier_obj.name] = TierPlan.of(tier_obj)
+        return keys, plan
+
+    def redis_usable(self) -> bool:
+        return time.monotonic() >= self.redis_down_until
+
+    def after_success(self, decision: Decision) -> Decision:
+        self.redis_down_until = 0.0
+        self.degraded.remember(decision.tenant_id, decision.reason, decision.retry_after)
+        return decision
+
+    def after_failure(self, tenant_id: str, plan: TierPlan, cost: int, exc: BaseException | None) -> Decision:
+        if exc is not None:
+            self.redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_FAILURE_S
+            log.warning("rate limiter: Redis unavailable (%s: %s); deciding in degraded mode",
+                        type(exc).__name__, exc)
+        reason, retry_after, policy = self.degraded.decide(tenant_id, plan.tier, cost)
+        headers = ratelimit_fields([policy], retry_after if reason in (Reason.RATE_LIMITED, Reason.QUOTA_EXCEEDED)
+                                   else None)
+        return Decision(allowed=reason is Reason.OK, reason=Reason(reason), retry_after=retry_after,
+                        headers=headers, tenant_id=tenant_id, tier=plan.tier.name, degraded=True)
+
+
+def _no_retry_client(url: str, cls: Callable[..., Any], socket_timeout: float) -> Any:
+    return cls.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+                        retry=Retry(NoBackoff(), 0), health_check_interval=0)
+
+
+class RateLimiter:
+    """Synchronous limiter on redis-py (WSGI apps, workers, the CLI).
+
+    ``acquire(tenant_id, tier, cost=1)`` never raises for Redis trouble; bad arguments (unknown
+    tier, malformed tenant id, negative cost) raise `InvalidInput` before anything is counted.
+    """
+
+    def __init__(self, client: redis.Redis, *, key_prefix: str = "", catalog: TierCatalog | None = None,
+                 degraded: DegradedLimiter | None = None) -> None:
+        self._client = client
+        self._core = _Core(key_prefix=check_prefix(key_prefix), catalog=catalog,
+                           degraded=degraded or DegradedLimiter())
+        self._script = client.register_script(EVAL_SOURCE)
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S, **kwargs: Any) -> "RateLimiter":
+        """A limiter on its own client: short timeouts, no automatic retry (a retry double-counts)."""
+        return cls(_no_retry_client(url, redis.Redis, socket_timeout), **kwargs)
+
+    @property
+    def key_prefix(self) -> str:
+        return self._core.key_prefix
+
+    @property
+    def degraded(self) -> DegradedLimiter:
+        return self._core.degraded
+
+    def load(self) -> bool:
+        """Load (or replace) the function library; False when only EVAL is available."""
+        try:
+            self._client.function_load(LIBRARY_SOURCE, replace=True)
+            self._core.use_functions = True
+        except redis.ResponseError as exc:
+            if not _functions_unsupported(exc):
+                raise
+            log.warning("rate limiter: Redis Functions unavailable (%s); using EVALSHA", exc)
+            self._core.use_functions = False
+        return self._core.use_functions
+
+    def _invoke(self, keys: list[str], args: list[str]) -> Sequence[Any]:
+        if self._core.use_functions:
+            try:
+                return self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
+            except redis.ResponseError as exc:
+                if not (_is_missing_function(exc) or _functions_unsupported(exc)):
+                    raise
+                if self.load():
+                    return self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
+        return self._script(keys=keys, args=args)
+
+    def acquire(self, tenant_id: str, tier: str | Tier, cost: int = 1) -> Decision:
+        """Decide one request of `cost` units for `tenant_id` on `tier` (cost 0 only reads)."""
+        keys, plan = self._core.prepare(tenant_id, tier, cost)
+        if not self._core.redis_usable():
+            return self._core.after_failure(tenant_id, plan, cost, None)
+        try:
+            reply = self._invoke(keys.as_list(), plan.args(cost))
+        except (redis.RedisError, OSError) as exc:
+            return self._core.after_failure(tenant_id, plan, cost, exc)
+        return self._core.after_success(plan.decide(tenant_id, reply))
+
+
+class AsyncRateLimiter:
+    """The same limiter on ``redis.asyncio`` for ASGI services (see `RateLimitMiddleware`)."""
+
+    def __init__(self, client: aioredis.Redis, *, key_prefix: str = "", catalog: TierCatalog | None = None,
+                 degraded: DegradedLimiter | None = None) -> None:
+        self._client = client
+        self._core = _Core(key_prefix=check_prefix(key_prefix), catalog=catalog,
+                           degraded=degraded or DegradedLimiter())
+        self._script = client.register_script(EVAL_SOURCE)
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+                 **kwargs: Any) -> "AsyncRateLimiter":
+        return cls(_no_retry_client(url, aioredis.Redis, socket_timeout), **kwargs)
+
+    @property
+    def degraded(self) -> DegradedLimiter:
+        return self._core.degraded
+
+    async def load(self) -> bool:
+        try:
+            await self._client.function_load(LIBRARY_SOURCE, replace=True)
+            self._core.use_functions = True
+        except redis.ResponseError as exc:
+            if not _functions_unsupported(exc):
+                raise
+            log.warning("rate limiter: Redis Functions unavailable (%s); using EVALSHA", exc)
+            self._core.use_functions = False
+        return self._core.use_functions
+
+    async def _invoke(self, keys: list[str], args: list[str]) -> Sequence[Any]:
+        if self._core.use_functions:
+            try:
+                return await self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
+            except redis.ResponseError as exc:
+                if not (_is_missing_function(exc) or _functions_unsupported(exc)):
+                    raise
+                if await self.load():
+                    return await self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
+        return await self._script(keys=keys, args=args)
+
+    async def acquire(self, tenant_id: str, tier: str | Tier, cost: int = 1) -> Decision:
+        keys, plan = self._core.prepare(tenant_id, tier, cost)
+        if not self._core.redis_usable():
+            return self._core.after_failure(tenant_id, plan, cost, None)
+        try:
+            reply = await self._invoke(keys.as_list(), plan.args(cost))
+        except (redis.RedisError, OSError) as exc:
+            return self._core.after_failure(tenant_id, plan, cost, exc)
+        return self._core.after_success(plan.decide(tenant_id, reply))
+
+
+__all__ = ["AsyncRateLimiter", "Decision", "DegradedAlert", "RateLimiter", "Reason", "TenantKeys", "TierPlan"]
