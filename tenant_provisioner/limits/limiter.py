@@ -151,8 +151,10 @@ def _is_missing_function(exc: redis.ResponseError) -> bool:
 
 
 def _functions_unsupported(exc: redis.ResponseError) -> bool:
+    """FUNCTION/FCALL refused: an old server, a managed service or an ACL without them."""
     text = str(exc).lower()
-    return "unknown command" in text or "noperm" in text or "not allowed" in text
+    return isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in text
+
 
 
 @dataclass
@@ -189,10 +191,11 @@ class _Core:
             self.redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_FAILURE_S
             log.warning("rate limiter: Redis unavailable (%s: %s); deciding in degraded mode",
                         type(exc).__name__, exc)
-        reason, retry_after, policy = self.degraded.decide(tenant_id, plan.tier, cost)
+        raw_reason, retry_after, policy = self.degraded.decide(tenant_id, plan.tier, cost)
+        reason = Reason(raw_reason)
         headers = ratelimit_fields([policy], retry_after if reason in (Reason.RATE_LIMITED, Reason.QUOTA_EXCEEDED)
                                    else None)
-        return Decision(allowed=reason is Reason.OK, reason=Reason(reason), retry_after=retry_after,
+        return Decision(allowed=reason is Reason.OK, reason=reason, retry_after=retry_after,
                         headers=headers, tenant_id=tenant_id, tier=plan.tier.name, degraded=True)
 
 

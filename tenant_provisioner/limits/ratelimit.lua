@@ -118,8 +118,8 @@ local function acquire(keys, args)
   if state == 'suspended' then
     return reply(3, 0, tat)  -- nothing counted: the tenant is out until an operator resumes it
   end
-  if cost == 0 then
-    local code = (state == 'hard_limit' and state_period == period) and 2 or 0
+  if cost == 0 then  -- peek: would the next request be refused for quota?
+    local code = ((state == 'hard_limit' and state_period == period) or used >= hard_limit) and 2 or 0
     return reply(code, code == 2 and period_ms or 0, tat)
   end
 
