@@ -19,7 +19,7 @@ class NetworkConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseConfig:
-    engine_version: str = "16.6"
+    engine_version: str = "16.13"
     instance_type: str          # e.g. "m7g.large" (Graviton)
     allocated_storage_gb: int
     max_allocated_storage_gb: int
@@ -48,7 +48,9 @@ class CacheConfig:
 class ClusterConfig:
     kubernetes_version: str = "1.34"
     endpoint_public_cidrs: tuple[str, ...] = ()   # empty = private endpoint only
-    auto_mode: bool = True
+    # False: an AL2023 arm64 managed node group (Graviton guaranteed, no Auto Mode fee);
+    # True: EKS Auto Mode with the built-in node pools.
+    auto_mode: bool = False
     node_instance_types: tuple[str, ...] = ("m7g.large",)
     node_min: int = 2
     node_max: int = 6
@@ -56,6 +58,7 @@ class ClusterConfig:
     app_namespace: str = "app"
     api_service_account: str = "api"
     worker_service_account: str = "worker"
+    admin_role_arns: tuple[str, ...] = ()         # IAM roles granted cluster-admin access entries
 
 
 @dataclass(frozen=True, kw_only=True)

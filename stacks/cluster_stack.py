@@ -1,0 +1,116 @@
+"""The EKS cluster for the API and worker services (native eks_v2 resources, no kubectl Lambda)."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.config import EnvConfig
+from stacks.constructs.outputs import publish
+from stacks.constructs.workload_identity import PodIdentity
+from stacks.data_stack import DataStack
+from stacks.nag import acknowledge, partition_in_findings
+from stacks.network_stack import NetworkStack
+from stacks.security_stack import SecurityStack
+
+ALL_CONTROL_PLANE_LOGS = (
+    eks.ClusterLoggingTypes.API, eks.ClusterLoggingTypes.AUDIT, eks.ClusterLoggingTypes.AUTHENTICATOR,
+    eks.ClusterLoggingTypes.CONTROLLER_MANAGER, eks.ClusterLoggingTypes.SCHEDULER,
+)
+CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+CLUSTER_ROLE_POLICIES = {
+    "AmazonEKSClusterPolicy": "the control plane manages ENIs, load balancers and KMS envelope encryption",
+}
+NODE_ROLE_POLICIES = {
+    "AmazonEKSWorkerNodePolicy": "nodes register with the cluster and read their own EC2 metadata",
+    "AmazonEKS_CNI_Policy": "the VPC CNI assigns pod IP addresses from the private subnets",
+    "AmazonEC2ContainerRegistryReadOnly": "nodes pull the service images and EKS add-ons from ECR",
+}
+
+
+class ClusterStack(cdk.Stack):
+    """Private control plane, KMS-encrypted Kubernetes secrets, Graviton capacity, Pod Identity."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+                 security: SecurityStack, data: DataStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        cfg = config.cluster
+        endpoint = (eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*cfg.endpoint_public_cidrs)
+                    if cfg.endpoint_public_cidrs else eks.EndpointAccess.PRIVATE)
+        self.cluster = eks.Cluster(
+            self, "Cluster",
+            cluster_name=f"saas-{config.name}",
+            version=eks.KubernetesVersion.of(cfg.kubernetes_version),
+            vpc=network.vpc,
+            vpc_subnets=[ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)],
+            endpoint_access=endpoint,
+            secrets_encryption_key=security.eks_key,
+            cluster_logging=list(ALL_CONTROL_PLANE_LOGS),
+            default_capacity_type=eks.DefaultCapacityType.AUTOMODE if cfg.auto_mode else eks.DefaultCapacityType.NODEGROUP,
+            default_capacity=0,
+            compute=eks.ComputeConfig(node_pools=["system", "general-purpose"]) if cfg.auto_mode else None,
+        )
+        cluster_resource = self.cluster.node.default_child
+        # Extended support costs six times the standard control-plane price; upgrade on time instead.
+        cluster_resource.add_property_override("UpgradePolicy.SupportType", "STANDARD")
+        self.nodegroup: eks.Nodegroup | None = None if cfg.auto_mode else self._add_graviton_nodegroup(config)
+        for index, principal in enumerate(cfg.admin_role_arns):
+            self.cluster.grant_access(f"Admin{index}", principal, [eks.AccessPolicy.from_access_policy_name(
+                CLUSTER_ADMIN_POLICY, access_scope_type=eks.AccessScopeType.CLUSTER)])
+        data.admit(self.cluster.cluster_security_group, f"EKS cluster saas-{config.name}")
+
+        tenant_secrets = _tenant_secrets_arn(config, self.partition)
+        self.workloads: dict[str, PodIdentity] = {}
+        for name, service_account in (("Api", cfg.api_service_account), ("Worker", cfg.worker_service_account)):
+            identity = PodIdentity(
+                self, f"{name}Identity", cluster_name=self.cluster.cluster_name, namespace=cfg.app_namespace,
+                service_account=service_account,
+                description=f"Pod Identity of {cfg.app_namespace}/{service_account}: tenant secrets and cache AUTH")
+            policy = identity.allow_secrets([tenant_secrets, data.cache_auth_secret.secret_arn],
+                                            decrypt_key_arn=security.secrets_key.key_arn, region=self.region)
+            acknowledge(policy, f"AwsSolutions-IAM5[Resource::{_tenant_secrets_arn(config, partition_in_findings(self))}]",
+                        "Tenants are created at runtime, so their secrets can only be named by the prefix "
+                        "reserved for tenant secrets; no other secret lives under it.")
+            self.workloads[name.lower()] = identity
+
+        publish(self, config.name, "cluster-name", self.cluster.cluster_name, "EKS cluster name")
+        publish(self, config.name, "cluster-security-group-id", self.cluster.cluster_security_group_id,
+                "Security group of the cluster's nodes and pods")
+        for name, identity in self.workloads.items():
+            publish(self, config.name, f"{name}-role-arn", identity.role.role_arn,
+                    f"IAM role of the {name} service account (EKS Pod Identity)")
+        self._acknowledge_cluster_roles()
+
+    def _add_graviton_nodegroup(self, config: EnvConfig) -> eks.Nodegroup:
+        cfg = config.cluster
+        nodegroup = self.cluster.add_nodegroup_capacity(
+            "Graviton",
+            ami_type=eks.NodegroupAmiType.AL2023_ARM_64_STANDARD,
+            instance_types=[ec2.InstanceType(t) for t in cfg.node_instance_types],
+            min_size=cfg.node_min, max_size=cfg.node_max, desired_size=cfg.node_desired,
+            subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            enable_node_auto_repair=True,
+        )
+        # Pod Identity associations need the agent on the nodes (Auto Mode ships it built in).
+        self.cluster.eks_pod_identity_agent  # noqa: B018 - the getter creates the add-on
+        return nodegroup
+
+    def _acknowledge_cluster_roles(self) -> None:
+        """The managed policies EKS documents as required for the cluster and node roles; AWS keeps
+        them in step with new EKS features, which a hand-copied policy would silently miss."""
+        roles = [(self.cluster.role, CLUSTER_ROLE_POLICIES)]
+        if self.nodegroup is not None:
+            roles.append((self.nodegroup.role, NODE_ROLE_POLICIES))
+        for role, policies in roles:
+            for policy, why in policies.items():
+                acknowledge(role, f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]",
+                            f"{policy} is the AWS-maintained policy EKS requires here: {why}.")
+
+
+def _tenant_secrets_arn(config: EnvConfig, partition: str) -> str:
+    """Every tenant secret; cdk-nag names the partition ``<AWS::Partition>`` in its finding ids."""
+    return (f"arn:{partition}:secretsmanager:{config.region}:{config.account}:secret:"
+            f"{config.tenants.secrets_prefix}/tenants/*")

@@ -1,0 +1,63 @@
+"""The VPC: three tiers of subnets over three AZs, NAT per config, private AWS endpoints, flow logs."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.config import EnvConfig
+from stacks.constructs.retention import retention_days
+from stacks.security_stack import SecurityStack
+
+# Interface endpoints keep control-plane and node traffic to these services off the NAT (cost and
+# exposure): Secrets Manager (tenant/RDS/cache secrets), STS (Pod Identity, IRSA), ECR (image
+# pulls), CloudWatch Logs (Lambda and flow logs) and EKS Auth (Pod Identity credential exchange).
+INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
+    "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+    "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
+    "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
+    "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+    "EksAuth": ec2.InterfaceVpcEndpointAwsService.EKS_AUTH,
+}
+
+
+class NetworkStack(cdk.Stack):
+    """Public subnets hold only the NAT gateways and load balancers; workloads never get public IPs."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig,
+                 security: SecurityStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        net = config.network
+        self.vpc = ec2.Vpc(
+            self, "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(net.cidr),
+            max_azs=net.max_azs,
+            nat_gateways=net.nat_gateways,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
+                ec2.SubnetConfiguration(name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=19),
+                ec2.SubnetConfiguration(name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24),
+            ],
+            restrict_default_security_group=True,
+        )
+        flow_log_group = logs.LogGroup(
+            self, "FlowLogs",
+            encryption_key=security.logs_key,
+            retention=retention_days(net.flow_log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+                              traffic_type=ec2.FlowLogTrafficType.ALL)
+        self.vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3)
+        # One group for all endpoints, admitting HTTPS from the VPC's (literal) CIDR only.
+        self.endpoint_security_group = ec2.SecurityGroup(self, "EndpointSecurityGroup", vpc=self.vpc,
+                                                         allow_all_outbound=False,
+                                                         description="Interface endpoints: HTTPS from the VPC")
+        self.endpoint_security_group.add_ingress_rule(ec2.Peer.ipv4(net.cidr), ec2.Port.tcp(443), "HTTPS from the VPC")
+        endpoint_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        for name, service in INTERFACE_ENDPOINTS.items():
+            self.vpc.add_interface_endpoint(name, service=service, subnets=endpoint_subnets, private_dns_enabled=True,
+                                            security_groups=[self.endpoint_security_group], open=False)

@@ -1,0 +1,52 @@
+"""Composition root: every stack of one environment, wired together in dependency order.
+
+Foundation stacks (security → network → data → cluster) come first; each control-plane stack is
+ONE line in the marked section below and receives ``config=config`` plus the stacks it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from stacks.cluster_stack import ClusterStack
+from stacks.config import EnvConfig
+from stacks.data_stack import DataStack
+from stacks.network_stack import NetworkStack
+from stacks.security_stack import SecurityStack
+
+
+@dataclass(frozen=True)
+class Platform:
+    """The foundation stacks of one environment, as later stacks and tests consume them."""
+
+    network: NetworkStack
+    security: SecurityStack
+    data: DataStack
+    cluster: ClusterStack
+
+
+def build_platform(scope: Construct, config: EnvConfig) -> Platform:
+    """Instantiate every stack of ``config``'s environment under ``scope`` (an App or Stage)."""
+    env = cdk.Environment(account=config.account, region=config.region)
+    security = SecurityStack(scope, config.stack_id("security"), config=config, env=env)
+    network = NetworkStack(scope, config.stack_id("network"), config=config, security=security, env=env)
+    data = DataStack(scope, config.stack_id("data"), config=config, network=network, security=security, env=env)
+    cluster = ClusterStack(scope, config.stack_id("cluster"), config=config, network=network, security=security,
+                           data=data, env=env)
+
+    # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
+
+    _tag_environment(scope, config)
+    return Platform(network=network, security=security, data=data, cluster=cluster)
+
+
+def _tag_environment(scope: Construct, config: EnvConfig) -> None:
+    """Tag every stack of this environment (cost allocation and ownership), not the other env's."""
+    prefix = config.stack_id("")
+    for child in scope.node.children:
+        if isinstance(child, cdk.Stack) and child.node.id.startswith(prefix):
+            for key, value in (("platform", "saas"), *config.tags):
+                cdk.Tags.of(child).add(key, value)
