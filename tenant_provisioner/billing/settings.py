@@ -1,0 +1,128 @@
+"""Stripe configuration: the API key and webhook signing secret come from Secrets Manager.
+
+Locally ``STRIPE_API_KEY`` / ``STRIPE_WEBHOOK_SECRET`` may hold them instead. With no key at all,
+`stripe_client` returns None and says so loudly: billing is optional for local work, but its
+absence must never go unnoticed (a production Lambda without a key logs an error every call).
+A secret still holding the placeholder CDK generated counts as "no key".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+import stripe
+
+from tenant_provisioner.billing.errors import StripeRejected
+from tenant_provisioner.errors import ConfigError, TransientError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "saas"
+_API_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+_WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    """What the billing code needs besides credentials; defaults suit every environment."""
+
+    catalog_prefix: str = DEFAULT_PREFIX      # product ids, lookup keys and meter event name start with it
+    payment_grace_days: int = 7
+    api_base: str | None = None               # only for a local/test Stripe-compatible server
+    api_version: str | None = None            # None: the version the SDK is pinned to
+    max_network_retries: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.catalog_prefix.replace("_", "").isalnum() or not self.catalog_prefix.islower():
+            raise ConfigError(f"billing catalog prefix must be lower-case letters, digits and _: "
+                              f"{self.catalog_prefix!r}")
+        if self.payment_grace_days < 0:
+            raise ConfigError("BILLING_PAYMENT_GRACE_DAYS must be >= 0")
+
+    @property
+    def meter_event_name(self) -> str:
+        return f"{self.catalog_prefix}_api_requests"
+
+    @classmethod
+    def from_env(cls) -> "BillingSettings":
+        try:
+            grace = int(os.environ.get("BILLING_PAYMENT_GRACE_DAYS", "7"))
+            retries = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+        except ValueError as exc:
+            raise ConfigError(f"billing setting is not a whole number: {exc}") from None
+        return cls(catalog_prefix=os.environ.get("BILLING_CATALOG_PREFIX", DEFAULT_PREFIX),
+                   payment_grace_days=grace, api_base=os.environ.get("STRIPE_API_BASE") or None,
+                   api_version=os.environ.get("STRIPE_API_VERSION") or None, max_network_retries=retries)
+
+
+def _from_secrets_manager(secret_id: str) -> str:
+    """A secret's string value, cached for 5 minutes per process (Powertools parameters)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        value = parameters.get_secret(secret_id, max_age=300)
+    except parameters.exceptions.GetParameterError as exc:
+        raise TransientError(f"could not read secret {secret_id}: {exc}") from exc
+    return value if isinstance(value, str) else ""
+
+
+def _read(env_value: str, env_secret_id: str) -> str | None:
+    value = os.environ.get(env_value)
+    if value:
+        return value.strip()
+    secret_id = os.environ.get(env_secret_id)
+    if secret_id:
+        return _from_secrets_manager(secret_id).strip()
+    return None
+
+
+def api_key() -> str | None:
+    """The Stripe secret key, or None when none is configured (placeholder values count as none)."""
+    value = _read("STRIPE_API_KEY", "STRIPE_API_KEY_SECRET_ID")
+    return value if value and value.startswith(_API_KEY_PREFIXES) else None
+
+
+def webhook_signing_secret() -> str:
+    """The endpoint's signing secret (``whsec_...``); ConfigError when it is missing or a placeholder."""
+    value = _read("STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_ID")
+    if not value or not value.startswith(_WEBHOOK_SECRET_PREFIX):
+        raise ConfigError("the Stripe webhook signing secret is not configured: put the endpoint's whsec_... "
+                          "value into the secret named by STRIPE_WEBHOOK_SECRET_ID (docs/runbooks/stripe-setup.md)")
+    return value
+
+
+def skipped_notice(what: str) -> None:
+    """Say loudly, on stderr and in the log, that billing was skipped."""
+    message = (f"BILLING SKIPPED ({what}): no Stripe API key configured (STRIPE_API_KEY or "
+               "STRIPE_API_KEY_SECRET_ID). No customer, subscription or usage reaches Stripe.")
+    logger.warning(message)
+    print(f"\n*** {message} ***\n", file=sys.stderr)
+
+
+def stripe_client(settings: BillingSettings, key: str | None = None) -> stripe.StripeClient | None:
+    """A configured client, or None (after the loud notice) when no key is configured."""
+    key = key or api_key()
+    if key is None:
+        return None
+    base = {"api": settings.api_base} if settings.api_base else None
+    return stripe.StripeClient(key, base_addresses=base, stripe_version=settings.api_version,
+                               max_network_retries=settings.max_network_retries)
+
+
+def is_transient(exc: stripe.StripeError) -> bool:
+    """Errors a later retry may fix: network, Stripe 5xx, rate limiting, lock conflicts."""
+    if isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError)):
+        return True
+    return isinstance(exc, stripe.APIError) or (exc.http_status or 0) >= 500 or exc.http_status == 409
+
+
+def translate(exc: stripe.StripeError, doing: str) -> Exception:
+    """A Stripe failure as one of our typed errors (TransientError when a retry may help)."""
+    if is_transient(exc):
+        return TransientError(f"Stripe unavailable while {doing}: {exc.user_message or exc}")
+    if isinstance(exc, stripe.AuthenticationError):
+        return ConfigError(f"Stripe rejected the API key while {doing}: {exc.user_message or exc}")
+    return StripeRejected(f"Stripe refused {doing}: {exc.user_message or exc}")
