@@ -88,5 +88,6 @@ class Cache(Construct):
                     "the two-step ROTATE/SET procedure in docs/runbooks/secret-rotation.md.")
         if not highly_available:
             acknowledge(self.replication_group, "AwsSolutions-AEC4",
-                        "This environment's config chooses a single cache node to save cost; limiter state is "
-                        "rebuilt within one billing window; production config is Multi-AZ with failover.")
+                        "This environment's config chooses a single cache node to save cost; after a node "
+                        "replacement the enforcer re-pushes breaker state from PostgreSQL within 5 minutes; "
+                        "production config is Multi-AZ with automatic failover.")
