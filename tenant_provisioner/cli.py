@@ -1,0 +1,201 @@
+"""Operator CLI: ``python -m tenant_provisioner`` (console script ``tenant-provisioner``).
+
+Exit codes: 0 success; 2 bad input (one line on stderr, nothing changed); 1 any other failure.
+The database comes from ``--database-url`` or ``DATABASE_URL``; the login user must be allowed to
+``SET ROLE`` to the provisioner role (``init`` arranges that). Tenant secrets go to AWS only with
+``--secrets aws``; locally they are skipped with a notice (the Lambda always writes them).
+Other components add their sub-apps below (``limits``, ``billing``).
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tenant_provisioner import control, lifecycle, validation
+from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
+from tenant_provisioner.errors import PlatformError
+from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
+from tenant_provisioner.secrets import AwsSecretStore, SecretStore
+
+app = typer.Typer(name="tenant-provisioner", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False,
+                  help="Provision and operate tenants of the shared PostgreSQL database.")
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SecretsMode(str, Enum):
+    skip = "skip"
+    aws = "aws"
+
+
+@dataclass
+class Settings:
+    database_url: str | None
+    provisioner_role: str
+
+    def database(self, max_size: int = 1) -> Database:
+        return Database(self.database_url or "", provisioner_role=self.provisioner_role, max_size=max_size)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.ensure_object(Settings)
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handles_errors(command: F) -> F:
+    """Turn typed errors into one stderr line and the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except PlatformError as exc:
+            raise _fail(str(exc), exc.exit_code) from None
+        except psycopg.Error as exc:
+            raise _fail(f"database: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}", 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _store(mode: SecretsMode) -> SecretStore | None:
+    if mode is SecretsMode.aws:
+        return AwsSecretStore.from_env()
+    err.print("notice: tenant secret step skipped (local run); pass --secrets aws to write it to "
+              "Secrets Manager. The tenant role has no password until then.", highlight=False)
+    return None
+
+
+def _endpoint(conn: psycopg.Connection) -> DbEndpoint:
+    """Where tenants connect: TENANT_DB_HOST/PORT (e.g. a proxy) or this connection's server."""
+    return DbEndpoint(host=os.environ.get("TENANT_DB_HOST") or conn.info.host,
+                      port=int(os.environ.get("TENANT_DB_PORT") or conn.info.port),
+                      database=conn.info.dbname)
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str)) if out.is_terminal else print(json.dumps(data, default=str))
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         database_url: Annotated[Optional[str], typer.Option(envvar="DATABASE_URL", show_envvar=True,
+                                                             help="PostgreSQL URL of the shared database")] = None,
+         provisioner_role: Annotated[Optional[str], typer.Option(envvar="TENANT_PROVISIONER_ROLE",
+                                                                 help="Role that owns tenant objects")] = None) -> None:
+    ctx.obj = Settings(database_url=database_url, provisioner_role=provisioner_role or provisioner_role_from_env())
+
+
+@app.command()
+@handles_errors
+def init(ctx: typer.Context) -> None:
+    """Create or upgrade roles, database hardening and the control schema (idempotent)."""
+    settings = _settings(ctx)
+    if not settings.database_url:
+        raise _fail("no database: pass --database-url or set DATABASE_URL", 2)
+    with admin_connect(settings.database_url) as conn:
+        result = control.init(conn, settings.provisioner_role)
+    applied = ", ".join(result.applied) or "nothing new"
+    out.print(f"control schema at version {result.version}; applied: {applied}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def create(ctx: typer.Context, tenant_id: str,
+           tier: Annotated[str, typer.Option(help="Tier from config/tiers.yaml")],
+           admin_email: Annotated[str, typer.Option(help="The tenant admin's email")],
+           name: Annotated[Optional[str], typer.Option(help="Company name")] = None,
+           secrets: Annotated[SecretsMode, typer.Option(help="Where the tenant secret goes")] = SecretsMode.skip) -> None:
+    """Provision a tenant (idempotent) and print the result as one JSON object."""
+    request = CreateRequest.parse({"tenant_id": tenant_id, "tier": tier, "admin_email": admin_email,
+                                   "company_name": name})
+    store = _store(secrets)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        result = lifecycle.create(conn, request, actor=_actor(), store=store, endpoint=_endpoint(conn))
+    print(json.dumps(result.to_dict()))
+
+
+@app.command()
+@handles_errors
+def show(ctx: typer.Context, tenant_id: str) -> None:
+    """Print one tenant as JSON."""
+    validation.tenant_id(tenant_id)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        _print_json(lifecycle.get(conn, tenant_id).to_dict())
+
+
+@app.command("list")
+@handles_errors
+def list_(ctx: typer.Context,
+          as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table")] = False,
+          state: Annotated[Optional[str], typer.Option(help="Only tenants in this state")] = None) -> None:
+    """List tenants."""
+    with _settings(ctx).database() as db, db.connection() as conn, \
+            err.status("reading tenants...", spinner="dots"):
+        found = lifecycle.list_tenants(conn, state=state)
+    if as_json:
+        print(json.dumps([t.to_dict() for t in found]))
+        return
+    table = Table("tenant", "state", "tier", "schema", "version", "admin", "created")
+    for t in found:
+        table.add_row(t.tenant_id, t.state, t.tier, t.schema_name, str(t.schema_version), t.admin_email,
+                      t.created_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+    out.print(f"{len(found)} tenant(s)", highlight=False)
+
+
+@app.command()
+@handles_errors
+def suspend(ctx: typer.Context, tenant_id: str,
+            reason: Annotated[str, typer.Option(help="Why (kept in the audit log)")]) -> None:
+    """Disable the tenant's database login and end its sessions."""
+    validation.tenant_id(tenant_id)
+    validation.text(reason, "reason", required=True)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        tenant = lifecycle.suspend(conn, tenant_id, reason=reason, actor=_actor())
+    out.print(f"{tenant.tenant_id}: {tenant.state} ({tenant.suspended_reason})", highlight=False)
+
+
+@app.command()
+@handles_errors
+def resume(ctx: typer.Context, tenant_id: str) -> None:
+    """Re-enable a suspended tenant."""
+    validation.tenant_id(tenant_id)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        tenant = lifecycle.resume(conn, tenant_id, actor=_actor())
+    out.print(f"{tenant.tenant_id}: {tenant.state}", highlight=False)
+
+
+@app.command("change-tier")
+@handles_errors
+def change_tier(ctx: typer.Context, tenant_id: str,
+                tier: Annotated[str, typer.Option(help="New tier from config/tiers.yaml")]) -> None:
+    """Move a tenant to another tier (connection limit follows)."""
+    from tenant_provisioner.tiers import load_tiers
+
+    validation.tenant_id(tenant_id)
+    load_tiers().get(tier)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        tenant = lifecycle.change_tier(conn, tenant_id, tier, actor=_actor())
+    out.print(f"{tenant.tenant_id}: tier {tenant.tier}", highlight=False)

@@ -1,0 +1,91 @@
+"""Connections to the shared database, always acting as the provisioner role.
+
+The login user (the RDS master user through its secret, or ``postgres`` locally) only has to be a
+member of the provisioner role: every pooled connection runs ``SET ROLE <provisioner>``, so all
+schemas, tables and tenant roles are created by, and owned by, that one dedicated non-superuser
+role, and privilege checks are the real ones even when the login user is a superuser. The role
+name is configurable (``TENANT_PROVISIONER_ROLE``) because roles are cluster-wide and parallel
+test databases must not share one.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from tenant_provisioner.errors import ConfigError, TransientError
+
+DEFAULT_PROVISIONER_ROLE = "tenant_provisioner"
+APPLICATION_NAME = "tenant-provisioner"
+# First key of every two-int advisory lock we take (`pg_advisory_lock(int, int)`), so our locks
+# never collide with another component's.
+LOCK_NAMESPACE = 0x7E4A
+
+
+def provisioner_role_from_env() -> str:
+    return os.environ.get("TENANT_PROVISIONER_ROLE") or DEFAULT_PROVISIONER_ROLE
+
+
+def tenant_group_role(provisioner_role: str) -> str:
+    """The NOLOGIN group every tenant role is a member of; it holds only CONNECT on the database."""
+    return f"{provisioner_role}_tenants"
+
+
+class Database:
+    """A small connection pool whose connections act as the provisioner role.
+
+    ``max_size`` bounds how many connections this process opens: 1 in a Lambda (one request at a
+    time), the ``--concurrency`` of a fleet migration, a few for tests.
+    """
+
+    def __init__(self, url: str, *, provisioner_role: str | None = None, max_size: int = 1,
+                 timeout: float = 30.0) -> None:
+        if not url:
+            raise ConfigError("no database: pass --database-url or set DATABASE_URL")
+        self.url = url
+        self.provisioner_role = provisioner_role or provisioner_role_from_env()
+        self._timeout = timeout
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=max(1, max_size), open=False, timeout=timeout,
+            kwargs={"application_name": APPLICATION_NAME, "connect_timeout": 10, "autocommit": True},
+            configure=self._configure, name=f"provisioner-{self.provisioner_role}",
+        )
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self.provisioner_role)))
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled autocommit connection acting as the provisioner; use ``conn.transaction()``."""
+        if self._pool.closed:
+            self._pool.open(wait=False)
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise TransientError(f"no database connection within {self._timeout:.0f}s: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"database unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def admin_connect(url: str) -> psycopg.Connection:
+    """A plain connection as the login user (for `init`, which creates the provisioner role)."""
+    try:
+        return psycopg.connect(url, application_name=APPLICATION_NAME, connect_timeout=10, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"database unavailable: {exc}") from exc
+

@@ -1,0 +1,138 @@
+"""DDL for one tenant: schema, role, tables and grants, composed with ``psycopg.sql`` only.
+
+Why it is shaped this way (docs/tenants.md has the measurements):
+
+- names are opaque (``t_`` + 16 random hex digits) because catalog names are visible to every
+  role; the role has the same name as its schema;
+- the schema is owned by the provisioner, never by the tenant, and the tenant gets USAGE on it
+  and DML on its tables and sequences by explicit name; object lists come from ``pg_depend``
+  through its index on the referenced namespace, never from ``GRANT ... ON ALL TABLES IN
+  SCHEMA`` (which scans all of ``pg_class``: 120-150 ms at 1,000 tenants);
+- everything a create needs is sent as one batch inside the caller's transaction, so a failure
+  rolls back to nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Iterable
+
+import psycopg
+from psycopg import sql
+
+from tenant_provisioner.migrations import Migration
+
+SCHEMA_PREFIX = "t_"
+
+# Relations in a schema, found through the namespace's dependency entries (indexed lookup).
+_RELATIONS = """
+SELECT c.relname, c.relkind
+FROM pg_depend d
+JOIN pg_class c ON c.oid = d.objid
+WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = %s::regnamespace
+  AND d.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+ORDER BY c.relname
+"""
+_DML = sql.SQL("SELECT, INSERT, UPDATE, DELETE")
+
+
+def new_schema_name() -> str:
+    return f"{SCHEMA_PREFIX}{secrets.token_hex(8)}"
+
+
+def relations(conn: psycopg.Connection, schema: str) -> list[tuple[str, str]]:
+    """(name, relkind) of the schema's tables, views and sequences."""
+    return [(name, kind) for name, kind in conn.execute(_RELATIONS, (schema,))]
+
+
+def tables(conn: psycopg.Connection, schema: str) -> list[str]:
+    return [name for name, kind in relations(conn, schema) if kind in ("r", "p")]
+
+
+def _in_schema(schema: str, names: Iterable[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(schema, name) for name in names)
+
+
+def grant_statements(conn: psycopg.Connection, schema: str, role: str) -> list[sql.Composable]:
+    """Explicit-name grants of the tenant role on every relation now in its schema (idempotent)."""
+    by_kind: dict[str, list[str]] = {"table": [], "view": [], "sequence": []}
+    for name, kind in relations(conn, schema):
+        by_kind["sequence" if kind == "S" else "view" if kind in ("v", "m") else "table"].append(name)
+    ident_role = sql.Identifier(role)
+    statements: list[sql.Composable] = []
+    if by_kind["table"]:
+        statements.append(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+            _DML, _in_schema(schema, by_kind["table"]), ident_role))
+    if by_kind["view"]:
+        statements.append(sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(
+            _in_schema(schema, by_kind["view"]), ident_role))
+    if by_kind["sequence"]:
+        statements.append(sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(
+            _in_schema(schema, by_kind["sequence"]), ident_role))
+    return statements
+
+
+def run_batch(conn: psycopg.Connection, statements: Iterable[sql.Composable]) -> None:
+    """Send statements as one simple-query batch (one round trip; no bound parameters allowed)."""
+    items = list(statements)
+    if items:
+        conn.execute(sql.SQL(";\n").join(items))
+
+
+def migration_statements(schema: str, pending: Iterable[Migration]) -> list[sql.Composable]:
+    """Statements that run `pending` inside `schema` only, then restore the search_path."""
+    return [
+        sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(schema)),
+        *(sql.SQL(m.sql) for m in pending),  # trusted files from the package, never user input
+        sql.SQL("SET LOCAL search_path TO DEFAULT"),
+    ]
+
+
+def create(conn: psycopg.Connection, *, schema: str, role: str, group: str, connection_limit: int,
+           migrations: Iterable[Migration]) -> None:
+    """Create role (NOLOGIN until activation), schema and tables, then grant; in the caller's txn."""
+    ident_role, ident_schema = sql.Identifier(role), sql.Identifier(schema)
+    membership = (sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET FALSE")  # PG16+: no SET ROLE group
+                  if conn.info.server_version >= 160000 else sql.SQL("GRANT {} TO {}"))
+    run_batch(conn, [
+        sql.SQL("CREATE ROLE {} NOLOGIN CONNECTION LIMIT {}").format(ident_role, sql.Literal(int(connection_limit))),
+        membership.format(sql.Identifier(group), ident_role),
+        sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident_role, ident_schema),
+        sql.SQL("CREATE SCHEMA {}").format(ident_schema),
+        *migration_statements(schema, migrations),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident_schema, ident_role),
+    ])
+    run_batch(conn, grant_statements(conn, schema, role))
+
+
+def drop(conn: psycopg.Connection, *, schema: str, role: str) -> None:
+    """Drop schema (with its tables) and role if they exist; in the caller's transaction."""
+    run_batch(conn, [
+        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)),
+        sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)),
+    ])
+
+
+def set_login(conn: psycopg.Connection, role: str, enabled: bool) -> None:
+    conn.execute(sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(role), sql.SQL("LOGIN" if enabled else "NOLOGIN")))
+
+
+def set_connection_limit(conn: psycopg.Connection, role: str, limit: int) -> None:
+    conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(sql.Identifier(role), sql.Literal(int(limit))))
+
+
+def set_password(conn: psycopg.Connection, role: str, password: str | None) -> None:
+    """Store a SCRAM verifier computed client-side, so the password never reaches the server log."""
+    if password is None:
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(role)))
+        return
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+
+
+def terminate_sessions(conn: psycopg.Connection, role: str) -> int:
+    """End every session of `role` (the provisioner is a member of pg_signal_backend)."""
+    rows = conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
+        (role,)).fetchall()
+    return sum(1 for (ok,) in rows if ok)

@@ -1,0 +1,59 @@
+"""The tenant record (a row of ``control.tenants``) and how it is read."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from tenant_provisioner.errors import TenantNotFound
+
+STATES = ("provisioning", "active", "suspended", "offboarding", "offboarded")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    schema_name: str
+    role_name: str
+    tier: str
+    state: str
+    schema_version: int
+    admin_email: str
+    company_name: str | None
+    suspended_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["updated_at"] = self.updated_at.isoformat()
+        return data
+
+
+_SELECT = sql.SQL("SELECT {} FROM control.tenants").format(
+    sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(Tenant)))
+
+
+def find(conn: psycopg.Connection, tenant_id: str, *, for_update: bool = False) -> Tenant | None:
+    query = sql.SQL("{} WHERE tenant_id = %s{}").format(_SELECT, sql.SQL(" FOR UPDATE" if for_update else ""))
+    with conn.cursor(row_factory=class_row(Tenant)) as cur:
+        return cur.execute(query, (tenant_id,)).fetchone()
+
+
+def require(conn: psycopg.Connection, tenant_id: str, *, for_update: bool = False) -> Tenant:
+    tenant = find(conn, tenant_id, for_update=for_update)
+    if tenant is None:
+        raise TenantNotFound(tenant_id)
+    return tenant
+
+
+def all_tenants(conn: psycopg.Connection, *, state: str | None = None) -> list[Tenant]:
+    query = sql.SQL("{} WHERE (%s::text IS NULL OR state = %s) ORDER BY tenant_id").format(_SELECT)
+    with conn.cursor(row_factory=class_row(Tenant)) as cur:
+        return cur.execute(query, (state, state)).fetchall()
