@@ -1,0 +1,184 @@
+"""The Lambda end to end on moto (Cost Explorer, SES, DynamoDB) and a real PostgreSQL control schema."""
+
+from __future__ import annotations
+
+import email
+import socket
+import uuid
+from datetime import datetime, timezone
+from email import policy
+
+import boto3
+import pytest
+
+from lambdas.cost_report.delivery import ReportDeliveryError
+from lambdas.cost_report.handler import handler
+from lambdas.cost_report.service import resolve_report_date
+from lambdas.cost_report.settings import ReportSettings
+from tenant_provisioner import control
+from tenant_provisioner.db import admin_connect
+from tenant_provisioner.errors import ConfigError, InvalidInput
+from tests.cost.conftest import RECIPIENTS, REPORT_ENV, SENDER, inject_cost_explorer, sent_messages, verify_sender
+
+# The usage table of the DATA CONTRACT, for as long as the limits migration is not in the tree.
+_USAGE_TABLE = """
+CREATE TABLE IF NOT EXISTS control.tenant_usage (
+    tenant_id text NOT NULL, period_start date NOT NULL, quantity text NOT NULL,
+    admitted bigint NOT NULL DEFAULT 0, attempted bigint NOT NULL DEFAULT 0,
+    measured_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, period_start, quantity))
+"""
+
+
+class FakeContext:
+    function_name = "saas-prod-cost-report"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:saas-prod-cost-report"
+    aws_request_id = "test-request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 120_000
+
+
+@pytest.fixture(scope="module")
+def control_db(module_database_url, sample_data):
+    """The tenants engineer's control schema with the sample's tenants, usage and audit events."""
+    with admin_connect(module_database_url) as conn:
+        control.init(conn, f"prov_{uuid.uuid4().hex[:8]}")
+        conn.execute(_USAGE_TABLE)
+        platform = sample_data["platform"]
+        for tenant in platform["tenants"]:
+            conn.execute("INSERT INTO control.tenants (tenant_id, schema_name, role_name, tier, state, admin_email)"
+                         " VALUES (%s, %s, %s, %s, %s, %s)",
+                         (tenant["tenant_id"], f"t_{uuid.uuid4().hex[:16]}", f"r_{uuid.uuid4().hex[:12]}",
+                          tenant["tier"], tenant["state"], f"admin@{tenant['tenant_id']}.example"))
+        conn.execute("INSERT INTO control.tenants (tenant_id, schema_name, role_name, tier, state, admin_email)"
+                     " VALUES ('gone-away', %s, 'r_gone', 'pro', 'offboarded', 'a@b.example')",
+                     (f"t_{uuid.uuid4().hex[:16]}",))
+        for tenant_id, admitted in platform["api_requests"].items():
+            conn.execute("INSERT INTO control.tenant_usage (tenant_id, period_start, quantity, admitted, attempted)"
+                         " VALUES (%s, '2026-11-01', 'api_requests', %s, %s)", (tenant_id, admitted, admitted))
+        conn.execute("INSERT INTO control.tenant_usage (tenant_id, period_start, quantity, admitted, attempted)"
+                     " VALUES ('acme-corp', '2026-10-01', 'api_requests', 999999999, 999999999)")
+        events = [("2 hours", "fjord-apps", "breaker.hard_limit"), ("3 hours", "dunmore-labs", "tenant.suspended"),
+                  ("30 hours", "glasswing", "breaker.warning"), ("1 hour", "acme-corp", "tenant.created")]
+        for age, tenant_id, action in events:
+            conn.execute("INSERT INTO control.audit_log (at, tenant_id, action, actor, detail) "
+                         "VALUES (now() - %s::interval, %s, %s, 'enforcer', '{}')", (age, tenant_id, action))
+    return module_database_url
+
+
+@pytest.fixture()
+def ce_calls():
+    """Every Cost Explorer API call the code makes (botocore's own view, not our counter)."""
+    boto3.setup_default_session()
+    calls: list[str] = []
+    boto3.DEFAULT_SESSION.events.register("before-call.ce", lambda model, **_: calls.append(model.name))
+    yield calls
+    boto3.DEFAULT_SESSION = None
+
+
+def _parse(message):
+    parsed = email.message_from_string(message.raw_data, policy=policy.default)
+    return parsed, parsed.get_body(("plain",)).get_content(), parsed.get_body(("html",)).get_content()
+
+
+def _run(sample, date="2026-11-22"):
+    inject_cost_explorer(sample["daily_by_service"] + sample["month_by_tenant"])
+    return handler({"date": date}, FakeContext())
+
+
+def test_report_is_sent_with_both_parts(aws, control_db, sample, ce_calls, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", control_db)
+    verify_sender()
+    result = _run(sample)
+    [message] = sent_messages()
+    assert message.source == SENDER and set(message.destinations) == set(RECIPIENTS)  # moto lists each twice
+    parsed, text, html = _parse(message)
+    assert parsed["Subject"].startswith("[prod] AWS cost 2026-11-22: $62.98; month to date $1,058.39")
+    assert "(OK)" in parsed["Subject"]
+    for body in (text, html):
+        assert "$62.98" in body and "$1,058.39" in body and "58.8 %" in body     # totals vs the $1,800 budget
+        assert "Amazon Elastic Compute Cloud - Compute" in body and "ANOMALY" in body
+        assert "acme-corp" in body and "blue-harbor" in body and "gone-away" not in body
+        assert "breaker.hard_limit" in body and "tenant.suspended" in body
+        assert "breaker.warning" not in body and "tenant.created" not in body   # too old / not a breaker event
+    assert "Budget level: OK" in text and "MARGIN PER TIER" in text
+    assert result["budget_level"] == "ok" and result["anomalies"] == ["EC2 - Other"]
+    assert result["tenant_data"] == "ok" and result["message_id"]
+    # 2 pages by service + 1 by tenant; the forecast is extrapolated for a past day or fails in moto
+    assert len(ce_calls) <= 4 and ce_calls.count("GetCostAndUsage") == 3
+    assert result["cost_explorer_requests"] == 3
+
+
+def test_a_retry_for_the_same_date_sends_nothing(aws, sample, ce_calls):
+    verify_sender()
+    first = _run(sample)
+    calls_after_first = len(ce_calls)
+    second = handler({"date": "2026-11-22"}, FakeContext())
+    assert second == first
+    assert len(sent_messages()) == 1
+    assert len(ce_calls) == calls_after_first       # the stored result is returned: no new paid queries
+
+
+def test_a_failed_send_raises_and_its_retry_sends_once(aws, sample):
+    with pytest.raises(ReportDeliveryError, match="SES did not send the cost report for 2026-11-22"):
+        _run(sample)                               # sender identity not verified: SES rejects
+    assert sent_messages() == []
+    verify_sender()
+    handler({"date": "2026-11-22"}, FakeContext())
+    handler({"date": "2026-11-22"}, FakeContext())
+    assert len(sent_messages()) == 1
+
+
+def test_report_goes_out_when_the_database_is_down(aws, sample, monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/nowhere")
+    verify_sender()
+    result = _run(sample)
+    assert result["tenant_data"].startswith("database unreachable (OperationalError")
+    _, text, html = _parse(sent_messages()[0])
+    assert "Breaker events unknown: database unreachable" in text and "Tenant data unavailable" in html
+
+
+def test_bad_on_demand_date_is_answered_not_retried(aws):
+    verify_sender()
+    assert handler({"date": "22.11.2026"}, FakeContext())["error"] == "invalid_input"
+    assert handler({"date": "2999-01-01"}, FakeContext())["field"] == "date"
+    assert sent_messages() == []
+
+
+def test_missing_idempotency_table_is_a_config_error(aws, monkeypatch):
+    monkeypatch.delenv("IDEMPOTENCY_TABLE")
+    with pytest.raises(ConfigError, match="IDEMPOTENCY_TABLE"):
+        handler({}, FakeContext())
+
+
+@pytest.mark.parametrize("scheduled, expected", [
+    ("2026-11-23T06:00:00Z", "2026-11-22"),          # 07:00 in Berlin
+    ("2026-11-22T23:30:00Z", "2026-11-22"),          # already the 23rd in Berlin
+    ("2026-03-01T06:00:00+00:00", "2026-02-28"),
+])
+def test_scheduled_runs_report_on_the_local_yesterday(scheduled, expected):
+    settings = ReportSettings.from_env(REPORT_ENV)
+    now = datetime(2026, 11, 24, tzinfo=timezone.utc)   # a retry a day later still reports the same day
+    assert resolve_report_date({"scheduled_time": scheduled}, settings, now).isoformat() == expected
+
+
+def test_scheduled_time_without_zone_is_refused():
+    with pytest.raises(InvalidInput, match="time zone"):
+        resolve_report_date({"scheduled_time": "2026-11-23T06:00:00"}, ReportSettings.from_env(REPORT_ENV),
+                            datetime(2026, 11, 24, tzinfo=timezone.utc))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("REPORT_RECIPIENTS", "", "REPORT_RECIPIENTS"), ("REPORT_RECIPIENTS", "ceo@example.com,nope", "REPORT_RECIPIENTS"),
+    ("REPORT_SENDER", "reports", "REPORT_SENDER"), ("MONTHLY_BUDGET_USD", "-5", "positive"),
+    ("MONTHLY_BUDGET_USD", "lots", "must be a number"), ("REPORT_TIMEZONE", "Mars/Olympus", "time zone"),
+    ("MONTHLY_BUDGET_USD", "NaN", "positive"),
+])
+def test_bad_settings_name_the_variable(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        ReportSettings.from_env({**REPORT_ENV, key: value})
+
