@@ -1,0 +1,41 @@
+"""The provisioning step that gives a new tenant its Stripe customer and subscription.
+
+Picked up by `tenant_provisioner.pipeline.extension_steps`. Without a Stripe key the step does
+nothing but say so loudly (and puts ``billing: skipped`` into the create result).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import stripe
+
+from tenant_provisioner.billing.accounts import Accounts
+from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client
+from tenant_provisioner.pipeline import ProvisionContext, Step
+
+
+class StripeStep:
+    name = "stripe"
+
+    def __init__(self, client: stripe.StripeClient | None, settings: BillingSettings) -> None:
+        self.accounts = Accounts(client, settings) if client is not None else None
+
+    def apply(self, ctx: ProvisionContext) -> None:
+        if self.accounts is None:
+            skipped_notice(f"signup of {ctx.request.tenant_id}")
+            ctx.outputs["billing"] = "skipped"
+            return
+        account = self.accounts.ensure(ctx.conn, tenant_id=ctx.request.tenant_id, tier=ctx.tier,
+                                       admin_email=ctx.request.admin_email, company_name=ctx.request.company_name)
+        ctx.outputs["billing"] = {"stripe_customer_id": account.stripe_customer_id,
+                                  "stripe_subscription_id": account.stripe_subscription_id}
+
+    def undo(self, ctx: ProvisionContext) -> None:
+        if self.accounts is not None:
+            self.accounts.discard(ctx.conn, ctx.request.tenant_id)
+
+
+def provisioning_steps() -> Sequence[Step]:
+    settings = BillingSettings.from_env()
+    return [StripeStep(stripe_client(settings), settings)]

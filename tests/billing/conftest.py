@@ -1,0 +1,76 @@
+"""Fixtures for the billing tests: the fake Stripe server, a client on it, a control database."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import stripe
+
+from tenant_provisioner import control
+from tenant_provisioner.billing.catalog import sync_catalog
+from tenant_provisioner.billing.settings import BillingSettings
+from tenant_provisioner.db import Database, admin_connect
+from tenant_provisioner.tiers import load_tiers
+from tests.billing.stripe_server import FakeStripe
+
+FAKE_KEY = "sk_test_fake_billing_tests_0000"
+WEBHOOK_SECRET = "whsec_fake_billing_tests_0000"
+
+
+@pytest.fixture(scope="session")
+def _fake_stripe_server():
+    server = FakeStripe().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def fake_stripe(_fake_stripe_server) -> FakeStripe:
+    """The fake Stripe server with empty state for this test."""
+    _fake_stripe_server.reset()
+    return _fake_stripe_server
+
+
+@pytest.fixture()
+def settings(fake_stripe) -> BillingSettings:
+    return BillingSettings(api_base=fake_stripe.url, max_network_retries=1)
+
+
+@pytest.fixture()
+def client(fake_stripe, settings) -> stripe.StripeClient:
+    return stripe.StripeClient(FAKE_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=1)
+
+
+@pytest.fixture()
+def stripe_env(monkeypatch, fake_stripe):
+    """Environment as a Lambda/CLI sees it: key and signing secret set, Stripe at the fake server."""
+    monkeypatch.setenv("STRIPE_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("STRIPE_API_BASE", fake_stripe.url)
+    monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "1")
+
+
+@pytest.fixture()
+def synced(client, settings, tiny_tiers):
+    """The catalog of the tiny tiers, synced into the fake Stripe."""
+    return sync_catalog(client, load_tiers(), settings)
+
+
+@pytest.fixture()
+def db(database_url, monkeypatch):
+    """The control plane (all control migrations) in a fresh database; a provisioner-role pool."""
+    role = f"prov_{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("TENANT_PROVISIONER_ROLE", role)
+    with admin_connect(database_url) as conn:
+        control.init(conn, role)
+    database = Database(database_url, provisioner_role=role, max_size=2)
+    yield database
+    database.close()
+
+
+@pytest.fixture()
+def conn(db):
+    with db.connection() as connection:
+        connection.autocommit = True
+        yield connection
