@@ -21,13 +21,15 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 import psycopg
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tenant_provisioner import control, lifecycle, validation
+from tenant_provisioner import control, fleet, lifecycle, migrations, offboarding, validation
 from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
 from tenant_provisioner.errors import PlatformError
 from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
 from tenant_provisioner.secrets import AwsSecretStore, SecretStore
+from tenant_provisioner.tiers import load_tiers
 
 app = typer.Typer(name="tenant-provisioner", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -192,10 +194,43 @@ def resume(ctx: typer.Context, tenant_id: str) -> None:
 def change_tier(ctx: typer.Context, tenant_id: str,
                 tier: Annotated[str, typer.Option(help="New tier from config/tiers.yaml")]) -> None:
     """Move a tenant to another tier (connection limit follows)."""
-    from tenant_provisioner.tiers import load_tiers
-
     validation.tenant_id(tenant_id)
     load_tiers().get(tier)
     with _settings(ctx).database() as db, db.connection() as conn:
         tenant = lifecycle.change_tier(conn, tenant_id, tier, actor=_actor())
     out.print(f"{tenant.tenant_id}: tier {tenant.tier}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def offboard(ctx: typer.Context, tenant_id: str,
+             export_dir: Annotated[str, typer.Option(help="Directory or s3://bucket/prefix for the export")]
+             = "./tenant-exports",
+             secrets: Annotated[SecretsMode, typer.Option(help="Delete the tenant secret in AWS too")]
+             = SecretsMode.skip) -> None:
+    """Export the tenant's tables (COPY, CSV), then drop its schema, role and secret."""
+    validation.tenant_id(tenant_id)
+    store = _store(secrets)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        result = offboarding.offboard(conn, tenant_id, actor=_actor(), export_to=export_dir, store=store)
+    print(json.dumps(result.to_dict()))
+
+
+@app.command()
+@handles_errors
+def migrate(ctx: typer.Context,
+            concurrency: Annotated[int, typer.Option(help="Tenants migrated in parallel (connections)")] = 4) -> None:
+    """Bring every tenant schema to the latest version (resumable; skips up-to-date tenants)."""
+    if not 1 <= concurrency <= fleet.MAX_CONCURRENCY:
+        raise _fail(f"concurrency: must be between 1 and {fleet.MAX_CONCURRENCY}", 2)
+    with _settings(ctx).database(max_size=concurrency) as db:
+        with db.connection() as conn:
+            total = len(fleet.pending_tenants(conn, migrations.latest_version("tenant")))
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=False) as progress:
+            task = progress.add_task("migrating tenants", total=total)
+            report = fleet.migrate_all(db, actor=_actor(), concurrency=concurrency,
+                                       on_progress=lambda _tenant, _outcome: progress.advance(task))
+    print(json.dumps(report.to_dict()))
+    if report.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,130 @@
+"""Offboarding: stop the tenant, export its data with COPY, then drop schema, role and secret.
+
+Order matters and every stage can be re-run: (1) state ``offboarding``, role NOLOGIN, sessions
+ended; (2) every table exported with ``COPY ... TO STDOUT`` (CSV with header) in one
+REPEATABLE READ snapshot, plus ``manifest.json`` with row counts, to a directory or an
+``s3://bucket/prefix`` location; (3) schema and role dropped and the row marked ``offboarded``
+in one transaction (the row and the audit log are kept); (4) the secret scheduled for deletion
+(``SECRET_RECOVERY_DAYS``). A crash before (3) leaves the data in place and a re-run exports
+again; nothing is dropped before the export is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
+from psycopg import sql
+
+from tenant_provisioner import audit, schema, tenants, validation
+from tenant_provisioner.errors import InvalidInput, TenantConflict, TransientError
+from tenant_provisioner.secrets import SecretStore
+from tenant_provisioner.tenants import Tenant
+
+SECRET_RECOVERY_DAYS = 7
+
+
+@dataclass(frozen=True)
+class OffboardResult:
+    tenant: Tenant
+    export_location: str | None
+    rows: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tenant_id": self.tenant.tenant_id, "status": self.tenant.state,
+                "export_location": self.export_location, "rows": self.rows}
+
+
+def _check_destination(destination: str) -> None:
+    if destination.startswith("s3://"):
+        bucket = destination[5:].split("/", 1)[0]
+        if not bucket:
+            raise InvalidInput("export_to", f"{destination!r} names no bucket")
+    elif not destination.strip():
+        raise InvalidInput("export_to", "must be a directory or an s3://bucket/prefix location")
+
+
+def _export(conn: psycopg.Connection, tenant: Tenant, folder: Path) -> dict[str, int]:
+    """COPY every table of the tenant into `folder` as CSV; returns rows per table."""
+    rows: dict[str, int] = {}
+    with conn.transaction(), conn.cursor() as cur:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for table in schema.tables(conn, tenant.schema_name):
+            query = sql.SQL("COPY {} TO STDOUT WITH (FORMAT csv, HEADER true)").format(
+                sql.Identifier(tenant.schema_name, table))
+            with (folder / f"{table}.csv").open("wb") as out, cur.copy(query) as copy:
+                for chunk in copy:
+                    out.write(chunk)
+            rows[table] = cur.rowcount
+    manifest = {"tenant_id": tenant.tenant_id, "schema_version": tenant.schema_version,
+                "exported_at": datetime.now(timezone.utc).isoformat(), "format": "csv+header", "rows": rows}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return rows
+
+
+def _upload(folder: Path, destination: str) -> str:
+    bucket, _, prefix = destination[5:].partition("/")
+    key_prefix = "/".join(p for p in (prefix.strip("/"), folder.name) if p)
+    client = boto3.client("s3")
+    try:
+        for path in sorted(folder.iterdir()):
+            client.upload_file(str(path), bucket, f"{key_prefix}/{path.name}",
+                               ExtraArgs={"ServerSideEncryption": "aws:kms"})
+    except (ClientError, BotoCoreError) as exc:
+        raise TransientError(f"export upload to s3://{bucket}/{key_prefix} failed: {exc}") from exc
+    return f"s3://{bucket}/{key_prefix}"
+
+
+def export_tenant(conn: psycopg.Connection, tenant: Tenant, destination: str) -> tuple[str, dict[str, int]]:
+    """Export to `destination` (directory or s3:// prefix) under ``<tenant>-<UTC timestamp>``."""
+    name = f"{tenant.tenant_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    if not destination.startswith("s3://"):
+        folder = Path(destination).expanduser().resolve() / name
+        folder.mkdir(parents=True, exist_ok=False)
+        return str(folder), _export(conn, tenant, folder)
+    with tempfile.TemporaryDirectory(prefix="tenant-export-") as tmp:
+        folder = Path(tmp) / name
+        folder.mkdir()
+        rows = _export(conn, tenant, folder)
+        location = _upload(folder, destination)
+        shutil.rmtree(folder)
+        return location, rows
+
+
+def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str,
+             store: SecretStore | None = None) -> OffboardResult:
+    """Export then drop a tenant; safe to re-run after any failure."""
+    tenant_id = validation.tenant_id(tenant_id)
+    actor = validation.actor(actor)
+    _check_destination(export_to)
+    with conn.transaction():
+        tenant = tenants.require(conn, tenant_id, for_update=True)
+        if tenant.state in ("active", "suspended", "provisioning"):
+            schema.set_login(conn, tenant.role_name, False)
+            conn.execute("UPDATE control.tenants SET state = 'offboarding', updated_at = now() WHERE tenant_id = %s",
+                         (tenant_id,))
+            audit.record(conn, tenant_id=tenant_id, action="tenant.offboarding", actor=actor,
+                         detail={"from_state": tenant.state})
+        elif tenant.state not in ("offboarding", "offboarded"):
+            raise TenantConflict(f"cannot offboard tenant {tenant_id!r}: it is {tenant.state}")
+    location, rows = None, {}
+    if tenant.state != "offboarded":
+        schema.terminate_sessions(conn, tenant.role_name)
+        location, rows = export_tenant(conn, tenant, export_to)
+        with conn.transaction():
+            schema.drop(conn, schema=tenant.schema_name, role=tenant.role_name)
+            conn.execute("UPDATE control.tenants SET state = 'offboarded', updated_at = now() WHERE tenant_id = %s",
+                         (tenant_id,))
+            audit.record(conn, tenant_id=tenant_id, action="tenant.offboarded", actor=actor,
+                         detail={"export_location": location, "rows": rows})
+    if store is not None:
+        store.delete(tenant_id, recovery_days=SECRET_RECOVERY_DAYS)
+    return OffboardResult(tenants.require(conn, tenant_id), location, rows)

@@ -1,0 +1,127 @@
+"""Every lifecycle operation against real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from tenant_provisioner import audit, lifecycle, offboarding
+from tenant_provisioner.errors import InvalidInput, TenantConflict, TenantNotFound
+from tenant_provisioner.pipeline import CreateRequest
+
+ACTOR = "test"
+
+
+def _create(conn, tenant_id, tier="pro"):
+    return lifecycle.create(conn, CreateRequest.parse(
+        {"tenant_id": tenant_id, "tier": tier, "admin_email": "admin@example.com", "company_name": "Ex"}),
+        actor=ACTOR)
+
+
+def _role(conn, role):
+    return conn.execute("SELECT rolcanlogin, rolconnlimit, rolconfig FROM pg_roles WHERE rolname = %s",
+                        (role,)).fetchone()
+
+
+def test_create_builds_an_opaque_schema_and_role_with_the_tier_limit(db, tenant_ids):
+    tenant_id = tenant_ids()
+    with db.connection() as conn:
+        result = _create(conn, tenant_id)
+        data = result.to_dict()
+        assert data["created"] is True and data["status"] == "active" and data["tier"] == "pro"
+        assert data["schema"].startswith("t_") and tenant_id not in data["schema"]
+        assert data["schema_version"] == 1 and data["duration_ms"] > 0
+        can_login, limit, config = _role(conn, data["role"])
+        assert can_login and limit == 20 and config == [f"search_path={data['schema']}"]
+        owner = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
+                             (data["schema"],)).fetchone()[0]
+        assert owner == db.provisioner_role
+        assert [e["action"] for e in audit.entries(conn, tenant_id)] == ["tenant.created"]
+
+
+def test_create_is_idempotent_and_refuses_another_tier(db, tenant_ids):
+    tenant_id = tenant_ids()
+    with db.connection() as conn:
+        first = _create(conn, tenant_id)
+        again = _create(conn, tenant_id)
+        assert again.created is False and again.tenant.schema_name == first.tenant.schema_name
+        with pytest.raises(TenantConflict, match="already exists with tier 'pro'"):
+            _create(conn, tenant_id, tier="business")
+        assert len(audit.entries(conn, tenant_id, action="tenant.created")) == 1
+
+
+def test_suspend_disables_login_and_ends_sessions_then_resume(tenant_db, db, tenant_ids):
+    tenant_id = tenant_ids()
+    with db.connection() as conn:
+        tenant = _create(conn, tenant_id).tenant
+    session = psycopg.connect(tenant_db.login_url(tenant.role_name), autocommit=True)
+    with db.connection() as conn:
+        suspended = lifecycle.suspend(conn, tenant_id, reason="payment failed", actor=ACTOR)
+        assert suspended.state == "suspended" and suspended.suspended_reason == "payment failed"
+        assert _role(conn, tenant.role_name)[0] is False
+        lifecycle.suspend(conn, tenant_id, reason="again", actor=ACTOR)  # no-op, no second entry
+        assert len(audit.entries(conn, tenant_id, action="tenant.suspended")) == 1
+    with pytest.raises(psycopg.OperationalError):
+        session.execute("SELECT 1")
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        psycopg.connect(tenant_db.login_url(tenant.role_name))
+    with db.connection() as conn:
+        resumed = lifecycle.resume(conn, tenant_id, actor=ACTOR)
+        assert resumed.state == "active" and resumed.suspended_reason is None
+    with psycopg.connect(tenant_db.login_url(tenant.role_name)) as again:
+        assert again.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+
+def test_change_tier_moves_the_connection_limit(db, tenant_ids):
+    tenant_id = tenant_ids()
+    with db.connection() as conn:
+        tenant = _create(conn, tenant_id, tier="starter").tenant
+        assert _role(conn, tenant.role_name)[1] == 5
+        changed = lifecycle.change_tier(conn, tenant_id, "business", actor=ACTOR)
+        assert changed.tier == "business" and _role(conn, tenant.role_name)[1] == 50
+        detail = audit.entries(conn, tenant_id, action="tenant.tier_changed")[0]["detail"]
+        assert detail == {"from": "starter", "to": "business"}
+        with pytest.raises(InvalidInput, match="unknown tier"):
+            lifecycle.change_tier(conn, tenant_id, "platinum", actor=ACTOR)
+
+
+def test_get_list_and_unknown_tenants(db, tenant_ids):
+    tenant_id = tenant_ids("listed")
+    with db.connection() as conn:
+        _create(conn, tenant_id)
+        assert lifecycle.get(conn, tenant_id).tenant_id == tenant_id
+        assert tenant_id in [t.tenant_id for t in lifecycle.list_tenants(conn, state="active")]
+        with pytest.raises(TenantNotFound):
+            lifecycle.get(conn, "no-such-tenant")
+        with pytest.raises(TenantNotFound):
+            lifecycle.suspend(conn, "no-such-tenant", reason="x", actor=ACTOR)
+        with pytest.raises(InvalidInput):
+            lifecycle.list_tenants(conn, state="sleeping")
+
+
+def test_offboard_exports_every_table_then_drops_schema_and_role(tenant_db, db, tenant_ids, tmp_path):
+    tenant_id = tenant_ids()
+    with db.connection() as conn:
+        tenant = _create(conn, tenant_id).tenant
+    with psycopg.connect(tenant_db.login_url(tenant.role_name), autocommit=True) as app:
+        app.execute("INSERT INTO users (email) VALUES ('a@example.com'), ('b@example.com')")
+    with db.connection() as conn:
+        result = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
+        assert result.tenant.state == "offboarded" and result.rows["users"] == 2
+        folder = tmp_path / result.export_location.split("/")[-1]
+        assert (folder / "users.csv").read_text().splitlines()[0].startswith("id,email")
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["rows"]["users"] == 2 and set(manifest["rows"]) >= {"projects", "ai_usage_records"}
+        gone = conn.execute("SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = %s)"
+                            " + (SELECT count(*) FROM pg_roles WHERE rolname = %s)",
+                            (tenant.schema_name, tenant.role_name)).fetchone()[0]
+        assert gone == 0
+        again = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
+        assert again.tenant.state == "offboarded"
+        assert len(audit.entries(conn, tenant_id, action="tenant.offboarded")) == 1
+        with pytest.raises(TenantConflict, match="offboarded"):
+            _create(conn, tenant_id)
+        with pytest.raises(TenantConflict):
+            lifecycle.resume(conn, tenant_id, actor=ACTOR)
