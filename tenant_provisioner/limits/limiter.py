@@ -17,10 +17,12 @@ command on a timeout; a failed call is decided in degraded mode instead.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import resources
 from typing import Any, Callable, Mapping, Sequence
 
@@ -93,12 +95,25 @@ class TenantKeys:
 
     @classmethod
     def of(cls, tenant_id: str, prefix: str = "") -> "TenantKeys":
-        check_tenant_id(tenant_id)
-        base = f"{prefix}{{t:{tenant_id}}}"
-        return cls(gcra=f"{base}:gcra", quota=f"{base}:quota", state=f"{base}:state")
+        return _tenant_keys(tenant_id, prefix)
 
     def as_list(self) -> list[str]:
         return [self.gcra, self.quota, self.state]
+
+
+@functools.lru_cache(maxsize=65536)
+def _tenant_keys(tenant_id: str, prefix: str) -> TenantKeys:
+    check_tenant_id(tenant_id)
+    base = f"{prefix}{{t:{tenant_id}}}"
+    return TenantKeys(gcra=f"{base}:gcra", quota=f"{base}:quota", state=f"{base}:state")
+
+
+def period_hint(now: float | None = None) -> tuple[str, str, str]:
+    """The UTC month containing `now` as (yyyymm, start, end) epoch seconds, for the FCALL hint."""
+    moment = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    start = datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)
+    end = datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=timezone.utc)
+    return str(moment.year * 100 + moment.month), str(int(start.timestamp())), str(int(end.timestamp()))
 
 
 def check_tenant_id(tenant_id: str) -> str:
@@ -128,8 +143,9 @@ class TierPlan:
         return cls(tier=tier, emission_us=emission, tolerance_us=emission * tier.burst,
                    burst_window_s=max(1, delta_seconds(tier.burst / tier.rate_per_second)))
 
-    def args(self, cost: int) -> list[str]:
-        return [repr(self.emission_us), repr(self.tolerance_us), str(cost), str(self.tier.api_requests.hard_limit)]
+    def args(self, cost: int, hint: tuple[str, str, str]) -> list[str]:
+        return [repr(self.emission_us), repr(self.tolerance_us), str(cost), str(self.tier.api_requests.hard_limit),
+                *hint]
 
     def decide(self, tenant_id: str, reply: Sequence[Any]) -> Decision:
         code, retry_ms, remaining, reset_ms, used, attempted, period_ms, period, period_len = (int(v) for v in reply)
@@ -167,6 +183,8 @@ class _Core:
     use_functions: bool = True
     redis_down_until: float = 0.0
     _plans: dict[str, TierPlan] = field(default_factory=dict)
+    _hint: tuple[str, str, str] = ("", "", "")
+    _hint_valid: tuple[float, float] = (0.0, 0.0)
 
     def prepare(self, tenant_id: str, tier: str | Tier, cost: int) -> tuple[TenantKeys, TierPlan]:
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
@@ -177,6 +195,13 @@ class _Core:
         if plan is None or plan.tier != tier_obj:
             plan = self._plans[tier_obj.name] = TierPlan.of(tier_obj)
         return keys, plan
+
+    def period_hint(self) -> tuple[str, str, str]:
+        """Cached until the local clock leaves the month; the server checks it against TIME."""
+        if not (self._hint_valid[0] <= time.time() < self._hint_valid[1]):
+            hint = period_hint()
+            self._hint, self._hint_valid = hint, (float(hint[1]), float(hint[2]))
+        return self._hint
 
     def redis_usable(self) -> bool:
         return time.monotonic() >= self.redis_down_until
@@ -260,7 +285,7 @@ class RateLimiter:
         if not self._core.redis_usable():
             return self._core.after_failure(tenant_id, plan, cost, None)
         try:
-            reply = self._invoke(keys.as_list(), plan.args(cost))
+            reply = self._invoke(keys.as_list(), plan.args(cost, self._core.period_hint()))
         except (redis.RedisError, OSError) as exc:
             return self._core.after_failure(tenant_id, plan, cost, exc)
         return self._core.after_success(plan.decide(tenant_id, reply))
@@ -312,7 +337,7 @@ class AsyncRateLimiter:
         if not self._core.redis_usable():
             return self._core.after_failure(tenant_id, plan, cost, None)
         try:
-            reply = await self._invoke(keys.as_list(), plan.args(cost))
+            reply = await self._invoke(keys.as_list(), plan.args(cost, self._core.period_hint()))
         except (redis.RedisError, OSError) as exc:
             return self._core.after_failure(tenant_id, plan, cost, exc)
         return self._core.after_success(plan.decide(tenant_id, reply))

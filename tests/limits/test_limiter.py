@@ -222,3 +222,14 @@ def test_lua_billing_month_matches_python(redis_server_url, now_s):
     start = datetime(now.year, now.month, 1, tzinfo=timezone.utc)
     nxt = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=timezone.utc)
     assert (period, start_s, end_s) == (now.year * 100 + now.month, int(start.timestamp()), int(nxt.timestamp()))
+
+
+def test_a_wrong_period_hint_from_a_skewed_client_clock_is_ignored(limiter, redis_client):
+    from tenant_provisioner.limits.limiter import FUNCTION_NAME, TierPlan, period_hint
+
+    plan = TierPlan.of(make_tier())
+    keys = TenantKeys.of("acme-co", limiter.key_prefix).as_list()
+    server_now = redis_client.time()[0]
+    stale = period_hint(server_now - 40 * 86400)
+    reply = redis_client.fcall(FUNCTION_NAME, 3, *keys, *plan.args(1, stale))
+    assert reply[7] == int(period_hint(server_now)[0])
