@@ -1,0 +1,186 @@
+"""The Stripe provisioning step inside the real pipeline: retried signups converge on one
+customer and one subscription, failures later in the pipeline clean Stripe up, tier changes
+prorate, offboarding cancels."""
+
+from __future__ import annotations
+
+import pytest
+import stripe
+
+from tenant_provisioner import lifecycle, pipeline
+from tenant_provisioner.billing.accounts import Accounts, load_account
+from tenant_provisioner.billing.steps import StripeStep, provisioning_steps
+from tenant_provisioner.errors import TenantConflict, TransientError
+from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tiers import load_tiers
+from tests.billing.conftest import FAKE_KEY
+
+
+class Boom(RuntimeError):
+    pass
+
+
+class FailingStep:
+    """A later pipeline step that fails (secret store down, limiter unreachable, ...)."""
+
+    name = "later"
+
+    def __init__(self, times: int = 1) -> None:
+        self.remaining = times
+
+    def apply(self, ctx):
+        if self.remaining:
+            self.remaining -= 1
+            raise Boom("later step failed")
+
+    def undo(self, ctx):
+        pass
+
+
+def _request(tier: str = "pro") -> CreateRequest:
+    return CreateRequest(tenant_id="acme-corp", tier=tier, admin_email="admin@acme.example", company_name="Acme")
+
+
+def _create(conn, client, settings, *extra, tier: str = "pro"):
+    steps = [pipeline.DatabaseStep(), StripeStep(client, settings), *extra, pipeline.ActivateStep()]
+    return lifecycle.create(conn, _request(tier), actor="test", steps=steps)
+
+
+def _assert_one_live(fake, tier_flat_price: str | None = None):
+    customers = fake.live_customers(tenant_id="acme-corp")
+    assert len(customers) == 1
+    assert customers[0]["email"] == "admin@acme.example"
+    assert customers[0]["metadata"] == {"tenant_id": "acme-corp", "admin_email": "admin@acme.example"}
+    live = [s for s in fake.state.subscriptions.values() if s["status"] == "active"]
+    assert len(live) == 1 and live[0]["customer"] == customers[0]["id"]
+    if tier_flat_price:
+        assert tier_flat_price in {i["price"]["id"] for i in live[0]["items"]["data"]}
+    return customers[0], live[0]
+
+
+def test_signup_creates_customer_and_subscription_to_the_tier_prices(fake_stripe, client, settings, synced, conn):
+    result = _create(conn, client, settings)
+    customer, sub = _assert_one_live(fake_stripe)
+    prices = {i["price"]["id"] for i in sub["items"]["data"]}
+    assert prices == {synced.prices["pro"].flat, synced.prices["pro"].metered}
+    assert sub["metadata"] == {"tenant_id": "acme-corp", "tier": "pro"}
+    assert sub["billing_cycle_anchor_config"] == {"day_of_month": "1"}
+    assert result.outputs["billing"] == {"stripe_customer_id": customer["id"], "stripe_subscription_id": sub["id"]}
+    account = load_account(conn, "acme-corp")
+    assert (account.stripe_customer_id, account.stripe_subscription_id, account.tier) == (
+        customer["id"], sub["id"], "pro")
+    again = _create(conn, client, settings)  # same id + tier: same tenant, nothing new in Stripe
+    assert again.created is False
+    assert len(fake_stripe.state.customers) == 1 and len(fake_stripe.state.subscriptions) == 1
+
+
+def test_starter_subscription_has_only_the_flat_price(fake_stripe, client, settings, synced, conn):
+    _create(conn, client, settings, tier="starter")
+    _, sub = _assert_one_live(fake_stripe)
+    assert [i["price"]["id"] for i in sub["items"]["data"]] == [synced.prices["starter"].flat]
+
+
+@pytest.mark.parametrize("fail", [
+    ("POST", "^/v1/customers$"),
+    ("POST", "^/v1/subscriptions$"),
+    ("GET", "^/v1/prices$"),
+])
+def test_signup_retried_after_a_stripe_failure_converges(fake_stripe, client, settings, synced, conn, fail):
+    fake_stripe.fail_next(*fail, times=2)  # the call and the SDK's retry
+    with pytest.raises(TransientError):
+        _create(conn, client, settings)
+    assert fake_stripe.live_customers() == []  # cleaned up by the pipeline's undo
+    assert not [s for s in fake_stripe.state.subscriptions.values() if s["status"] != "canceled"]
+    assert lifecycle.list_tenants(conn) == []
+    _create(conn, client, settings)
+    _assert_one_live(fake_stripe, synced.prices["pro"].flat)
+
+
+def test_a_later_step_failing_cancels_and_deletes_then_the_retry_starts_clean(fake_stripe, client, settings,
+                                                                             synced, conn):
+    later = FailingStep()
+    with pytest.raises(Boom):
+        _create(conn, client, settings, later)
+    assert len(fake_stripe.state.customers) == 1 and fake_stripe.live_customers() == []
+    assert [s["status"] for s in fake_stripe.state.subscriptions.values()] == ["canceled"]
+    assert load_account(conn, "acme-corp").attempt == 1
+    _create(conn, client, settings, later)
+    _assert_one_live(fake_stripe)
+
+
+@pytest.mark.parametrize("lost", ["^/v1/customers$", "^/v1/subscriptions$"])
+def test_a_response_lost_on_the_network_is_replayed_not_repeated(fake_stripe, client, settings, synced, conn, lost):
+    fake_stripe.lose_response_next("POST", lost)
+    _create(conn, client, settings)
+    _assert_one_live(fake_stripe)
+    assert len(fake_stripe.state.customers) == 1 and len(fake_stripe.state.subscriptions) == 1
+
+
+def test_a_killed_signup_is_finished_by_the_retry_with_the_same_objects(fake_stripe, client, settings, synced,
+                                                                        conn):
+    """Killed after Stripe made the customer but before our database heard of it (no undo runs)."""
+    no_retry = stripe.StripeClient(FAKE_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+    fake_stripe.lose_response_next("POST", "^/v1/customers$")
+    with pytest.raises(TransientError):
+        Accounts(no_retry, settings).ensure(conn, tenant_id="acme-corp", tier=load_tiers().get("pro"),
+                                            admin_email="admin@acme.example", company_name="Acme")
+    assert load_account(conn, "acme-corp").stripe_customer_id is None
+    _create(conn, client, settings)
+    _assert_one_live(fake_stripe)
+    assert len(fake_stripe.state.customers) == 1  # the idempotency key found the first one
+
+
+def test_retry_with_other_details_is_a_conflict_not_a_second_customer(fake_stripe, client, settings, synced, conn):
+    accounts = Accounts(client, settings)
+    accounts.ensure(conn, tenant_id="acme-corp", tier=load_tiers().get("pro"), admin_email="a@acme.example",
+                    company_name=None)
+    accounts_row = load_account(conn, "acme-corp")
+    conn.execute("UPDATE control.billing_accounts SET stripe_customer_id = NULL WHERE tenant_id = 'acme-corp'")
+    with pytest.raises(TenantConflict):
+        accounts.ensure(conn, tenant_id="acme-corp", tier=load_tiers().get("pro"), admin_email="b@acme.example",
+                        company_name=None)
+    assert len(fake_stripe.state.customers) == 1 and accounts_row.attempt == 0
+
+
+def test_tier_change_moves_prices_with_proration(fake_stripe, client, settings, synced, conn):
+    _create(conn, client, settings, tier="starter")
+    accounts = Accounts(client, settings)
+    assert accounts.change_tier(conn, "acme-corp", load_tiers().get("business")) is True
+    _, sub = _assert_one_live(fake_stripe)
+    assert {i["price"]["id"] for i in sub["items"]["data"]} == {synced.prices["business"].flat,
+                                                                synced.prices["business"].metered}
+    update = [p for m, path, p in fake_stripe.state.requests if m == "POST" and path == f"/v1/subscriptions/{sub['id']}"]
+    assert update[-1]["proration_behavior"] == "create_prorations"
+    assert accounts.change_tier(conn, "acme-corp", load_tiers().get("business")) is False
+    accounts.change_tier(conn, "acme-corp", load_tiers().get("pro"))
+    _, sub = _assert_one_live(fake_stripe)
+    assert {i["price"]["id"] for i in sub["items"]["data"]} == {synced.prices["pro"].flat,
+                                                                synced.prices["pro"].metered}
+    accounts.change_tier(conn, "acme-corp", load_tiers().get("starter"))
+    _, sub = _assert_one_live(fake_stripe)
+    assert [i["price"]["id"] for i in sub["items"]["data"]] == [synced.prices["starter"].flat]
+    assert load_account(conn, "acme-corp").tier == "starter"
+
+
+def test_offboarding_cancels_and_a_later_signup_gets_a_new_subscription(fake_stripe, client, settings, synced,
+                                                                       conn):
+    _create(conn, client, settings)
+    accounts = Accounts(client, settings)
+    sub_id = load_account(conn, "acme-corp").stripe_subscription_id
+    assert accounts.cancel(conn, "acme-corp") is True
+    assert fake_stripe.state.subscriptions[sub_id]["status"] == "canceled"
+    cancel = [p for m, path, p in fake_stripe.state.requests if m == "DELETE" and path.endswith(sub_id)]
+    assert cancel == [{"invoice_now": "true", "prorate": "false"}]
+    assert accounts.cancel(conn, "acme-corp") is False
+    accounts.ensure(conn, tenant_id="acme-corp", tier=load_tiers().get("pro"), admin_email="admin@acme.example",
+                    company_name="Acme")
+    _assert_one_live(fake_stripe)
+
+
+def test_without_a_key_the_step_is_skipped_loudly(monkeypatch, conn, capsys, tiny_tiers):
+    for var in ("STRIPE_API_KEY", "STRIPE_API_KEY_SECRET_ID"):
+        monkeypatch.delenv(var, raising=False)
+    steps = [pipeline.DatabaseStep(), *provisioning_steps(), pipeline.ActivateStep()]
+    result = lifecycle.create(conn, _request(), actor="test", steps=steps)
+    assert result.outputs["billing"] == "skipped"
+    assert "BILLING SKIPPED" in capsys.readouterr().err
