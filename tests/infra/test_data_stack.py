@@ -1,0 +1,134 @@
+"""Data stack: PostgreSQL 16 and the Valkey cache, per environment; nobody but admitted groups gets in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Match
+
+ENVS = ("dev", "prod")
+CMK = Match.object_like({"Fn::GetStackOutput": Match.object_like({"StackName": Match.string_like_regexp("-security$")})})
+
+
+def _resources(template_json, env, kind):
+    return {name: r for name, r in template_json[(env, "data")]["Resources"].items() if r["Type"] == kind}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_postgres_16_encrypted_private_with_insights_monitoring_and_log_exports(templates, env):
+    templates[(env, "data")].has_resource_properties("AWS::RDS::DBInstance", {
+        "Engine": "postgres",
+        "EngineVersion": Match.string_like_regexp(r"^16\."),
+        "StorageEncrypted": True,
+        "KmsKeyId": CMK,
+        "PubliclyAccessible": False,
+        "EnablePerformanceInsights": True,
+        "PerformanceInsightsKMSKeyId": CMK,
+        "MonitoringInterval": 60,
+        "EnableCloudwatchLogsExports": ["postgresql", "upgrade"],
+        "CACertificateIdentifier": "rds-ca-rsa2048-g1",
+        "MasterUserPassword": Match.object_like({"Fn::Join": ["", Match.array_with(["{{resolve:secretsmanager:"])]}),
+    })
+
+
+@pytest.mark.parametrize(("env", "multi_az", "backup_days", "protected", "deletion_policy"), [
+    ("dev", False, 7, False, "Delete"),
+    ("prod", True, 30, True, "Snapshot"),
+])
+def test_environment_choices_for_the_database(templates, env, multi_az, backup_days, protected, deletion_policy):
+    templates[(env, "data")].has_resource("AWS::RDS::DBInstance", {
+        "Properties": Match.object_like({
+            "MultiAZ": multi_az, "BackupRetentionPeriod": backup_days, "DeletionProtection": protected}),
+        "DeletionPolicy": deletion_policy,
+        "UpdateReplacePolicy": deletion_policy,
+    })
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_database_lives_in_the_isolated_subnets(template_json, env):
+    (group,) = _resources(template_json, env, "AWS::RDS::DBSubnetGroup").values()
+    outputs = [ref["Fn::GetStackOutput"]["OutputName"] for ref in group["Properties"]["SubnetIds"]]
+    assert len(outputs) == 3 and all("isolatedSubnet" in name for name in outputs)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_parameter_group_forces_tls_and_raises_lock_table(templates, env):
+    templates[(env, "data")].has_resource_properties("AWS::RDS::DBParameterGroup", {
+        "Family": "postgres16",
+        "Parameters": Match.object_like({"rds.force_ssl": "1", "max_locks_per_transaction": "1024"}),
+    })
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_master_secret_is_cmk_encrypted_and_rotated_by_aws_hosted_rotation(templates, template_json, env):
+    template = templates[(env, "data")]
+    template.has_resource_properties("AWS::SecretsManager::Secret", {
+        "Name": f"/saas/{env}/platform/rds-master", "KmsKeyId": CMK,
+        "GenerateSecretString": Match.object_like({"GenerateStringKey": "password"})})
+    template.has_resource_properties("AWS::SecretsManager::RotationSchedule", {
+        "RotationRules": {"ScheduleExpression": "rate(30 days)"},
+        "HostedRotationLambda": Match.object_like({"RotationType": "PostgreSQLSingleUser", "KmsKeyArn": CMK}),
+    })
+    assert template_json[(env, "data")]["Transform"].startswith("AWS::SecretsManager-")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_database_and_cache_admit_only_control_plane_and_rotation_here(template_json, env):
+    ingress = [r["Properties"] for r in _resources(template_json, env, "AWS::EC2::SecurityGroupIngress").values()]
+    by_port = {(r["FromPort"], r["SourceSecurityGroupId"]["Fn::GetAtt"][0]) for r in ingress}
+    assert by_port == {(5432, "ControlPlaneSecurityGroupBA03A401"), (6379, "ControlPlaneSecurityGroupBA03A401"),
+                       (5432, "PostgresRotationSecurityGroup80B50511")}
+    groups = _resources(template_json, env, "AWS::EC2::SecurityGroup")
+    assert all("CidrIp" not in rule for g in groups.values() for rule in g["Properties"].get("SecurityGroupIngress", []))
+
+
+@pytest.mark.parametrize(("env", "replicas", "highly_available"), [("dev", 0, False), ("prod", 1, True)])
+def test_cache_replication_group(templates, env, replicas, highly_available):
+    templates[(env, "data")].has_resource_properties("AWS::ElastiCache::ReplicationGroup", {
+        "Engine": "valkey",
+        "EngineVersion": Match.string_like_regexp(r"^8\."),
+        "ReplicasPerNodeGroup": replicas,
+        "AutomaticFailoverEnabled": highly_available,
+        "MultiAZEnabled": highly_available,
+        "TransitEncryptionEnabled": True,
+        "TransitEncryptionMode": "required",
+        "AtRestEncryptionEnabled": True,
+        "KmsKeyId": CMK,
+        "AuthToken": Match.object_like({"Fn::Join": ["", Match.array_with(["{{resolve:secretsmanager:"])]}),
+    })
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cache_never_evicts_and_sits_in_isolated_subnets(templates, template_json, env):
+    templates[(env, "data")].has_resource_properties("AWS::ElastiCache::ParameterGroup", {
+        "CacheParameterGroupFamily": "valkey8", "Properties": {"maxmemory-policy": "noeviction"}})
+    (group,) = _resources(template_json, env, "AWS::ElastiCache::SubnetGroup").values()
+    assert all("isolatedSubnet" in ref["Fn::GetStackOutput"]["OutputName"] for ref in group["Properties"]["SubnetIds"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cache_auth_token_is_generated_into_secrets_manager(templates, env):
+    templates[(env, "data")].has_resource_properties("AWS::SecretsManager::Secret", {
+        "Name": f"/saas/{env}/platform/cache-auth", "KmsKeyId": CMK,
+        "GenerateSecretString": Match.object_like({"ExcludePunctuation": True, "PasswordLength": 64})})
+
+
+def test_no_secret_value_in_any_template(template_json):
+    """Passwords and tokens appear only as dynamic references, never as literals."""
+    for key, template in template_json.items():
+        for name, resource in template["Resources"].items():
+            props = resource.get("Properties", {})
+            for field in ("MasterUserPassword", "AuthToken", "SecretString", "Password"):
+                if field in props:
+                    assert "{{resolve:secretsmanager:" in json.dumps(props[field]), (key, name, field)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_ssm_parameters_and_outputs_for_the_app_team(template_json, env):
+    template = template_json[(env, "data")]
+    names = {r["Properties"]["Name"] for r in template["Resources"].values() if r["Type"] == "AWS::SSM::Parameter"}
+    expected = {"db-endpoint", "db-port", "db-name", "db-master-secret-arn", "cache-endpoint", "cache-port",
+                "cache-auth-secret-arn", "tenant-secrets-prefix"}
+    assert names == {f"/saas/{env}/platform/{key}" for key in expected}
+    assert {"DbEndpoint", "DbMasterSecretArn", "CacheEndpoint", "CacheAuthSecretArn"} <= set(template["Outputs"])
