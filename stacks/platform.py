@@ -13,6 +13,7 @@ from constructs import Construct
 
 from stacks.cluster_stack import ClusterStack
 from stacks.config import EnvConfig
+from stacks.cost_report_stack import CostReportStack
 from stacks.data_stack import DataStack
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
@@ -38,6 +39,7 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
                            data=data, env=env)
 
     # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
+    CostReportStack(scope, config.stack_id("cost-report"), config=config, network=network, security=security, data=data, env=env)
 
     _tag_environment(scope, config)
     return Platform(network=network, security=security, data=data, cluster=cluster)

@@ -53,14 +53,15 @@ def resolve_report_date(event: Mapping[str, Any], settings: ReportSettings, now:
 
 
 def database_conninfo(settings: ReportSettings) -> str | None:
-    """`DATABASE_URL`, or a libpq string from the RDS secret (TLS required); None when neither is set."""
+    """`DATABASE_URL`, or a libpq string from the RDS secret (TLS required) for database
+    `DATABASE_NAME`; None when neither is set."""
     if settings.database_url:
         return settings.database_url
     if not settings.database_secret_arn:
         return None
     secret = parameters.get_secret(settings.database_secret_arn, transform="json", max_age=300)
     return make_conninfo(host=secret["host"], port=secret.get("port", 5432), user=secret["username"],
-                         password=secret["password"], dbname=secret.get("dbname", "postgres"),
+                         password=secret["password"], dbname=settings.database_name or secret.get("dbname", "postgres"),
                          sslmode="require", application_name="cost-report")
 
 

@@ -28,6 +28,7 @@ class ReportSettings:
     idempotency_table: str | None = None
     database_secret_arn: str | None = None
     database_url: str | None = None
+    database_name: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ReportSettings":
@@ -56,6 +57,7 @@ class ReportSettings:
             idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
             database_secret_arn=env.get("DATABASE_SECRET_ARN") or None,
             database_url=env.get("DATABASE_URL") or None,
+            database_name=env.get("DATABASE_NAME") or None,
         )
 
 

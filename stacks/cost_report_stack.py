@@ -1,0 +1,143 @@
+"""The daily cost report: a Lambda on an EventBridge Scheduler cron in the configured time zone.
+
+Scheduler (not an EventBridge rule) because it takes a time zone, so "07:00 Europe/Berlin" stays
+07:00 across daylight-saving changes, and because it passes its own scheduled time to the
+function, which keys the once-per-date idempotency record. Failed invocations are retried (by
+Scheduler and by Lambda's asynchronous retries) and then land in one dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as targets
+from aws_cdk import aws_ses as ses
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.config import EnvConfig
+from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+from stacks.data_stack import DataStack
+from stacks.nag import acknowledge
+from stacks.network_stack import NetworkStack
+from stacks.security_stack import SecurityStack
+
+# Every retry of one date ends well within this; the idempotency record must outlive them.
+RETRY_WINDOW = cdk.Duration.hours(6)
+# The cost-allocation tag that carries the tenant id on tenant-owned resources (activate it in Billing)
+TENANT_COST_TAG = "tenant"
+
+
+class CostReportStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+                 security: SecurityStack, data: DataStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        report = config.cost_report
+
+        self.sender_identity = ses.EmailIdentity(self, "SenderIdentity", identity=ses.Identity.email(report.sender))
+        self.idempotency_table = dynamodb.TableV2(
+            self, "Idempotency",
+            partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
+            billing=dynamodb.Billing.on_demand(),
+            time_to_live_attribute="expiration",
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            encryption=dynamodb.TableEncryptionV2.customer_managed_key(security.data_key),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.dead_letter_queue = sqs.Queue(
+            self, "DeadLetters", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+            retention_period=cdk.Duration.days(14))
+        acknowledge(self.dead_letter_queue, "AwsSolutions-SQS3",
+                    "This queue is itself the dead-letter queue of the cost-report Lambda and its schedule; "
+                    "a DLQ of a DLQ would only move the same failed events one step further")
+
+        function = PythonFunction(
+            self, "CostReport", name="cost_report",
+            description="Daily AWS cost report: Cost Explorer -> tenant unit economics -> SES email",
+            environment={
+                "ENVIRONMENT_NAME": config.name,
+                "REPORT_RECIPIENTS": ",".join(report.recipients),
+                "REPORT_SENDER": report.sender,
+                "REPORT_TIMEZONE": report.timezone,
+                "MONTHLY_BUDGET_USD": str(config.limits.monthly_budget_usd),
+                "ANOMALY_MIN_SHARE": str(report.anomaly_min_increase_share),
+                "ANOMALY_MIN_USD": str(report.anomaly_min_increase_usd),
+                "COST_TAG_KEY": TENANT_COST_TAG,
+                "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
+                "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
+                "DATABASE_NAME": config.tenants.database_name,
+                "POWERTOOLS_METRICS_NAMESPACE": "SaaS/CostReport",
+            },
+            timeout=cdk.Duration.minutes(5),
+            memory_size=512,
+            network=LambdaNetwork(vpc=network.vpc,
+                                  subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                                  security_groups=[data.control_plane_security_group]),
+            log_key=security.logs_key,
+            reserved_concurrency=1,   # one run at a time: a retry waits for the run it repeats
+            dead_letter_queue=self.dead_letter_queue,
+        )
+        self.function = function.function
+        self.function.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
+        self._grant(function.role, security, data)
+
+        scheduler_role = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal(
+            "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": self.account}}),
+            description="EventBridge Scheduler: invoke the cost report, park undeliverable runs in the DLQ")
+        self.schedule = scheduler.Schedule(
+            self, "Daily",
+            description=f"Daily cost report at {report.schedule_hour:02d}:{report.schedule_minute:02d} "
+                        f"{report.timezone}",
+            schedule=scheduler.ScheduleExpression.cron(
+                minute=str(report.schedule_minute), hour=str(report.schedule_hour),
+                time_zone=cdk.TimeZone.of(report.timezone)),
+            target=targets.LambdaInvoke(
+                self.function,
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {"scheduled_time": scheduler.ContextAttribute.scheduled_time}),
+                dead_letter_queue=self.dead_letter_queue, retry_attempts=3, max_event_age=RETRY_WINDOW,
+                role=scheduler_role),
+        )
+        function_arn = f"<{self.get_logical_id(self.function.node.default_child)}.Arn>"
+        acknowledge(scheduler_role, f"AwsSolutions-IAM5[Resource::{function_arn}:*]",
+                    "Function.grant_invoke also allows the function's qualified ARNs (versions and aliases, "
+                    "'<arn>:*'); the statement names only the cost-report function and only lambda:InvokeFunction")
+        cdk.CfnOutput(self, "FunctionName", value=self.function.function_name,
+                      description="Invoke with {\"date\": \"YYYY-MM-DD\"} to (re)send one day's report")
+        cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
+                      description="Failed cost-report runs (see docs/runbooks/cost-spike.md)")
+
+    def _grant(self, role: iam.IRole, security: SecurityStack, data: DataStack) -> None:
+        """Exactly what a run does: read costs, read the DB secret, keep its idempotency record, send.
+
+        Written as statements on the role (not ``key.grant_*``), so the keys' policies in the
+        security stack never name this stack's role (which would make the stacks depend on each other).
+        """
+        costs = iam.Policy(self, "CostExplorerRead", statements=[iam.PolicyStatement(
+            actions=["ce:GetCostAndUsage", "ce:GetCostForecast"], resources=["*"])])
+        costs.attach_to_role(role)
+        acknowledge(costs, "AwsSolutions-IAM5[Resource::*]",
+                    "Cost Explorer has no resource-level permissions: GetCostAndUsage and GetCostForecast "
+                    "accept only Resource '*' (Service Authorization Reference); the statement allows these two "
+                    "read actions only")
+        iam.Policy(self, "RunPermissions", roles=[role], statements=[
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                resources=[self.idempotency_table.table_arn]),
+            _via(self, "dynamodb", security.data_key, ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]),
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                                resources=[data.database_secret.secret_arn]),
+            _via(self, "secretsmanager", security.secrets_key, ["kms:Decrypt"]),
+        ])
+        self.sender_identity.grant_send_email(role)
+
+
+def _via(stack: cdk.Stack, service: str, key: kms.IKey, actions: list[str]) -> iam.PolicyStatement:
+    """Use of `key` only on behalf of `service` in this region."""
+    return iam.PolicyStatement(actions=actions, resources=[key.key_arn], conditions={
+        "StringEquals": {"kms:ViaService": f"{service}.{stack.region}.amazonaws.com"}})
