@@ -74,3 +74,14 @@ def conn(db):
     with db.connection() as connection:
         connection.autocommit = True
         yield connection
+
+
+def create_tenant(conn, client, settings, *extra_steps, tenant_id: str = "acme-corp", tier: str = "pro"):
+    """Provision a tenant through the real pipeline with the Stripe step (and any extra steps)."""
+    from tenant_provisioner import lifecycle, pipeline
+    from tenant_provisioner.billing.steps import StripeStep
+
+    request = pipeline.CreateRequest(tenant_id=tenant_id, tier=tier, admin_email="admin@acme.example",
+                                     company_name="Acme")
+    steps = [pipeline.DatabaseStep(), StripeStep(client, settings), *extra_steps, pipeline.ActivateStep()]
+    return lifecycle.create(conn, request, actor="test", steps=steps)

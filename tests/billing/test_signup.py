@@ -9,11 +9,11 @@ import stripe
 
 from tenant_provisioner import lifecycle, pipeline
 from tenant_provisioner.billing.accounts import Accounts, load_account
-from tenant_provisioner.billing.steps import StripeStep, provisioning_steps
+from tenant_provisioner.billing.steps import provisioning_steps
 from tenant_provisioner.errors import TenantConflict, TransientError
 from tenant_provisioner.pipeline import CreateRequest
 from tenant_provisioner.tiers import load_tiers
-from tests.billing.conftest import FAKE_KEY
+from tests.billing.conftest import FAKE_KEY, create_tenant
 
 
 class Boom(RuntimeError):
@@ -42,8 +42,7 @@ def _request(tier: str = "pro") -> CreateRequest:
 
 
 def _create(conn, client, settings, *extra, tier: str = "pro"):
-    steps = [pipeline.DatabaseStep(), StripeStep(client, settings), *extra, pipeline.ActivateStep()]
-    return lifecycle.create(conn, _request(tier), actor="test", steps=steps)
+    return create_tenant(conn, client, settings, *extra, tier=tier)
 
 
 def _assert_one_live(fake, tier_flat_price: str | None = None):

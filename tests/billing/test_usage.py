@@ -1,0 +1,146 @@
+"""Usage reporting: each admitted request reaches Stripe exactly once, whatever fails when."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+import stripe
+
+from tenant_provisioner.billing import usage
+from tenant_provisioner.billing.usage import report_usage
+from tests.billing.conftest import FAKE_KEY, create_tenant
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+PERIOD = NOW.date().replace(day=1)
+
+
+@pytest.fixture()
+def tenant(conn, client, settings, synced):
+    return create_tenant(conn, client, settings).outputs["billing"]["stripe_customer_id"]
+
+
+def measure(conn, admitted: int, *, period: date = PERIOD, at: datetime = NOW, tenant_id: str = "acme-corp"):
+    """What the enforcer does each cycle: the period's running total of admitted requests."""
+    conn.execute(
+        "INSERT INTO control.tenant_usage (tenant_id, period_start, quantity, admitted, attempted, measured_at)"
+        " VALUES (%s, %s, 'api_requests', %s, %s, %s) ON CONFLICT (tenant_id, period_start, quantity)"
+        " DO UPDATE SET admitted = EXCLUDED.admitted, attempted = EXCLUDED.attempted,"
+        " measured_at = EXCLUDED.measured_at", (tenant_id, period, admitted, admitted, at))
+
+
+def cursor(conn):
+    return conn.execute("SELECT reported, pending_to FROM control.billing_usage_cursor").fetchone()
+
+
+def billed(fake, customer):
+    return fake.metered_total("saas_api_requests", customer)
+
+
+def test_reports_growth_since_the_last_report(fake_stripe, client, settings, conn, tenant):
+    measure(conn, 120)
+    assert report_usage(conn, client, settings).units == 120
+    measure(conn, 300)
+    result = report_usage(conn, client, settings)
+    assert (result.sent, result.units) == (1, 180)
+    assert billed(fake_stripe, tenant) == 300
+    assert [e["identifier"] for e in fake_stripe.state.meter_events] == [
+        f"acme-corp:{PERIOD}:api_requests:0-120", f"acme-corp:{PERIOD}:api_requests:120-300"]
+    assert cursor(conn) == (300, None)
+
+
+class Crash(BaseException):
+    """The process dies (Lambda timeout, kill): nothing after this point runs."""
+
+
+def test_reporting_the_same_interval_twice_counts_once(fake_stripe, client, settings, conn, tenant, monkeypatch):
+    measure(conn, 500)
+    real_advance = usage._advance
+
+    def crash(*args):
+        raise Crash()
+
+    monkeypatch.setattr(usage, "_advance", crash)  # dies after Stripe accepted, before the cursor moved
+    with pytest.raises(Crash):
+        report_usage(conn, client, settings)
+    monkeypatch.setattr(usage, "_advance", real_advance)
+    assert cursor(conn) == (0, 500)
+    measure(conn, 650)  # more usage arrived meanwhile: the frozen interval is re-sent verbatim first
+    result = report_usage(conn, client, settings)
+    assert (result.duplicates, result.sent, result.units) == (1, 1, 650)
+    assert billed(fake_stripe, tenant) == 650
+    assert report_usage(conn, client, settings).sent == 0  # nothing new: nothing sent
+
+
+def test_a_lost_response_does_not_double_count(fake_stripe, settings, conn, tenant):
+    no_retry = stripe.StripeClient(FAKE_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+    measure(conn, 100)
+    fake_stripe.lose_response_next("POST", "^/v1/billing/meter_events$")
+    result = report_usage(conn, no_retry, settings)
+    assert result.stripe_unavailable and cursor(conn) == (0, 100)  # frozen, not advanced
+    measure(conn, 180)
+    result = report_usage(conn, no_retry, settings)
+    assert (result.duplicates, result.sent) == (1, 1)
+    assert billed(fake_stripe, tenant) == 180 and cursor(conn) == (180, None)
+
+
+def test_stripe_down_loses_nothing(fake_stripe, client, settings, conn, tenant):
+    measure(conn, 40)
+    fake_stripe.down()
+    for admitted in (70, 90):
+        result = report_usage(conn, client, settings)
+        assert result.stripe_unavailable and result.deferred
+        measure(conn, admitted)
+    assert billed(fake_stripe, tenant) == 0 and cursor(conn) == (0, 40)
+    fake_stripe.down(False)
+    result = report_usage(conn, client, settings)
+    assert result.units == 90 and not result.deferred
+    assert billed(fake_stripe, tenant) == 90
+
+
+def test_overlapping_runs_count_once(fake_stripe, db, client, settings, conn, tenant):
+    errors = []
+
+    def run():
+        try:
+            with db.connection() as other:
+                other.autocommit = True
+                for admitted in range(10, 210, 10):
+                    report_usage(other, client, settings)
+        except Exception as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for admitted in range(10, 210, 10):
+        measure(conn, admitted)
+        if admitted == 10:
+            for t in threads:
+                t.start()
+    for t in threads:
+        t.join()
+    report_usage(conn, client, settings)
+    assert not errors
+    assert billed(fake_stripe, tenant) == 200 and cursor(conn) == (200, None)
+
+
+def test_usage_is_dated_inside_its_period(fake_stripe, client, settings, conn, tenant):
+    previous = (PERIOD - timedelta(days=1)).replace(day=1)
+    late = datetime.combine(PERIOD, datetime.min.time(), timezone.utc) + timedelta(minutes=3)
+    measure(conn, 75, period=previous, at=late)  # last month's total, measured just after midnight
+    report_usage(conn, client, settings)
+    (event,) = fake_stripe.state.meter_events
+    assert event["timestamp"] == int(late.timestamp()) - 181  # 23:59:59 on the period's last day
+
+
+def test_usage_too_old_for_stripe_is_reported_as_failed(fake_stripe, client, settings, conn, tenant):
+    measure(conn, 10, period=date(2020, 1, 1), at=datetime(2020, 1, 15, tzinfo=timezone.utc))
+    result = report_usage(conn, client, settings)
+    assert result.failed == ["acme-corp:2020-01-01:api_requests:0-10"] and result.sent == 0
+    assert fake_stripe.state.meter_events == []
+
+
+def test_tenants_without_a_stripe_customer_are_not_reported(fake_stripe, client, settings, conn, tenant):
+    conn.execute("DELETE FROM control.billing_accounts")
+    measure(conn, 10)
+    assert report_usage(conn, client, settings).sent == 0
