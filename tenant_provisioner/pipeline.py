@@ -120,7 +120,7 @@ class DatabaseStep:
             ctx.tenant = tenants.require(ctx.conn, req.tenant_id)
 
     def undo(self, ctx: ProvisionContext) -> None:
-        tenant = ctx.tenant or tenants.find(ctx.conn, ctx.request.tenant_id)
+        tenant = tenants.find(ctx.conn, ctx.request.tenant_id)
         if tenant is None or tenant.state != "provisioning":
             return
         with ctx.conn.transaction():
