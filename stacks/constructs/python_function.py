@@ -27,12 +27,19 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.nag import acknowledge
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
 LIBRARY_DIR = REPO_ROOT / "tenant_provisioner"
 TIERS_FILE = REPO_ROOT / "config" / "tiers.yaml"
 REQUIREMENTS = LAMBDAS_DIR / "requirements.txt"
-RUNTIME = lambda_.Runtime.PYTHON_3_13
+RUNTIME = lambda_.Runtime.PYTHON_3_14   # latest (cdk-nag L1); every pinned wheel exists for cp314 arm64
+# Actions that accept no resource-level permission: X-Ray trace upload, and the network-interface
+# calls Lambda makes for a function in a VPC (the same set as AWSLambdaVPCAccessExecutionRole).
+TRACING_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+VPC_ACTIONS = ("ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+               "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".pytest_cache")
 
 
@@ -148,10 +155,23 @@ class PythonFunction(Construct):
             memory_size=memory_size,
             role=self.role,
             log_group=self.log_group,
-            tracing=lambda_.Tracing.ACTIVE,
             vpc=network.vpc if network else None,
             vpc_subnets=network.subnets if network else None,
             security_groups=list(network.security_groups) if network else None,
             reserved_concurrent_executions=reserved_concurrency,
             dead_letter_queue=dead_letter_queue,
         )
+        self._grant_runtime_actions(in_vpc=network is not None)
+
+    def _grant_runtime_actions(self, *, in_vpc: bool) -> None:
+        """Active tracing (and VPC networking) through a policy of their own, so the one wildcard
+        acknowledgment covers exactly these actions and the role's default policy stays checked."""
+        actions = [*TRACING_ACTIONS, *(VPC_ACTIONS if in_vpc else ())]
+        policy = iam.Policy(self, "RuntimePolicy", roles=[self.role], statements=[
+            iam.PolicyStatement(actions=actions, resources=["*"])])
+        cfn_function: lambda_.CfnFunction = self.function.node.default_child  # type: ignore[assignment]
+        cfn_function.tracing_config = lambda_.CfnFunction.TracingConfigProperty(mode="Active")
+        self.function.node.add_dependency(policy)  # ENIs are created while the function is created
+        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]",
+                    "X-Ray PutTraceSegments/PutTelemetryRecords and Lambda's VPC network-interface actions "
+                    "accept no resource-level permissions; this policy holds only those actions.")

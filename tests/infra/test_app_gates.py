@@ -63,3 +63,34 @@ def test_finding_ids_are_fully_qualified(finding, expected):
 def test_blanket_or_unknown_finding_ids_are_refused(finding):
     with pytest.raises(ValueError):
         nag.finding_id(finding)
+
+
+def test_python_function_in_a_vpc_passes_nag_with_only_its_runtime_wildcard(tmp_path):
+    """The shared Lambda construct: latest runtime, active tracing, ENI rights, one scoped ack."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_ec2 as ec2
+
+    from app import project_context
+    from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+
+    app = cdk.App(outdir=str(tmp_path), context={**project_context(), "aws:cdk:bundling-stacks": []})
+    nag.register_gates(app)
+    stack = cdk.Stack(app, "FunctionGate", env=cdk.Environment(account="111111111111", region="us-east-1"))
+    vpc = ec2.Vpc(stack, "Vpc", max_azs=2, nat_gateways=1)
+    vpc.add_flow_log("FlowLog")
+    function = PythonFunction(stack, "Fn", name=_any_function(), description="gate check", network=LambdaNetwork(
+        vpc=vpc, subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)))
+    template = json.loads(json.dumps(cdk.assertions.Template.from_stack(stack).to_json()))
+    props = template["Resources"][stack.get_logical_id(function.function.node.default_child)]["Properties"]
+    assert props["Runtime"] == "python3.14" and props["Architectures"] == ["arm64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    (runtime_policy,) = [r for name, r in template["Resources"].items() if name.startswith("FnRuntimePolicy")]
+    actions = runtime_policy["Properties"]["PolicyDocument"]["Statement"][0]["Action"]
+    assert "ec2:CreateNetworkInterface" in actions and "xray:PutTraceSegments" in actions
+
+
+def _any_function() -> str:
+    functions = sorted(p.parent.name for p in (REPO_ROOT / "lambdas").glob("*/handler.py"))
+    if not functions:
+        pytest.skip("no function under lambdas/ yet")
+    return functions[0]
