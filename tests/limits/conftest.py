@@ -73,3 +73,7 @@ def redis_process():
     yield proc
     proc.stop()
     shutil.rmtree(proc._dir, ignore_errors=True)
+
+
+# The tenant lifecycle's initialised-database fixtures (tests/tenants/conftest.py), reused as is.
+from tests.tenants.conftest import db, tenant_db, tenant_ids  # noqa: E402,F401

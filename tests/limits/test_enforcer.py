@@ -1,0 +1,149 @@
+"""The enforcer end to end on real PostgreSQL + Redis (AWS through moto), with tiny tiers:
+warning -> hard limit -> suspension -> DB login disabled -> resume, each notified exactly once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+
+import boto3
+import psycopg
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
+
+from tenant_provisioner import audit, lifecycle
+from tenant_provisioner.limits import RateLimiter, Reason, TenantKeys
+from tenant_provisioner.limits.enforcer import run_cycle
+from tenant_provisioner.limits.notify import AwsNotifier
+from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tiers import load_tiers
+
+ACTOR = "test:limits"
+SENDER = "limits@example.com"
+
+
+@pytest.fixture()
+def aws():
+    with mock_aws():
+        ses = boto3.client("sesv2", region_name="us-east-1")
+        ses.create_email_identity(EmailIdentity=SENDER)
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        topic = sns.create_topic(Name="ops")["TopicArn"]
+        queue = sqs.create_queue(QueueName="ops-inbox")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+
+        class Aws:
+            notifier = AwsNotifier(sender=SENDER, ops_topic_arn=topic, ses=ses, sns=sns)
+
+            @staticmethod
+            def emails() -> list:
+                return ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+
+            @staticmethod
+            def ops_messages() -> list[dict]:
+                got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+                return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+
+        yield Aws
+
+
+def _create(db, tenant_id: str, tier: str = "starter"):
+    with db.connection() as conn:
+        request = CreateRequest.parse({"tenant_id": tenant_id, "tier": tier, "admin_email": "admin@acme.test"})
+        return lifecycle.create(conn, request, actor=ACTOR).tenant
+
+
+def _cycle(db, redis_client, redis_prefix, aws):
+    return run_cycle(db, redis_client, notifier=aws.notifier, key_prefix=redis_prefix, actor=ACTOR)
+
+
+def _actions(db, tenant_id: str) -> list[str]:
+    with db.connection() as conn:
+        return [e["action"] for e in audit.entries(conn, tenant_id) if e["action"].startswith("breaker.")]
+
+
+def test_warning_hard_limit_suspension_login_disabled_resume(tiny_tiers, tenant_db, db, tenant_ids, redis_client,
+                                                            redis_prefix, aws):
+    tenant_id = tenant_ids("quota")
+    tenant = _create(db, tenant_id)
+    starter = load_tiers().get("starter")
+    assert starter.api_requests.hard_limit == 100  # tiny tiers
+    # The quota is what is under test here; lift the per-second rate so the test need not wait.
+    unthrottled = dataclasses.replace(starter, rate_per_second=1e6, burst=10**6)
+    limiter = RateLimiter(redis_client, key_prefix=redis_prefix)
+
+    def calls(n: int) -> list[Reason]:
+        return [limiter.acquire(tenant_id, unthrottled).reason for _ in range(n)]
+
+    assert set(calls(89)) == {Reason.OK}
+    assert _cycle(db, redis_client, redis_prefix, aws).transitions == []
+
+    calls(1)  # 90 of 100: warning, and two enforcers racing notify once
+    results = []
+    racers = [threading.Thread(target=lambda: results.append(_cycle(db, redis_client, redis_prefix, aws)))
+              for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    assert sorted(len(r.transitions) for r in results) == [0, 1]
+    assert _actions(db, tenant_id) == ["breaker.warning"]
+    assert len(aws.emails()) == 1 and aws.emails()[0].destinations["ToAddresses"] == ["admin@acme.test"]
+
+    assert set(calls(10)) == {Reason.OK}
+    assert calls(1) == [Reason.QUOTA_EXCEEDED]  # the limiter refuses at 100 % before any cycle
+    result = _cycle(db, redis_client, redis_prefix, aws)
+    assert [t["action"] for t in result.transitions] == ["breaker.hard_limit"]
+    assert redis_client.hget(TenantKeys.of(tenant_id, redis_prefix).state, "state") == b"hard_limit"
+
+    assert set(calls(98)) == {Reason.QUOTA_EXCEEDED}  # attempted: 199 of the 200 that suspend
+    assert _cycle(db, redis_client, redis_prefix, aws).transitions == []
+    calls(1)
+    result = _cycle(db, redis_client, redis_prefix, aws)
+    assert [t["action"] for t in result.transitions] == ["breaker.suspension"] and not result.errors
+    assert calls(1) == [Reason.SUSPENDED]
+    with db.connection() as conn:
+        assert lifecycle.get(conn, tenant_id).state == "suspended"
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        psycopg.connect(tenant_db.login_url(tenant.role_name))
+    pages = [m for m in aws.ops_messages() if m["MessageAttributes"]["severity"]["Value"] == "page"]
+    assert [json.loads(m["Message"])["level"] for m in pages] == ["suspended"]
+    assert len(aws.emails()) == 3
+
+    with db.connection() as conn:
+        lifecycle.resume(conn, tenant_id, actor=ACTOR)
+    result = _cycle(db, redis_client, redis_prefix, aws)
+    assert [(t["cause"], t["to"]) for t in result.transitions] == [("resumed", "hard_limit")]
+    assert calls(1) == [Reason.QUOTA_EXCEEDED]  # back, but the period's quota is still used up
+    with psycopg.connect(tenant_db.login_url(tenant.role_name)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert _actions(db, tenant_id) == ["breaker.warning", "breaker.hard_limit", "breaker.suspension",
+                                       "breaker.reset"]
+    assert len(aws.emails()) == 3  # a resume is not re-notified as a new breach
+    with db.connection() as conn:
+        usage = dict(conn.execute("SELECT quantity, admitted FROM control.tenant_usage WHERE tenant_id = %s",
+                                  (tenant_id,)).fetchall())
+    assert usage["api_requests"] == 100 and usage["storage_bytes"] > 0 and usage["seats"] == 0
+
+
+def test_reporters_get_the_measured_usage_and_cannot_break_the_cycle(tiny_tiers, db, tenant_ids, redis_client,
+                                                                     redis_prefix, aws):
+    tenant_id = tenant_ids("report")
+    _create(db, tenant_id, tier="pro")
+    RateLimiter(redis_client, key_prefix=redis_prefix).acquire(tenant_id, "pro", cost=3)
+    seen = []
+
+    def broken(_result):
+        raise RuntimeError("stripe is down")
+
+    result = run_cycle(db, redis_client, notifier=aws.notifier, key_prefix=redis_prefix, actor=ACTOR,
+                       tenant_ids=[tenant_id], reporters=[broken, seen.append])
+    assert seen == [result]
+    (usage,) = result.usage
+    assert usage.usage["api_requests"].admitted == 3
+    assert len(result.errors) == 1 and "stripe is down" in result.errors[0]
