@@ -24,10 +24,19 @@ CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 CLUSTER_ROLE_POLICIES = {
     "AmazonEKSClusterPolicy": "the control plane manages ENIs, load balancers and KMS envelope encryption",
 }
+AUTO_MODE_CLUSTER_ROLE_POLICIES = {
+    "AmazonEKSComputePolicy": "Auto Mode launches and terminates the nodes of its node pools",
+    "AmazonEKSBlockStoragePolicy": "Auto Mode attaches EBS volumes for persistent volumes",
+    "AmazonEKSLoadBalancingPolicy": "Auto Mode creates the load balancers for Services and Ingresses",
+    "AmazonEKSNetworkingPolicy": "Auto Mode manages the node and pod network interfaces",
+}
 NODE_ROLE_POLICIES = {
     "AmazonEKSWorkerNodePolicy": "nodes register with the cluster and read their own EC2 metadata",
-    "AmazonEKS_CNI_Policy": "the VPC CNI assigns pod IP addresses from the private subnets",
     "AmazonEC2ContainerRegistryReadOnly": "nodes pull the service images and EKS add-ons from ECR",
+}
+NODEGROUP_ROLE_POLICIES = {
+    **NODE_ROLE_POLICIES,
+    "AmazonEKS_CNI_Policy": "the VPC CNI assigns pod IP addresses from the private subnets",
 }
 
 
@@ -50,7 +59,7 @@ class ClusterStack(cdk.Stack):
             secrets_encryption_key=security.eks_key,
             cluster_logging=list(ALL_CONTROL_PLANE_LOGS),
             default_capacity_type=eks.DefaultCapacityType.AUTOMODE if cfg.auto_mode else eks.DefaultCapacityType.NODEGROUP,
-            default_capacity=0,
+            default_capacity=None if cfg.auto_mode else 0,   # our node group is added explicitly below
             compute=eks.ComputeConfig(node_pools=["system", "general-purpose"]) if cfg.auto_mode else None,
         )
         cluster_resource = self.cluster.node.default_child
@@ -82,7 +91,7 @@ class ClusterStack(cdk.Stack):
         for name, identity in self.workloads.items():
             publish(self, config.name, f"{name}-role-arn", identity.role.role_arn,
                     f"IAM role of the {name} service account (EKS Pod Identity)")
-        self._acknowledge_cluster_roles()
+        self._acknowledge_managed_policies(cfg.auto_mode)
 
     def _add_graviton_nodegroup(self, config: EnvConfig) -> eks.Nodegroup:
         cfg = config.cluster
@@ -98,12 +107,14 @@ class ClusterStack(cdk.Stack):
         self.cluster.eks_pod_identity_agent  # noqa: B018 - the getter creates the add-on
         return nodegroup
 
-    def _acknowledge_cluster_roles(self) -> None:
+    def _acknowledge_managed_policies(self, auto_mode: bool) -> None:
         """The managed policies EKS documents as required for the cluster and node roles; AWS keeps
         them in step with new EKS features, which a hand-copied policy would silently miss."""
-        roles = [(self.cluster.role, CLUSTER_ROLE_POLICIES)]
-        if self.nodegroup is not None:
-            roles.append((self.nodegroup.role, NODE_ROLE_POLICIES))
+        if auto_mode:
+            roles = [(self.cluster.role, {**CLUSTER_ROLE_POLICIES, **AUTO_MODE_CLUSTER_ROLE_POLICIES}),
+                     (self.cluster.node.find_child("ClusternodePoolRole"), NODE_ROLE_POLICIES)]
+        else:
+            roles = [(self.cluster.role, CLUSTER_ROLE_POLICIES), (self.nodegroup.role, NODEGROUP_ROLE_POLICIES)]
         for role, policies in roles:
             for policy, why in policies.items():
                 acknowledge(role, f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]",

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match
+
+from app import project_context
+from stacks.cluster_stack import ClusterStack
+from stacks.config import load_config
+from stacks.data_stack import DataStack
+from stacks.nag import register_gates
+from stacks.network_stack import NetworkStack
+from stacks.security_stack import SecurityStack
 
 ENVS = ("dev", "prod")
 
@@ -90,3 +101,36 @@ def test_cluster_is_admitted_to_postgres_and_cache(template_json, env):
 def test_cluster_name_and_roles_published(template_json, env):
     names = {r["Properties"].get("Name") for r in _resources(template_json, env, "AWS::SSM::Parameter")}
     assert {f"/saas/{env}/platform/{k}" for k in ("cluster-name", "api-role-arn", "worker-role-arn")} <= names
+
+
+@pytest.fixture(scope="module")
+def auto_mode_cluster(tmp_path_factory):
+    """The other config branch (Auto Mode, public endpoint limited to CIDRs, admin access entry),
+    synthesized once with the nag gate on, foundation stacks only."""
+    base = load_config("prod")
+    config = dataclasses.replace(base, cluster=dataclasses.replace(
+        base.cluster, auto_mode=True, endpoint_public_cidrs=("203.0.113.0/24",),
+        admin_role_arns=("arn:aws:iam::111111111111:role/platform-admin",)))
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("auto-mode")),
+                  context={**project_context(), "aws:cdk:bundling-stacks": []})
+    register_gates(app)
+    env = cdk.Environment(account=config.account, region=config.region)
+    security = SecurityStack(app, "security", config=config, env=env)
+    network = NetworkStack(app, "network", config=config, security=security, env=env)
+    data = DataStack(app, "data", config=config, network=network, security=security, env=env)
+    cluster = ClusterStack(app, "cluster", config=config, network=network, security=security, data=data, env=env)
+    assembly = app.synth()  # raises on any unacknowledged nag finding
+    return assembly.get_stack_artifact(cluster.artifact_id).template
+
+
+def test_auto_mode_variant(auto_mode_cluster):
+    template = auto_mode_cluster
+    resources = template["Resources"].values()
+    (cluster,) = [r["Properties"] for r in resources if r["Type"] == "AWS::EKS::Cluster"]
+    assert cluster["ComputeConfig"]["Enabled"] is True
+    assert cluster["ComputeConfig"]["NodePools"] == ["system", "general-purpose"]
+    assert cluster["ResourcesVpcConfig"]["PublicAccessCidrs"] == ["203.0.113.0/24"]
+    assert not [r for r in resources if r["Type"] in ("AWS::EKS::Nodegroup", "AWS::EKS::Addon")]
+    (entry,) = [r["Properties"] for r in resources if r["Type"] == "AWS::EKS::AccessEntry"]
+    assert entry["PrincipalArn"] == "arn:aws:iam::111111111111:role/platform-admin"
+    assert entry["AccessPolicies"][0]["AccessScope"] == {"Type": "cluster"}
