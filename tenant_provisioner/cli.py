@@ -234,3 +234,6 @@ def migrate(ctx: typer.Context,
     print(json.dumps(report.to_dict()))
     if report.failed:
         raise typer.Exit(1)
+
+from tenant_provisioner.limits.cli import app as limits_app  # noqa: E402  (the limits component's sub-app)
+app.add_typer(limits_app, name="limits")
