@@ -31,6 +31,7 @@ class BillingSettings:
 
     catalog_prefix: str = DEFAULT_PREFIX      # product ids, lookup keys and meter event name start with it
     payment_grace_days: int = 7
+    offboard_after_days: int = 30             # after Stripe ended a subscription: export, then drop
     api_base: str | None = None               # only for a local/test Stripe-compatible server
     api_version: str | None = None            # None: the version the SDK is pinned to
     max_network_retries: int = 2
@@ -39,8 +40,8 @@ class BillingSettings:
         if not self.catalog_prefix.replace("_", "").isalnum() or not self.catalog_prefix.islower():
             raise ConfigError(f"billing catalog prefix must be lower-case letters, digits and _: "
                               f"{self.catalog_prefix!r}")
-        if self.payment_grace_days < 0:
-            raise ConfigError("BILLING_PAYMENT_GRACE_DAYS must be >= 0")
+        if self.payment_grace_days < 0 or self.offboard_after_days < 0:
+            raise ConfigError("BILLING_PAYMENT_GRACE_DAYS and BILLING_OFFBOARD_AFTER_DAYS must be >= 0")
 
     @property
     def meter_event_name(self) -> str:
@@ -50,11 +51,12 @@ class BillingSettings:
     def from_env(cls) -> "BillingSettings":
         try:
             grace = int(os.environ.get("BILLING_PAYMENT_GRACE_DAYS", "7"))
+            offboard_after = int(os.environ.get("BILLING_OFFBOARD_AFTER_DAYS", "30"))
             retries = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
         except ValueError as exc:
             raise ConfigError(f"billing setting is not a whole number: {exc}") from None
         return cls(catalog_prefix=os.environ.get("BILLING_CATALOG_PREFIX", DEFAULT_PREFIX),
-                   payment_grace_days=grace, api_base=os.environ.get("STRIPE_API_BASE") or None,
+                   payment_grace_days=grace, offboard_after_days=offboard_after, api_base=os.environ.get("STRIPE_API_BASE") or None,
                    api_version=os.environ.get("STRIPE_API_VERSION") or None, max_network_retries=retries)
 
 

@@ -15,6 +15,8 @@ CREATE TABLE control.billing_accounts (
     grace_until            timestamptz,
     -- Stripe's `created` of the newest invoice event applied: older events arriving late are ignored.
     payment_event_at       timestamptz,
+    -- Set when Stripe ended the subscription: the tenant is offboarded (exported, dropped) after it.
+    offboard_after         timestamptz,
     created_at             timestamptz NOT NULL DEFAULT now(),
     updated_at             timestamptz NOT NULL DEFAULT now(),
     CHECK ((payment_state = 'ok') = (grace_until IS NULL))

@@ -1,0 +1,174 @@
+"""Stripe webhook events → tenant state, each applied exactly once.
+
+`handle` verifies the ``Stripe-Signature`` header with the `stripe` library (HMAC of the raw body
+with the endpoint's signing secret, 5-minute tolerance) before reading anything: a missing or bad
+signature is a 400 and changes nothing. The event id is recorded in
+``control.stripe_webhook_events`` in the same transaction as its effect, so a replayed or
+re-delivered event is acknowledged (200) and ignored. Events about customers we do not know, or
+of types we do not act on, are recorded and acknowledged too, so Stripe stops retrying them.
+
+| event | effect |
+| --- | --- |
+| ``invoice.payment_failed`` | payment grace (configured days), then suspension by the enforcer |
+| ``invoice.paid`` | grace ended; resumed if it was suspended for non-payment |
+| ``customer.subscription.updated`` | tenant moved to the tier of the subscription's flat price |
+| ``customer.subscription.deleted`` | service stopped, offboarding scheduled |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import psycopg
+import stripe
+
+from tenant_provisioner import audit, lifecycle, tenants
+from tenant_provisioner.billing import payments
+from tenant_provisioner.billing.accounts import BillingAccount, account_for_customer
+from tenant_provisioner.billing.catalog import FLAT
+from tenant_provisioner.billing.settings import BillingSettings
+from tenant_provisioner.errors import InvalidInput, TenantConflict
+from tenant_provisioner.tiers import load_tiers
+
+logger = logging.getLogger(__name__)
+ACTOR = "stripe:webhook"
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    status: int
+    event_id: str | None
+    outcome: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "outcome": self.outcome}
+
+
+def verify(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
+    """The event, if `signature` is Stripe's for `payload`; InvalidInput otherwise."""
+    if not signature:
+        raise InvalidInput("Stripe-Signature", "header missing")
+    try:
+        stripe.Webhook.construct_event(payload, signature, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS)
+    except stripe.SignatureVerificationError:
+        raise InvalidInput("Stripe-Signature", "signature does not match the payload") from None
+    except ValueError:
+        raise InvalidInput("body", "not a JSON Stripe event") from None
+    event = json.loads(payload)
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or "data" not in event:
+        raise InvalidInput("body", "not a Stripe event")
+    return event
+
+
+def _customer_of(obj: dict[str, Any]) -> str | None:
+    customer = obj.get("customer")
+    return customer.get("id") if isinstance(customer, dict) else customer
+
+
+def _tier_of(subscription: dict[str, Any]) -> str | None:
+    """The tier named by the subscription's flat price (our catalog puts it in price metadata)."""
+    for item in subscription.get("items", {}).get("data", []):
+        metadata = (item.get("price") or {}).get("metadata") or {}
+        if metadata.get("kind") == FLAT and metadata.get("tier"):
+            return metadata["tier"]
+    return None
+
+
+class _Dispatcher:
+    def __init__(self, conn: psycopg.Connection, settings: BillingSettings, event: dict[str, Any]) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.event = event
+        self.obj: dict[str, Any] = event["data"].get("object") or {}
+        self.created = datetime.fromtimestamp(int(event.get("created", 0)), timezone.utc)
+        self.handlers: dict[str, Callable[[BillingAccount], str]] = {
+            "invoice.payment_failed": self.payment_failed,
+            "invoice.paid": self.paid,
+            "customer.subscription.updated": self.subscription_updated,
+            "customer.subscription.deleted": self.subscription_deleted,
+        }
+
+    def detail(self, **extra: Any) -> dict[str, Any]:
+        return {"event_id": self.event["id"], "event_type": self.event.get("type"), "object": self.obj.get("id"),
+                **extra}
+
+    def run(self) -> tuple[str | None, str]:
+        handler = self.handlers.get(self.event.get("type", ""))
+        if handler is None:
+            return None, "ignored: event type not handled"
+        customer = _customer_of(self.obj)
+        account = account_for_customer(self.conn, customer) if customer else None
+        if account is None:
+            return None, f"ignored: customer {customer!r} is not one of our tenants"
+        if tenants.find(self.conn, account.tenant_id) is None:
+            return account.tenant_id, "ignored: tenant no longer exists"
+        return account.tenant_id, handler(account)
+
+    def payment_failed(self, account: BillingAccount) -> str:
+        return payments.payment_failed(
+            self.conn, account.tenant_id, created=self.created, grace_days=self.settings.payment_grace_days,
+            actor=ACTOR, detail=self.detail(amount_due=self.obj.get("amount_due"),
+                                            attempt_count=self.obj.get("attempt_count")))
+
+    def paid(self, account: BillingAccount) -> str:
+        return payments.payment_succeeded(self.conn, account.tenant_id, created=self.created, actor=ACTOR,
+                                          detail=self.detail(amount_paid=self.obj.get("amount_paid")))
+
+    def _ours(self, account: BillingAccount) -> bool:
+        return self.obj.get("id") == account.stripe_subscription_id
+
+    def subscription_updated(self, account: BillingAccount) -> str:
+        if not self._ours(account):
+            return "ignored: not the tenant's current subscription"
+        tier = _tier_of(self.obj)
+        if tier is None or tier not in load_tiers().tiers:
+            audit.record(self.conn, tenant_id=account.tenant_id, action="billing.unknown_tier", actor=ACTOR,
+                         detail=self.detail(tier=tier))
+            return f"ignored: subscription's tier {tier!r} is not in the tiers file"
+        tenant = tenants.require(self.conn, account.tenant_id)
+        if tenant.tier == tier:
+            return "no change: tenant already on that tier"
+        try:
+            lifecycle.change_tier(self.conn, account.tenant_id, tier, actor=ACTOR)
+        except TenantConflict as exc:
+            return f"ignored: {exc}"
+        self.conn.execute("UPDATE control.billing_accounts SET tier = %s, updated_at = now() WHERE tenant_id = %s",
+                          (tier, account.tenant_id))
+        audit.record(self.conn, tenant_id=account.tenant_id, action="billing.tier_changed", actor=ACTOR,
+                     detail=self.detail(**{"from": tenant.tier, "to": tier}))
+        return f"tier changed {tenant.tier} -> {tier}"
+
+    def subscription_deleted(self, account: BillingAccount) -> str:
+        if not self._ours(account):
+            return "ignored: not the tenant's current subscription"
+        return payments.schedule_offboarding(self.conn, account.tenant_id,
+                                             after_days=self.settings.offboard_after_days, actor=ACTOR,
+                                             detail=self.detail(status=self.obj.get("status")))
+
+
+def handle(conn: psycopg.Connection, payload: bytes, signature: str | None, *, secret: str,
+           settings: BillingSettings) -> WebhookResult:
+    """Verify and apply one delivery; the result's status is the HTTP status to answer Stripe with."""
+    try:
+        event = verify(payload, signature, secret)
+    except InvalidInput as exc:
+        logger.warning("webhook rejected: %s", exc)
+        return WebhookResult(400, None, str(exc))
+    dispatcher = _Dispatcher(conn, settings, event)
+    with conn.transaction():
+        claimed = conn.execute(
+            "INSERT INTO control.stripe_webhook_events (event_id, type, created, outcome)"
+            " VALUES (%s, %s, %s, 'processing') ON CONFLICT (event_id) DO NOTHING RETURNING 1",
+            (event["id"], event.get("type", ""), dispatcher.created)).fetchone()
+        if claimed is None:
+            return WebhookResult(200, event["id"], "ignored: event already processed")
+        tenant_id, outcome = dispatcher.run()
+        conn.execute("UPDATE control.stripe_webhook_events SET outcome = %s, tenant_id = %s WHERE event_id = %s",
+                     (outcome, tenant_id, event["id"]))
+    logger.info("stripe event %s (%s): %s", event["id"], event.get("type"), outcome)
+    return WebhookResult(200, event["id"], outcome)

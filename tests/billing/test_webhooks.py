@@ -1,0 +1,153 @@
+"""Webhook events signed with Stripe's scheme → tenant state; bad signatures and replays change nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tenant_provisioner import audit, lifecycle
+from tenant_provisioner.billing import payments, webhooks
+from tenant_provisioner.billing.accounts import Accounts, load_account
+from tenant_provisioner.tiers import load_tiers
+from tests.billing.conftest import WEBHOOK_SECRET, create_tenant
+from tests.billing.stripe_server import sign_webhook
+
+
+@pytest.fixture()
+def tenant(conn, client, settings, synced, fake_stripe):
+    create_tenant(conn, client, settings)
+    account = load_account(conn, "acme-corp")
+    return account
+
+
+def deliver(conn, settings, event, *, secret=WEBHOOK_SECRET, signature=None, timestamp=None):
+    payload = json.dumps(event).encode()
+    header = signature if signature is not None else sign_webhook(payload, secret, timestamp=timestamp)
+    return webhooks.handle(conn, payload, header, secret=WEBHOOK_SECRET, settings=settings)
+
+
+def state(conn):
+    tenant = lifecycle.get(conn, "acme-corp")
+    return tenant.state, tenant.tier, tenant.suspended_reason
+
+
+def actions(conn):
+    return [e["action"] for e in audit.entries(conn, "acme-corp") if e["action"].startswith("billing.")]
+
+
+def failed_invoice(fake, account, *, created=None):
+    invoice = fake.invoice(account.stripe_customer_id, account.stripe_subscription_id, status="open")
+    return fake.event("invoice.payment_failed", invoice, created=created)
+
+
+def paid_invoice(fake, account, *, created=None):
+    invoice = fake.invoice(account.stripe_customer_id, account.stripe_subscription_id, status="paid")
+    return fake.event("invoice.paid", invoice, created=created)
+
+
+def test_payment_failed_starts_grace_then_the_enforcer_suspends(fake_stripe, conn, settings, tenant):
+    result = deliver(conn, settings, failed_invoice(fake_stripe, tenant))
+    assert result.status == 200 and result.outcome.startswith("grace until")
+    assert state(conn) == ("active", "pro", None)  # still served during grace
+    row = conn.execute("SELECT payment_state, grace_until FROM control.billing_accounts").fetchone()
+    assert row[0] == "grace"
+    assert payments.enforce_payment_grace(conn, now=row[1] - timedelta(seconds=1)).suspended == ()
+    assert payments.enforce_payment_grace(conn, now=row[1]).suspended == ("acme-corp",)
+    assert state(conn) == ("suspended", "pro", payments.NON_PAYMENT_REASON)
+    assert payments.enforce_payment_grace(conn, now=row[1] + timedelta(days=1)).suspended == ()  # once
+    assert actions(conn) == ["billing.payment_failed", "billing.suspended_for_non_payment"]
+
+
+def test_grace_is_not_extended_by_stripe_retrying_the_same_debt(fake_stripe, conn, settings, tenant):
+    now = int(time.time())
+    deliver(conn, settings, failed_invoice(fake_stripe, tenant, created=now - 3 * 86400))
+    first = conn.execute("SELECT grace_until FROM control.billing_accounts").fetchone()[0]
+    deliver(conn, settings, failed_invoice(fake_stripe, tenant, created=now))
+    assert conn.execute("SELECT grace_until FROM control.billing_accounts").fetchone()[0] == first
+    assert first == datetime.fromtimestamp(now - 3 * 86400, timezone.utc) + timedelta(days=7)
+
+
+def test_paid_invoice_resumes_a_tenant_suspended_for_non_payment(fake_stripe, conn, settings, tenant):
+    deliver(conn, settings, failed_invoice(fake_stripe, tenant, created=int(time.time()) - 10))
+    payments.enforce_payment_grace(conn, now=datetime.now(timezone.utc) + timedelta(days=8))
+    result = deliver(conn, settings, paid_invoice(fake_stripe, tenant))
+    assert result.outcome == "payment recovered; tenant resumed"
+    assert state(conn) == ("active", "pro", None)
+    assert conn.execute("SELECT payment_state, grace_until FROM control.billing_accounts").fetchone() == ("ok", None)
+    assert actions(conn)[-1] == "billing.payment_recovered"
+
+
+def test_paid_invoice_does_not_lift_another_suspension(fake_stripe, conn, settings, tenant):
+    deliver(conn, settings, failed_invoice(fake_stripe, tenant, created=int(time.time()) - 10))
+    lifecycle.suspend(conn, "acme-corp", reason="breaker: API requests at 200 %", actor="enforcer")
+    deliver(conn, settings, paid_invoice(fake_stripe, tenant))
+    assert state(conn) == ("suspended", "pro", "breaker: API requests at 200 %")
+
+
+def test_an_old_failure_arriving_after_the_payment_is_ignored(fake_stripe, conn, settings, tenant):
+    now = int(time.time())
+    deliver(conn, settings, paid_invoice(fake_stripe, tenant, created=now))
+    result = deliver(conn, settings, failed_invoice(fake_stripe, tenant, created=now - 60))
+    assert result.outcome.startswith("ignored: older")
+    assert conn.execute("SELECT payment_state FROM control.billing_accounts").fetchone()[0] == "ok"
+
+
+def test_subscription_updated_changes_the_tier(fake_stripe, conn, client, settings, synced, tenant):
+    # The customer moved to business in Stripe (portal); Stripe sends the updated subscription.
+    sub = fake_stripe.state.subscriptions[tenant.stripe_subscription_id]
+    flat = next(i for i in sub["items"]["data"] if i["price"]["metadata"]["kind"] == "flat")
+    client.v1.subscriptions.update(sub["id"], params={"items": [{"id": flat["id"],
+                                                                  "price": synced.prices["business"].flat}]})
+    result = deliver(conn, settings, fake_stripe.event("customer.subscription.updated", sub))
+    assert result.outcome == "tier changed pro -> business"
+    assert state(conn)[1] == "business" and load_account(conn, "acme-corp").tier == "business"
+    assert "billing.tier_changed" in actions(conn)
+    # Our own tier change echoes back from Stripe as an update: it must be a no-op, not a loop.
+    Accounts(client, settings).change_tier(conn, "acme-corp", load_tiers().get("business"))
+    echo = deliver(conn, settings, fake_stripe.event("customer.subscription.updated", sub))
+    assert echo.outcome.startswith("no change")
+
+
+def test_subscription_deleted_stops_service_and_schedules_offboarding(fake_stripe, conn, client, settings, tenant):
+    client.v1.subscriptions.cancel(tenant.stripe_subscription_id)  # by the customer, in Stripe
+    sub = fake_stripe.state.subscriptions[tenant.stripe_subscription_id]
+    result = deliver(conn, settings, fake_stripe.event("customer.subscription.deleted", sub))
+    assert result.outcome.startswith("offboarding scheduled")
+    assert state(conn) == ("suspended", "pro", payments.SUBSCRIPTION_ENDED_REASON)
+    assert payments.due_offboardings(conn) == []
+    assert payments.due_offboardings(conn, now=datetime.now(timezone.utc) + timedelta(days=31)) == ["acme-corp"]
+    assert actions(conn) == ["billing.offboarding_scheduled"]
+
+
+def test_replayed_event_is_acknowledged_and_ignored(fake_stripe, conn, settings, tenant):
+    event = failed_invoice(fake_stripe, tenant)
+    deliver(conn, settings, event)
+    again = deliver(conn, settings, event)
+    assert (again.status, again.outcome) == (200, "ignored: event already processed")
+    assert actions(conn) == ["billing.payment_failed"]
+
+
+@pytest.mark.parametrize("signature", ["", "t=1,v1=deadbeef", "garbage"])
+def test_missing_or_bad_signature_is_400_and_changes_nothing(fake_stripe, conn, settings, tenant, signature):
+    result = deliver(conn, settings, failed_invoice(fake_stripe, tenant), signature=signature)
+    assert result.status == 400
+    assert conn.execute("SELECT count(*) FROM control.stripe_webhook_events").fetchone()[0] == 0
+    assert conn.execute("SELECT payment_state FROM control.billing_accounts").fetchone()[0] == "ok"
+
+
+def test_wrong_secret_and_stale_timestamp_are_rejected(fake_stripe, conn, settings, tenant):
+    event = failed_invoice(fake_stripe, tenant)
+    assert deliver(conn, settings, event, secret="whsec_someone_else").status == 400
+    assert deliver(conn, settings, event, timestamp=int(time.time()) - 600).status == 400
+    assert actions(conn) == []
+
+
+def test_events_for_strangers_and_unhandled_types_are_acknowledged(fake_stripe, conn, settings, tenant):
+    stranger = fake_stripe.event("invoice.payment_failed", fake_stripe.invoice("cus_stranger", None, status="open"))
+    assert deliver(conn, settings, stranger).outcome.startswith("ignored: customer")
+    other = fake_stripe.event("charge.refunded", {"id": "ch_1", "object": "charge", "customer": tenant.stripe_customer_id})
+    assert deliver(conn, settings, other).outcome == "ignored: event type not handled"
+    assert actions(conn) == []
