@@ -6,9 +6,13 @@ import json
 import subprocess
 import sys
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_ec2 as ec2
 
+from app import project_context
 from stacks import nag
+from stacks.constructs.python_function import LambdaNetwork, PythonFunction
 from stacks.config import ENVIRONMENTS
 from app import PROJECT_DIR as REPO_ROOT
 
@@ -31,6 +35,17 @@ def test_synth_passes_nag_and_builtin_validation(synthesized):
     assert synthesized.validation_error is None, "\n".join(_violations(report)) or synthesized.validation_error
     plugins = {p["pluginName"]: p["conclusion"] for p in report["pluginReports"]}
     assert plugins.get(nag.NAG_PLUGIN) == "success"
+
+
+def test_every_nag_acknowledgment_covers_one_construct_and_names_its_finding(synthesized):
+    suppressed = [item for plugin in synthesized.validation_report["pluginReports"]
+                  if plugin["pluginName"] == nag.NAG_PLUGIN for item in plugin.get("suppressedViolations", [])]
+    assert suppressed, "expected the documented acknowledgments"
+    for item in suppressed:
+        (construct,) = item["violatingConstructs"]
+        assert construct["constructPath"].startswith(item["acknowledgedAt"])
+        assert item["acknowledgedId"] == f"{nag.NAG_PLUGIN}::{item['ruleName']}"
+        assert len(item["reason"]) >= nag.MIN_REASON_LENGTH
 
 
 def test_cfn_lint_reports_no_errors(synthesized):
@@ -67,12 +82,6 @@ def test_blanket_or_unknown_finding_ids_are_refused(finding):
 
 def test_python_function_in_a_vpc_passes_nag_with_only_its_runtime_wildcard(tmp_path):
     """The shared Lambda construct: latest runtime, active tracing, ENI rights, one scoped ack."""
-    import aws_cdk as cdk
-    from aws_cdk import aws_ec2 as ec2
-
-    from app import project_context
-    from stacks.constructs.python_function import LambdaNetwork, PythonFunction
-
     app = cdk.App(outdir=str(tmp_path), context={**project_context(), "aws:cdk:bundling-stacks": []})
     nag.register_gates(app)
     stack = cdk.Stack(app, "FunctionGate", env=cdk.Environment(account="111111111111", region="us-east-1"))
