@@ -62,7 +62,7 @@ def _actor() -> str:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -76,17 +76,17 @@ def handles_errors(command: F) -> F:
         except PlatformError as exc:
             raise _fail(str(exc), exc.exit_code) from None
         except psycopg.Error as exc:
-            raise _fail(f"database: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}", 1) from None
+            raise _fail(f"database: {str(exc) or type(exc).__name__}", 1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _store(mode: SecretsMode) -> SecretStore | None:
-    if mode is SecretsMode.aws:
-        return AwsSecretStore.from_env()
-    err.print("notice: tenant secret step skipped (local run); pass --secrets aws to write it to "
-              "Secrets Manager. The tenant role has no password until then.", highlight=False)
-    return None
+    return AwsSecretStore.from_env() if mode is SecretsMode.aws else None
+
+
+def _notice(message: str) -> None:
+    err.print(f"notice: {message}", highlight=False, soft_wrap=True)
 
 
 def _endpoint(conn: psycopg.Connection) -> DbEndpoint:
@@ -133,6 +133,9 @@ def create(ctx: typer.Context, tenant_id: str,
     request = CreateRequest.parse({"tenant_id": tenant_id, "tier": tier, "admin_email": admin_email,
                                    "company_name": name})
     store = _store(secrets)
+    if store is None:
+        _notice("tenant secret step skipped (local run; pass --secrets aws to write it to Secrets Manager): "
+                "the tenant role has no password until then")
     with _settings(ctx).database() as db, db.connection() as conn:
         result = lifecycle.create(conn, request, actor=_actor(), store=store, endpoint=_endpoint(conn))
     print(json.dumps(result.to_dict()))
@@ -213,6 +216,8 @@ def offboard(ctx: typer.Context, tenant_id: str,
     store = _store(secrets)
     with _settings(ctx).database() as db, db.connection() as conn:
         result = offboarding.offboard(conn, tenant_id, actor=_actor(), export_to=export_dir, store=store)
+    if store is None:
+        _notice(f"tenant secret not deleted (local run; pass --secrets aws to delete {tenant_id}'s secret)")
     print(json.dumps(result.to_dict()))
 
 

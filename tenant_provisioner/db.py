@@ -63,7 +63,7 @@ class Database:
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled autocommit connection acting as the provisioner; use ``conn.transaction()``."""
         if self._pool.closed:
-            self._pool.open(wait=False)
+            self._open()
         try:
             with self._pool.connection(timeout=self._timeout) as conn:
                 yield conn
@@ -71,6 +71,14 @@ class Database:
             raise TransientError(f"no database connection within {self._timeout:.0f}s: {exc}") from exc
         except psycopg.OperationalError as exc:
             raise TransientError(f"database unavailable: {exc}") from exc
+
+    def _open(self) -> None:
+        """Fail fast with the server's own reason instead of the pool retrying for `timeout`."""
+        try:
+            psycopg.connect(self.url, connect_timeout=10, application_name=APPLICATION_NAME).close()
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"database unavailable: {str(exc).strip()}") from exc
+        self._pool.open(wait=False)
 
     def close(self) -> None:
         self._pool.close()

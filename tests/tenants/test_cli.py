@@ -1,0 +1,103 @@
+"""The operator CLI: output shapes, exit codes, and bad input that changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from tenant_provisioner.cli import app
+
+BAD_CREATES = [
+    (["acme'; DROP TABLE control.tenants;--"], "tenant_id"),
+    (["acme;corp"], "tenant_id"),
+    (["\u00e4cme-corp"], "tenant_id"),
+    (["Acme-Corp"], "tenant_id"),
+    (["ab"], "tenant_id"),
+    (["a" * 41], "tenant_id"),
+    (["admin"], "reserved"),
+    (["acme-"], "tenant_id"),
+    (["acme-corp", "--tier", "platinum"], "unknown tier"),
+    (["acme-corp", "--admin-email", "not-an-email"], "admin_email"),
+]
+
+
+@pytest.fixture()
+def cli(tenant_db, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", tenant_db.url)
+    monkeypatch.setenv("TENANT_PROVISIONER_ROLE", tenant_db.provisioner_role)
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, list(args), catch_exceptions=False)
+    return run
+
+
+def _catalog(tenant_db):
+    with tenant_db.admin() as conn:
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM pg_namespace), (SELECT count(*) FROM pg_roles),"
+            " (SELECT count(*) FROM control.tenants), (SELECT count(*) FROM control.audit_log)").fetchone()
+
+
+def test_lifecycle_through_the_cli(cli, tmp_path):
+    created = cli("create", "cli-co", "--tier", "starter", "--admin-email", "ops@cli.example", "--name", "CLI Co")
+    assert created.exit_code == 0, created.output
+    data = json.loads(created.stdout)
+    assert set(data) >= {"tenant_id", "status", "tier", "schema", "role", "schema_version", "created", "duration_ms"}
+    assert data["status"] == "active" and data["created"] is True
+    assert "secret step skipped" in created.stderr
+    again = json.loads(cli("create", "cli-co", "--tier", "starter", "--admin-email", "ops@cli.example").stdout)
+    assert again["created"] is False and again["schema"] == data["schema"]
+    assert json.loads(cli("show", "cli-co").stdout)["schema_name"] == data["schema"]
+    listed = json.loads(cli("list", "--json").stdout)
+    assert [t["tenant_id"] for t in listed] == ["cli-co"]
+    assert cli("suspend", "cli-co", "--reason", "unpaid").exit_code == 0
+    assert json.loads(cli("show", "cli-co").stdout)["state"] == "suspended"
+    assert cli("resume", "cli-co").exit_code == 0
+    assert cli("change-tier", "cli-co", "--tier", "pro").exit_code == 0
+    assert "cli-co" in cli("list").stdout
+    migrated = cli("migrate", "--concurrency", "2")
+    assert migrated.exit_code == 0 and json.loads(migrated.stdout)["pending"] == 0
+    offboarded = cli("offboard", "cli-co", "--export-dir", str(tmp_path))
+    assert offboarded.exit_code == 0, offboarded.output
+    assert json.loads(offboarded.stdout)["status"] == "offboarded"
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_CREATES)
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, tenant_db, extra, message):
+    args = {"--tier": "pro", "--admin-email": "a@example.com"}
+    tenant_id, *overrides = extra
+    for flag, value in zip(overrides[::2], overrides[1::2]):
+        args[flag] = value
+    before = _catalog(tenant_db)
+    result = cli("create", tenant_id, *[part for pair in args.items() for part in pair])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert _catalog(tenant_db) == before
+
+
+@pytest.mark.parametrize("args", [
+    ["show", "no-such-co"], ["suspend", "bad;id", "--reason", "x"], ["resume", "no-such-co"],
+    ["change-tier", "no-such-co", "--tier", "gold"], ["migrate", "--concurrency", "0"],
+    ["offboard", "no-such-co"], ["suspend", "no-such-co", "--reason", ""],
+])
+def test_other_bad_input_exits_2(cli, args):
+    result = cli(*args)
+    assert result.exit_code == 2 and result.stderr.startswith("error:")
+
+
+def test_module_entry_point_and_failure_exit_code(tenant_db):
+    env = {**os.environ, "DATABASE_URL": tenant_db.url, "TENANT_PROVISIONER_ROLE": tenant_db.provisioner_role}
+    bad = subprocess.run([sys.executable, "-m", "tenant_provisioner", "create", "x;y", "--tier", "pro",
+                          "--admin-email", "a@example.com"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2"
+    down = subprocess.run([sys.executable, "-m", "tenant_provisioner", "list"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert down.returncode == 1 and down.stderr.startswith("error:")
