@@ -23,7 +23,7 @@ from tenant_provisioner.db import Database, provisioner_role_from_env
 from tenant_provisioner.errors import ConfigError, PlatformError, TenantNotFound
 from tenant_provisioner.limits import state as redis_state
 from tenant_provisioner.limits.breakers import hard_limit_of
-from tenant_provisioner.limits.enforcer import Notice, run_cycle
+from tenant_provisioner.limits.enforcer import Notice, registered_reporters, run_cycle
 from tenant_provisioner.limits.notify import AwsNotifier, describe
 from tenant_provisioner.tiers import TierCatalog, load_tiers
 
@@ -85,7 +85,7 @@ def enforce(ctx: typer.Context, redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     notifier = AwsNotifier.from_env() if notify is NotifyMode.aws else _print_notice
     with _database(ctx) as db:
         result = run_cycle(db, _redis(redis_url), notifier=notifier, key_prefix=key_prefix, actor="cli:limits",
-                           tenant_ids=tenant)
+                           tenant_ids=tenant, reporters=registered_reporters())
     print(json.dumps(result.to_dict()))
     if result.errors:
         raise typer.Exit(1)

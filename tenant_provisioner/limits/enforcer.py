@@ -12,9 +12,12 @@
    the tenant's state then goes to Redis so the limiter acts at once;
 4. notifications from the transition outbox (rows claimed with ``FOR UPDATE SKIP LOCKED`` and
    marked sent), so two cycles running at once never notify twice;
-5. post-cycle reporters: callables ``reporter(result: CycleResult)`` registered by the caller
-   (billing sends the API-request usage it finds in ``result.usage`` to Stripe). A reporter's
-   failure is recorded in ``result.errors`` and never undoes enforcement.
+5. post-cycle reporters: callables ``reporter(result: CycleResult, conn)`` run after the
+   cycle committed, with a connection from the same pool. The Lambda and the CLI pass
+   `registered_reporters()`: every module in `REPORTER_MODULES` that exists and defines
+   ``post_cycle_reporters() -> Sequence[Reporter]`` (billing sends the API-request usage now in
+   ``control.tenant_usage`` / ``result.usage`` to Stripe). A reporter's failure is recorded in
+   ``result.errors`` and never undoes enforcement.
 
 One tenant failing (its transaction rolls back) does not stop the others; the errors are in
 the result, and the Lambda fails the invocation afterwards so the retry/DLQ path sees it.
@@ -22,6 +25,7 @@ the result, and the Lambda fails the invocation afterwards so the retry/DLQ path
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from datetime import date
@@ -134,7 +138,22 @@ class CycleResult:
                 "transitions": self.transitions, "notified": self.notified, "errors": self.errors}
 
 
-Reporter = Callable[[CycleResult], None]
+Reporter = Callable[[CycleResult, psycopg.Connection], None]
+REPORTER_MODULES = ("tenant_provisioner.billing.reporters",)
+
+
+def registered_reporters() -> list[Reporter]:
+    """Reporters of the optional modules in `REPORTER_MODULES` that exist."""
+    found: list[Reporter] = []
+    for module_name in REPORTER_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that component has no reporter (yet)
+            raise
+        found.extend(module.post_cycle_reporters())
+    return found
 
 
 def _storage_bytes(conn: psycopg.Connection) -> dict[str, int]:
@@ -297,10 +316,11 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
                                    for t in transitions]
         result.notified, notify_errors = send_notices(conn, notifier)
         result.errors += notify_errors
-    for reporter in reporters:
-        try:
-            reporter(result)
-        except Exception as exc:  # noqa: BLE001 - a reporter (billing) must not undo enforcement
-            log.exception("post-cycle reporter %r failed", reporter)
-            result.errors.append(f"reporter {getattr(reporter, '__name__', reporter)!r}: {type(exc).__name__}: {exc}")
+        for reporter in reporters:
+            try:
+                reporter(result, conn)
+            except Exception as exc:  # noqa: BLE001 - a reporter (billing) must not undo enforcement
+                log.exception("post-cycle reporter %r failed", reporter)
+                result.errors.append(f"reporter {getattr(reporter, '__name__', reporter)!r}: "
+                                     f"{type(exc).__name__}: {exc}")
     return result

@@ -138,12 +138,17 @@ def test_reporters_get_the_measured_usage_and_cannot_break_the_cycle(tiny_tiers,
     RateLimiter(redis_client, key_prefix=redis_prefix).acquire(tenant_id, "pro", cost=3)
     seen = []
 
-    def broken(_result):
+    def broken(_result, _conn):
         raise RuntimeError("stripe is down")
 
+    def billing(result, conn):
+        rows = conn.execute("SELECT admitted FROM control.tenant_usage WHERE tenant_id = %s AND quantity = %s",
+                            (tenant_id, "api_requests")).fetchall()
+        seen.append((result, rows))
+
     result = run_cycle(db, redis_client, notifier=aws.notifier, key_prefix=redis_prefix, actor=ACTOR,
-                       tenant_ids=[tenant_id], reporters=[broken, seen.append])
-    assert seen == [result]
+                       tenant_ids=[tenant_id], reporters=[broken, billing])
+    assert seen == [(result, [(3,)])]  # the cycle's usage is committed before reporters run
     (usage,) = result.usage
     assert usage.usage["api_requests"].admitted == 3
     assert len(result.errors) == 1 and "stripe is down" in result.errors[0]
