@@ -36,6 +36,11 @@ synth: $(STAMP)
 	$(BIN)/cfn-lint -- $(CDK_OUT)/*.template.json
 	$(PY) -m stacks.synth_summary $(CDK_OUT)
 
+# Pre-deploy monthly cost estimate of freshly synthesized templates (prices: config/prices.yaml);
+# exits non-zero when over the approved budget or an environment's monthly budget.
+cost: synth
+	$(PY) -m stacks.cost_estimate $(CDK_OUT) --details
+
 test: $(STAMP)
 	$(PY) -m pytest
 
