@@ -1,0 +1,93 @@
+"""The provisioning Lambda handler against real PostgreSQL, with Secrets Manager from moto."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from moto import mock_aws
+from psycopg.conninfo import conninfo_to_dict
+
+PREFIX = "/saas/test"
+
+
+@dataclass
+class Context:
+    function_name: str = "provision_tenant"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:111111111111:function:provision_tenant"
+    aws_request_id: str = "req-1"
+
+
+@pytest.fixture()
+def handler(tenant_db, monkeypatch):
+    with mock_aws():
+        params = conninfo_to_dict(tenant_db.url)
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = client.create_secret(Name="/saas/test/rds-master", SecretString=json.dumps({
+            "host": params["host"], "port": int(params.get("port", 5432)), "username": params["user"],
+            "password": "", "dbname": "ignored"}))["ARN"]
+        for name, value in {"DATABASE_SECRET_ARN": arn, "DATABASE_NAME": params["dbname"],
+                            "DATABASE_SSLMODE": "disable", "TENANT_PROVISIONER_ROLE": tenant_db.provisioner_role,
+                            "TENANT_SECRETS_PREFIX": PREFIX, "POWERTOOLS_METRICS_NAMESPACE": "Test"}.items():
+            monkeypatch.setenv(name, value)
+        from lambdas.provision_tenant import handler as module
+
+        module._forget_connection()
+        module._store = None
+        yield module, client
+        module._forget_connection()
+        module._store = None
+
+
+def _signup(tenant_id="lambda-co", **overrides):
+    return {"tenant_id": tenant_id, "tier": "pro", "admin_email": "a@lambda.example",
+            "company_name": "Lambda Co", **overrides}
+
+
+def test_direct_invoke_provisions_and_writes_the_secret(handler):
+    module, client = handler
+    result = module.handler(_signup(), Context())
+    assert result["status"] == "active" and result["created"] is True and result["tier"] == "pro"
+    assert result["secret_name"] == f"{PREFIX}/tenants/lambda-co"
+    secret = json.loads(client.get_secret_value(SecretId=result["secret_name"])["SecretString"])
+    assert secret["user"] == result["role"] and secret["schema"] == result["schema"]
+    assert secret["password"] not in json.dumps(result)
+    tags = client.describe_secret(SecretId=result["secret_name"])["Tags"]
+    assert {"Key": "tenant", "Value": "lambda-co"} in tags
+    again = module.handler(_signup(), Context())
+    assert again["created"] is False and again["schema"] == result["schema"]
+
+
+def test_eventbridge_signup_event(handler):
+    module, _ = handler
+    event = {"version": "0", "source": "saas.signup", "detail-type": "tenant.signup",
+             "detail": _signup("event-co")}
+    assert module.handler(event, Context())["tenant_id"] == "event-co"
+
+
+@pytest.mark.parametrize(("payload", "code", "field"), [
+    (_signup("bad;name"), "invalid_input", "tenant_id"),
+    (_signup(tier="gold"), "invalid_input", "tier"),
+    (_signup(admin_email="nope"), "invalid_input", "admin_email"),
+    ({}, "invalid_input", "tenant_id"),
+])
+def test_bad_input_is_a_structured_error_not_an_exception(handler, payload, code, field):
+    module, _ = handler
+    result = module.handler(payload, Context())
+    assert result["status"] == "rejected" and result["error"]["code"] == code and result["error"]["field"] == field
+
+
+def test_conflict_is_rejected_and_a_dead_database_raises(handler, monkeypatch):
+    module, _ = handler
+    module.handler(_signup("conflict-co"), Context())
+    conflict = module.handler(_signup("conflict-co", tier="business"), Context())
+    assert conflict["error"]["code"] == "tenant_conflict"
+    module._forget_connection()
+    monkeypatch.setenv("DATABASE_NAME", "no_such_database_here")
+    from tenant_provisioner.errors import TransientError
+
+    with pytest.raises(TransientError):
+        module.handler(_signup("later-co"), Context())
