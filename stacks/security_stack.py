@@ -22,15 +22,14 @@ class SecurityStack(cdk.Stack):
         self._allow_cloudwatch_logs(self.logs_key)
 
     def _key(self, name: str, config: EnvConfig, purpose: str) -> kms.Key:
-        key = kms.Key(
+        return kms.Key(
             self, f"{name}Key",
             alias=f"alias/saas-{config.name}-{name.lower()}",
             description=f"saas {config.name}: {purpose}",
             enable_key_rotation=True,
             pending_window=cdk.Duration.days(30),
-            removal_policy=cdk.RemovalPolicy.RETAIN,
+            removal_policy=cdk.RemovalPolicy.RETAIN,   # data encrypted with it must stay readable
         )
-        return key
 
     def _allow_cloudwatch_logs(self, key: kms.Key) -> None:
         """CloudWatch Logs encrypts with the key only for log groups of this account and region."""
