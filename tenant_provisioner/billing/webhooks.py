@@ -151,14 +151,8 @@ class _Dispatcher:
                                              detail=self.detail(status=self.obj.get("status")))
 
 
-def handle(conn: psycopg.Connection, payload: bytes, signature: str | None, *, secret: str,
-           settings: BillingSettings) -> WebhookResult:
-    """Verify and apply one delivery; the result's status is the HTTP status to answer Stripe with."""
-    try:
-        event = verify(payload, signature, secret)
-    except InvalidInput as exc:
-        logger.warning("webhook rejected: %s", exc)
-        return WebhookResult(400, None, str(exc))
+def apply(conn: psycopg.Connection, event: dict[str, Any], settings: BillingSettings) -> WebhookResult:
+    """Apply one verified event, once: its id and its effect commit together."""
     dispatcher = _Dispatcher(conn, settings, event)
     with conn.transaction():
         claimed = conn.execute(
@@ -172,3 +166,18 @@ def handle(conn: psycopg.Connection, payload: bytes, signature: str | None, *, s
                      (outcome, tenant_id, event["id"]))
     logger.info("stripe event %s (%s): %s", event["id"], event.get("type"), outcome)
     return WebhookResult(200, event["id"], outcome)
+
+
+def rejected(exc: InvalidInput) -> WebhookResult:
+    logger.warning("webhook rejected: %s", exc)
+    return WebhookResult(400, None, str(exc))
+
+
+def handle(conn: psycopg.Connection, payload: bytes, signature: str | None, *, secret: str,
+           settings: BillingSettings) -> WebhookResult:
+    """Verify and apply one delivery; the result's status is the HTTP status to answer Stripe with."""
+    try:
+        event = verify(payload, signature, secret)
+    except InvalidInput as exc:
+        return rejected(exc)
+    return apply(conn, event, settings)
