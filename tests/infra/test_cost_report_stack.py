@@ -97,3 +97,36 @@ def test_scheduler_role_is_trusted_only_from_this_account(templates, env):
             "Condition": {"StringEquals": {"aws:SourceAccount": assertions.Match.any_value()}},
         })]},
     })
+
+
+# The pre-deploy estimator (`make cost`) on the synthesized templates of both environments.
+
+@pytest.fixture(scope="module")
+def cost_estimate(template_json):
+    from stacks.cost_estimate import PriceBook, estimate
+    return estimate(template_json, PriceBook.load())
+
+
+def test_estimator_prices_every_resource_of_both_environments(cost_estimate):
+    assert cost_estimate.unpriced == [], "add these types to config/prices.yaml + PRICERS, or to FREE_TYPES"
+    assert cost_estimate.environments == ["dev", "prod"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_estimate_follows_the_environment_config(cost_estimate, env):
+    from stacks.cost_estimate import EKS, NAT, RDS
+    config = load_config(env)
+    nat_gateways = [line for line in cost_estimate.lines
+                    if line.env == env and line.kind == NAT and line.detail.endswith("NAT gateway")]
+    assert len(nat_gateways) == config.network.nat_gateways
+    rds = [line.detail for line in cost_estimate.lines if line.env == env and line.kind == RDS]
+    assert any(f"db.{config.database.instance_type} {'Multi-AZ' if config.database.multi_az else 'Single-AZ'}"
+               in detail for detail in rds)
+    assert cost_estimate.total(env, EKS) == 73   # standard support, never the 6x extended rate
+
+
+def test_launch_configuration_fits_the_approved_budget(cost_estimate):
+    from stacks.cost_estimate import APPROVED_BUDGET_USD, environment_budgets, over_budget
+    assert over_budget(cost_estimate, environment_budgets(["dev", "prod"])) == []
+    assert cost_estimate.total() <= APPROVED_BUDGET_USD[1]
+    assert cost_estimate.total("prod") > cost_estimate.total("dev")
