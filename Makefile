@@ -27,11 +27,11 @@ $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	$(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	@touch $(STAMP)
 
-# Every stack of every environment through the pinned CDK CLI; cdk-nag and CDK's built-in
+# Every stack of every environment (-c env=all) through the pinned CDK CLI; cdk-nag and CDK's built-in
 # validation fail the synth itself, then cfn-lint (.cfnlintrc lists ignored warnings), then a summary.
 synth: $(STAMP)
 	rm -rf $(CDK_OUT)
-	$(OFFLINE) $(BIN)/npx --no-install cdk synth --all --quiet --no-lookups --no-notices \
+	$(OFFLINE) $(BIN)/npx --no-install cdk synth --quiet --no-lookups --no-notices \
 		-c env=all -c account=$(ACCOUNT) -c region=$(REGION) --output $(CDK_OUT)
 	$(BIN)/cfn-lint -- $(CDK_OUT)/*.template.json
 	$(PY) -m stacks.synth_summary $(CDK_OUT)
