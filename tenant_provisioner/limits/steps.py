@@ -1,0 +1,42 @@
+"""The limits provisioning step (picked up by `tenant_provisioner.pipeline.extension_steps`).
+
+``apply`` refuses the signup while the platform budget breaker blocks it (200 %: every signup;
+100 %: free tiers), and gives the new tenant its breaker rows at ``ok`` for the current period,
+so ``limits status`` shows it at once. ``undo`` removes those rows. Both are idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tenant_provisioner.limits.breakers import QUANTITIES
+from tenant_provisioner.limits.budget import SignupBlocked, signup_block_reason
+from tenant_provisioner.pipeline import ProvisionContext, Step
+
+_PERIOD = "SELECT date_trunc('month', now() AT TIME ZONE 'utc')::date"
+
+
+class LimitsStep:
+    name = "limits"
+
+    def apply(self, ctx: ProvisionContext) -> None:
+        with ctx.conn.transaction():
+            row = ctx.conn.execute(_PERIOD).fetchone()
+            assert row is not None
+            period_start = row[0]
+            reason = signup_block_reason(ctx.conn, ctx.tier, period_start)
+            if reason:
+                raise SignupBlocked(reason)
+            for quantity in QUANTITIES:
+                ctx.conn.execute(
+                    "INSERT INTO control.tenant_breakers (tenant_id, quantity, level, period_start, tier)"
+                    " VALUES (%s, %s, 'ok', %s, %s) ON CONFLICT (tenant_id, quantity) DO NOTHING",
+                    (ctx.request.tenant_id, quantity, period_start, ctx.tier.name))
+
+    def undo(self, ctx: ProvisionContext) -> None:
+        with ctx.conn.transaction():
+            ctx.conn.execute("DELETE FROM control.tenant_breakers WHERE tenant_id = %s", (ctx.request.tenant_id,))
+
+
+def provisioning_steps() -> Sequence[Step]:
+    return [LimitsStep()]
