@@ -53,13 +53,13 @@ def _badge(level: str) -> str:
             f'font-weight:600;">{escape(level.upper())}</span>')
 
 
-def _table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+def _table(headers: list[str] | None, rows: list[list[str]], numeric_from: int = 1) -> str:
     head = "".join(f'<th style="{HEAD}{"text-align:right;" if i >= numeric_from else ""}">{escape(h)}</th>'
-                   for i, h in enumerate(headers))
+                   for i, h in enumerate(headers or []))
     body = "".join("<tr>" + "".join(f'<td style="{NUM if i >= numeric_from else CELL}">{cell}</td>'
                                     for i, cell in enumerate(row)) + "</tr>" for row in rows)
     return (f'<table role="presentation" cellpadding="0" cellspacing="0" border="0" '
-            f'style="border-collapse:collapse;font-size:13px;"><tr>{head}</tr>{body}</table>')
+            f'style="border-collapse:collapse;font-size:13px;">{f"<tr>{head}</tr>" if head else ""}{body}</table>')
 
 
 def _service_change(s: ServiceLine) -> str:
@@ -137,7 +137,7 @@ def render_html(report: Report) -> str:
              f'{_badge(b.forecast_level)}</p>']
     if report.estimated:
         parts.append(f'<p style="margin:0 0 12px 0;color:#b26a00;">{ESTIMATE_NOTE}</p>')
-    parts.append(_table(["", ""], [[f"<b>{escape(k)}</b>", escape(v)] for k, v in _summary_rows(report)],
+    parts.append(_table(None, [[f"<b>{escape(k)}</b>", escape(v)] for k, v in _summary_rows(report)],
                         numeric_from=2))
     parts.append(f'<h2 style="{SECTION}">Top services yesterday</h2>')
     service_rows = [[escape(s.name), usd(s.yesterday), usd(s.previous), _service_change(s),
