@@ -1,0 +1,66 @@
+"""The two Lambda handlers, invoked as Lambda would, on real PostgreSQL + Redis and moto."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+
+from lambdas.budget_breaker import handler as budget_handler
+from lambdas.enforce_limits import handler as enforce_handler
+from tenant_provisioner import lifecycle
+from tenant_provisioner.errors import InvalidInput
+from tenant_provisioner.limits import RateLimiter, TenantKeys
+from tenant_provisioner.pipeline import CreateRequest
+
+
+@dataclass
+class Context:
+    function_name: str = "test"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    aws_request_id: str = "req-1"
+
+
+@pytest.fixture()
+def lambda_env(monkeypatch, tenant_db, redis_server_url):
+    with mock_aws():
+        sns = boto3.client("sns", region_name="us-east-1")
+        ses = boto3.client("sesv2", region_name="us-east-1")
+        ses.create_email_identity(EmailIdentity="limits@example.com")
+        topic = sns.create_topic(Name="ops")["TopicArn"]
+        for name, value in {"DATABASE_URL": tenant_db.url, "TENANT_PROVISIONER_ROLE": tenant_db.provisioner_role,
+                            "REDIS_URL": redis_server_url, "LIMITS_SENDER_EMAIL": "limits@example.com",
+                            "OPS_TOPIC_ARN": topic, "BUDGET_ACCOUNT_ID": DEFAULT_ACCOUNT_ID,
+                            "BUDGET_NAME": "platform", "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Limits"}.items():
+            monkeypatch.setenv(name, value)
+        yield
+
+
+def test_enforce_handler_runs_a_cycle_for_the_asked_tenants(lambda_env, db, tenant_ids, redis_client, tiny_tiers):
+    tenant_id = tenant_ids("lambda")
+    with db.connection() as conn:
+        lifecycle.create(conn, CreateRequest.parse({"tenant_id": tenant_id, "tier": "starter",
+                                                    "admin_email": "a@acme.test"}), actor="test:limits")
+    try:
+        RateLimiter(redis_client).acquire(tenant_id, "starter", cost=20)
+        summary = enforce_handler.handler({"tenant_ids": [tenant_id]}, Context())
+        assert summary["tenants"] == 1 and summary["errors"] == []
+        assert redis_client.hget(TenantKeys.of(tenant_id).state, "state") == b"ok"
+        with pytest.raises(InvalidInput):
+            enforce_handler.handler({"tenant_ids": "everyone"}, Context())
+    finally:
+        redis_client.delete(*TenantKeys.of(tenant_id).as_list())
+
+
+def test_budget_handler_reads_the_budget_and_records_the_level(lambda_env, db):
+    boto3.client("budgets", region_name="us-east-1").create_budget(AccountId=DEFAULT_ACCOUNT_ID, Budget={
+        "BudgetName": "platform", "BudgetLimit": {"Amount": "1800", "Unit": "USD"}, "TimeUnit": "MONTHLY",
+        "BudgetType": "COST"})
+    event = {"Records": [{"Sns": {"Subject": "AWS Budgets: platform has exceeded your alert threshold",
+                                  "Message": "AWS Budget Notification"}}]}
+    outcome = budget_handler.handler(event, Context())
+    assert outcome["level"] == "ok" and outcome["applied"] == []
