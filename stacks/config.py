@@ -72,8 +72,14 @@ class TenantsConfig:
 class LimitsConfig:
     enforce_every_minutes: int = 5
     monthly_budget_usd: float    # the platform (AWS) budget watched by the budget breaker
-    waf_rate_multiplier: float = 3.0   # WAF backstop = multiplier x tier rate (per 5 minutes window)
+    waf_rate_multiplier: float = 3.0   # WAF backstop = multiplier x tier rate, over waf_window_seconds
     ops_emails: tuple[str, ...] = ()
+    waf_window_seconds: int = 60          # WAF rate-rule evaluation window: 60, 120, 300 or 600
+    waf_anonymous_ip_limit: int = 300     # requests per window per IP that carry no API key
+    api_key_header: str = "x-api-key"     # WAF tier rules key on it; API keys start with "<tier>_"
+    notification_sender: str = "limits@example.com"   # SES identity of breaker emails to tenant admins
+    nonprod_db_instances: tuple[str, ...] = ()        # RDS instances stopped at 100 % of the budget
+    nonprod_nodegroups: tuple[str, ...] = ()          # "cluster/nodegroup" scaled to 0 at 100 %
 
 
 @dataclass(frozen=True, kw_only=True)
