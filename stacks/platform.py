@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from constructs import Construct
 
+from stacks.billing_stack import BillingStack
 from stacks.cluster_stack import ClusterStack
 from stacks.config import EnvConfig
 from stacks.cost_report_stack import CostReportStack
@@ -39,6 +40,7 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
                            data=data, env=env)
 
     # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
+    BillingStack(scope, config.stack_id("billing"), config=config, network=network, security=security, data=data, env=env)
     CostReportStack(scope, config.stack_id("cost-report"), config=config, network=network, security=security, data=data, env=env)
 
     _tag_environment(scope, config)
