@@ -66,6 +66,10 @@ class TenantsConfig:
     secrets_prefix: str          # tenant secrets live under f"{secrets_prefix}/tenants/<tenant_id>"
     database_name: str = "app"
     provisioner_timeout_seconds: int = 60
+    provisioner_role: str = "tenant_provisioner"   # DB role owning tenant objects (`tenant-provisioner init`)
+    max_concurrent_provisions: int = 10            # reserved concurrency: bounds DDL lock use on RDS
+    signup_event_source: str = "saas.signup"       # EventBridge source of `tenant.signup` events
+    invoker_role_arns: tuple[str, ...] = ()        # roles allowed to invoke provisioning synchronously
 
 
 @dataclass(frozen=True, kw_only=True)

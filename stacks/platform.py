@@ -18,6 +18,7 @@ from stacks.cost_report_stack import CostReportStack
 from stacks.data_stack import DataStack
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
+from stacks.tenants_stack import TenantsStack
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
 
     # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
     BillingStack(scope, config.stack_id("billing"), config=config, network=network, security=security, data=data, env=env)
+    TenantsStack(scope, config.stack_id("tenants"), config=config, network=network, security=security, data=data, env=env)
     CostReportStack(scope, config.stack_id("cost-report"), config=config, network=network, security=security, data=data, env=env)
 
     _tag_environment(scope, config)

@@ -94,6 +94,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         with database.connection() as conn:
             result = lifecycle.create(conn, request, actor=ACTOR, store=_secret_store(), endpoint=endpoint)
     except TransientError:
+        metrics.add_metric(name="ProvisioningFailed", unit=MetricUnit.Count, value=1)
         _forget_connection()
         logger.exception("provisioning failed transiently; the caller retries")
         raise

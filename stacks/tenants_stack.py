@@ -1,0 +1,110 @@
+"""Tenant provisioning: the ``provision_tenant`` Lambda, its signup rule and its dead-letter queue.
+
+The function runs in private subnets with the control-plane security group (admitted to RDS),
+logs in with the RDS master secret and works as the provisioner role, and may write secrets only
+under ``<prefix>/tenants/``. Callers: the API's role synchronously (``invoker_role_arns`` or a
+later ``grant_invoke``), and an EventBridge rule on ``tenant.signup`` events, whose failed
+deliveries and failed asynchronous runs land in one dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.config import EnvConfig
+from stacks.constructs.outputs import publish
+from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+from stacks.data_stack import DataStack
+from stacks.nag import acknowledge, partition_in_findings
+from stacks.network_stack import NetworkStack
+from stacks.security_stack import SecurityStack
+
+SIGNUP_DETAIL_TYPE = "tenant.signup"
+# Retries of one signup (EventBridge delivery, then Lambda's asynchronous retries) end within this.
+RETRY_WINDOW = cdk.Duration.hours(2)
+
+
+class TenantsStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+                 security: SecurityStack, data: DataStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        tenants = config.tenants
+        self.tenant_secrets_prefix = f"{tenants.secrets_prefix}/tenants/"
+        self.dead_letter_queue = sqs.Queue(
+            self, "DeadLetters", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+            retention_period=cdk.Duration.days(14))
+        acknowledge(self.dead_letter_queue, "AwsSolutions-SQS3",
+                    "This queue is itself the dead-letter queue of the provisioning Lambda and the signup rule; "
+                    "a DLQ of a DLQ would only move the same failed signups one step further")
+
+        function = PythonFunction(
+            self, "ProvisionTenant", name="provision_tenant",
+            description="Provision a tenant: schema, role, secret, billing (idempotent; tenant.signup)",
+            environment={
+                "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
+                "DATABASE_NAME": tenants.database_name,
+                "DATABASE_SSLMODE": "require",
+                "TENANT_PROVISIONER_ROLE": tenants.provisioner_role,
+                "TENANT_SECRETS_PREFIX": tenants.secrets_prefix,
+                "TENANT_SECRETS_KMS_KEY_ID": security.secrets_key.key_arn,
+                "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Tenants",
+            },
+            timeout=cdk.Duration.seconds(tenants.provisioner_timeout_seconds),
+            memory_size=512,
+            network=LambdaNetwork(vpc=network.vpc,
+                                  subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                                  security_groups=[data.control_plane_security_group]),
+            log_key=security.logs_key,
+            reserved_concurrency=tenants.max_concurrent_provisions,
+            dead_letter_queue=self.dead_letter_queue,
+        )
+        self.function = function.function
+        self.function.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
+        self._grant(function.role, security, data)
+
+        self.signup_rule = events.Rule(
+            self, "SignupRule", description="Provision a tenant for every tenant.signup event",
+            event_pattern=events.EventPattern(source=[tenants.signup_event_source],
+                                              detail_type=[SIGNUP_DETAIL_TYPE]),
+            targets=[targets.LambdaFunction(self.function, dead_letter_queue=self.dead_letter_queue,
+                                            retry_attempts=4, max_event_age=RETRY_WINDOW)])
+        for index, arn in enumerate(tenants.invoker_role_arns):
+            self.function.add_permission(f"Invoker{index}", principal=iam.ArnPrincipal(arn),
+                                         action="lambda:InvokeFunction")
+
+        env = config.name
+        publish(self, env, "provision-function-arn", self.function.function_arn,
+                "Provisioning Lambda: invoke with {tenant_id, tier, admin_email, company_name}")
+        cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
+                      description="Failed signups (see docs/runbooks/failed-onboarding.md)")
+
+    def _grant(self, role: iam.IRole, security: SecurityStack, data: DataStack) -> None:
+        """Read the master secret; manage secrets under the tenant prefix only; use the secrets key
+        only through Secrets Manager. Statements on the role, so the security stack's key policy
+        never names this stack."""
+        tenant_secrets = self.format_arn(service="secretsmanager", resource="secret",
+                                         resource_name=f"{self.tenant_secrets_prefix}*",
+                                         arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)
+        via_secrets_manager = {"StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}}
+        policy = iam.Policy(self, "ProvisionPermissions", roles=[role], statements=[
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                                resources=[data.database_secret.secret_arn]),
+            iam.PolicyStatement(
+                actions=["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue",
+                         "secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret",
+                         "secretsmanager:RestoreSecret", "secretsmanager:TagResource"],
+                resources=[tenant_secrets]),
+            iam.PolicyStatement(actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+                                resources=[security.secrets_key.key_arn], conditions=via_secrets_manager),
+        ])
+        in_finding = (f"arn:{partition_in_findings(self)}:secretsmanager:{self.region}:{self.account}:secret:"
+                      f"{self.tenant_secrets_prefix}*")
+        acknowledge(policy, f"AwsSolutions-IAM5[Resource::{in_finding}]",
+                    "Tenant secrets are created at signup, so their names are only known as the tenant prefix; "
+                    "the wildcard is confined to <prefix>/tenants/ and to secret-management actions")

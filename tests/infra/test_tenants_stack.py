@@ -1,0 +1,104 @@
+"""The tenants stack: provisioning Lambda in private subnets, least privilege, signup rule with a DLQ."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk import assertions
+
+from stacks.config import load_config
+
+ENVS = ("dev", "prod")
+Match = assertions.Match
+
+
+def _resources(template_json, env, kind):
+    return [r for r in template_json[(env, "tenants")]["Resources"].values() if r["Type"] == kind]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_function_is_arm64_python_in_private_subnets_with_its_configuration(templates, env):
+    config = load_config(env)
+    templates[(env, "tenants")].has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "lambdas.provision_tenant.handler.handler",
+        "Architectures": ["arm64"],
+        "Runtime": Match.string_like_regexp(r"^python3\.1[3-9]$"),
+        "Timeout": config.tenants.provisioner_timeout_seconds,
+        "ReservedConcurrentExecutions": config.tenants.max_concurrent_provisions,
+        "DeadLetterConfig": {"TargetArn": Match.any_value()},
+        "VpcConfig": {"SubnetIds": Match.any_value(), "SecurityGroupIds": [Match.any_value()]},
+        "Environment": {"Variables": Match.object_like({
+            "TENANT_SECRETS_PREFIX": config.tenants.secrets_prefix,
+            "TENANT_PROVISIONER_ROLE": config.tenants.provisioner_role,
+            "DATABASE_NAME": config.tenants.database_name,
+            "DATABASE_SSLMODE": "require",
+            "DATABASE_SECRET_ARN": Match.any_value(),
+            "TENANT_SECRETS_KMS_KEY_ID": Match.any_value(),
+        })},
+    })
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_subnets_are_the_private_ones_and_the_group_is_the_control_planes(template_json, env):
+    function = _resources(template_json, env, "AWS::Lambda::Function")[0]
+    vpc = json.dumps(function["Properties"]["VpcConfig"]).lower()
+    assert "privatesubnet" in vpc and "isolated" not in vpc and "publicsubnet" not in vpc
+    assert "controlplanesecuritygroup" in vpc
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_secrets_can_be_written_only_under_the_tenant_prefix(template_json, env):
+    prefix = f"{load_config(env).tenants.secrets_prefix}/tenants/*"
+    statements = [s for p in _resources(template_json, env, "AWS::IAM::Policy")
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    writes = [s for s in statements
+              if any(a in json.dumps(s["Action"]) for a in ("CreateSecret", "PutSecretValue", "DeleteSecret"))]
+    assert len(writes) == 1
+    assert prefix in json.dumps(writes[0]["Resource"]) and json.dumps(writes[0]["Resource"]).count("*") == 1
+    assert all("*" != s.get("Resource") for s in statements if s["Effect"] == "Allow"
+               and not any(a.startswith(("ec2:", "xray:")) for a in (s["Action"] if isinstance(s["Action"], list)
+                                                                     else [s["Action"]])))
+    kms = [s for s in statements if "kms:Encrypt" in json.dumps(s["Action"])]
+    assert kms and all("kms:ViaService" in json.dumps(s.get("Condition")) for s in kms)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_signup_rule_targets_the_function_with_retries_and_a_dead_letter_queue(templates, env):
+    config = load_config(env)
+    templates[(env, "tenants")].has_resource_properties("AWS::Events::Rule", {
+        "EventPattern": {"source": [config.tenants.signup_event_source], "detail-type": ["tenant.signup"]},
+        "State": "ENABLED",
+        "Targets": [Match.object_like({
+            "Arn": Match.any_value(),
+            "DeadLetterConfig": {"Arn": Match.any_value()},
+            "RetryPolicy": {"MaximumRetryAttempts": 4, "MaximumEventAgeInSeconds": 7200},
+        })],
+    })
+    templates[(env, "tenants")].has_resource_properties("AWS::Lambda::EventInvokeConfig", {
+        "MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 7200})
+    templates[(env, "tenants")].has_resource_properties("AWS::SQS::Queue", {
+        "SqsManagedSseEnabled": True, "MessageRetentionPeriod": 14 * 24 * 3600})
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_function_arn_is_published_for_the_api(templates, env):
+    templates[(env, "tenants")].has_resource_properties("AWS::SSM::Parameter", {
+        "Name": f"/saas/{env}/platform/provision-function-arn"})
+
+
+def test_invoker_roles_from_config_get_a_resource_policy():
+    from dataclasses import replace
+
+    import aws_cdk as cdk
+
+    from app import project_context
+    from stacks.platform import build_platform
+
+    base = load_config("dev")
+    config = replace(base, tenants=replace(base.tenants, invoker_role_arns=("arn:aws:iam::111111111111:role/api",)))
+    app = cdk.App(context={**project_context(), "aws:cdk:bundling-stacks": []})
+    build_platform(app, config)
+    stack = next(c for c in app.node.children if getattr(c, "node", None) and c.node.id == config.stack_id("tenants"))
+    assertions.Template.from_stack(stack).has_resource_properties("AWS::Lambda::Permission", {
+        "Action": "lambda:InvokeFunction", "Principal": "arn:aws:iam::111111111111:role/api"})
