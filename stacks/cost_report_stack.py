@@ -71,7 +71,6 @@ class CostReportStack(cdk.Stack):
                 "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
                 "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
                 "DATABASE_NAME": config.tenants.database_name,
-                "POWERTOOLS_METRICS_NAMESPACE": "SaaS/CostReport",
             },
             timeout=cdk.Duration.minutes(5),
             memory_size=512,

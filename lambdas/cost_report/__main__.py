@@ -65,10 +65,11 @@ def main(
         today = datetime.now(timezone.utc).astimezone(settings.timezone).date()
         default_day = data.get("report_date") or (today - timedelta(days=1)).isoformat()
         day = parse_report_date(report_date or default_day, today if not client else date.max)
-        source = CostExplorerSource(client, tag_key=settings.tag_key, today=lambda: day + timedelta(days=1)) \
-            if client else CostExplorerSource(tag_key=settings.tag_key)
-        platform = (lambda *_: PlatformSnapshot.from_mapping(data["platform"])) if "platform" in data \
-            else platform_loader(settings)
+        # A fixture's day is as if it were yesterday, so its forecast response is used.
+        source = (CostExplorerSource(client, tag_key=settings.tag_key, today=lambda: day + timedelta(days=1))
+                  if client else CostExplorerSource(tag_key=settings.tag_key))
+        platform = ((lambda *_: PlatformSnapshot.from_mapping(data["platform"])) if "platform" in data
+                    else platform_loader(settings))
         report = ReportRun(settings, source, platform).build(day)
         out.write_text(render_html(report))
         if text_out:

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -117,9 +117,11 @@ class RequestBudget:
             raise CostExplorerBudgetExceeded(
                 f"Cost Explorer request {self.used + 1} ({operation}) refused: a report may make at most "
                 f"{self.limit} requests (each costs $0.01)")
-        for attempt in range(1, self.max_attempts + 1):
+        attempt = 1
+        while True:
             try:
                 response = request()
+                break
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code not in THROTTLING_CODES:
@@ -132,12 +134,11 @@ class RequestBudget:
                 logger.warning("Cost Explorer %s throttled (%s), retry %d in %.2fs", operation, code,
                                attempt, delay)
                 self.sleep(delay)
-                continue
-            self.used += 1
-            self.calls.append(operation)
-            logger.info("Cost Explorer request %d/%d: %s", self.used, self.limit, operation)
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+                attempt += 1
+        self.used += 1
+        self.calls.append(operation)
+        logger.info("Cost Explorer request %d/%d: %s", self.used, self.limit, operation)
+        return response
 
 
 def query_window(report_date: date) -> tuple[date, date]:
@@ -230,8 +231,7 @@ class CostExplorerSource:
         partial = CostData(report_date, daily, frozenset(estimated), _parse_tenant_pages(tenant_pages, self.tag_key),
                            None, self.budget.used)
         forecast = self._forecast(partial)
-        return CostData(report_date, daily, frozenset(estimated), partial.month_by_tenant, forecast,
-                        self.budget.used)
+        return replace(partial, forecast=forecast, requests=self.budget.used)
 
     def _forecast(self, data: CostData) -> Forecast:
         """Cost Explorer's forecast when it can give one and a request is left; else extrapolate."""

@@ -15,6 +15,7 @@ from lambdas.cost_report.report import Report, ServiceLine
 
 LEVEL_COLOURS = {"ok": ("#1a7f37", "#ffffff"), "warning": ("#b26a00", "#ffffff"),
                  "hard limit": ("#c62828", "#ffffff"), "emergency": ("#5c0000", "#ffffff")}
+TENANT_ROWS = 25
 BAR = "#4a7bd0"
 BAR_OVER = "#c62828"
 CELL = "padding:4px 8px;border-bottom:1px solid #e5e7eb;"
@@ -53,10 +54,18 @@ def _badge(level: str) -> str:
             f'font-weight:600;">{escape(level.upper())}</span>')
 
 
+class Markup(str):
+    """A cell that is already HTML (everything else is escaped)."""
+
+
+def _cell(value: str) -> str:
+    return value if isinstance(value, Markup) else escape(value)
+
+
 def _table(headers: list[str] | None, rows: list[list[str]], numeric_from: int = 1) -> str:
     head = "".join(f'<th style="{HEAD}{"text-align:right;" if i >= numeric_from else ""}">{escape(h)}</th>'
                    for i, h in enumerate(headers or []))
-    body = "".join("<tr>" + "".join(f'<td style="{NUM if i >= numeric_from else CELL}">{cell}</td>'
+    body = "".join("<tr>" + "".join(f'<td style="{NUM if i >= numeric_from else CELL}">{_cell(cell)}</td>'
                                     for i, cell in enumerate(row)) + "</tr>" for row in rows)
     return (f'<table role="presentation" cellpadding="0" cellspacing="0" border="0" '
             f'style="border-collapse:collapse;font-size:13px;">{f"<tr>{head}</tr>" if head else ""}{body}</table>')
@@ -99,19 +108,32 @@ def _summary_rows(report: Report) -> list[tuple[str, str]]:
     ]
 
 
+def _service_rows(report: Report, anomaly: str) -> list[list[str]]:
+    return [[s.name, usd(s.yesterday), usd(s.previous), _service_change(s), anomaly if s.anomaly else ""]
+            for s in report.services] + [["All other services", usd(report.other_services), "", "", ""]]
+
+
 def _tenant_rows(report: Report) -> list[list[str]]:
-    return [[escape(t.tenant_id), escape(t.tier), escape(t.state), usd(t.direct), usd(t.shared), usd(t.cost),
-             usd(t.revenue), pct(t.margin)] for t in report.tenants]
+    """The costliest tenants, then one row summing the rest (the mail stays short at 1,000 tenants)."""
+    shown, rest = report.tenants[:TENANT_ROWS], report.tenants[TENANT_ROWS:]
+    rows = [[t.tenant_id, t.tier, t.state, usd(t.direct), usd(t.shared), usd(t.cost), usd(t.revenue), pct(t.margin)]
+            for t in shown]
+    if rest:
+        def total(attr: str) -> str:
+            return usd(sum((getattr(t, attr) for t in rest), Decimal(0)))
+
+        rows.append([f"{len(rest)} more tenants", "", "", total("direct"), total("shared"), total("cost"),
+                     total("revenue"), ""])
+    return rows
 
 
 def _tier_rows(report: Report) -> list[list[str]]:
-    return [[escape(t.display_name), str(t.tenants), usd(t.revenue), usd(t.cost), pct(t.margin), escape(t.status)]
+    return [[t.display_name, str(t.tenants), usd(t.revenue), usd(t.cost), pct(t.margin), t.status]
             for t in report.tiers]
 
 
 def _event_rows(report: Report) -> list[list[str]]:
-    return [[f"{e.at:%Y-%m-%d %H:%M} UTC", escape(e.tenant_id or "-"), escape(e.action), escape(e.actor or "-")]
-            for e in report.events]
+    return [[f"{e.at:%Y-%m-%d %H:%M} UTC", e.tenant_id or "-", e.action, e.actor or "-"] for e in report.events]
 
 
 def _events_message(report: Report) -> str | None:
@@ -137,13 +159,10 @@ def render_html(report: Report) -> str:
              f'{_badge(b.forecast_level)}</p>']
     if report.estimated:
         parts.append(f'<p style="margin:0 0 12px 0;color:#b26a00;">{ESTIMATE_NOTE}</p>')
-    parts.append(_table(None, [[f"<b>{escape(k)}</b>", escape(v)] for k, v in _summary_rows(report)],
+    parts.append(_table(None, [[Markup(f"<b>{escape(k)}</b>"), v] for k, v in _summary_rows(report)],
                         numeric_from=2))
     parts.append(f'<h2 style="{SECTION}">Top services yesterday</h2>')
-    service_rows = [[escape(s.name), usd(s.yesterday), usd(s.previous), _service_change(s),
-                     '<b style="color:#c62828;">ANOMALY</b>' if s.anomaly else ""] for s in report.services]
-    service_rows.append(["All other services", usd(report.other_services), "", "", ""])
-    parts.append(_table(SERVICE_HEADERS, service_rows))
+    parts.append(_table(SERVICE_HEADERS, _service_rows(report, Markup('<b style="color:#c62828;">ANOMALY</b>'))))
     parts.append(f'<h2 style="{SECTION}">Daily cost, last 30 days</h2>')
     parts.append(_chart_html(report))
     low, high = report.margin_target
@@ -197,27 +216,21 @@ def render_text(report: Report) -> str:
         lines += [ESTIMATE_NOTE, ""]
     lines += [f"{k + ':':<21}{v}" for k, v in _summary_rows(report)]
     lines += ["", "TOP SERVICES YESTERDAY"]
-    rows = [[s.name, usd(s.yesterday), usd(s.previous), _service_change(s), "ANOMALY" if s.anomaly else ""]
-            for s in report.services] + [["All other services", usd(report.other_services), "", "", ""]]
-    lines += _text_table(SERVICE_HEADERS, rows)
+    lines += _text_table(SERVICE_HEADERS, _service_rows(report, "ANOMALY"))
     lines += ["", f"DAILY COST, LAST 30 DAYS (daily budget pace {usd(_daily_pace(report))})", *_text_chart(report)]
     low, high = report.margin_target
     lines += ["", f"MARGIN PER TIER (month to date, target {pct(low)} to {pct(high)})"]
-    lines += _text_table(TIER_HEADERS, [[t.display_name, str(t.tenants), usd(t.revenue), usd(t.cost), pct(t.margin),
-                                         t.status] for t in report.tiers])
+    lines += _text_table(TIER_HEADERS, _tier_rows(report))
     lines += ["", "COST PER TENANT (month to date)"]
     if report.tenants:
-        lines += _text_table(TENANT_HEADERS, [[t.tenant_id, t.tier, t.state, usd(t.direct), usd(t.shared),
-                                               usd(t.cost), usd(t.revenue), pct(t.margin)] for t in report.tenants])
+        lines += _text_table(TENANT_HEADERS, _tenant_rows(report))
     if report.platform_unavailable:
         lines.append(f"Tenant data unavailable: {report.platform_unavailable}. Shown: cost tagged per tenant only.")
     if report.unallocated:
         lines.append(f"Shared cost not carried by any tenant: {usd(report.unallocated)}.")
     lines += ["", "BREAKER EVENTS, LAST 24 HOURS"]
     message = _events_message(report)
-    lines += [message] if message else _text_table(
-        EVENT_HEADERS, [[f"{e.at:%Y-%m-%d %H:%M} UTC", e.tenant_id or "-", e.action, e.actor or "-"]
-                        for e in report.events])
+    lines += [message] if message else _text_table(EVENT_HEADERS, _event_rows(report))
     lines += ["", *report.notes,
               f"Cost Explorer requests: {report.ce_requests} of at most {report.ce_request_limit}. "
               f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC."]

@@ -19,6 +19,11 @@ CHART_DAYS = 30
 ZERO = Decimal(0)
 
 
+def gross_margin(revenue: Decimal, cost: Decimal) -> Decimal | None:
+    """(revenue - cost) / revenue; None without revenue (a margin of nothing is undefined)."""
+    return (revenue - cost) / revenue if revenue else None
+
+
 @dataclass(frozen=True)
 class BudgetStatus:
     budget: Decimal
@@ -61,7 +66,7 @@ class TenantLine:
 
     @property
     def margin(self) -> Decimal | None:
-        return (self.revenue - self.cost) / self.revenue if self.revenue else None
+        return gross_margin(self.revenue, self.cost)
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class TierLine:
 
     @property
     def margin(self) -> Decimal | None:
-        return (self.revenue - self.cost) / self.revenue if self.revenue else None
+        return gross_margin(self.revenue, self.cost)
 
 
 @dataclass(frozen=True)
@@ -179,10 +184,10 @@ def _tiers(lines: tuple[TenantLine, ...], catalog: TierCatalog) -> tuple[TierLin
         members = [line for line in lines if line.tier == name]
         revenue = sum((m.revenue for m in members), ZERO)
         cost = sum((m.cost for m in members), ZERO)
-        if not revenue:
+        margin = gross_margin(revenue, cost)
+        if margin is None:
             status = "no revenue"
         else:
-            margin = (revenue - cost) / revenue
             status = "below target" if margin < low else "above target" if margin > high else "on target"
         result.append(TierLine(name, tier.display_name, len(members), revenue, cost, status))
     return tuple(result)

@@ -78,3 +78,15 @@ def test_unreachable_database_is_said_in_both_parts(sample, settings):
     for body in (render_html(report), render_text(report)):
         assert "Breaker events unknown: database unreachable" in body
         assert "Tenant data unavailable" in body
+
+
+def test_a_long_tenant_list_is_cut_to_the_costliest(sample, settings):
+    platform = sample["platform"]
+    platform["tenants"] = [{"tenant_id": f"tenant-{n:03d}", "tier": "starter", "state": "active"} for n in range(40)]
+    platform["api_requests"] = {f"tenant-{n:03d}": 1000 * (n + 1) for n in range(40)}
+    report = build_report(fixture_source(sample, DAY).fetch(DAY), PlatformSnapshot.from_mapping(platform),
+                          load_tiers(), settings, generated_at=NOW, events_since=NOW - timedelta(hours=24),
+                          ce_request_limit=4)
+    text = render_text(report)
+    assert "tenant-039" in text and "tenant-015" in text and "tenant-014" not in text   # 25 costliest
+    assert "15 more tenants" in text and "15 more tenants" in render_html(report)
