@@ -242,3 +242,5 @@ def migrate(ctx: typer.Context,
 
 from tenant_provisioner.limits.cli import app as limits_app  # noqa: E402  (the limits component's sub-app)
 app.add_typer(limits_app, name="limits")
+from tenant_provisioner.billing.cli import app as billing_app  # noqa: E402  (the billing component's sub-app)
+app.add_typer(billing_app, name="billing")

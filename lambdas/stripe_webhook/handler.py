@@ -82,7 +82,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return _response(result.status, result.to_dict())
     try:
         with _db().connection() as conn:
-            conn.autocommit = True
             result = webhooks.apply(conn, stripe_event, BillingSettings.from_env())
     except TransientError as exc:
         logger.error("webhook event %s not applied, Stripe will retry: %s", stripe_event["id"], exc)

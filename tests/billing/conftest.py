@@ -72,7 +72,6 @@ def db(database_url, monkeypatch):
 @pytest.fixture()
 def conn(db):
     with db.connection() as connection:
-        connection.autocommit = True
         yield connection
 
 

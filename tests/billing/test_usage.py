@@ -105,7 +105,6 @@ def test_overlapping_runs_count_once(fake_stripe, db, client, settings, conn, te
     def run():
         try:
             with db.connection() as other:
-                other.autocommit = True
                 for admitted in range(10, 210, 10):
                     report_usage(other, client, settings)
         except Exception as exc:  # noqa: BLE001 - surfaced below

@@ -1,0 +1,191 @@
+"""``python -m tenant_provisioner billing ...``: Stripe catalog, usage, payment state, subscriptions.
+
+Stripe's key comes from ``STRIPE_API_KEY`` or the secret named by ``STRIPE_API_KEY_SECRET_ID``;
+the database from the root options (``--database-url`` / ``DATABASE_URL``). Exit codes as in the
+root CLI: 2 bad input or configuration, 1 any other failure (Stripe down included).
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+from typing import Annotated, Any, Callable, TypeVar
+
+import psycopg
+import stripe
+import typer
+from psycopg.rows import dict_row
+from rich.console import Console
+from rich.table import Table
+
+from tenant_provisioner import lifecycle, validation
+from tenant_provisioner.billing import payments
+from tenant_provisioner.billing.accounts import Accounts
+from tenant_provisioner.billing.catalog import sync_catalog
+from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client
+from tenant_provisioner.billing.usage import report_usage
+from tenant_provisioner.db import Database, provisioner_role_from_env
+from tenant_provisioner.errors import ConfigError, PlatformError, TenantNotFound
+from tenant_provisioner.tiers import load_tiers
+
+app = typer.Typer(name="billing", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Stripe billing: catalog sync, usage reports, payment grace, subscriptions.")
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+TenantId = Annotated[str, typer.Argument(help="Tenant id (slug)")]
+
+
+def _typed_errors(command: F) -> F:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except PlatformError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except psycopg.Error as exc:
+            err.print(f"error: database: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _database(ctx: typer.Context) -> Database:
+    settings = ctx.find_root().obj
+    url = getattr(settings, "database_url", None)
+    if not url:
+        raise ConfigError("no database: pass --database-url or set DATABASE_URL")
+    return Database(url, provisioner_role=getattr(settings, "provisioner_role", None) or provisioner_role_from_env())
+
+
+def _client(settings: BillingSettings, what: str) -> stripe.StripeClient:
+    client = stripe_client(settings)
+    if client is None:
+        skipped_notice(what)
+        raise ConfigError("no Stripe API key configured (STRIPE_API_KEY or STRIPE_API_KEY_SECRET_ID)")
+    return client
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@app.command("sync-catalog")
+@_typed_errors
+def sync_catalog_command(dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only")] = False
+                         ) -> None:
+    """Create/update the meter, one product per tier and its prices from the tiers file (idempotent)."""
+    settings = BillingSettings.from_env()
+    client = stripe_client(settings)
+    if client is None and dry_run:
+        skipped_notice("catalog dry run: planning against an empty Stripe account")
+    elif client is None:
+        client = _client(settings, "catalog sync")
+    result = sync_catalog(client, load_tiers(), settings, dry_run=dry_run)
+    verb = "would" if dry_run else "did"
+    for action in result.actions:
+        out.print(f"{verb}: {action}", markup=False, highlight=False)
+    if not result.actions:
+        out.print("catalog already matches the tiers file", highlight=False)
+    print(json.dumps({"dry_run": dry_run, "actions": len(result.actions), "meter": result.meter_id,
+                      "prices": {t: vars(p) for t, p in result.prices.items()}}))
+
+
+@app.command("report-usage")
+@_typed_errors
+def report_usage_command(ctx: typer.Context,
+                         tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None) -> None:
+    """Send unreported API-request usage to Stripe now (the enforcer does this every cycle)."""
+    if tenant is not None:
+        validation.tenant_id(tenant)
+    settings = BillingSettings.from_env()
+    client = _client(settings, "usage report")
+    with _database(ctx) as db, db.connection() as conn:
+        result = report_usage(conn, client, settings, tenant_id=tenant)
+    print(json.dumps(result.to_dict()))
+    if result.failed or result.stripe_unavailable:
+        raise typer.Exit(1)
+
+
+@app.command("enforce-grace")
+@_typed_errors
+def enforce_grace_command(ctx: typer.Context) -> None:
+    """Suspend tenants whose payment grace period has ended (the enforcer does this every cycle)."""
+    with _database(ctx) as db, db.connection() as conn:
+        result = payments.enforce_payment_grace(conn, actor=_actor())
+    print(json.dumps({"suspended": result.suspended, "skipped": result.skipped}))
+
+
+@app.command("change-tier")
+@_typed_errors
+def change_tier_command(ctx: typer.Context, tenant_id: TenantId,
+                        tier: Annotated[str, typer.Argument(help="New tier")]) -> None:
+    """Move a tenant to another tier: Stripe subscription (prorated) first, then the tenant."""
+    tenant_id = validation.tenant_id(tenant_id)
+    new_tier = load_tiers().get(tier)
+    settings = BillingSettings.from_env()
+    client = stripe_client(settings)
+    with _database(ctx) as db, db.connection() as conn:
+        lifecycle.get(conn, tenant_id)
+        if client is None:
+            skipped_notice(f"tier change of {tenant_id}")
+        else:
+            Accounts(client, settings).change_tier(conn, tenant_id, new_tier)
+        tenant = lifecycle.change_tier(conn, tenant_id, new_tier.name, actor=_actor())
+    print(json.dumps(tenant.to_dict()))
+
+
+@app.command("cancel")
+@_typed_errors
+def cancel_command(ctx: typer.Context, tenant_id: TenantId) -> None:
+    """End a tenant's subscription now, invoicing unbilled usage (part of offboarding)."""
+    tenant_id = validation.tenant_id(tenant_id)
+    settings = BillingSettings.from_env()
+    client = _client(settings, f"cancel of {tenant_id}")
+    with _database(ctx) as db, db.connection() as conn:
+        lifecycle.get(conn, tenant_id)
+        cancelled = Accounts(client, settings).cancel(conn, tenant_id)
+    print(json.dumps({"tenant_id": tenant_id, "cancelled": cancelled}))
+
+
+_STATUS = """
+SELECT a.tenant_id, t.state, a.tier, a.stripe_customer_id, a.stripe_subscription_id, a.payment_state,
+       a.grace_until, a.offboard_after,
+       (SELECT c.reported FROM control.billing_usage_cursor c WHERE c.tenant_id = a.tenant_id
+         ORDER BY c.period_start DESC LIMIT 1) AS reported_this_period,
+       (SELECT count(*) FROM control.billing_usage_cursor c WHERE c.tenant_id = a.tenant_id
+         AND c.pending_to IS NOT NULL) AS pending_reports
+FROM control.billing_accounts a LEFT JOIN control.tenants t USING (tenant_id)
+WHERE (%(tenant)s::text IS NULL OR a.tenant_id = %(tenant)s)
+  AND (%(tenant)s::text IS NOT NULL OR a.stripe_customer_id IS NOT NULL)
+ORDER BY a.tenant_id
+"""
+
+
+@app.command()
+@_typed_errors
+def status(ctx: typer.Context, tenant_id: Annotated[str | None, typer.Argument(help="One tenant")] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False) -> None:
+    """Stripe ids, payment state, grace and pending usage reports per tenant."""
+    if tenant_id is not None:
+        validation.tenant_id(tenant_id)
+    with _database(ctx) as db, db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_STATUS, {"tenant": tenant_id}).fetchall()
+        due = payments.due_offboardings(conn)
+    if tenant_id is not None and not rows:
+        raise TenantNotFound(tenant_id)
+    records = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()} for row in rows]
+    if as_json:
+        print(json.dumps({"accounts": records, "offboarding_due": due}))
+        return
+    table = Table(title="billing")
+    columns = ("tenant_id", "state", "tier", "payment_state", "grace_until", "stripe_customer_id",
+               "stripe_subscription_id", "reported_this_period", "pending_reports")
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for record in records:
+        table.add_row(*(str(record[c]) if record[c] is not None else "-" for c in columns))
+    out.print(table)
+    if due:
+        out.print(f"offboarding due (run `offboard` with an export location): {', '.join(due)}", highlight=False)

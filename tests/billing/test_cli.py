@@ -1,0 +1,70 @@
+"""The ``billing`` CLI sub-app, run as operators run it (typer's runner, real database, fake Stripe)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tenant_provisioner import lifecycle
+from tenant_provisioner.cli import app
+from tests.billing.conftest import create_tenant
+
+runner = CliRunner()
+
+
+def run(*args, database_url=None):
+    root = ["--database-url", database_url] if database_url else []
+    return runner.invoke(app, [*root, "billing", *args])
+
+
+def test_sync_catalog_dry_run_then_real_then_nothing_to_do(stripe_env, fake_stripe, tiny_tiers):
+    plan = run("sync-catalog", "--dry-run")
+    assert plan.exit_code == 0, plan.output
+    assert "would: create product saas_pro (Pro)" in plan.output and not fake_stripe.state.products
+    done = run("sync-catalog")
+    assert done.exit_code == 0 and "did: create price saas_business_api_requests" in done.output
+    again = run("sync-catalog")
+    assert "catalog already matches the tiers file" in again.output
+    assert json.loads(again.output.strip().splitlines()[-1])["actions"] == 0
+
+
+def test_sync_catalog_without_a_key_says_so_and_fails(monkeypatch, tiny_tiers):
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    monkeypatch.delenv("STRIPE_API_KEY_SECRET_ID", raising=False)
+    result = run("sync-catalog")
+    assert result.exit_code == 2 and "BILLING SKIPPED" in result.output
+
+
+def test_change_tier_status_and_cancel(stripe_env, fake_stripe, database_url, conn, client, settings, synced):
+    create_tenant(conn, client, settings)
+    changed = run("change-tier", "acme-corp", "business", database_url=database_url)
+    assert changed.exit_code == 0, changed.output
+    assert lifecycle.get(conn, "acme-corp").tier == "business"
+    (sub,) = fake_stripe.state.subscriptions.values()
+    assert synced.prices["business"].flat in {i["price"]["id"] for i in sub["items"]["data"]}
+    status = run("status", "acme-corp", "--json", database_url=database_url)
+    (account,) = json.loads(status.output)["accounts"]
+    assert account["tier"] == "business" and account["payment_state"] == "ok"
+    cancelled = run("cancel", "acme-corp", database_url=database_url)
+    assert json.loads(cancelled.output) == {"tenant_id": "acme-corp", "cancelled": True}
+    assert sub["status"] == "canceled"
+
+
+@pytest.mark.parametrize("args", [["change-tier", "acme-corp", "platinum"], ["status", "Not A Slug"],
+                                  ["report-usage", "--tenant", "x"]])
+def test_bad_input_exits_2_and_changes_nothing(stripe_env, fake_stripe, database_url, db, args):
+    result = run(*args, database_url=database_url)
+    assert result.exit_code == 2, result.output
+    assert fake_stripe.count_requests("POST", ".") == 0
+
+
+def test_report_usage_and_enforce_grace(stripe_env, fake_stripe, database_url, conn, client, settings, synced):
+    create_tenant(conn, client, settings)
+    conn.execute("INSERT INTO control.tenant_usage (tenant_id, period_start, quantity, admitted, attempted)"
+                 " VALUES ('acme-corp', date_trunc('month', now())::date, 'api_requests', 42, 42)")
+    reported = run("report-usage", database_url=database_url)
+    assert reported.exit_code == 0 and json.loads(reported.output)["units"] == 42
+    graced = run("enforce-grace", database_url=database_url)
+    assert json.loads(graced.output) == {"suspended": [], "skipped": []}
