@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import socket
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email import policy
 
 import boto3
@@ -13,20 +13,13 @@ import pytest
 
 from lambdas.cost_report.delivery import ReportDeliveryError
 from lambdas.cost_report.handler import handler
+from lambdas.cost_report.platform_data import read_platform
 from lambdas.cost_report.service import resolve_report_date
 from lambdas.cost_report.settings import ReportSettings
 from tenant_provisioner import control
 from tenant_provisioner.db import admin_connect
 from tenant_provisioner.errors import ConfigError, InvalidInput
 from tests.cost.conftest import RECIPIENTS, REPORT_ENV, SENDER, inject_cost_explorer, sent_messages, verify_sender
-
-# The usage table of the DATA CONTRACT, for as long as the limits migration is not in the tree.
-_USAGE_TABLE = """
-CREATE TABLE IF NOT EXISTS control.tenant_usage (
-    tenant_id text NOT NULL, period_start date NOT NULL, quantity text NOT NULL,
-    admitted bigint NOT NULL DEFAULT 0, attempted bigint NOT NULL DEFAULT 0,
-    measured_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, period_start, quantity))
-"""
 
 
 class FakeContext:
@@ -41,10 +34,10 @@ class FakeContext:
 
 @pytest.fixture(scope="module")
 def control_db(module_database_url, sample_data):
-    """The tenants engineer's control schema with the sample's tenants, usage and audit events."""
+    """The control schema (every control migration, incl. the limits engineer's tenant_usage) with the
+    sample's tenants, usage and audit events."""
     with admin_connect(module_database_url) as conn:
         control.init(conn, f"prov_{uuid.uuid4().hex[:8]}")
-        conn.execute(_USAGE_TABLE)
         platform = sample_data["platform"]
         for tenant in platform["tenants"]:
             conn.execute("INSERT INTO control.tenants (tenant_id, schema_name, role_name, tier, state, admin_email)"
@@ -182,3 +175,18 @@ def test_bad_settings_name_the_variable(key, value, message):
     with pytest.raises(ConfigError, match=message):
         ReportSettings.from_env({**REPORT_ENV, key: value})
 
+
+
+def test_a_database_without_the_usage_table_splits_evenly(database_url):
+    """An older control schema (before the limits migration) still gives tenants and events."""
+    with admin_connect(database_url) as conn:
+        control.init(conn, f"prov_{uuid.uuid4().hex[:8]}")
+        conn.execute("DROP TABLE control.tenant_usage CASCADE")
+        conn.execute("INSERT INTO control.tenants (tenant_id, schema_name, role_name, tier, state, admin_email) "
+                     "VALUES ('acme-corp', %s, 'r_acme', 'pro', 'active', 'a@acme.example')",
+                     (f"t_{uuid.uuid4().hex[:16]}",))
+    now = datetime.now(timezone.utc)
+    snapshot = read_platform(database_url, period_start=now.date().replace(day=1), since=now - timedelta(days=1),
+                             until=now)
+    assert snapshot.unavailable is None and [t.tenant_id for t in snapshot.tenants] == ["acme-corp"]
+    assert snapshot.api_requests == {} and "tenant_usage does not exist" in snapshot.notes[0]
