@@ -16,6 +16,8 @@ from stacks.cluster_stack import ClusterStack
 from stacks.config import EnvConfig
 from stacks.cost_report_stack import CostReportStack
 from stacks.data_stack import DataStack
+from stacks.edge_stack import EdgeStack
+from stacks.limits_stack import LimitsStack
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 from stacks.tenants_stack import TenantsStack
@@ -44,6 +46,8 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
     BillingStack(scope, config.stack_id("billing"), config=config, network=network, security=security, data=data, env=env)
     TenantsStack(scope, config.stack_id("tenants"), config=config, network=network, security=security, data=data, env=env)
     CostReportStack(scope, config.stack_id("cost-report"), config=config, network=network, security=security, data=data, env=env)
+    LimitsStack(scope, config.stack_id("limits"), config=config, network=network, security=security, data=data, env=env)
+    EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
 
     _tag_environment(scope, config)
     return Platform(network=network, security=security, data=data, cluster=cluster)

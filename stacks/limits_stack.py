@@ -1,0 +1,163 @@
+"""Tier limits in the cloud: the quota enforcer on a schedule, the platform budget breaker, ops alerts.
+
+- ``enforce_limits`` Lambda (VPC: RDS + Redis) every ``enforce_every_minutes`` from an EventBridge
+  rule; retried, then parked in a dead-letter queue (a re-run is safe: the cycle is idempotent).
+- AWS Budgets monthly cost budget with notifications at 90 / 100 / 200 % of actual spend and
+  100 % of forecast → SNS topic (KMS-encrypted; its key and topic policy let budgets.amazonaws.com
+  publish) → ``budget_breaker`` Lambda; ops also get the budget emails directly, so a broken
+  Lambda cannot hide a budget breach.
+- Ops topic with the configured email subscriptions: breaker notices from both functions.
+
+The alert topics use a key of this stack (rotation on), because its policy must name the
+Budgets service; keys of the security stack are never edited from here.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_budgets as budgets
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as event_targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_ses as ses
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.config import EnvConfig
+from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+from stacks.data_stack import DataStack
+from stacks.nag import acknowledge
+from stacks.network_stack import NetworkStack
+from stacks.security_stack import SecurityStack
+
+BUDGET_THRESHOLDS = (("ACTUAL", 90), ("ACTUAL", 100), ("ACTUAL", 200), ("FORECASTED", 100))
+RETRY_WINDOW = cdk.Duration.hours(1)
+
+
+class LimitsStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+                 security: SecurityStack, data: DataStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        limits = config.limits
+        self.budget_name = f"saas-{config.name}-platform"
+
+        self.alerts_key = kms.Key(self, "AlertsKey", enable_key_rotation=True,
+                                  description="Ops and budget-alert SNS topics of the limits component",
+                                  removal_policy=cdk.RemovalPolicy.DESTROY)
+        self.alerts_key.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("budgets.amazonaws.com")],
+            actions=["kms:GenerateDataKey*", "kms:Decrypt"], resources=["*"],
+            conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
+        self.ops_topic = sns.Topic(self, "Ops", display_name=f"saas {config.name} ops",
+                                   master_key=self.alerts_key, enforce_ssl=True)
+        for email in limits.ops_emails:
+            self.ops_topic.add_subscription(subscriptions.EmailSubscription(email))
+        self.budget_topic = sns.Topic(self, "BudgetAlerts", display_name=f"saas {config.name} budget alerts",
+                                      master_key=self.alerts_key, enforce_ssl=True)
+        self.budget_topic.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("budgets.amazonaws.com")], actions=["sns:Publish"],
+            resources=[self.budget_topic.topic_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
+
+        self.dead_letter_queue = sqs.Queue(self, "DeadLetters", encryption=sqs.QueueEncryption.SQS_MANAGED,
+                                           enforce_ssl=True, retention_period=cdk.Duration.days(14))
+        acknowledge(self.dead_letter_queue, "AwsSolutions-SQS3",
+                    "This queue is itself the dead-letter queue of the enforcer schedule, both limits Lambdas and "
+                    "the budget-topic subscription; a DLQ of a DLQ would only move failed events one step further")
+        self.sender = ses.EmailIdentity(self, "SenderIdentity", identity=ses.Identity.email(limits.notification_sender))
+
+        vpc = LambdaNetwork(vpc=network.vpc, subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                            security_groups=[data.control_plane_security_group])
+        database_env = {"DATABASE_SECRET_ARN": data.database_secret.secret_arn,
+                        "DATABASE_NAME": config.tenants.database_name,
+                        "TENANT_PROVISIONER_ROLE": config.tenants.provisioner_role,
+                        "OPS_TOPIC_ARN": self.ops_topic.topic_arn, "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Limits"}
+
+        enforcer = PythonFunction(
+            self, "Enforcer", name="enforce_limits",
+            description="Quota enforcer: measure usage, apply 90/100/200 % breakers, push state to Redis",
+            environment={**database_env, "REDIS_HOST": data.cache_endpoint_address, "REDIS_PORT": str(data.cache_port),
+                         "REDIS_AUTH_SECRET_ARN": data.cache_auth_secret.secret_arn,
+                         "LIMITS_SENDER_EMAIL": limits.notification_sender},
+            timeout=cdk.Duration.minutes(4), memory_size=512, network=vpc, log_key=security.logs_key,
+            reserved_concurrency=2,  # a slow run may overlap the next one (safe); never more
+            dead_letter_queue=self.dead_letter_queue)
+        self.enforcer = enforcer.function
+        self.enforcer.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
+        self.schedule = events.Rule(
+            self, "EnforceSchedule", description=f"Enforce tier limits every {limits.enforce_every_minutes} minutes",
+            schedule=events.Schedule.rate(cdk.Duration.minutes(limits.enforce_every_minutes)),
+            targets=[event_targets.LambdaFunction(self.enforcer, dead_letter_queue=self.dead_letter_queue,
+                                                  retry_attempts=2, max_event_age=RETRY_WINDOW)])
+        self._grant_run("EnforcerRun", enforcer.role, security, secrets=[data.database_secret.secret_arn,
+                                                                          data.cache_auth_secret.secret_arn])
+        self.sender.grant_send_email(enforcer.role)
+
+        breaker = PythonFunction(
+            self, "BudgetBreaker", name="budget_breaker",
+            description="Platform budget breaker: AWS Budgets level -> notify / freeze / block signups, once a month",
+            environment={**database_env, "BUDGET_ACCOUNT_ID": self.account, "BUDGET_NAME": self.budget_name,
+                         "NONPROD_DB_INSTANCES": ",".join(limits.nonprod_db_instances),
+                         "NONPROD_NODEGROUPS": ",".join(limits.nonprod_nodegroups)},
+            timeout=cdk.Duration.minutes(1), memory_size=256, network=vpc, log_key=security.logs_key,
+            reserved_concurrency=1, dead_letter_queue=self.dead_letter_queue)
+        self.budget_breaker = breaker.function
+        self.budget_topic.add_subscription(subscriptions.LambdaSubscription(
+            self.budget_breaker, dead_letter_queue=self.dead_letter_queue))
+        self._grant_run("BudgetBreakerRun", breaker.role, security, secrets=[data.database_secret.secret_arn])
+        self._grant_budget_actions(breaker.role, config)
+
+        self.budget = budgets.CfnBudget(
+            self, "PlatformBudget",
+            budget=budgets.CfnBudget.BudgetDataProperty(
+                budget_name=self.budget_name, budget_type="COST", time_unit="MONTHLY",
+                budget_limit=budgets.CfnBudget.SpendProperty(amount=limits.monthly_budget_usd, unit="USD")),
+            notifications_with_subscribers=[
+                budgets.CfnBudget.NotificationWithSubscribersProperty(
+                    notification=budgets.CfnBudget.NotificationProperty(
+                        notification_type=kind, comparison_operator="GREATER_THAN", threshold=percent,
+                        threshold_type="PERCENTAGE"),
+                    subscribers=[budgets.CfnBudget.SubscriberProperty(subscription_type="SNS",
+                                                                      address=self.budget_topic.topic_arn),
+                                 *(budgets.CfnBudget.SubscriberProperty(subscription_type="EMAIL", address=email)
+                                   for email in limits.ops_emails[:10])])
+                for kind, percent in BUDGET_THRESHOLDS])
+        self.budget.node.add_dependency(self.budget_topic)
+
+        cdk.CfnOutput(self, "OpsTopicArn", value=self.ops_topic.topic_arn,
+                      description="Breaker notices and budget levels (subscribe paging here)")
+        cdk.CfnOutput(self, "EnforcerFunctionName", value=self.enforcer.function_name,
+                      description='Invoke with {"tenant_ids": ["<id>"]} to enforce now (e.g. after a resume)')
+        cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
+                      description="Failed enforcer / budget-breaker runs (docs/runbooks/tenant-limits.md)")
+
+    def _grant_run(self, policy_id: str, role: iam.IRole, security: SecurityStack, *, secrets: list[str]) -> None:
+        """Read the secrets it connects with and publish to the ops topic (statements on the role only)."""
+        iam.Policy(self, policy_id, roles=[role], statements=[
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                                resources=secrets),
+            iam.PolicyStatement(actions=["kms:Decrypt"], resources=[security.secrets_key.key_arn], conditions={
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}}),
+            iam.PolicyStatement(actions=["sns:Publish"], resources=[self.ops_topic.topic_arn]),
+            iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[self.alerts_key.key_arn],
+                                conditions={"StringEquals": {"kms:ViaService": f"sns.{self.region}.amazonaws.com"}}),
+        ])
+
+    def _grant_budget_actions(self, role: iam.IRole, config: EnvConfig) -> None:
+        """Read this budget; stop/scale exactly the configured non-prod resources."""
+        statements = [iam.PolicyStatement(
+            actions=["budgets:ViewBudget"],
+            resources=[f"arn:{self.partition}:budgets::{self.account}:budget/{self.budget_name}"])]
+        if config.limits.nonprod_db_instances:
+            statements.append(iam.PolicyStatement(actions=["rds:StopDBInstance"], resources=[
+                f"arn:{self.partition}:rds:{self.region}:{self.account}:db:{name}"
+                for name in config.limits.nonprod_db_instances]))
+        if config.limits.nonprod_nodegroups:
+            statements.append(iam.PolicyStatement(actions=["eks:UpdateNodegroupConfig"], resources=[
+                f"arn:{self.partition}:eks:{self.region}:{self.account}:nodegroup/{target}/*"
+                for target in config.limits.nonprod_nodegroups]))
+        iam.Policy(self, "BudgetActions", roles=[role], statements=statements)
