@@ -13,6 +13,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -34,6 +35,7 @@ LAMBDAS_DIR = REPO_ROOT / "lambdas"
 LIBRARY_DIR = REPO_ROOT / "tenant_provisioner"
 TIERS_FILE = REPO_ROOT / "config" / "tiers.yaml"
 REQUIREMENTS = LAMBDAS_DIR / "requirements.txt"
+DEPENDENCY_CACHE = REPO_ROOT / "build" / "lambda-dependencies"   # git-ignored (/build/)
 RUNTIME = lambda_.Runtime.PYTHON_3_14   # latest (cdk-nag L1); every pinned wheel exists for cp314 arm64
 # Actions that accept no resource-level permission: X-Ray trace upload, and the network-interface
 # calls Lambda makes for a function in a VPC (the same set as AWSLambdaVPCAccessExecutionRole).
@@ -73,14 +75,7 @@ class _PipBundler:
 
     def try_bundle(self, output_dir: str, options: cdk.BundlingOptions) -> bool:  # noqa: ARG002
         out = Path(output_dir)
-        platforms = [f"manylinux2014_{self._arch}", f"manylinux_2_28_{self._arch}",
-                     f"manylinux_2_34_{self._arch}"]
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               "--target", str(out), "-r", str(REQUIREMENTS), "--implementation", "cp",
-               "--python-version", self._python_version, "--only-binary=:all:"]
-        for platform in platforms:
-            cmd += ["--platform", platform]
-        subprocess.run(cmd, check=True)
+        shutil.copytree(self._dependencies(), out, dirs_exist_ok=True)
         shutil.copytree(LIBRARY_DIR, out / "tenant_provisioner", ignore=_IGNORED, dirs_exist_ok=True)
         shutil.copy2(TIERS_FILE, out / "tenant_provisioner" / "tiers.yaml")
         (out / "lambdas").mkdir(exist_ok=True)
@@ -89,6 +84,32 @@ class _PipBundler:
             if src.is_dir() and src.parent == LAMBDAS_DIR:
                 shutil.copytree(src, out / "lambdas" / src.name, ignore=_IGNORED, dirs_exist_ok=True)
         return True
+
+    def _dependencies(self) -> Path:
+        """``lambdas/requirements.txt`` installed for the Lambda platform, once per requirements
+        content, Python version and CPU: every function shares it, so each further bundle (and
+        each later synth) is a copy instead of a pip run. Built in a temporary directory and
+        renamed into place, so an interrupted install is never reused."""
+        platforms = [f"manylinux2014_{self._arch}", f"manylinux_2_28_{self._arch}",
+                     f"manylinux_2_34_{self._arch}"]
+        key = hashlib.sha256("\n".join([REQUIREMENTS.read_text(), self._python_version, *platforms]).encode())
+        target = DEPENDENCY_CACHE / key.hexdigest()[:20]
+        if target.is_dir():
+            return target
+        DEPENDENCY_CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=DEPENDENCY_CACHE) as staging:
+            cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                   "--target", staging, "-r", str(REQUIREMENTS), "--implementation", "cp",
+                   "--python-version", self._python_version, "--only-binary=:all:"]
+            for platform in platforms:
+                cmd += ["--platform", platform]
+            subprocess.run(cmd, check=True)
+            try:
+                Path(staging).rename(target)
+            except OSError:
+                if not target.is_dir():  # lost a race to an identical install: use the winner's
+                    raise
+        return target
 
 
 @dataclass(frozen=True, kw_only=True)
