@@ -24,6 +24,7 @@ $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	@touch $(STAMP)
 
