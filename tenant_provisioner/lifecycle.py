@@ -167,6 +167,7 @@ def change_tier(conn: psycopg.Connection, tenant_id: str, tier: str, *, actor: s
         if tenant.state not in ("active", "suspended"):
             raise TenantConflict(f"cannot change the tier of tenant {tenant_id!r}: it is {tenant.state}")
         if tenant.tier != new_tier.name:
+            pipeline.run_hooks("on_change_tier", conn, tenant, new_tier)
             schema.set_connection_limit(conn, tenant.role_name, new_tier.db_connections)
             conn.execute("UPDATE control.tenants SET tier = %s, updated_at = now() WHERE tenant_id = %s",
                          (new_tier.name, tenant_id))

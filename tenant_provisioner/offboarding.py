@@ -24,7 +24,7 @@ import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 
-from tenant_provisioner import audit, schema, tenants, validation
+from tenant_provisioner import audit, pipeline, schema, tenants, validation
 from tenant_provisioner.errors import InvalidInput, TenantConflict, TransientError
 from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants import Tenant
@@ -108,6 +108,7 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
     with conn.transaction():
         tenant = tenants.require(conn, tenant_id, for_update=True)
         if tenant.state in ("active", "suspended", "provisioning"):
+            pipeline.run_hooks("on_offboard", conn, tenant)
             schema.set_login(conn, tenant.role_name, False)
             conn.execute("UPDATE control.tenants SET state = 'offboarding', updated_at = now() WHERE tenant_id = %s",
                          (tenant_id,))

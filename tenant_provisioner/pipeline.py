@@ -45,6 +45,9 @@ from tenant_provisioner.tiers import Tier, load_tiers
 log = logging.getLogger(__name__)
 
 EXTENSION_MODULES = ("tenant_provisioner.billing.steps", "tenant_provisioner.limits.steps")
+# Components that follow tier changes and offboarding outside the database (billing moves or
+# cancels the Stripe subscription); see `run_hooks`.
+HOOK_MODULES = ("tenant_provisioner.billing.hooks",)
 
 
 @dataclass(frozen=True)
@@ -184,18 +187,32 @@ class ActivateStep:
                              " WHERE tenant_id = %s AND state = 'active'", (tenant.tenant_id,))
 
 
-def extension_steps() -> list[Step]:
-    """Steps contributed by the optional modules in `EXTENSION_MODULES` that exist."""
-    steps: list[Step] = []
-    for module_name in EXTENSION_MODULES:
+def optional_modules(module_names: Sequence[str]) -> list[Any]:
+    """The modules of `module_names` that exist (a component that is not there yet is skipped)."""
+    found = []
+    for module_name in module_names:
         try:
-            module = importlib.import_module(module_name)
+            found.append(importlib.import_module(module_name))
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
-                continue  # that component has no provisioning step (yet)
+                continue  # that component has no extension (yet)
             raise
-        steps.extend(module.provisioning_steps())
-    return steps
+    return found
+
+
+def extension_steps() -> list[Step]:
+    """Steps contributed by the optional modules in `EXTENSION_MODULES` that exist."""
+    return [step for module in optional_modules(EXTENSION_MODULES) for step in module.provisioning_steps()]
+
+
+def run_hooks(event: str, *args: Any) -> None:
+    """Call `event` (``on_change_tier(conn, tenant, tier)``, ``on_offboard(conn, tenant)``) in every
+    module of `HOOK_MODULES` that defines it. Callers run hooks before their database change, so a
+    hook that fails (e.g. Stripe unavailable) leaves the tenant unchanged."""
+    for module in optional_modules(HOOK_MODULES):
+        hook = getattr(module, event, None)
+        if hook is not None:
+            hook(*args)
 
 
 def default_steps(store: SecretStore | None, endpoint: DbEndpoint | None) -> list[Step]:

@@ -1,4 +1,7 @@
-"""``python -m tenant_provisioner billing ...``: Stripe catalog, usage, payment state, subscriptions.
+"""``python -m tenant_provisioner billing ...``: Stripe catalog, usage reports, payment grace, status.
+
+Tier changes and offboarding move or cancel the subscription through the tenants CLI
+(``change-tier``, ``offboard``), by the billing lifecycle hooks.
 
 Stripe's key comes from ``STRIPE_API_KEY`` or the secret named by ``STRIPE_API_KEY_SECRET_ID``;
 the database from the root options (``--database-url`` / ``DATABASE_URL``). Exit codes as in the
@@ -19,9 +22,8 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Table
 
-from tenant_provisioner import lifecycle, validation
+from tenant_provisioner import validation
 from tenant_provisioner.billing import payments
-from tenant_provisioner.billing.accounts import Accounts
 from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client
 from tenant_provisioner.billing.usage import report_usage
@@ -34,7 +36,6 @@ app = typer.Typer(name="billing", no_args_is_help=True, add_completion=False, pr
 out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
-TenantId = Annotated[str, typer.Argument(help="Tenant id (slug)")]
 
 
 def _typed_errors(command: F) -> F:
@@ -115,38 +116,6 @@ def enforce_grace_command(ctx: typer.Context) -> None:
     with _database(ctx) as db, db.connection() as conn:
         result = payments.enforce_payment_grace(conn, actor=_actor())
     print(json.dumps({"suspended": result.suspended, "skipped": result.skipped}))
-
-
-@app.command("change-tier")
-@_typed_errors
-def change_tier_command(ctx: typer.Context, tenant_id: TenantId,
-                        tier: Annotated[str, typer.Argument(help="New tier")]) -> None:
-    """Move a tenant to another tier: Stripe subscription (prorated) first, then the tenant."""
-    tenant_id = validation.tenant_id(tenant_id)
-    new_tier = load_tiers().get(tier)
-    settings = BillingSettings.from_env()
-    client = stripe_client(settings)
-    with _database(ctx) as db, db.connection() as conn:
-        lifecycle.get(conn, tenant_id)
-        if client is None:
-            skipped_notice(f"tier change of {tenant_id}")
-        else:
-            Accounts(client, settings).change_tier(conn, tenant_id, new_tier)
-        tenant = lifecycle.change_tier(conn, tenant_id, new_tier.name, actor=_actor())
-    print(json.dumps(tenant.to_dict()))
-
-
-@app.command("cancel")
-@_typed_errors
-def cancel_command(ctx: typer.Context, tenant_id: TenantId) -> None:
-    """End a tenant's subscription now, invoicing unbilled usage (part of offboarding)."""
-    tenant_id = validation.tenant_id(tenant_id)
-    settings = BillingSettings.from_env()
-    client = _client(settings, f"cancel of {tenant_id}")
-    with _database(ctx) as db, db.connection() as conn:
-        lifecycle.get(conn, tenant_id)
-        cancelled = Accounts(client, settings).cancel(conn, tenant_id)
-    print(json.dumps({"tenant_id": tenant_id, "cancelled": cancelled}))
 
 
 _STATUS = """

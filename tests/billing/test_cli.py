@@ -37,22 +37,37 @@ def test_sync_catalog_without_a_key_says_so_and_fails(monkeypatch, tiny_tiers):
     assert result.exit_code == 2 and "BILLING SKIPPED" in result.output
 
 
-def test_change_tier_status_and_cancel(stripe_env, fake_stripe, database_url, conn, client, settings, synced):
+def test_tenant_cli_tier_change_and_offboarding_move_the_subscription(stripe_env, fake_stripe, database_url, conn,
+                                                                      client, settings, synced, tmp_path):
     create_tenant(conn, client, settings)
-    changed = run("change-tier", "acme-corp", "business", database_url=database_url)
+    changed = runner.invoke(app, ["--database-url", database_url, "change-tier", "acme-corp", "--tier", "business"])
     assert changed.exit_code == 0, changed.output
     assert lifecycle.get(conn, "acme-corp").tier == "business"
     (sub,) = fake_stripe.state.subscriptions.values()
-    assert synced.prices["business"].flat in {i["price"]["id"] for i in sub["items"]["data"]}
+    assert {i["price"]["id"] for i in sub["items"]["data"]} == {synced.prices["business"].flat,
+                                                                synced.prices["business"].metered}
     status = run("status", "acme-corp", "--json", database_url=database_url)
     (account,) = json.loads(status.output)["accounts"]
-    assert account["tier"] == "business" and account["payment_state"] == "ok"
-    cancelled = run("cancel", "acme-corp", database_url=database_url)
-    assert json.loads(cancelled.output) == {"tenant_id": "acme-corp", "cancelled": True}
+    assert (account["tier"], account["payment_state"], account["state"]) == ("business", "ok", "active")
+    gone = runner.invoke(app, ["--database-url", database_url, "offboard", "acme-corp",
+                               "--export-dir", str(tmp_path)])
+    assert gone.exit_code == 0, gone.output
     assert sub["status"] == "canceled"
 
 
-@pytest.mark.parametrize("args", [["change-tier", "acme-corp", "platinum"], ["status", "Not A Slug"],
+def test_stripe_down_blocks_the_tier_change_and_nothing_changes(stripe_env, fake_stripe, database_url, conn, client,
+                                                               settings, synced):
+    create_tenant(conn, client, settings)
+    fake_stripe.down()
+    changed = runner.invoke(app, ["--database-url", database_url, "change-tier", "acme-corp", "--tier", "business"])
+    assert changed.exit_code == 1 and "Stripe unavailable" in changed.output
+    fake_stripe.down(False)
+    assert lifecycle.get(conn, "acme-corp").tier == "pro"
+    (sub,) = fake_stripe.state.subscriptions.values()
+    assert synced.prices["pro"].flat in {i["price"]["id"] for i in sub["items"]["data"]}
+
+
+@pytest.mark.parametrize("args", [["status", "Not A Slug"],
                                   ["report-usage", "--tenant", "x"]])
 def test_bad_input_exits_2_and_changes_nothing(stripe_env, fake_stripe, database_url, db, args):
     result = run(*args, database_url=database_url)
