@@ -12,7 +12,6 @@ import json
 from enum import Enum
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
-import psycopg
 import redis
 import typer
 from rich.console import Console
@@ -20,7 +19,7 @@ from rich.table import Table
 
 from tenant_provisioner import validation
 from tenant_provisioner.db import Database, provisioner_role_from_env
-from tenant_provisioner.errors import ConfigError, PlatformError, TenantNotFound
+from tenant_provisioner.errors import ConfigError, TenantNotFound, TransientError
 from tenant_provisioner.limits import state as redis_state
 from tenant_provisioner.limits.breakers import hard_limit_of
 from tenant_provisioner.limits.enforcer import Notice, registered_reporters, run_cycle
@@ -41,16 +40,20 @@ class NotifyMode(str, Enum):
 
 
 def _typed_errors(command: F) -> F:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    """The root CLI's error policy (one stderr line, the documented exit code), with Redis failures
+    made `TransientError` first. Imported at call time: the root CLI imports this module."""
+
+    def redis_as_transient(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except PlatformError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(exc.exit_code) from None
-        except (psycopg.Error, redis.RedisError) as exc:
-            err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
+        except redis.RedisError as exc:
+            raise TransientError(f"redis: {exc}") from exc
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from tenant_provisioner.cli import handles_errors
+
+        return handles_errors(redis_as_transient)(*args, **kwargs)
     return wrapper  # type: ignore[return-value]
 
 

@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tenant_provisioner import validation
 from tenant_provisioner.errors import InvalidInput
 from tenant_provisioner.limits.degraded import DegradedLimiter, DegradedAlert
 from tenant_provisioner.limits.headers import (BURST_POLICY, MONTHLY_POLICY, PolicyState,
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 
 LIBRARY_NAME = "tplimits"
 FUNCTION_NAME = "tp_acquire"
-# Tenant ids are slugs; anything that could break the {t:<id>} hash tag is refused.
-_TENANT_ID = re.compile(r"^[a-z][a-z0-9-]{2,39}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9:_.-]*$")
 # After a failed call, skip Redis for this long (seconds) instead of paying a timeout per request.
 REDIS_RETRY_AFTER_FAILURE_S = 1.0
@@ -103,7 +102,7 @@ class TenantKeys:
 
 @functools.lru_cache(maxsize=65536)
 def _tenant_keys(tenant_id: str, prefix: str) -> TenantKeys:
-    check_tenant_id(tenant_id)
+    validation.tenant_id(tenant_id)  # a slug cannot break the {t:<id>} hash tag
     base = f"{prefix}{{t:{tenant_id}}}"
     return TenantKeys(gcra=f"{base}:gcra", quota=f"{base}:quota", state=f"{base}:state")
 
@@ -114,12 +113,6 @@ def period_hint(now: float | None = None) -> tuple[str, str, str]:
     start = datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)
     end = datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=timezone.utc)
     return str(moment.year * 100 + moment.month), str(int(start.timestamp())), str(int(end.timestamp()))
-
-
-def check_tenant_id(tenant_id: str) -> str:
-    if not isinstance(tenant_id, str) or not _TENANT_ID.match(tenant_id):
-        raise InvalidInput("tenant_id", f"{tenant_id!r} is not a tenant id (^[a-z][a-z0-9-]{{2,39}}$)")
-    return tenant_id
 
 
 def check_prefix(prefix: str) -> str:
@@ -224,19 +217,12 @@ class _Core:
                         headers=headers, tenant_id=tenant_id, tier=plan.tier.name, degraded=True)
 
 
-def _no_retry_client(url: str, cls: Callable[..., Any], socket_timeout: float) -> Any:
-    return cls.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-                        retry=Retry(NoBackoff(), 0), health_check_interval=0)
+class _LimiterBase:
+    """Construction and state shared by the sync and async limiters (they differ only in I/O)."""
 
+    _client_class: Callable[..., Any] = redis.Redis
 
-class RateLimiter:
-    """Synchronous limiter on redis-py (WSGI apps, workers, the CLI).
-
-    ``acquire(tenant_id, tier, cost=1)`` never raises for Redis trouble; bad arguments (unknown
-    tier, malformed tenant id, negative cost) raise `InvalidInput` before anything is counted.
-    """
-
-    def __init__(self, client: redis.Redis, *, key_prefix: str = "", catalog: TierCatalog | None = None,
+    def __init__(self, client: Any, *, key_prefix: str = "", catalog: TierCatalog | None = None,
                  degraded: DegradedLimiter | None = None) -> None:
         self._client = client
         self._core = _Core(key_prefix=check_prefix(key_prefix), catalog=catalog,
@@ -244,9 +230,11 @@ class RateLimiter:
         self._script = client.register_script(EVAL_SOURCE)
 
     @classmethod
-    def from_url(cls, url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S, **kwargs: Any) -> "RateLimiter":
+    def from_url(cls, url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S, **kwargs: Any) -> Any:
         """A limiter on its own client: short timeouts, no automatic retry (a retry double-counts)."""
-        return cls(_no_retry_client(url, redis.Redis, socket_timeout), **kwargs)
+        return cls(cls._client_class.from_url(url, socket_timeout=socket_timeout,
+                                              socket_connect_timeout=socket_timeout, retry=Retry(NoBackoff(), 0),
+                                              health_check_interval=0), **kwargs)
 
     @property
     def key_prefix(self) -> str:
@@ -256,24 +244,45 @@ class RateLimiter:
     def degraded(self) -> DegradedLimiter:
         return self._core.degraded
 
+    def _loaded(self, exc: redis.ResponseError | None) -> bool:
+        """Record the outcome of FUNCTION LOAD: True = Functions, False = EVAL fallback."""
+        if exc is not None and not _functions_unsupported(exc):
+            raise exc
+        if exc is not None:
+            log.warning("rate limiter: Redis Functions unavailable (%s); using EVALSHA", exc)
+        self._core.use_functions = exc is None
+        return self._core.use_functions
+
+    def _begin(self, tenant_id: str, tier: str | Tier, cost: int) -> tuple[TenantKeys, TierPlan, list[str]]:
+        keys, plan = self._core.prepare(tenant_id, tier, cost)
+        return keys, plan, plan.args(cost, self._core.period_hint())
+
+
+def _reload_needed(exc: redis.ResponseError) -> bool:
+    return _is_missing_function(exc) or _functions_unsupported(exc)
+
+
+class RateLimiter(_LimiterBase):
+    """Synchronous limiter on redis-py (WSGI apps, workers, the CLI).
+
+    ``acquire(tenant_id, tier, cost=1)`` never raises for Redis trouble; bad arguments (unknown
+    tier, malformed tenant id, negative cost) raise `InvalidInput` before anything is counted.
+    """
+
     def load(self) -> bool:
         """Load (or replace) the function library; False when only EVAL is available."""
         try:
             self._client.function_load(LIBRARY_SOURCE, replace=True)
-            self._core.use_functions = True
         except redis.ResponseError as exc:
-            if not _functions_unsupported(exc):
-                raise
-            log.warning("rate limiter: Redis Functions unavailable (%s); using EVALSHA", exc)
-            self._core.use_functions = False
-        return self._core.use_functions
+            return self._loaded(exc)
+        return self._loaded(None)
 
     def _invoke(self, keys: list[str], args: list[str]) -> Sequence[Any]:
         if self._core.use_functions:
             try:
                 return self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
             except redis.ResponseError as exc:
-                if not (_is_missing_function(exc) or _functions_unsupported(exc)):
+                if not _reload_needed(exc):
                     raise
                 if self.load():
                     return self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
@@ -281,63 +290,45 @@ class RateLimiter:
 
     def acquire(self, tenant_id: str, tier: str | Tier, cost: int = 1) -> Decision:
         """Decide one request of `cost` units for `tenant_id` on `tier` (cost 0 only reads)."""
-        keys, plan = self._core.prepare(tenant_id, tier, cost)
+        keys, plan, args = self._begin(tenant_id, tier, cost)
         if not self._core.redis_usable():
             return self._core.after_failure(tenant_id, plan, cost, None)
         try:
-            reply = self._invoke(keys.as_list(), plan.args(cost, self._core.period_hint()))
+            reply = self._invoke(keys.as_list(), args)
         except (redis.RedisError, OSError) as exc:
             return self._core.after_failure(tenant_id, plan, cost, exc)
         return self._core.after_success(plan.decide(tenant_id, reply))
 
 
-class AsyncRateLimiter:
+class AsyncRateLimiter(_LimiterBase):
     """The same limiter on ``redis.asyncio`` for ASGI services (see `RateLimitMiddleware`)."""
 
-    def __init__(self, client: aioredis.Redis, *, key_prefix: str = "", catalog: TierCatalog | None = None,
-                 degraded: DegradedLimiter | None = None) -> None:
-        self._client = client
-        self._core = _Core(key_prefix=check_prefix(key_prefix), catalog=catalog,
-                           degraded=degraded or DegradedLimiter())
-        self._script = client.register_script(EVAL_SOURCE)
-
-    @classmethod
-    def from_url(cls, url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
-                 **kwargs: Any) -> "AsyncRateLimiter":
-        return cls(_no_retry_client(url, aioredis.Redis, socket_timeout), **kwargs)
-
-    @property
-    def degraded(self) -> DegradedLimiter:
-        return self._core.degraded
+    _client_class = aioredis.Redis
 
     async def load(self) -> bool:
         try:
             await self._client.function_load(LIBRARY_SOURCE, replace=True)
-            self._core.use_functions = True
         except redis.ResponseError as exc:
-            if not _functions_unsupported(exc):
-                raise
-            log.warning("rate limiter: Redis Functions unavailable (%s); using EVALSHA", exc)
-            self._core.use_functions = False
-        return self._core.use_functions
+            return self._loaded(exc)
+        return self._loaded(None)
 
     async def _invoke(self, keys: list[str], args: list[str]) -> Sequence[Any]:
         if self._core.use_functions:
             try:
                 return await self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
             except redis.ResponseError as exc:
-                if not (_is_missing_function(exc) or _functions_unsupported(exc)):
+                if not _reload_needed(exc):
                     raise
                 if await self.load():
                     return await self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
         return await self._script(keys=keys, args=args)
 
     async def acquire(self, tenant_id: str, tier: str | Tier, cost: int = 1) -> Decision:
-        keys, plan = self._core.prepare(tenant_id, tier, cost)
+        keys, plan, args = self._begin(tenant_id, tier, cost)
         if not self._core.redis_usable():
             return self._core.after_failure(tenant_id, plan, cost, None)
         try:
-            reply = await self._invoke(keys.as_list(), plan.args(cost, self._core.period_hint()))
+            reply = await self._invoke(keys.as_list(), args)
         except (redis.RedisError, OSError) as exc:
             return self._core.after_failure(tenant_id, plan, cost, exc)
         return self._core.after_success(plan.decide(tenant_id, reply))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
 import pytest
 import redis
+from moto import mock_aws
 
 from tenant_provisioner.limits import RateLimiter
 from tenant_provisioner.tiers import Quota, Tier
@@ -73,6 +79,33 @@ def redis_process():
     yield proc
     proc.stop()
     shutil.rmtree(proc._dir, ignore_errors=True)
+
+
+@dataclass
+class OpsTopic:
+    """The ops SNS topic (moto), with an SQS queue subscribed so tests can read what was sent."""
+
+    sns: Any
+    arn: str
+    sqs: Any
+    queue_url: str
+
+    def messages(self) -> list[dict]:
+        got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                       MessageAttributeNames=["All"])
+        return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+
+
+@pytest.fixture()
+def ops_topic():
+    with mock_aws():
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        topic = sns.create_topic(Name="ops")["TopicArn"]
+        queue = sqs.create_queue(QueueName="ops-inbox")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+        yield OpsTopic(sns=sns, arn=topic, sqs=sqs, queue_url=queue)
 
 
 # The tenant lifecycle's initialised-database fixtures (tests/tenants/conftest.py), reused as is.

@@ -36,24 +36,13 @@ def test_forecast_over_budget_warns_early():
 
 
 @pytest.fixture()
-def aws():
-    with mock_aws():
-        sns = boto3.client("sns", region_name="us-east-1")
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        rds = boto3.client("rds", region_name="us-east-1")
-        topic = sns.create_topic(Name="ops")["TopicArn"]
-        queue = sqs.create_queue(QueueName="ops")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-        rds.create_db_instance(DBInstanceIdentifier="dev-db", DBInstanceClass="db.t4g.micro", Engine="postgres",
-                               MasterUsername="postgres", MasterUserPassword="not-a-real-one-1")
-        act = Actuators(sns=sns, ops_topic_arn=topic, rds=rds, nonprod=NonProdTargets(db_instances=["dev-db"]))
-
-        def inbox() -> int:
-            got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
-            return len(got.get("Messages", []))
-
-        yield act, inbox, rds
+def aws(ops_topic):
+    rds = boto3.client("rds", region_name="us-east-1")
+    rds.create_db_instance(DBInstanceIdentifier="dev-db", DBInstanceClass="db.t4g.micro", Engine="postgres",
+                           MasterUsername="postgres", MasterUserPassword="not-a-real-one-1")
+    act = Actuators(sns=ops_topic.sns, ops_topic_arn=ops_topic.arn, rds=rds,
+                    nonprod=NonProdTargets(db_instances=["dev-db"]))
+    return act, lambda: len(ops_topic.messages()), rds
 
 
 def test_each_level_acts_once_a_month(db, aws):

@@ -10,7 +10,6 @@ import threading
 import boto3
 import psycopg
 import pytest
-from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
@@ -26,30 +25,19 @@ SENDER = "limits@example.com"
 
 
 @pytest.fixture()
-def aws():
-    with mock_aws():
-        ses = boto3.client("sesv2", region_name="us-east-1")
-        ses.create_email_identity(EmailIdentity=SENDER)
-        sns = boto3.client("sns", region_name="us-east-1")
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        topic = sns.create_topic(Name="ops")["TopicArn"]
-        queue = sqs.create_queue(QueueName="ops-inbox")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+def aws(ops_topic):
+    ses = boto3.client("sesv2", region_name="us-east-1")
+    ses.create_email_identity(EmailIdentity=SENDER)
 
-        class Aws:
-            notifier = AwsNotifier(sender=SENDER, ops_topic_arn=topic, ses=ses, sns=sns)
+    class Aws:
+        notifier = AwsNotifier(sender=SENDER, ops_topic_arn=ops_topic.arn, ses=ses, sns=ops_topic.sns)
+        ops_messages = staticmethod(ops_topic.messages)
 
-            @staticmethod
-            def emails() -> list:
-                return ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+        @staticmethod
+        def emails() -> list:
+            return ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
 
-            @staticmethod
-            def ops_messages() -> list[dict]:
-                got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
-                return [json.loads(m["Body"]) for m in got.get("Messages", [])]
-
-        yield Aws
+    return Aws
 
 
 def _create(db, tenant_id: str, tier: str = "starter"):
