@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tenant_provisioner import validation
-from tenant_provisioner.db import Database, provisioner_role_from_env
-from tenant_provisioner.errors import ConfigError, TenantNotFound, TransientError
+from tenant_provisioner.db import Database
+from tenant_provisioner.errors import TenantNotFound, TransientError
 from tenant_provisioner.limits import state as redis_state
 from tenant_provisioner.limits.breakers import hard_limit_of
 from tenant_provisioner.limits.enforcer import Notice, registered_reporters, run_cycle
@@ -58,12 +58,8 @@ def _typed_errors(command: F) -> F:
 
 
 def _database(ctx: typer.Context) -> Database:
-    """The root CLI's database settings (``--database-url`` / ``DATABASE_URL``)."""
-    settings = ctx.find_root().obj
-    url = getattr(settings, "database_url", None)
-    if not url:
-        raise ConfigError("no database: pass --database-url or set DATABASE_URL")
-    return Database(url, provisioner_role=getattr(settings, "provisioner_role", None) or provisioner_role_from_env())
+    """The root CLI's database (``--database-url`` / ``DATABASE_URL``, ``--provisioner-role``)."""
+    return ctx.find_root().obj.database()
 
 
 def _redis(url: str) -> redis.Redis:
