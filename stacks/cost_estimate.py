@@ -55,7 +55,7 @@ FREE_TYPES = frozenset({
     "AWS::DynamoDB::GlobalTable", "AWS::Scheduler::Schedule", "AWS::Scheduler::ScheduleGroup",
     "AWS::Events::Rule", "AWS::SES::EmailIdentity", "AWS::SES::ConfigurationSet", "AWS::Budgets::Budget",
     "AWS::CE::AnomalyMonitor", "AWS::CE::AnomalySubscription", "AWS::WAFv2::WebACLAssociation",
-    "AWS::WAFv2::IPSet", "AWS::ElasticLoadBalancingV2::Listener", "AWS::ElasticLoadBalancingV2::TargetGroup",
+    "AWS::WAFv2::IPSet", "AWS::WAFv2::LoggingConfiguration", "AWS::ElasticLoadBalancingV2::Listener", "AWS::ElasticLoadBalancingV2::TargetGroup",
     "AWS::ElasticLoadBalancingV2::ListenerRule", "AWS::CloudWatch::CompositeAlarm",
     "AWS::ApiGateway::Account", "AWS::CDK::Metadata",
 })
@@ -406,6 +406,8 @@ def render(result: Estimate, budgets: Mapping[str, Decimal], prices: PriceBook, 
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:   # piped (make, CI logs): wide enough that rows do not wrap
+        console = Console(width=120)
     envs = result.environments
     table = Table(title=f"Estimated monthly cost (USD, prices as of {prices.as_of}, {prices.hours} h/month)")
     table.add_column("Resource kind")
