@@ -39,6 +39,8 @@ class DataStack(cdk.Stack):
         self.database = db.instance
         self.database_secret = db.secret
         self.database_security_group = db.security_group
+        self.database_proxy = db.proxy
+        self._database_client_groups = db.client_security_groups
         self.cache_security_group = cache.security_group
         self.cache_endpoint_address = cache.endpoint_address
         self.cache_port = cache.port
@@ -51,6 +53,8 @@ class DataStack(cdk.Stack):
         publish(self, env, "db-name", config.tenants.database_name, "Database holding control and tenant schemas")
         publish(self, env, "db-master-secret-arn", self.database_secret.secret_arn,
                 "ARN of the RDS master secret (rotated automatically)")
+        if db.proxy is not None:
+            publish(self, env, "db-proxy-endpoint", db.proxy.endpoint, "RDS Proxy endpoint (control plane, TLS)")
         publish(self, env, "cache-endpoint", self.cache_endpoint_address, "Cache primary endpoint (TLS)")
         publish(self, env, "cache-port", str(self.cache_port), "Cache port")
         publish(self, env, "cache-auth-secret-arn", self.cache_auth_secret.secret_arn, "ARN of the cache AUTH token")
@@ -60,6 +64,7 @@ class DataStack(cdk.Stack):
     def admit(self, peer: ec2.ISecurityGroup, who: str) -> None:
         """Let ``peer`` connect to PostgreSQL and the cache. A peer from another stack gets its rules
         created in its own stack, so this stack never depends on it."""
-        for group, port, what in ((self.database_security_group, POSTGRES_PORT, "PostgreSQL"),
-                                  (self.cache_security_group, self.cache_port, "cache")):
+        targets = [*((group, POSTGRES_PORT, "PostgreSQL") for group in self._database_client_groups),
+                   (self.cache_security_group, self.cache_port, "cache")]
+        for group, port, what in targets:
             group.add_ingress_rule(peer, ec2.Port.tcp(port), f"{what} from {who}", remote_rule=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
@@ -106,7 +107,32 @@ class PostgresDatabase(Construct):
             self.instance.node.add_dependency(group)
         self.secret: secretsmanager.ISecret = self.instance.secret  # type: ignore[assignment]
         self._rotate_master_secret(vpc, config.master_secret_rotation_days)
+        self.proxy = self._add_proxy(identifier, vpc, secrets_key) if config.rds_proxy else None
+        self.client_security_groups = [self.security_group, *([self.proxy_security_group] if self.proxy else [])]
         self._acknowledge(config)
+
+    def _add_proxy(self, identifier: str, vpc: ec2.IVpc, secrets_key: kms.IKey) -> rds.DatabaseProxy:
+        """RDS Proxy for the master (control-plane) credentials: bursts of Lambda invocations share
+        a bounded pool instead of exhausting ``max_connections``. Tenant roles connect directly
+        (their per-role CONNECTION LIMIT is the budget), so the proxy takes at most half.
+
+        The proxy role gets kms:Decrypt in its own policy: letting CDK grant it through the
+        secret would write this stack's role into the security stack's key policy (a cycle)."""
+        role = iam.Role(self, "ProxyRole", assumed_by=iam.ServicePrincipal("rds.amazonaws.com"),
+                        description=f"{identifier} proxy: read the master secret")
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt"], resources=[secrets_key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{cdk.Stack.of(self).region}.amazonaws.com"}}))
+        master_secret = secretsmanager.Secret.from_secret_complete_arn(self, "ProxySecret", self.secret.secret_arn)
+        self.proxy_security_group = ec2.SecurityGroup(self, "ProxySecurityGroup", vpc=vpc, allow_all_outbound=False,
+                                                      description=f"{identifier} proxy: clients in, PostgreSQL out")
+        self.proxy_security_group.connections.allow_to(self.security_group, ec2.Port.tcp(POSTGRES_PORT),
+                                                       "proxy to PostgreSQL")
+        return self.instance.add_proxy(
+            "Proxy", vpc=vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_groups=[self.proxy_security_group], secrets=[master_secret], role=role, require_tls=True,
+            db_proxy_name=f"{identifier}-proxy", max_connections_percent=50,
+            idle_client_timeout=cdk.Duration.minutes(30))
 
     def _rotate_master_secret(self, vpc: ec2.IVpc, every_days: int) -> None:
         """AWS-hosted rotation (Secrets Manager transform): no Lambda code of ours, no Docker to build it."""

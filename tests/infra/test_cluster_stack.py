@@ -104,11 +104,12 @@ def test_cluster_name_and_roles_published(template_json, env):
 
 
 @pytest.fixture(scope="module")
-def auto_mode_cluster(tmp_path_factory):
-    """The other config branch (Auto Mode, public endpoint limited to CIDRs, admin access entry),
+def variant(tmp_path_factory):
+    """The other config branches (Auto Mode, public endpoint limited to CIDRs, admin access entry, RDS Proxy),
     synthesized once with the nag gate on, foundation stacks only."""
     base = load_config("prod")
-    config = dataclasses.replace(base, cluster=dataclasses.replace(
+    config = dataclasses.replace(base, database=dataclasses.replace(base.database, rds_proxy=True),
+                                 cluster=dataclasses.replace(
         base.cluster, auto_mode=True, endpoint_public_cidrs=("203.0.113.0/24",),
         admin_role_arns=("arn:aws:iam::111111111111:role/platform-admin",)))
     app = cdk.App(outdir=str(tmp_path_factory.mktemp("auto-mode")),
@@ -120,11 +121,11 @@ def auto_mode_cluster(tmp_path_factory):
     data = DataStack(app, "data", config=config, network=network, security=security, env=env)
     cluster = ClusterStack(app, "cluster", config=config, network=network, security=security, data=data, env=env)
     assembly = app.synth()  # raises on any unacknowledged nag finding
-    return assembly.get_stack_artifact(cluster.artifact_id).template
+    return {stack.node.id: assembly.get_stack_artifact(stack.artifact_id).template for stack in (data, cluster)}
 
 
-def test_auto_mode_variant(auto_mode_cluster):
-    template = auto_mode_cluster
+def test_auto_mode_variant(variant):
+    template = variant["cluster"]
     resources = template["Resources"].values()
     (cluster,) = [r["Properties"] for r in resources if r["Type"] == "AWS::EKS::Cluster"]
     assert cluster["ComputeConfig"]["Enabled"] is True
@@ -134,3 +135,19 @@ def test_auto_mode_variant(auto_mode_cluster):
     (entry,) = [r["Properties"] for r in resources if r["Type"] == "AWS::EKS::AccessEntry"]
     assert entry["PrincipalArn"] == "arn:aws:iam::111111111111:role/platform-admin"
     assert entry["AccessPolicies"][0]["AccessScope"] == {"Type": "cluster"}
+
+
+def test_rds_proxy_variant_requires_tls_and_is_admitted_like_the_database(variant):
+    resources = variant["data"]["Resources"]
+    (proxy,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::RDS::DBProxy"]
+    assert proxy["RequireTLS"] is True and proxy["EngineFamily"] == "POSTGRESQL"
+    (target,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::RDS::DBProxyTargetGroup"]
+    assert target["ConnectionPoolConfigurationInfo"]["MaxConnectionsPercent"] == 50
+    sources = {(r["Properties"]["GroupId"]["Fn::GetAtt"][0], r["Properties"]["SourceSecurityGroupId"]["Fn::GetAtt"][0])
+               for r in resources.values() if r["Type"] == "AWS::EC2::SecurityGroupIngress"}
+    proxy_sg = next(name for name in resources if name.startswith("PostgresProxySecurityGroup")
+                    and resources[name]["Type"] == "AWS::EC2::SecurityGroup")
+    assert (proxy_sg, "ControlPlaneSecurityGroupBA03A401") in sources
+    assert ("PostgresSecurityGroup670916BF", proxy_sg) in sources
+    names = {r["Properties"].get("Name") for r in resources.values() if r["Type"] == "AWS::SSM::Parameter"}
+    assert "/saas/prod/platform/db-proxy-endpoint" in names
