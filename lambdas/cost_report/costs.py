@@ -29,6 +29,8 @@ from tenant_provisioner.errors import InvalidInput, PlatformError, TransientErro
 
 MAX_REQUESTS_PER_REPORT = 4
 METRIC = "UnblendedCost"
+# What the platform consumes: credits and refunds would hide spend (and vanish when credits run out).
+USAGE_ONLY = {"Not": {"Dimensions": {"Key": "RECORD_TYPE", "Values": ["Credit", "Refund"]}}}
 UNTAGGED = ""  # Cost Explorer's value for cost without the tag ("tenant$")
 THROTTLING_CODES = frozenset({"ThrottlingException", "LimitExceededException", "TooManyRequestsException",
                               "RequestLimitExceeded"})
@@ -222,12 +224,13 @@ class CostExplorerSource:
         service_pages = self._pages(
             "GetCostAndUsage daily by SERVICE",
             TimePeriod={"Start": start.isoformat(), "End": end.isoformat()}, Granularity="DAILY",
-            Metrics=[METRIC], GroupBy=[{"Type": "DIMENSION", "Key": "SERVICE"}])
+            Metrics=[METRIC], Filter=USAGE_ONLY, GroupBy=[{"Type": "DIMENSION", "Key": "SERVICE"}])
         daily, estimated = _parse_service_pages(service_pages)
         tenant_pages = self._pages(
             f"GetCostAndUsage month-to-date by tag {self.tag_key}",
             TimePeriod={"Start": report_date.replace(day=1).isoformat(), "End": end.isoformat()},
-            Granularity="MONTHLY", Metrics=[METRIC], GroupBy=[{"Type": "TAG", "Key": self.tag_key}])
+            Granularity="MONTHLY", Metrics=[METRIC], Filter=USAGE_ONLY,
+            GroupBy=[{"Type": "TAG", "Key": self.tag_key}])
         partial = CostData(report_date, daily, frozenset(estimated), _parse_tenant_pages(tenant_pages, self.tag_key),
                            None, self.budget.used)
         forecast = self._forecast(partial)
@@ -247,7 +250,7 @@ class CostExplorerSource:
         try:
             response = self.budget.call("GetCostForecast", lambda: self.client.get_cost_forecast(
                 TimePeriod={"Start": start.isoformat(), "End": end.isoformat()}, Granularity="MONTHLY",
-                Metric="UNBLENDED_COST"))
+                Metric="UNBLENDED_COST", Filter=USAGE_ONLY))
         except (ClientError, BotoCoreError, CostExplorerUnavailable, NotImplementedError) as exc:
             logger.warning("Cost Explorer forecast unavailable, extrapolating: %s", exc)
             return extrapolated_forecast(data.daily_by_service, data.report_date, data.month_to_date,

@@ -136,6 +136,13 @@ def _event_rows(report: Report) -> list[list[str]]:
     return [[f"{e.at:%Y-%m-%d %H:%M} UTC", e.tenant_id or "-", e.action, e.actor or "-"] for e in report.events]
 
 
+def _footer(report: Report) -> list[str]:
+    return [*report.notes,
+            f"Cost Explorer requests: {report.ce_requests} of at most {report.ce_request_limit} "
+            f"(${report.ce_requests * Decimal('0.01'):.2f}). Unblended cost in USD, credits and refunds excluded. "
+            f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC."]
+
+
 def _events_message(report: Report) -> str | None:
     """Why there is no event table: the database was unreachable, or nothing happened."""
     if report.platform_unavailable:
@@ -180,11 +187,8 @@ def render_html(report: Report) -> str:
     message = _events_message(report)
     parts.append(f"<p>{escape(message)}</p>" if message else _table(EVENT_HEADERS, _event_rows(report),
                                                                     numeric_from=4))
-    footer = [escape(n) for n in report.notes] + [
-        f"Cost Explorer requests: {report.ce_requests} of at most {report.ce_request_limit} "
-        f"(${report.ce_requests * Decimal('0.01'):.2f}). Unblended cost, USD. "
-        f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC."]
-    parts.append('<p style="font-size:11px;color:#6b7280;margin-top:24px;">' + "<br>".join(footer) + "</p>")
+    parts.append('<p style="font-size:11px;color:#6b7280;margin-top:24px;">'
+                 + "<br>".join(escape(line) for line in _footer(report)) + "</p>")
     return ('<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" '
             'content="width=device-width"><title>' + escape(subject(report)) + '</title></head>'
             '<body style="margin:0;padding:16px;font-family:Arial,Helvetica,sans-serif;color:#111827;'
@@ -231,7 +235,5 @@ def render_text(report: Report) -> str:
     lines += ["", "BREAKER EVENTS, LAST 24 HOURS"]
     message = _events_message(report)
     lines += [message] if message else _text_table(EVENT_HEADERS, _event_rows(report))
-    lines += ["", *report.notes,
-              f"Cost Explorer requests: {report.ce_requests} of at most {report.ce_request_limit}. "
-              f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC."]
+    lines += ["", *_footer(report)]
     return "\n".join(lines) + "\n"
