@@ -70,6 +70,8 @@ class TenantsConfig:
     max_concurrent_provisions: int = 10            # reserved concurrency: bounds DDL lock use on RDS
     signup_event_source: str = "saas.signup"       # EventBridge source of `tenant.signup` events
     invoker_role_arns: tuple[str, ...] = ()        # roles allowed to invoke provisioning synchronously
+    warm_pool_size: int = 20                       # pre-built tenant schemas kept ready (0 = no pool)
+    warm_pool_refill_minutes: int = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +113,18 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CicdConfig:
+    """GitHub Actions deploys through OIDC: no long-lived AWS keys in GitHub."""
+
+    github_repository: str                 # "owner/name"
+    github_environment: str                # the GitHub environment whose jobs may deploy here
+    # One IAM OIDC provider per account and URL: set False for the second environment when two
+    # environments share an account (it is then imported by its well-known ARN).
+    create_oidc_provider: bool = True
+    cdk_qualifier: str = "hnb659fds"       # the CDK bootstrap qualifier of the target account
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnvConfig:
     name: str                    # "dev" | "prod"; used only in names and tags
     account: str
@@ -124,6 +138,7 @@ class EnvConfig:
     cost_report: CostReportConfig
     billing: BillingConfig = field(default_factory=BillingConfig)
     observability: ObservabilityConfig
+    cicd: CicdConfig
     tags: tuple[tuple[str, str], ...] = ()
 
     def stack_id(self, component: str) -> str:
@@ -136,6 +151,7 @@ PLACEHOLDER_ACCOUNT = "111111111111"
 PLACEHOLDER_REGION = "us-east-1"
 
 _OPS = ("ops@example.com",)
+_REPOSITORY = "example-org/saas-platform"
 
 
 def _dev(account: str, region: str) -> EnvConfig:
@@ -152,6 +168,7 @@ def _dev(account: str, region: str) -> EnvConfig:
         limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS),
         cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
         observability=ObservabilityConfig(alarm_emails=_OPS),
+        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev"),
         tags=(("environment", "dev"),),
     )
 
@@ -169,6 +186,7 @@ def _prod(account: str, region: str) -> EnvConfig:
         limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS),
         cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
         observability=ObservabilityConfig(alarm_emails=_OPS, betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
+        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production"),
         tags=(("environment", "prod"),),
     )
 

@@ -4,7 +4,8 @@ The function runs in private subnets with the control-plane security group (admi
 logs in with the RDS master secret and works as the provisioner role, and may write secrets only
 under ``<prefix>/tenants/``. Callers: the API's role synchronously (``invoker_role_arns`` or a
 later ``grant_invoke``), and an EventBridge rule on ``tenant.signup`` events, whose failed
-deliveries and failed asynchronous runs land in one dead-letter queue.
+deliveries and failed asynchronous runs land in one dead-letter queue. A schedule keeps the
+warm pool of pre-built tenant schemas filled (``warm_pool_size``; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ class TenantsStack(cdk.Stack):
                                               detail_type=[SIGNUP_DETAIL_TYPE]),
             targets=[targets.LambdaFunction(self.function, dead_letter_queue=self.dead_letter_queue,
                                             retry_attempts=4, max_event_age=RETRY_WINDOW)])
+        if tenants.warm_pool_size:
+            self.warm_pool_rule = events.Rule(
+                self, "WarmPoolRefill", description="Keep pre-built tenant schemas ready for signups",
+                schedule=events.Schedule.rate(cdk.Duration.minutes(tenants.warm_pool_refill_minutes)),
+                targets=[targets.LambdaFunction(
+                    self.function, retry_attempts=0, dead_letter_queue=self.dead_letter_queue,
+                    event=events.RuleTargetInput.from_object(
+                        {"action": "refill_warm_pool", "size": tenants.warm_pool_size}))])
         for index, arn in enumerate(tenants.invoker_role_arns):
             self.function.add_permission(f"Invoker{index}", principal=iam.ArnPrincipal(arn),
                                          action="lambda:InvokeFunction")

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tenant_provisioner import control, fleet, lifecycle, migrations, offboarding, validation
+from tenant_provisioner import control, fleet, lifecycle, migrations, offboarding, validation, warm_pool
 from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
 from tenant_provisioner.errors import PlatformError
 from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
@@ -244,3 +244,15 @@ from tenant_provisioner.limits.cli import app as limits_app  # noqa: E402  (the 
 app.add_typer(limits_app, name="limits")
 from tenant_provisioner.billing.cli import app as billing_app  # noqa: E402  (the billing component's sub-app)
 app.add_typer(billing_app, name="billing")
+
+
+@app.command("warm-pool")
+@handles_errors
+def warm_pool_(ctx: typer.Context,
+               size: Annotated[int, typer.Option(help="Pre-built schemas to keep waiting for signups")] = 20) -> None:
+    """Build tenant schemas ahead of signups (and drop pool schemas at an old version)."""
+    if not 0 <= size <= warm_pool.MAX_SIZE:
+        raise _fail(f"size: must be between 0 and {warm_pool.MAX_SIZE}", 2)
+    with _settings(ctx).database() as db, db.connection() as conn, err.status("building warm pool..."):
+        result = warm_pool.refill(conn, size)
+    print(json.dumps(result.to_dict()))

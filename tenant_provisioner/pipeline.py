@@ -35,7 +35,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import psycopg
 
-from tenant_provisioner import audit, migrations, schema, tenants, validation
+from tenant_provisioner import audit, migrations, schema, tenants, validation, warm_pool
 from tenant_provisioner.db import tenant_group_role
 from tenant_provisioner.errors import PlatformError, TransientError
 from tenant_provisioner.secrets import SecretStore
@@ -102,7 +102,8 @@ def _current(ctx: ProvisionContext) -> Tenant:
 
 
 class DatabaseStep:
-    """Role, schema, tables, explicit grants and the ``provisioning`` control row: one transaction."""
+    """Role, schema (claimed from the warm pool or built), explicit grants and the
+    ``provisioning`` control row: one transaction."""
 
     name = "database"
 
@@ -110,11 +111,12 @@ class DatabaseStep:
         if ctx.tenant is not None:
             return  # a previous run committed this step
         files = migrations.load("tenant")
-        name = schema.new_schema_name()
         req = ctx.request
         with ctx.conn.transaction():
+            claimed = warm_pool.claim(ctx.conn, files[-1].version)
+            name = claimed or schema.new_schema_name()
             schema.create(ctx.conn, schema=name, role=name, group=tenant_group_role(ctx.provisioner_role),
-                          connection_limit=ctx.tier.db_connections, migrations=files)
+                          connection_limit=ctx.tier.db_connections, build=None if claimed else files)
             ctx.conn.execute(
                 "INSERT INTO control.tenants (tenant_id, schema_name, role_name, tier, state, schema_version,"
                 " admin_email, company_name) VALUES (%s, %s, %s, %s, 'provisioning', %s, %s, %s)",

@@ -15,7 +15,7 @@ Why it is shaped this way (docs/tenants.md has the measurements):
 from __future__ import annotations
 
 import secrets
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -88,29 +88,35 @@ def migration_statements(schema: str, pending: Iterable[Migration]) -> list[sql.
     ]
 
 
+def build_statements(schema: str, files: Sequence[Migration]) -> list[sql.Composable]:
+    """A schema with its tables and no grants (owned by the current role, the provisioner)."""
+    return [sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)), *migration_statements(schema, files)]
+
+
 def create(conn: psycopg.Connection, *, schema: str, role: str, group: str, connection_limit: int,
-           migrations: Iterable[Migration]) -> None:
-    """Create role (NOLOGIN until activation), schema and tables, then grant; in the caller's txn."""
+           build: Sequence[Migration] | None) -> None:
+    """Create the role (NOLOGIN until activation) and grant it the schema, building the schema
+    from `build` first unless it is a pre-built warm-pool schema (`build` None); caller's txn."""
     ident_role, ident_schema = sql.Identifier(role), sql.Identifier(schema)
     membership = (sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET FALSE")  # PG16+: no SET ROLE group
                   if conn.info.server_version >= 160000 else sql.SQL("GRANT {} TO {}"))
     run_batch(conn, [
+        *(build_statements(schema, build) if build is not None else []),
         sql.SQL("CREATE ROLE {} NOLOGIN CONNECTION LIMIT {}").format(ident_role, sql.Literal(int(connection_limit))),
         membership.format(sql.Identifier(group), ident_role),
         sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident_role, ident_schema),
-        sql.SQL("CREATE SCHEMA {}").format(ident_schema),
-        *migration_statements(schema, migrations),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident_schema, ident_role),
     ])
     run_batch(conn, grant_statements(conn, schema, role))
 
 
+def drop_schema_statement(schema: str) -> sql.Composable:
+    return sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+
+
 def drop(conn: psycopg.Connection, *, schema: str, role: str) -> None:
     """Drop schema (with its tables) and role if they exist; in the caller's transaction."""
-    run_batch(conn, [
-        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)),
-        sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)),
-    ])
+    run_batch(conn, [drop_schema_statement(schema), sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role))])
 
 
 def set_login(conn: psycopg.Connection, role: str, enabled: bool) -> None:

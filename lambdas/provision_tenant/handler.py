@@ -1,7 +1,8 @@
 """Provisioning Lambda: a signup in, the same JSON as ``tenant-provisioner create`` out.
 
-Invoked synchronously by the API's role (payload = the request) or by the EventBridge rule on
-``tenant.signup`` events (request in ``detail``). Bad input or a conflicting request returns a
+Invoked synchronously by the API's role (payload = the request), by the EventBridge rule on
+``tenant.signup`` events (request in ``detail``), and by a schedule that refills the warm pool
+(``{"action": "refill_warm_pool", "size": N}``). Bad input or a conflicting request returns a
 structured error (``{"status": "rejected", "error": {...}}``) so nobody retries it; a transient
 failure raises, so the synchronous caller retries and an asynchronous event goes to the retry
 policy and then the dead-letter queue. Idempotency is the database's: a retried signup finds
@@ -23,7 +24,7 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from psycopg.conninfo import make_conninfo
 
-from tenant_provisioner import lifecycle
+from tenant_provisioner import lifecycle, warm_pool
 from tenant_provisioner.db import Database
 from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
 from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
@@ -78,9 +79,22 @@ def _rejected(exc: PlatformError) -> dict[str, Any]:
     return {"status": "rejected", "error": error}
 
 
+def _refill(size: int) -> dict[str, Any]:
+    """The scheduled warm-pool refill (``{"action": "refill_warm_pool", "size": N}``)."""
+    database, _ = _connect()
+    with database.connection() as conn:
+        result = warm_pool.refill(conn, size)
+    metrics.add_metric(name="WarmPoolBuilt", unit=MetricUnit.Count, value=result.built)
+    metrics.add_metric(name="WarmPoolSize", unit=MetricUnit.Count, value=result.size)
+    logger.info("warm pool refilled", extra=result.to_dict())
+    return result.to_dict()
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("action") == "refill_warm_pool":
+        return _refill(int(event.get("size", 0)))
     payload = event.get("detail") if "detail-type" in event else event
     try:
         request = CreateRequest.parse(payload if isinstance(payload, dict) else {})

@@ -82,6 +82,16 @@ def test_signup_rule_targets_the_function_with_retries_and_a_dead_letter_queue(t
 
 
 @pytest.mark.parametrize("env", ENVS)
+def test_a_schedule_refills_the_warm_pool(templates, env):
+    tenants = load_config(env).tenants
+    templates[(env, "tenants")].has_resource_properties("AWS::Events::Rule", {
+        "ScheduleExpression": f"rate({tenants.warm_pool_refill_minutes} minutes)",
+        "Targets": [Match.object_like({
+            "Input": json.dumps({"action": "refill_warm_pool", "size": tenants.warm_pool_size}, separators=(",", ":"))})],
+    })
+
+
+@pytest.mark.parametrize("env", ENVS)
 def test_function_arn_is_published_for_the_api(templates, env):
     templates[(env, "tenants")].has_resource_properties("AWS::SSM::Parameter", {
         "Name": f"/saas/{env}/platform/provision-function-arn"})

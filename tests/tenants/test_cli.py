@@ -38,13 +38,19 @@ def cli(tenant_db, monkeypatch):
 
 
 def _catalog(tenant_db):
+    """What a create could change: schemas and relations here, tenant roles, control rows.
+    (Roles are counted as members of this database's tenant group: other runs share the cluster.)"""
     with tenant_db.admin() as conn:
         return conn.execute(
-            "SELECT (SELECT count(*) FROM pg_namespace), (SELECT count(*) FROM pg_roles),"
-            " (SELECT count(*) FROM control.tenants), (SELECT count(*) FROM control.audit_log)").fetchone()
+            "SELECT (SELECT count(*) FROM pg_namespace), (SELECT count(*) FROM pg_class),"
+            " (SELECT count(*) FROM pg_auth_members WHERE roleid = %s::regrole),"
+            " (SELECT count(*) FROM control.tenants), (SELECT count(*) FROM control.audit_log)",
+            (f"{tenant_db.provisioner_role}_tenants",)).fetchone()
 
 
 def test_lifecycle_through_the_cli(cli, tmp_path):
+    pool = cli("warm-pool", "--size", "1")
+    assert pool.exit_code == 0 and json.loads(pool.stdout)["size"] == 1
     created = cli("create", "cli-co", "--tier", "starter", "--admin-email", "ops@cli.example", "--name", "CLI Co")
     assert created.exit_code == 0, created.output
     data = json.loads(created.stdout)
@@ -84,7 +90,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, tenant_db, ext
 
 @pytest.mark.parametrize("args", [
     ["show", "no-such-co"], ["suspend", "bad;id", "--reason", "x"], ["resume", "no-such-co"],
-    ["change-tier", "no-such-co", "--tier", "gold"], ["migrate", "--concurrency", "0"],
+    ["change-tier", "no-such-co", "--tier", "gold"], ["migrate", "--concurrency", "0"], ["warm-pool", "--size", "-1"],
     ["offboard", "no-such-co"], ["suspend", "no-such-co", "--reason", ""],
 ])
 def test_other_bad_input_exits_2(cli, args):

@@ -91,3 +91,10 @@ def test_conflict_is_rejected_and_a_dead_database_raises(handler, monkeypatch):
 
     with pytest.raises(TransientError):
         module.handler(_signup("later-co"), Context())
+
+
+def test_scheduled_event_refills_the_warm_pool(handler):
+    module, _ = handler
+    result = module.handler({"action": "refill_warm_pool", "size": 2}, Context())
+    assert result["ran"] is True and result["size"] == 2
+    assert module.handler(_signup("pooled-co"), Context())["created"] is True

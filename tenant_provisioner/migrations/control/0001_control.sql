@@ -31,3 +31,13 @@ CREATE TABLE control.audit_log (
 
 CREATE INDEX audit_log_tenant_at_idx ON control.audit_log (tenant_id, at);
 CREATE INDEX audit_log_action_at_idx ON control.audit_log (action, at);
+
+-- Warm pool: tenant schemas built ahead of signups (tables at `schema_version`, owned by the
+-- provisioner, no role, no grants: unreachable). A signup claims one with SKIP LOCKED and only
+-- adds its role and grants; rows at an older version are dropped by the next refill.
+CREATE TABLE control.warm_schemas (
+    schema_name    text PRIMARY KEY CHECK (schema_name ~ '^t_[0-9a-f]{16}$'),
+    schema_version integer NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX warm_schemas_version_idx ON control.warm_schemas (schema_version, created_at);
