@@ -12,6 +12,7 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks.billing_stack import BillingStack
+from stacks.cicd_stack import CicdStack
 from stacks.cluster_stack import ClusterStack
 from stacks.config import EnvConfig
 from stacks.cost_report_stack import CostReportStack
@@ -31,6 +32,7 @@ class Platform:
     security: SecurityStack
     data: DataStack
     cluster: ClusterStack
+    cicd: CicdStack
 
 
 def build_platform(scope: Construct, config: EnvConfig) -> Platform:
@@ -41,6 +43,7 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
     data = DataStack(scope, config.stack_id("data"), config=config, network=network, security=security, env=env)
     cluster = ClusterStack(scope, config.stack_id("cluster"), config=config, network=network, security=security,
                            data=data, env=env)
+    cicd = CicdStack(scope, config.stack_id("cicd"), config=config, env=env)
 
     # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
     BillingStack(scope, config.stack_id("billing"), config=config, network=network, security=security, data=data, env=env)
@@ -50,7 +53,7 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
     EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
 
     _tag_environment(scope, config)
-    return Platform(network=network, security=security, data=data, cluster=cluster)
+    return Platform(network=network, security=security, data=data, cluster=cluster, cicd=cicd)
 
 
 def _tag_environment(scope: Construct, config: EnvConfig) -> None:
