@@ -401,6 +401,23 @@ def check_prices(prices: PriceBook, pricing_client: Any) -> list[tuple[str, Deci
     return differences
 
 
+def write_prices(path: Path, differences: list[tuple[str, Decimal, Decimal | None]], as_of: str) -> int:
+    """Put the Price List's figures into the price file in place (comments kept); returns how many."""
+    text = Path(path).read_text()
+    changed = 0
+    for key, _, actual in differences:
+        if actual is None:
+            continue
+        instance = key.split(".", 1)[1] if key.startswith("ec2_instance_per_hour.") else key.split(".", 2)[2]
+        text, count = re.subn(rf"^(\s+{re.escape(instance)}:\s*)[0-9.]+", rf"\g<1>{actual.normalize():f}", text,
+                              count=1, flags=re.M)
+        changed += count
+    if changed:
+        text = re.sub(r'^as_of: ".*"', f'as_of: "{as_of}"', text, count=1, flags=re.M)
+        Path(path).write_text(text)
+    return changed
+
+
 def render(result: Estimate, budgets: Mapping[str, Decimal], prices: PriceBook, *, details: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -449,11 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--details", action="store_true", help="print every line item")
     parser.add_argument("--check-prices", action="store_true",
                         help="compare the file's instance prices with the AWS Price List API (needs credentials)")
+    parser.add_argument("--write", action="store_true", help="with --check-prices: update the file's prices")
     args = parser.parse_args(argv)
     try:
         prices = PriceBook.load(args.prices)
         if args.check_prices:
-            return _report_price_check(prices)
+            return _report_price_check(prices, write=args.write)
         result = estimate(load_templates(args.cdk_out), prices)
         budgets = environment_budgets(result.environments)
         render(result, budgets, prices, details=args.details)
@@ -466,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if problems else 0
 
 
-def _report_price_check(prices: PriceBook) -> int:
+def _report_price_check(prices: PriceBook, *, write: bool) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -478,6 +496,11 @@ def _report_price_check(prices: PriceBook) -> int:
     for key, mine, actual in differences:
         print(f"{key}: file {mine} vs Price List {actual if actual is not None else 'not found'}")
     print(f"{len(differences)} price(s) differ from the Price List" if differences else "prices match the Price List")
+    if write and differences:
+        from datetime import date
+        print(f"updated {write_prices(prices.source, differences, date.today().isoformat())} price(s) in "
+              f"{prices.source}; review the diff and the sources before committing")
+        return 0
     return 1 if differences else 0
 
 

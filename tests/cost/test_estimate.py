@@ -153,3 +153,18 @@ def test_price_check_reports_only_differences():
                            ("elasticache.node_per_hour.cache.t4g.micro", Decimal("0.016"), None)]
     assert all(fields["regionCode"] == "us-east-1" for _, fields in client.calls)
     assert ("AmazonRDS", "PostgreSQL") in {(s, f.get("databaseEngine")) for s, f in client.calls}
+
+
+def test_write_prices_updates_values_in_place(tmp_path):
+    path = tmp_path / "prices.yaml"
+    path.write_text(cost_estimate.PRICES_FILE.read_text())
+    changed = cost_estimate.write_prices(path, [
+        ("rds.instance_per_hour.db.m7g.large", Decimal("0.168"), Decimal("0.1780")),
+        ("ec2_instance_per_hour.m7g.large", Decimal("0.0816"), Decimal("0.0820")),
+        ("elasticache.node_per_hour.cache.t4g.micro", Decimal("0.016"), None)], "2027-01-02")
+    assert changed == 2
+    updated = PriceBook.load(path)
+    assert updated.price("rds", "instance_per_hour", "db.m7g.large") == Decimal("0.178")
+    assert updated.price("ec2_instance_per_hour", "m7g.large") == Decimal("0.082")
+    assert updated.price("elasticache", "node_per_hour", "cache.m7g.large") == Decimal("0.158")   # untouched
+    assert updated.as_of == "2027-01-02" and "# AWS list prices" in path.read_text()   # comments kept
