@@ -175,6 +175,7 @@ class _Core:
     degraded: DegradedLimiter = field(default_factory=DegradedLimiter)
     use_functions: bool = True
     redis_down_until: float = 0.0
+    retry_redis_after_s: float = REDIS_RETRY_AFTER_FAILURE_S
     _plans: dict[str, TierPlan] = field(default_factory=dict)
     _hint: tuple[str, str, str] = ("", "", "")
     _hint_valid: tuple[float, float] = (0.0, 0.0)
@@ -206,7 +207,7 @@ class _Core:
 
     def after_failure(self, tenant_id: str, plan: TierPlan, cost: int, exc: BaseException | None) -> Decision:
         if exc is not None:
-            self.redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_FAILURE_S
+            self.redis_down_until = time.monotonic() + self.retry_redis_after_s
             log.warning("rate limiter: Redis unavailable (%s: %s); deciding in degraded mode",
                         type(exc).__name__, exc)
         raw_reason, retry_after, policy = self.degraded.decide(tenant_id, plan.tier, cost)
@@ -223,10 +224,11 @@ class _LimiterBase:
     _client_class: Callable[..., Any] = redis.Redis
 
     def __init__(self, client: Any, *, key_prefix: str = "", catalog: TierCatalog | None = None,
-                 degraded: DegradedLimiter | None = None) -> None:
+                 degraded: DegradedLimiter | None = None,
+                 retry_redis_after_s: float = REDIS_RETRY_AFTER_FAILURE_S) -> None:
         self._client = client
         self._core = _Core(key_prefix=check_prefix(key_prefix), catalog=catalog,
-                           degraded=degraded or DegradedLimiter())
+                           degraded=degraded or DegradedLimiter(), retry_redis_after_s=retry_redis_after_s)
         self._script = client.register_script(EVAL_SOURCE)
 
     @classmethod

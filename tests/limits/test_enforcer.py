@@ -123,6 +123,10 @@ def test_reporters_get_the_measured_usage_and_cannot_break_the_cycle(tiny_tiers,
                                                                      redis_prefix, aws):
     tenant_id = tenant_ids("report")
     _create(db, tenant_id, tier="pro")
+    with db.connection() as conn:  # the limits provisioning step gave it breakers at ok
+        levels = conn.execute("SELECT quantity, level, tier FROM control.tenant_breakers WHERE tenant_id = %s"
+                              " ORDER BY quantity", (tenant_id,)).fetchall()
+    assert levels == [("api_requests", "ok", "pro"), ("seats", "ok", "pro"), ("storage_bytes", "ok", "pro")]
     RateLimiter(redis_client, key_prefix=redis_prefix).acquire(tenant_id, "pro", cost=3)
     seen = []
 
