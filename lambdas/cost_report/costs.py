@@ -251,7 +251,7 @@ class CostExplorerSource:
             response = self.budget.call("GetCostForecast", lambda: self.client.get_cost_forecast(
                 TimePeriod={"Start": start.isoformat(), "End": end.isoformat()}, Granularity="MONTHLY",
                 Metric="UNBLENDED_COST", Filter=USAGE_ONLY))
-        except (ClientError, BotoCoreError, CostExplorerUnavailable, NotImplementedError) as exc:
+        except (ClientError, BotoCoreError, CostExplorerUnavailable) as exc:
             logger.warning("Cost Explorer forecast unavailable, extrapolating: %s", exc)
             return extrapolated_forecast(data.daily_by_service, data.report_date, data.month_to_date,
                                          f"Cost Explorer forecast unavailable ({type(exc).__name__})")

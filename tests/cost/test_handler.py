@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from email import policy
 
 import boto3
+from botocore.awsrequest import AWSResponse
 import pytest
 
 from lambdas.cost_report.delivery import ReportDeliveryError
@@ -61,11 +62,21 @@ def control_db(module_database_url, sample_data):
 
 
 @pytest.fixture()
-def ce_calls():
-    """Every Cost Explorer API call the code makes (botocore's own view, not our counter)."""
+def ce_calls(sample_data):
+    """Every Cost Explorer API call the code makes (botocore's own view, not our counter).
+
+    moto has no GetCostForecast: it is answered here, at the boto layer, from the sample.
+    """
     boto3.setup_default_session()
     calls: list[str] = []
-    boto3.DEFAULT_SESSION.events.register("before-call.ce", lambda model, **_: calls.append(model.name))
+    events = boto3.DEFAULT_SESSION.events
+    events.register("before-call.ce", lambda model, **_: calls.append(model.name))
+
+    def forecast(model, **_):   # the more specific handler runs first and ends the call
+        calls.append(model.name)
+        return AWSResponse("https://ce.us-east-1.amazonaws.com", 200, {}, None), sample_data["forecast"]
+
+    events.register("before-call.ce.GetCostForecast", forecast)
     yield calls
     boto3.DEFAULT_SESSION = None
 
@@ -98,9 +109,9 @@ def test_report_is_sent_with_both_parts(aws, control_db, sample, ce_calls, monke
     assert "Budget level: OK" in text and "MARGIN PER TIER" in text
     assert result["budget_level"] == "ok" and result["anomalies"] == ["EC2 - Other"]
     assert result["tenant_data"] == "ok" and result["message_id"]
-    # 2 pages by service + 1 by tenant; the forecast is extrapolated for a past day or fails in moto
-    assert len(ce_calls) <= 4 and ce_calls.count("GetCostAndUsage") == 3
-    assert result["cost_explorer_requests"] == 3
+    # 2 pages by service + 1 by tenant (+ the forecast when the day is yesterday, else extrapolated)
+    assert ce_calls.count("GetCostAndUsage") == 3 and len(ce_calls) <= 4
+    assert result["cost_explorer_requests"] == len(ce_calls)
 
 
 def test_a_retry_for_the_same_date_sends_nothing(aws, sample, ce_calls):
@@ -113,7 +124,7 @@ def test_a_retry_for_the_same_date_sends_nothing(aws, sample, ce_calls):
     assert len(ce_calls) == calls_after_first       # the stored result is returned: no new paid queries
 
 
-def test_a_failed_send_raises_and_its_retry_sends_once(aws, sample):
+def test_a_failed_send_raises_and_its_retry_sends_once(aws, sample, ce_calls):
     with pytest.raises(ReportDeliveryError, match="SES did not send the cost report for 2026-11-22"):
         _run(sample)                               # sender identity not verified: SES rejects
     assert sent_messages() == []
@@ -123,7 +134,7 @@ def test_a_failed_send_raises_and_its_retry_sends_once(aws, sample):
     assert len(sent_messages()) == 1
 
 
-def test_report_goes_out_when_the_database_is_down(aws, sample, monkeypatch):
+def test_report_goes_out_when_the_database_is_down(aws, sample, ce_calls, monkeypatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
