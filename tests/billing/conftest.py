@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import pytest
 import stripe
+from psycopg import sql
 
-from tenant_provisioner import control
+from tenant_provisioner import control, schema
 from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.db import Database, admin_connect
@@ -16,6 +18,15 @@ from tests.billing.stripe_server import FakeStripe
 
 FAKE_KEY = "sk_test_fake_billing_tests_0000"
 WEBHOOK_SECRET = "whsec_fake_billing_tests_0000"
+
+
+@pytest.fixture(autouse=True)
+def _fast_stripe_retries(monkeypatch):
+    """The SDK's retry back-off (0.5 s and up) only slows tests down; retries still happen."""
+    from stripe._http_client import HTTPClient
+
+    monkeypatch.setattr(HTTPClient, "INITIAL_DELAY", 0.01)
+    monkeypatch.setattr(HTTPClient, "MAX_DELAY", 0.05)
 
 
 @pytest.fixture(scope="session")
@@ -57,14 +68,45 @@ def synced(client, settings, tiny_tiers):
     return sync_catalog(client, load_tiers(), settings)
 
 
-@pytest.fixture()
-def db(database_url, monkeypatch):
-    """The control plane (all control migrations) in a fresh database; a provisioner-role pool."""
+@dataclass(frozen=True)
+class ControlDatabase:
+    url: str
+    role: str
+
+
+@pytest.fixture(scope="module")
+def _control_database(module_database_url) -> ControlDatabase:
+    """One database per test module with the control plane applied (init is the slow part)."""
     role = f"prov_{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("TENANT_PROVISIONER_ROLE", role)
-    with admin_connect(database_url) as conn:
+    with admin_connect(module_database_url) as conn:
         control.init(conn, role)
-    database = Database(database_url, provisioner_role=role, max_size=2)
+    return ControlDatabase(module_database_url, role)
+
+
+def _reset(conn) -> None:
+    """Drop every tenant's schema and role and empty the control tables (not the migration record)."""
+    for schema_name, role_name in conn.execute("SELECT schema_name, role_name FROM control.tenants").fetchall():
+        schema.drop(conn, schema=schema_name, role=role_name)
+    tables = [row[0] for row in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'control' AND tablename <> 'schema_migrations'")]
+    conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(
+        sql.SQL(", ").join(sql.Identifier("control", t) for t in tables)))
+
+
+@pytest.fixture()
+def control_url(_control_database, monkeypatch) -> str:
+    """URL of the module's control database, emptied for this test; the provisioner role in the env."""
+    monkeypatch.setenv("TENANT_PROVISIONER_ROLE", _control_database.role)
+    with Database(_control_database.url, provisioner_role=_control_database.role) as database, \
+            database.connection() as conn:
+        _reset(conn)
+    return _control_database.url
+
+
+@pytest.fixture()
+def db(control_url):
+    """A provisioner-role pool on the control database."""
+    database = Database(control_url, max_size=2)
     yield database
     database.close()
 

@@ -14,8 +14,8 @@ from tests.billing.conftest import create_tenant
 runner = CliRunner()
 
 
-def run(*args, database_url=None):
-    root = ["--database-url", database_url] if database_url else []
+def run(*args, control_url=None):
+    root = ["--database-url", control_url] if control_url else []
     return runner.invoke(app, [*root, "billing", *args])
 
 
@@ -37,29 +37,29 @@ def test_sync_catalog_without_a_key_says_so_and_fails(monkeypatch, tiny_tiers):
     assert result.exit_code == 2 and "BILLING SKIPPED" in result.output
 
 
-def test_tenant_cli_tier_change_and_offboarding_move_the_subscription(stripe_env, fake_stripe, database_url, conn,
+def test_tenant_cli_tier_change_and_offboarding_move_the_subscription(stripe_env, fake_stripe, control_url, conn,
                                                                       client, settings, synced, tmp_path):
     create_tenant(conn, client, settings)
-    changed = runner.invoke(app, ["--database-url", database_url, "change-tier", "acme-corp", "--tier", "business"])
+    changed = runner.invoke(app, ["--database-url", control_url, "change-tier", "acme-corp", "--tier", "business"])
     assert changed.exit_code == 0, changed.output
     assert lifecycle.get(conn, "acme-corp").tier == "business"
     (sub,) = fake_stripe.state.subscriptions.values()
     assert {i["price"]["id"] for i in sub["items"]["data"]} == {synced.prices["business"].flat,
                                                                 synced.prices["business"].metered}
-    status = run("status", "acme-corp", "--json", database_url=database_url)
+    status = run("status", "acme-corp", "--json", control_url=control_url)
     (account,) = json.loads(status.output)["accounts"]
     assert (account["tier"], account["payment_state"], account["state"]) == ("business", "ok", "active")
-    gone = runner.invoke(app, ["--database-url", database_url, "offboard", "acme-corp",
+    gone = runner.invoke(app, ["--database-url", control_url, "offboard", "acme-corp",
                                "--export-dir", str(tmp_path)])
     assert gone.exit_code == 0, gone.output
     assert sub["status"] == "canceled"
 
 
-def test_stripe_down_blocks_the_tier_change_and_nothing_changes(stripe_env, fake_stripe, database_url, conn, client,
+def test_stripe_down_blocks_the_tier_change_and_nothing_changes(stripe_env, fake_stripe, control_url, conn, client,
                                                                settings, synced):
     create_tenant(conn, client, settings)
     fake_stripe.down()
-    changed = runner.invoke(app, ["--database-url", database_url, "change-tier", "acme-corp", "--tier", "business"])
+    changed = runner.invoke(app, ["--database-url", control_url, "change-tier", "acme-corp", "--tier", "business"])
     assert changed.exit_code == 1 and "Stripe unavailable" in changed.output
     fake_stripe.down(False)
     assert lifecycle.get(conn, "acme-corp").tier == "pro"
@@ -69,17 +69,17 @@ def test_stripe_down_blocks_the_tier_change_and_nothing_changes(stripe_env, fake
 
 @pytest.mark.parametrize("args", [["status", "Not A Slug"],
                                   ["report-usage", "--tenant", "x"]])
-def test_bad_input_exits_2_and_changes_nothing(stripe_env, fake_stripe, database_url, db, args):
-    result = run(*args, database_url=database_url)
+def test_bad_input_exits_2_and_changes_nothing(stripe_env, fake_stripe, control_url, db, args):
+    result = run(*args, control_url=control_url)
     assert result.exit_code == 2, result.output
     assert fake_stripe.count_requests("POST", ".") == 0
 
 
-def test_report_usage_and_enforce_grace(stripe_env, fake_stripe, database_url, conn, client, settings, synced):
+def test_report_usage_and_enforce_grace(stripe_env, fake_stripe, control_url, conn, client, settings, synced):
     create_tenant(conn, client, settings)
     conn.execute("INSERT INTO control.tenant_usage (tenant_id, period_start, quantity, admitted, attempted)"
                  " VALUES ('acme-corp', date_trunc('month', now())::date, 'api_requests', 42, 42)")
-    reported = run("report-usage", database_url=database_url)
+    reported = run("report-usage", control_url=control_url)
     assert reported.exit_code == 0 and json.loads(reported.output)["units"] == 42
-    graced = run("enforce-grace", database_url=database_url)
+    graced = run("enforce-grace", control_url=control_url)
     assert json.loads(graced.output) == {"suspended": [], "skipped": []}

@@ -25,8 +25,8 @@ class Context:
 
 
 @pytest.fixture()
-def lambda_env(monkeypatch, database_url, db, stripe_env):
-    monkeypatch.setenv("DATABASE_URL", database_url)
+def lambda_env(monkeypatch, control_url, db, stripe_env):
+    monkeypatch.setenv("DATABASE_URL", control_url)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Test/Billing")
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
     with mock_aws():
