@@ -113,48 +113,45 @@ def list_tenants(conn: psycopg.Connection, *, state: str | None = None) -> list[
     return tenants.all_tenants(conn, state=state)
 
 
-def _transition(conn: psycopg.Connection, tenant_id: str, *, allowed_from: tuple[str, ...], target: str,
-                what: str) -> Tenant | None:
+def _transition(conn: psycopg.Connection, tenant_id: str, *, allowed_from: tuple[str, ...],
+                target: str) -> Tenant | None:
     """Lock the row; None when it is already in `target` (no-op), else the tenant to change."""
     tenant = tenants.require(conn, tenant_id, for_update=True)
     if tenant.state == target:
         return None
     if tenant.state not in allowed_from:
-        raise TenantConflict(f"cannot {what} tenant {tenant_id!r}: it is {tenant.state}")
+        raise TenantConflict(f"tenant {tenant_id!r} is {tenant.state}; it cannot become {target}")
     return tenant
+
+
+def _set_login_state(conn: psycopg.Connection, tenant_id: str, *, target: str, allowed_from: str,
+                     reason: str | None, action: str, actor: str) -> Tenant:
+    """Suspend (target ``suspended``) or resume (``active``): role login, state and one audit row."""
+    with conn.transaction():
+        tenant = _transition(conn, tenant_id, allowed_from=(allowed_from,), target=target)
+        if tenant is not None:
+            schema.set_login(conn, tenant.role_name, target == "active")
+            conn.execute("UPDATE control.tenants SET state = %s, suspended_reason = %s, updated_at = now()"
+                         " WHERE tenant_id = %s", (target, reason, tenant_id))
+            audit.record(conn, tenant_id=tenant_id, action=action, actor=actor,
+                         detail={"reason": reason or tenant.suspended_reason, "from_state": tenant.state})
+        return tenants.require(conn, tenant_id)
 
 
 def suspend(conn: psycopg.Connection, tenant_id: str, *, reason: str, actor: str) -> Tenant:
     """Disable login, end the tenant's sessions, record why (idempotent)."""
-    tenant_id = validation.tenant_id(tenant_id)
-    reason_text = validation.text(reason, "reason", required=True)
-    actor = validation.actor(actor)
-    with conn.transaction():
-        tenant = _transition(conn, tenant_id, allowed_from=("active",), target="suspended", what="suspend")
-        if tenant is not None:
-            schema.set_login(conn, tenant.role_name, False)
-            conn.execute("UPDATE control.tenants SET state = 'suspended', suspended_reason = %s, updated_at = now()"
-                         " WHERE tenant_id = %s", (reason_text, tenant_id))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.suspended", actor=actor,
-                         detail={"reason": reason_text})
+    tenant = _set_login_state(conn, validation.tenant_id(tenant_id), target="suspended", allowed_from="active",
+                              reason=validation.text(reason, "reason", required=True), action="tenant.suspended",
+                              actor=validation.actor(actor))
     # After the commit (NOLOGIN is in force), so a terminated session cannot simply reconnect.
-    current = tenants.require(conn, tenant_id)
-    schema.terminate_sessions(conn, current.role_name)
-    return current
+    schema.terminate_sessions(conn, tenant.role_name)
+    return tenant
 
 
 def resume(conn: psycopg.Connection, tenant_id: str, *, actor: str) -> Tenant:
-    tenant_id = validation.tenant_id(tenant_id)
-    actor = validation.actor(actor)
-    with conn.transaction():
-        tenant = _transition(conn, tenant_id, allowed_from=("suspended",), target="active", what="resume")
-        if tenant is not None:
-            schema.set_login(conn, tenant.role_name, True)
-            conn.execute("UPDATE control.tenants SET state = 'active', suspended_reason = NULL, updated_at = now()"
-                         " WHERE tenant_id = %s", (tenant_id,))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.resumed", actor=actor,
-                         detail={"was_suspended_for": tenant.suspended_reason})
-        return tenants.require(conn, tenant_id)
+    """Re-enable login of a suspended tenant (idempotent); the audit row keeps the old reason."""
+    return _set_login_state(conn, validation.tenant_id(tenant_id), target="active", allowed_from="suspended",
+                            reason=None, action="tenant.resumed", actor=validation.actor(actor))
 
 
 def change_tier(conn: psycopg.Connection, tenant_id: str, tier: str, *, actor: str) -> Tenant:
