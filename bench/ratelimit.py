@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import redis
+from redis.utils import HIREDIS_AVAILABLE
 from limits import RateLimitItemPerMinute
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
@@ -91,8 +92,9 @@ def main() -> None:
         "limits 5.8 sliding-window counter + window stats": with_stats(sliding),
     }
     keys = [f"tenant-{i:06d}" for i in range(args.keys)]
+    parser_name = "hiredis" if HIREDIS_AVAILABLE else "pure-Python (pip install hiredis for production figures)"
     print(f"redis {args.redis_url}  keys={args.keys}  decisions/run={args.decisions}  runs={args.runs} "
-          f"(median reported)  one synchronous client, loopback")
+          f"(median reported)  one synchronous client, loopback, reply parser: {parser_name}")
     runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in contenders}
     for decide in contenders.values():
         _measure(decide, keys, min(2000, args.decisions))  # warm-up: scripts loaded, keys created
