@@ -97,6 +97,9 @@ class CostReportConfig:
     timezone: str = "Europe/Berlin"
     anomaly_min_increase_share: float = 0.25   # a service up > 25 % day over day ...
     anomaly_min_increase_usd: float = 5.0      # ... and by more than $5 is flagged
+    tenant_tag_key: str = "tenant"             # cost-allocation tag carrying the tenant id (activate in Billing)
+    scope_tag_key: str | None = None           # e.g. "environment" when dev and prod share one AWS account:
+                                               # the report then counts only cost tagged <key>=<env name>
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,8 +28,6 @@ from stacks.security_stack import SecurityStack
 
 # Every retry of one date ends well within this; the idempotency record must outlive them.
 RETRY_WINDOW = cdk.Duration.hours(6)
-# The cost-allocation tag that carries the tenant id on tenant-owned resources (activate it in Billing)
-TENANT_COST_TAG = "tenant"
 
 
 class CostReportStack(cdk.Stack):
@@ -67,7 +65,8 @@ class CostReportStack(cdk.Stack):
                 "MONTHLY_BUDGET_USD": str(config.limits.monthly_budget_usd),
                 "ANOMALY_MIN_SHARE": str(report.anomaly_min_increase_share),
                 "ANOMALY_MIN_USD": str(report.anomaly_min_increase_usd),
-                "COST_TAG_KEY": TENANT_COST_TAG,
+                "COST_TAG_KEY": report.tenant_tag_key,
+                **({"COST_SCOPE_TAG": report.scope_tag_key} if report.scope_tag_key else {}),
                 "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
                 "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
                 "DATABASE_NAME": config.tenants.database_name,

@@ -17,11 +17,11 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from lambdas.cost_report.costs import CostExplorerSource, FixtureClient
+from lambdas.cost_report.costs import FixtureClient
 from lambdas.cost_report.delivery import send_report
 from lambdas.cost_report.platform_data import PlatformSnapshot
 from lambdas.cost_report.render import render_html, render_text
-from lambdas.cost_report.service import ReportRun, parse_report_date, platform_loader, summary
+from lambdas.cost_report.service import ReportRun, cost_source, parse_report_date, platform_loader, summary
 from lambdas.cost_report.settings import ReportSettings
 from tenant_provisioner.errors import PlatformError
 
@@ -65,9 +65,10 @@ def main(
         today = datetime.now(timezone.utc).astimezone(settings.timezone).date()
         default_day = data.get("report_date") or (today - timedelta(days=1)).isoformat()
         day = parse_report_date(report_date or default_day, today if not client else date.max)
-        # A fixture's day is as if it were yesterday, so its forecast response is used.
-        source = (CostExplorerSource(client, tag_key=settings.tag_key, today=lambda: day + timedelta(days=1))
-                  if client else CostExplorerSource(tag_key=settings.tag_key))
+        if client:   # a fixture's day counts as yesterday, so its forecast response is used
+            source = cost_source(settings, client, today=lambda: day + timedelta(days=1))
+        else:
+            source = cost_source(settings)
         platform = ((lambda *_: PlatformSnapshot.from_mapping(data["platform"])) if "platform" in data
                     else platform_loader(settings))
         report = ReportRun(settings, source, platform).build(day)

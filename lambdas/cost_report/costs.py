@@ -143,6 +143,14 @@ class RequestBudget:
         return response
 
 
+def cost_filter(scope: tuple[str, str] | None) -> dict[str, Any]:
+    """Usage cost only, and only the cost tagged ``key=value`` when a scope is given."""
+    if scope is None:
+        return USAGE_ONLY
+    key, value = scope
+    return {"And": [USAGE_ONLY, {"Tags": {"Key": key, "Values": [value], "MatchOptions": ["EQUALS"]}}]}
+
+
 def query_window(report_date: date) -> tuple[date, date]:
     """[start, end) covering both the 30 days ending on `report_date` and its month so far."""
     start = min(report_date - timedelta(days=29), report_date.replace(day=1))
@@ -199,10 +207,11 @@ def _parse_tenant_pages(pages: list[dict[str, Any]], tag_key: str) -> dict[str, 
 class CostExplorerSource:
     """`CostSource` over a boto3 Cost Explorer client (or anything with the same two methods)."""
 
-    def __init__(self, client: Any = None, *, tag_key: str = "tenant", budget: RequestBudget | None = None,
-                 today: Callable[[], date] = date.today) -> None:
+    def __init__(self, client: Any = None, *, tag_key: str = "tenant", scope: tuple[str, str] | None = None,
+                 budget: RequestBudget | None = None, today: Callable[[], date] = date.today) -> None:
         self.client = client or boto3.client("ce", region_name="us-east-1", config=_CE_CLIENT_CONFIG)
         self.tag_key = tag_key
+        self.filter = cost_filter(scope)
         self.budget = budget or RequestBudget()
         self._today = today
 
@@ -224,12 +233,12 @@ class CostExplorerSource:
         service_pages = self._pages(
             "GetCostAndUsage daily by SERVICE",
             TimePeriod={"Start": start.isoformat(), "End": end.isoformat()}, Granularity="DAILY",
-            Metrics=[METRIC], Filter=USAGE_ONLY, GroupBy=[{"Type": "DIMENSION", "Key": "SERVICE"}])
+            Metrics=[METRIC], Filter=self.filter, GroupBy=[{"Type": "DIMENSION", "Key": "SERVICE"}])
         daily, estimated = _parse_service_pages(service_pages)
         tenant_pages = self._pages(
             f"GetCostAndUsage month-to-date by tag {self.tag_key}",
             TimePeriod={"Start": report_date.replace(day=1).isoformat(), "End": end.isoformat()},
-            Granularity="MONTHLY", Metrics=[METRIC], Filter=USAGE_ONLY,
+            Granularity="MONTHLY", Metrics=[METRIC], Filter=self.filter,
             GroupBy=[{"Type": "TAG", "Key": self.tag_key}])
         partial = CostData(report_date, daily, frozenset(estimated), _parse_tenant_pages(tenant_pages, self.tag_key),
                            None, self.budget.used)
@@ -250,7 +259,7 @@ class CostExplorerSource:
         try:
             response = self.budget.call("GetCostForecast", lambda: self.client.get_cost_forecast(
                 TimePeriod={"Start": start.isoformat(), "End": end.isoformat()}, Granularity="MONTHLY",
-                Metric="UNBLENDED_COST", Filter=USAGE_ONLY))
+                Metric="UNBLENDED_COST", Filter=self.filter))
         except (ClientError, BotoCoreError, CostExplorerUnavailable) as exc:
             logger.warning("Cost Explorer forecast unavailable, extrapolating: %s", exc)
             return extrapolated_forecast(data.daily_by_service, data.report_date, data.month_to_date,

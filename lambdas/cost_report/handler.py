@@ -10,9 +10,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from lambdas.cost_report.costs import CostExplorerSource
 from lambdas.cost_report.delivery import once_per_date, send_report
-from lambdas.cost_report.service import ReportRun, platform_loader, resolve_report_date, summary
+from lambdas.cost_report.service import ReportRun, cost_source, platform_loader, resolve_report_date, summary
 from lambdas.cost_report.settings import ReportSettings
 from tenant_provisioner.errors import ConfigError, InvalidInput
 
@@ -32,7 +31,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         report_date = resolve_report_date(event or {}, settings, datetime.now(timezone.utc))
     except InvalidInput as exc:   # an on-demand call with a bad date: answer, do not retry
         return {"error": exc.code, "field": exc.field, "message": exc.detail}
-    run = ReportRun(settings, CostExplorerSource(tag_key=settings.tag_key), platform_loader(settings))
+    run = ReportRun(settings, cost_source(settings), platform_loader(settings))
     ses = boto3.client("sesv2")
 
     def deliver(report_date: str) -> dict[str, Any]:

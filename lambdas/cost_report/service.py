@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 from aws_lambda_powertools.utilities import parameters
 from psycopg.conninfo import make_conninfo
 
-from lambdas.cost_report.costs import MAX_REQUESTS_PER_REPORT, CostSource
+from lambdas.cost_report.costs import MAX_REQUESTS_PER_REPORT, CostExplorerSource, CostSource
 from lambdas.cost_report.platform_data import PlatformSnapshot, read_platform
 from lambdas.cost_report.report import Report, build_report
 from lambdas.cost_report.settings import ReportSettings
@@ -50,6 +50,12 @@ def resolve_report_date(event: Mapping[str, Any], settings: ReportSettings, now:
             raise InvalidInput("scheduled_time", "must carry a time zone")
         return scheduled.astimezone(settings.timezone).date() - timedelta(days=1)
     return today - timedelta(days=1)
+
+
+def cost_source(settings: ReportSettings, client: Any = None,
+                today: Callable[[], date] = date.today) -> CostExplorerSource:
+    """Cost Explorer (or `client`, e.g. a fixture) queried as the settings say."""
+    return CostExplorerSource(client, tag_key=settings.tag_key, scope=settings.scope, today=today)
 
 
 def database_conninfo(settings: ReportSettings) -> str | None:

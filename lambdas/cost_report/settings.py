@@ -24,11 +24,17 @@ class ReportSettings:
     anomaly_min_share: Decimal = Decimal("0.25")
     anomaly_min_usd: Decimal = Decimal("5")
     tag_key: str = "tenant"
+    scope_tag: str | None = None    # count only cost tagged <scope_tag>=<environment> (shared accounts)
     top_services: int = 8
     idempotency_table: str | None = None
     database_secret_arn: str | None = None
     database_url: str | None = None
     database_name: str | None = None
+
+    @property
+    def scope(self) -> tuple[str, str] | None:
+        """The (tag key, value) every Cost Explorer query is limited to, if any."""
+        return (self.scope_tag, self.environment) if self.scope_tag else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ReportSettings":
@@ -54,6 +60,7 @@ class ReportSettings:
             anomaly_min_share=_positive(env, "ANOMALY_MIN_SHARE", "0.25"),
             anomaly_min_usd=_positive(env, "ANOMALY_MIN_USD", "5"),
             tag_key=env.get("COST_TAG_KEY", "tenant"),
+            scope_tag=env.get("COST_SCOPE_TAG") or None,
             idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
             database_secret_arn=env.get("DATABASE_SECRET_ARN") or None,
             database_url=env.get("DATABASE_URL") or None,

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import boto3
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -141,3 +141,22 @@ def test_bad_fixture_files_are_invalid_input(tmp_path, content, message):
         FixtureClient.from_file(path)
     with pytest.raises(InvalidInput, match="not found"):
         FixtureClient.from_file(tmp_path / "missing.json")
+
+
+def test_every_query_is_scoped_to_the_environment_tag_when_asked(sample):
+    client = boto3.client("ce", region_name="us-east-1")
+    stubber = Stubber(client)
+    scoped = {"And": [{"Not": {"Dimensions": {"Key": "RECORD_TYPE", "Values": ["Credit", "Refund"]}}},
+                      {"Tags": {"Key": "environment", "Values": ["prod"], "MatchOptions": ["EQUALS"]}}]}
+    first, second = sample["daily_by_service"]
+    for page, expected in ((first, _ANY_QUERY), (second, _ANY_QUERY_PAGE), (sample["month_by_tenant"][0], _ANY_QUERY)):
+        stubber.add_response("get_cost_and_usage", page, {**expected, "Filter": scoped})
+    stubber.add_response("get_cost_forecast", sample["forecast"], {**_ANY_FORECAST, "Filter": scoped})
+    with stubber:
+        CostExplorerSource(client, scope=("environment", "prod"), today=lambda: DAY + timedelta(days=1)).fetch(DAY)
+    stubber.assert_no_pending_responses()
+
+
+_ANY_QUERY = {key: ANY for key in ("TimePeriod", "Granularity", "Metrics", "GroupBy")}
+_ANY_QUERY_PAGE = {**_ANY_QUERY, "NextPageToken": ANY}
+_ANY_FORECAST = {key: ANY for key in ("TimePeriod", "Granularity", "Metric")}

@@ -44,6 +44,7 @@ def test_function_gets_its_configuration_from_the_environment(templates, env):
             "MONTHLY_BUDGET_USD": str(config.limits.monthly_budget_usd),
             "REPORT_TIMEZONE": config.cost_report.timezone,
             "DATABASE_NAME": config.tenants.database_name,
+            "COST_TAG_KEY": config.cost_report.tenant_tag_key,
             "IDEMPOTENCY_TABLE": assertions.Match.any_value(),
             "DATABASE_SECRET_ARN": assertions.Match.any_value(),
         })},
