@@ -73,3 +73,10 @@ def read_counters(client: redis.Redis, tenant_ids: list[str], period_start: date
             prev = None
         result[tenant_id] = Counters(current=now, previous=prev)
     return result
+
+
+def set_suspended(client: redis.Redis, tenant_id: str, suspended: bool, *, key_prefix: str = "") -> None:
+    """For `lifecycle.suspend` / `resume` (any cause): make the limiter refuse (403) or serve the
+    tenant at once instead of at the next enforcer cycle, which then restores the exact level."""
+    push_state(client, tenant_id, suspended=suspended, level=Level.OK, period_start=server_period(client),
+               key_prefix=key_prefix)

@@ -234,3 +234,14 @@ def test_a_wrong_period_hint_from_a_skewed_client_clock_is_ignored(limiter, redi
     stale = period_hint(server_now - 40 * 86400)
     reply = redis_client.fcall(FUNCTION_NAME, 3, *keys, *plan.args(1, stale))
     assert reply[7] == int(period_hint(server_now)[0])
+
+
+def test_set_suspended_blocks_and_unblocks_at_once(limiter, redis_client):
+    from tenant_provisioner.limits.state import set_suspended
+
+    tier = make_tier()
+    set_suspended(redis_client, "acme-co", True, key_prefix=limiter.key_prefix)
+    assert limiter.acquire("acme-co", tier).reason is Reason.SUSPENDED
+    assert redis_client.ttl(TenantKeys.of("acme-co", limiter.key_prefix).state) == -1  # no TTL while suspended
+    set_suspended(redis_client, "acme-co", False, key_prefix=limiter.key_prefix)
+    assert limiter.acquire("acme-co", tier).allowed
