@@ -23,6 +23,10 @@ that exists defines ``provisioning_steps() -> Sequence[Step]``; its steps run af
 and before activation. Steps use ``ctx.conn`` (autocommit; wrap writes in
 ``ctx.conn.transaction()``), read ``ctx.tenant`` / ``ctx.request`` / ``ctx.tier`` and may put
 results into ``ctx.outputs`` (included in the create result).
+
+Lifecycle hooks: a module in `HOOK_MODULES` may define ``on_change_tier(conn, tenant, tier)`` and
+``on_offboard(conn, tenant)``; `run_hooks` calls them inside the change's transaction, before the
+database change, so a failing hook (e.g. Stripe down) leaves the tenant unchanged.
 """
 
 from __future__ import annotations
