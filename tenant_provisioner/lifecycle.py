@@ -145,13 +145,16 @@ def suspend(conn: psycopg.Connection, tenant_id: str, *, reason: str, actor: str
                               actor=validation.actor(actor))
     # After the commit (NOLOGIN is in force), so a terminated session cannot simply reconnect.
     schema.terminate_sessions(conn, tenant.role_name)
+    pipeline.run_after_hooks("after_suspend", conn, tenant)
     return tenant
 
 
 def resume(conn: psycopg.Connection, tenant_id: str, *, actor: str) -> Tenant:
     """Re-enable login of a suspended tenant (idempotent); the audit row keeps the old reason."""
-    return _set_login_state(conn, validation.tenant_id(tenant_id), target="active", allowed_from="suspended",
-                            reason=None, action="tenant.resumed", actor=validation.actor(actor))
+    tenant = _set_login_state(conn, validation.tenant_id(tenant_id), target="active", allowed_from="suspended",
+                              reason=None, action="tenant.resumed", actor=validation.actor(actor))
+    pipeline.run_after_hooks("after_resume", conn, tenant)
+    return tenant
 
 
 def change_tier(conn: psycopg.Connection, tenant_id: str, tier: str, *, actor: str) -> Tenant:

@@ -26,7 +26,9 @@ results into ``ctx.outputs`` (included in the create result).
 
 Lifecycle hooks: a module in `HOOK_MODULES` may define ``on_change_tier(conn, tenant, tier)`` and
 ``on_offboard(conn, tenant)``; `run_hooks` calls them inside the change's transaction, before the
-database change, so a failing hook (e.g. Stripe down) leaves the tenant unchanged.
+database change, so a failing hook (e.g. Stripe down) leaves the tenant unchanged. It may also
+define ``after_suspend(conn, tenant)`` / ``after_resume(conn, tenant)``, called by
+`run_after_hooks` once the change is committed (failures logged, never undoing the change).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 EXTENSION_MODULES = ("tenant_provisioner.billing.steps", "tenant_provisioner.limits.steps")
 # Components that follow tier changes and offboarding outside the database (billing moves or
 # cancels the Stripe subscription); see `run_hooks`.
-HOOK_MODULES = ("tenant_provisioner.billing.hooks",)
+HOOK_MODULES = ("tenant_provisioner.billing.hooks", "tenant_provisioner.limits.hooks")
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,21 @@ def run_hooks(event: str, *args: Any) -> None:
         hook = getattr(module, event, None)
         if hook is not None:
             hook(*args)
+
+
+def run_after_hooks(event: str, *args: Any) -> None:
+    """Call ``after_suspend(conn, tenant)`` / ``after_resume(conn, tenant)`` once the change is
+    committed (e.g. the limiter blocks a suspended tenant at once). The change stands whatever a
+    hook does, so a failing hook is logged, not raised; its component must converge on its own
+    (the enforcer re-pushes limiter state every cycle)."""
+    for module in optional_modules(HOOK_MODULES):
+        hook = getattr(module, event, None)
+        if hook is None:
+            continue
+        try:
+            hook(*args)
+        except Exception:  # the committed change must not be reported as failed
+            log.exception("%s hook of %s failed", event, module.__name__)
 
 
 def default_steps(store: SecretStore | None, endpoint: DbEndpoint | None) -> list[Step]:

@@ -150,3 +150,25 @@ def test_offboard_to_s3_and_the_secret_is_scheduled_for_deletion(db, tenant_ids)
         assert any(k.endswith("/users.csv") for k in keys) and any(k.endswith("/manifest.json") for k in keys)
         assert not store.exists(tenant_id)
         assert "DeletedDate" in store._client.describe_secret(SecretId=store.name_for(tenant_id))
+
+
+def test_after_hooks_run_once_committed_and_cannot_undo_the_change(db, tenant_ids, monkeypatch):
+    import types
+
+    from tenant_provisioner import pipeline
+
+    calls = []
+
+    def after_suspend(conn, tenant):
+        calls.append(("suspend", tenant.state))
+        raise RuntimeError("redis down")
+
+    hooks = types.SimpleNamespace(__name__="fake.hooks", after_suspend=after_suspend,
+                                  after_resume=lambda conn, tenant: calls.append(("resume", tenant.state)))
+    monkeypatch.setattr(pipeline, "optional_modules", lambda names: [hooks] if names == pipeline.HOOK_MODULES else [])
+    tenant_id = tenant_ids()
+    with db.connection() as conn:
+        _create(conn, tenant_id)
+        assert lifecycle.suspend(conn, tenant_id, reason="hooked", actor=ACTOR).state == "suspended"
+        lifecycle.resume(conn, tenant_id, actor=ACTOR)
+    assert calls == [("suspend", "suspended"), ("resume", "active")]
