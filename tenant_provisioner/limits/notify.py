@@ -21,12 +21,17 @@ from tenant_provisioner.limits.enforcer import Notice
 _WHAT = {
     Level.WARNING: "has used {share} of its {quantity} limit for {period}. At 100 % metered calls are refused "
                    "until the period ends or the plan is upgraded.",
-    Level.HARD_LIMIT: "has reached its {quantity} limit for {period}: metered calls are refused (HTTP 429 "
-                      "quota-exceeded) until the period ends or the plan is upgraded.",
+    Level.HARD_LIMIT: "has reached its {quantity} limit for {period}: {consequence}",
     Level.SUSPENDED: "kept calling at {attempted_share} of its {quantity} limit for {period} and has been "
                      "suspended: API and database access are disabled until an operator resumes it.",
 }
 _QUANTITY = {"api_requests": "API requests", "storage_bytes": "storage", "seats": "seats"}
+_CONSEQUENCE = {
+    "api_requests": "metered calls are refused (HTTP 429 quota-exceeded) until the period ends or the plan is "
+                    "upgraded.",
+    "storage_bytes": "no more data can be stored until some is deleted or the plan is upgraded.",
+    "seats": "no more users can be added until some are deactivated or the plan is upgraded.",
+}
 
 
 def describe(notice: Notice) -> tuple[str, str]:
@@ -39,7 +44,7 @@ def describe(notice: Notice) -> tuple[str, str]:
     subject = f"[{notice.tenant_id}] {quantity}: {notice.level.label.replace('_', ' ')} ({share} of {notice.tier} limit)"
     body = (f"Tenant {name} ({notice.tenant_id}, {notice.tier} plan) "
             + _WHAT[notice.level].format(share=share, attempted_share=attempted_share, quantity=quantity,
-                                         period=period)
+                                         period=period, consequence=_CONSEQUENCE[notice.quantity])
             + f"\n\nUsed: {notice.admitted:,} of {notice.hard_limit:,}; attempted: {notice.attempted:,}.\n")
     return subject[:100], body
 

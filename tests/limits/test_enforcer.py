@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from datetime import date
 
 import boto3
 import psycopg
@@ -15,8 +16,9 @@ from moto.ses.models import ses_backends
 
 from tenant_provisioner import audit, lifecycle
 from tenant_provisioner.limits import RateLimiter, Reason, TenantKeys
-from tenant_provisioner.limits.enforcer import run_cycle
-from tenant_provisioner.limits.notify import AwsNotifier
+from tenant_provisioner.limits.breakers import Level
+from tenant_provisioner.limits.enforcer import Notice, run_cycle
+from tenant_provisioner.limits.notify import AwsNotifier, describe
 from tenant_provisioner.pipeline import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 
@@ -144,3 +146,16 @@ def test_reporters_get_the_measured_usage_and_cannot_break_the_cycle(tiny_tiers,
     (usage,) = result.usage
     assert usage.usage["api_requests"].admitted == 3
     assert len(result.errors) == 1 and "stripe is down" in result.errors[0]
+
+
+def test_notice_text_fits_the_quantity():
+    def notice(quantity: str, level: Level) -> Notice:
+        return Notice(transition_id=1, tenant_id="acme-co", quantity=quantity, period_start=date(2026, 11, 1),
+                      level=level, admitted=100, attempted=200, hard_limit=100, admin_email="a@acme.test",
+                      company_name="Acme", tier="starter")
+
+    subject, body = describe(notice("api_requests", Level.HARD_LIMIT))
+    assert "429" in body and len(subject) <= 100 and "November 2026" in body
+    assert "users" in describe(notice("seats", Level.HARD_LIMIT))[1]
+    assert "suspended" in describe(notice("api_requests", Level.SUSPENDED))[1]
+    assert "password" not in body.lower()
