@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 
 from tenant_provisioner.billing.catalog import METERED, TierPrices, tier_prices
 from tenant_provisioner.billing.errors import StripeRejected
-from tenant_provisioner.billing.settings import BillingSettings, translate
+from tenant_provisioner.billing.settings import BillingSettings, translate, unless_missing
 from tenant_provisioner.errors import TenantConflict
 from tenant_provisioner.tiers import Tier
 
@@ -113,17 +113,6 @@ class Accounts:
         except stripe.StripeError as exc:
             raise translate(exc, doing) from exc
 
-    def _unless_missing(self, doing: str, func: Any, object_id: str, **kwargs: Any) -> Any | None:
-        """`func(object_id)`, or None when Stripe has no such object."""
-        try:
-            return func(object_id, **kwargs)
-        except stripe.InvalidRequestError as exc:
-            if exc.code == "resource_missing":
-                return None
-            raise translate(exc, doing) from exc
-        except stripe.StripeError as exc:
-            raise translate(exc, doing) from exc
-
     # ------------------------------------------------------------------------------------- signup
     def ensure(self, conn: psycopg.Connection, *, tenant_id: str, tier: Tier, admin_email: str,
                company_name: str | None) -> BillingAccount:
@@ -133,8 +122,8 @@ class Accounts:
         account = _ensure_row(conn, tenant_id)
         prices = tier_prices(self.client, self.settings, tier)
         if account.stripe_subscription_id:
-            sub = self._unless_missing("reading the subscription", self.client.v1.subscriptions.retrieve,
-                                 account.stripe_subscription_id)
+            sub = unless_missing("reading the subscription",
+                                 lambda: self.client.v1.subscriptions.retrieve(account.stripe_subscription_id))
             if sub is not None and sub.status not in _DEAD_SUBSCRIPTION:
                 self._move(conn, account, sub, tier, prices, proration_behavior="none")
                 return _ensure_row(conn, tenant_id)
@@ -153,8 +142,8 @@ class Accounts:
     def _ensure_customer(self, conn: psycopg.Connection, account: BillingAccount, admin_email: str,
                          company_name: str | None) -> str:
         if account.stripe_customer_id:
-            customer = self._unless_missing("reading the customer", self.client.v1.customers.retrieve,
-                                      account.stripe_customer_id)
+            customer = unless_missing("reading the customer",
+                                      lambda: self.client.v1.customers.retrieve(account.stripe_customer_id))
             if customer is not None and not getattr(customer, "deleted", False):
                 return customer.id
             _next_attempt(conn, account.tenant_id, account.attempt, keep_customer=False)
@@ -173,7 +162,7 @@ class Accounts:
             return
         if account.stripe_subscription_id:
             self._end_subscription(account.stripe_subscription_id, invoice_now=False)
-        self._unless_missing("deleting the customer", self.client.v1.customers.delete, account.stripe_customer_id)
+        unless_missing("deleting the customer", lambda: self.client.v1.customers.delete(account.stripe_customer_id))
         _next_attempt(conn, tenant_id, account.attempt, keep_customer=False)
 
     # --------------------------------------------------------------------------- later in life
@@ -227,7 +216,7 @@ class Accounts:
         return True
 
     def _end_subscription(self, subscription_id: str, *, invoice_now: bool) -> None:
-        sub = self._unless_missing("reading the subscription", self.client.v1.subscriptions.retrieve, subscription_id)
+        sub = unless_missing("reading the subscription", lambda: self.client.v1.subscriptions.retrieve(subscription_id))
         if sub is None or sub.status in _DEAD_SUBSCRIPTION:
             return
         self._call("cancelling the subscription", self.client.v1.subscriptions.cancel, subscription_id,

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import stripe
 
-from tenant_provisioner.billing.settings import BillingSettings, translate
+from tenant_provisioner.billing.settings import BillingSettings, translate, unless_missing
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.tiers import Tier, TierCatalog
 
@@ -137,16 +137,8 @@ class _Sync:
             raise translate(exc, description) from exc
 
     def read(self, description: str, call: Callable[[], Any]) -> Any:
-        if self.client is None:
-            return None
-        try:
-            return call()
-        except stripe.InvalidRequestError as exc:
-            if exc.code == "resource_missing":
-                return None
-            raise translate(exc, description) from exc
-        except stripe.StripeError as exc:
-            raise translate(exc, description) from exc
+        """What Stripe has (None if nothing, or no client: a dry run plans against an empty account)."""
+        return None if self.client is None else unless_missing(description, call)
 
     def meter(self) -> str:
         event_name = self.settings.meter_event_name

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import stripe
 
@@ -19,6 +20,7 @@ from tenant_provisioner.billing.errors import StripeRejected
 from tenant_provisioner.errors import ConfigError, TransientError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_PREFIX = "saas"
 _API_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
@@ -128,3 +130,15 @@ def translate(exc: stripe.StripeError, doing: str) -> Exception:
     if isinstance(exc, stripe.AuthenticationError):
         return ConfigError(f"Stripe rejected the API key while {doing}: {exc.user_message or exc}")
     return StripeRejected(f"Stripe refused {doing}: {exc.user_message or exc}")
+
+
+def unless_missing(doing: str, call: Callable[[], T]) -> T | None:
+    """`call()`, or None when Stripe answers that the object does not exist; other errors typed."""
+    try:
+        return call()
+    except stripe.InvalidRequestError as exc:
+        if exc.code == "resource_missing":
+            return None
+        raise translate(exc, doing) from exc
+    except stripe.StripeError as exc:
+        raise translate(exc, doing) from exc
