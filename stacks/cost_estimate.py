@@ -55,7 +55,8 @@ FREE_TYPES = frozenset({
     "AWS::DynamoDB::GlobalTable", "AWS::Scheduler::Schedule", "AWS::Scheduler::ScheduleGroup",
     "AWS::Events::Rule", "AWS::SES::EmailIdentity", "AWS::SES::ConfigurationSet", "AWS::Budgets::Budget",
     "AWS::CE::AnomalyMonitor", "AWS::CE::AnomalySubscription", "AWS::WAFv2::WebACLAssociation",
-    "AWS::WAFv2::IPSet", "AWS::WAFv2::LoggingConfiguration", "AWS::ElasticLoadBalancingV2::Listener", "AWS::ElasticLoadBalancingV2::TargetGroup",
+    "AWS::WAFv2::IPSet", "AWS::WAFv2::LoggingConfiguration", "AWS::ElasticLoadBalancingV2::Listener",
+    "AWS::ElasticLoadBalancingV2::TargetGroup",
     "AWS::ElasticLoadBalancingV2::ListenerRule", "AWS::CloudWatch::CompositeAlarm",
     "AWS::ApiGateway::Account", "AWS::CDK::Metadata",
 })
@@ -222,7 +223,8 @@ def _secret(props, prices):  # noqa: ARG001
 
 def _web_acl(props, prices):
     rules = len(props.get("Rules", []))
-    yield WAF, f"web ACL + {rules} rules", prices.price("waf", "web_acl_month") + rules * prices.price("waf", "rule_month")
+    monthly = prices.price("waf", "web_acl_month") + rules * prices.price("waf", "rule_month")
+    yield WAF, f"web ACL + {rules} rules", monthly
 
 
 def _dashboard(props, prices):  # noqa: ARG001

@@ -220,7 +220,7 @@ class CostExplorerSource:
         while True:
             kwargs = {**params, **({"NextPageToken": token} if token else {})}
             try:
-                page = self.budget.call(operation, lambda: self.client.get_cost_and_usage(**kwargs))
+                page = self.budget.call(operation, lambda kw=kwargs: self.client.get_cost_and_usage(**kw))
             except (ClientError, BotoCoreError) as exc:
                 raise CostExplorerUnavailable(f"Cost Explorer {operation} failed: {exc}") from exc
             pages.append(page)

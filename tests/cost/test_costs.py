@@ -104,7 +104,7 @@ def test_throttling_is_retried_with_backoff_and_only_answers_count(sample):
     assert len(sleeps) == 3 and sleeps[0] <= 0.5 and sleeps[1] <= 1.0 and sleeps[2] <= 0.5
 
 
-def test_throttling_that_never_ends_raises_a_transient_error(sample):
+def test_throttling_that_never_ends_raises_a_transient_error():
     client = boto3.client("ce", region_name="us-east-1")
     stubber = Stubber(client)
     _throttle(stubber, "get_cost_and_usage", 5)
@@ -125,7 +125,7 @@ def test_a_failing_forecast_falls_back_to_extrapolation(sample):
     assert costs.requests == 3
 
 
-def test_access_denied_is_not_retried(sample):
+def test_access_denied_is_not_retried():
     client = boto3.client("ce", region_name="us-east-1")
     stubber = Stubber(client)
     stubber.add_client_error("get_cost_and_usage", service_error_code="AccessDeniedException")
