@@ -107,3 +107,29 @@ def test_redis_unreachable_still_limits_without_raising(redis_prefix):
 
     statuses = [r[0] for r in asyncio.run(main())]
     assert statuses == [200, 200, 429, 429]  # degraded: half the burst of 4 on one pod
+
+
+def test_websocket_of_a_suspended_tenant_is_closed_and_lifespan_passes(redis_server_url, redis_client, redis_prefix):
+    redis_client.hset(TenantKeys.of("acme-co", redis_prefix).state, mapping={"state": "suspended"})
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["type"])
+
+    async def scenario(_mw, _client):
+        mw = RateLimitMiddleware(app, limiter=_mw.limiter)
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "websocket.connect"}
+
+        await mw({"type": "websocket", "state": {"principal": Principal("acme-co", TIER)}}, receive, send)
+        await mw({"type": "lifespan"}, receive, send)
+        return sent
+
+    sent = _run(redis_server_url, redis_prefix, scenario)
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "Tenant suspended"}]
+    assert seen == ["lifespan"]
