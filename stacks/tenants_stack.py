@@ -106,7 +106,8 @@ class TenantsStack(cdk.Stack):
                                 resources=[data.database_secret.secret_arn]),
             iam.PolicyStatement(
                 actions=["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue",
-                         "secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret",
+                         "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
+                         "secretsmanager:DeleteSecret",
                          "secretsmanager:RestoreSecret", "secretsmanager:TagResource"],
                 resources=[tenant_secrets]),
             iam.PolicyStatement(actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],

@@ -75,6 +75,8 @@ def create(conn: psycopg.Connection, request: CreateRequest, *, actor: str, stor
     """Provision `request` (idempotent: same id + tier → the same tenant, ``created`` false)."""
     started = time.perf_counter()
     actor = validation.actor(actor)
+    validation.tenant_id(request.tenant_id)  # also for requests built without `CreateRequest.parse`
+    validation.email(request.admin_email)
     tier = load_tiers().get(request.tier)
     with _create_lock(conn, request.tenant_id):
         existing = tenants.find(conn, request.tenant_id)

@@ -142,7 +142,9 @@ class DatabaseStep:
 
 
 class SecretStep:
-    """Set a fresh password (as a SCRAM verifier) and store the credentials; keeps an existing secret."""
+    """Set a fresh password (as a SCRAM verifier) and store the credentials. A secret that already
+    names this tenant's role (a re-run) is kept; one left over from an undone attempt, naming
+    another role, is overwritten."""
 
     name = "secret"
 
@@ -153,7 +155,8 @@ class SecretStep:
     def apply(self, ctx: ProvisionContext) -> None:
         tenant = _current(ctx)
         ctx.outputs["secret_name"] = self.store.name_for(tenant.tenant_id)
-        if self.store.exists(tenant.tenant_id):
+        current = self.store.get(tenant.tenant_id)
+        if current is not None and current.get("user") == tenant.role_name:
             return
         password = random.token_urlsafe(32)
         schema.set_password(ctx.conn, tenant.role_name, password)

@@ -26,6 +26,8 @@ class SecretStore(Protocol):
 
     def exists(self, tenant_id: str) -> bool: ...
 
+    def get(self, tenant_id: str) -> dict[str, Any] | None: ...
+
     def put(self, tenant_id: str, value: Mapping[str, Any]) -> None: ...
 
     def delete(self, tenant_id: str, *, recovery_days: int | None) -> None: ...
@@ -71,6 +73,13 @@ class AwsSecretStore:
         """True if the secret exists and is not scheduled for deletion."""
         described = self._describe(tenant_id)
         return described is not None and "DeletedDate" not in described
+
+    def get(self, tenant_id: str) -> dict[str, Any] | None:
+        """The stored value, or None if the secret is absent or scheduled for deletion."""
+        if not self.exists(tenant_id):
+            return None
+        value = self._call("get_secret_value", SecretId=self.name_for(tenant_id))
+        return json.loads(value["SecretString"])
 
     def put(self, tenant_id: str, value: Mapping[str, Any]) -> None:
         """Create the secret, or restore and overwrite it (idempotent)."""

@@ -113,3 +113,15 @@ def test_the_secret_holds_working_credentials_and_no_password_is_returned(fresh_
         verifier = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s",
                                 (result.tenant.role_name,)).fetchone()[0]
     assert verifier.startswith("SCRAM-SHA-256$") and value["password"] not in verifier
+
+
+def test_a_leftover_secret_of_an_undone_attempt_is_replaced(fresh_tenant_db, store):
+    """An earlier attempt's secret survived its undo (AWS failed during the undo): the retry,
+    which gets a new role, must not keep credentials that name the old one."""
+    import json
+
+    store.put("orphan-co", {"user": "t_0000000000000000", "password": "stale"})
+    with fresh_tenant_db.database() as db, db.connection() as conn:
+        result = lifecycle.create(conn, _request("orphan-co"), actor="t", steps=_steps(store, None, Boom("x")))
+    value = json.loads(store._client.get_secret_value(SecretId=f"{PREFIX}/tenants/orphan-co")["SecretString"])
+    assert value["user"] == result.tenant.role_name and value["password"] != "stale"
