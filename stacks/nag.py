@@ -1,4 +1,4 @@
-"""Static gates on every synth, and the one way to acknowledge a finding.
+"""Static gates on every synth, and the one way to acknowledge a finding (cdk-nag) or skip a check (checkov).
 
 cdk-nag 3 runs as a CDK policy-validation plugin: any unacknowledged AwsSolutions finding makes
 ``app.synth()`` fail. An acknowledgment is always scoped to ONE construct and ONE finding (rule id
@@ -46,7 +46,22 @@ def partition_in_findings(scope: IConstruct) -> str:
 
 def acknowledge(resource: IConstruct, finding: str, reason: str) -> None:
     """Acknowledge exactly one finding on exactly one construct, with a reason a reviewer can check."""
+    _require_reason(finding, reason)
+    cdk.Validations.of(resource).acknowledge(cdk.Acknowledgment(id=finding_id(finding), reason=reason.strip()))
+
+
+def skip_checkov(resource: cdk.CfnResource, check_id: str, reason: str) -> None:
+    """Skip one checkov check on one CloudFormation resource (``Metadata.checkov.skip``), with the
+    same bar for the reason as :func:`acknowledge`."""
+    if not re.fullmatch(r"CKV2?_AWS_\d+", check_id):
+        raise ValueError(f"not a checkov AWS check id: {check_id!r}")
+    _require_reason(check_id, reason)
+    metadata = resource.cfn_options.metadata or {}
+    skips = [*metadata.get("checkov", {}).get("skip", []), {"id": check_id, "comment": reason.strip()}]
+    resource.cfn_options.metadata = {**metadata, "checkov": {"skip": skips}}
+
+
+def _require_reason(finding: str, reason: str) -> None:
     if len(reason.strip()) < MIN_REASON_LENGTH or _VAGUE.match(reason):
         raise ValueError(f"acknowledgment of {finding!r} needs a concrete reason "
                          f"(at least {MIN_REASON_LENGTH} characters saying why it is safe), got {reason!r}")
-    cdk.Validations.of(resource).acknowledge(cdk.Acknowledgment(id=finding_id(finding), reason=reason.strip()))

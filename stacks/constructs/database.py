@@ -13,7 +13,7 @@ from constructs import Construct
 
 from stacks.config import DatabaseConfig
 from stacks.constructs.retention import retention_days
-from stacks.nag import acknowledge
+from stacks.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432
 LOG_EXPORTS = ("postgresql", "upgrade")
@@ -163,9 +163,10 @@ class PostgresDatabase(Construct):
                     "Port 5432 is kept so every client and driver works unchanged; a non-default port is "
                     "obscurity only, the security group admits just the cluster and control-plane groups.")
         if not config.multi_az:
-            acknowledge(cfn, "AwsSolutions-RDS3",
-                        "This environment's config chooses a single-AZ instance to save cost; it holds no "
-                        "customer data and is rebuilt from migrations; production config is Multi-AZ.")
+            why = ("This environment's config chooses a single-AZ instance to save cost; it holds no "
+                   "customer data and is rebuilt from migrations; production config is Multi-AZ.")
+            acknowledge(cfn, "AwsSolutions-RDS3", why)
+            skip_checkov(cfn, "CKV_AWS_157", why)
         if not config.deletion_protection:
             acknowledge(cfn, "AwsSolutions-RDS10",
                         "This environment's config allows deletion so a throwaway stack can be torn down; "

@@ -103,3 +103,26 @@ def _any_function() -> str:
     if not functions:
         pytest.skip("no function under lambdas/ yet")
     return functions[0]
+
+
+def test_checkov_skips_are_per_resource_with_reasons(template_json):
+    skips = [(key, name, skip) for key, template in template_json.items()
+             for name, resource in template["Resources"].items()
+             for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])]
+    assert skips, "expected the documented checkov skips"
+    for key, name, skip in skips:
+        assert skip["id"].startswith("CKV") and len(skip["comment"]) >= nag.MIN_REASON_LENGTH, (key, name, skip)
+
+
+@pytest.mark.parametrize(("check_id", "reason"), [("CKV_AWS_*", "x" * 50), ("CKV_AWS_111", "false positive")])
+def test_checkov_skip_refuses_wildcards_and_vague_reasons(check_id, reason):
+    resource = cdk.CfnResource(cdk.Stack(cdk.App(), "S"), "R", type="AWS::SQS::Queue")
+    with pytest.raises(ValueError):
+        nag.skip_checkov(resource, check_id, reason)
+
+
+def test_checkov_skips_accumulate_in_resource_metadata():
+    resource = cdk.CfnResource(cdk.Stack(cdk.App(), "S"), "R", type="AWS::SQS::Queue")
+    nag.skip_checkov(resource, "CKV_AWS_27", "a concrete reason that is long enough to pass the bar")
+    nag.skip_checkov(resource, "CKV_AWS_115", "another concrete reason that is long enough to pass")
+    assert [s["id"] for s in resource.cfn_options.metadata["checkov"]["skip"]] == ["CKV_AWS_27", "CKV_AWS_115"]
