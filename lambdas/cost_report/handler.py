@@ -25,6 +25,8 @@ copy_config_to_registered_loggers(source_logger=logger, include={"lambdas.cost_r
 @metrics.log_metrics
 def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     settings = ReportSettings.from_env()
+    metrics.add_dimension(name="environment", value=settings.environment)
+    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=1)   # Runs - ReportsDelivered = failed runs
     if not settings.idempotency_table:
         raise ConfigError("IDEMPOTENCY_TABLE must name the DynamoDB table that keeps one report per date")
     try:
@@ -39,7 +41,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         return summary(report, send_report(report, settings, ses))
 
     result = once_per_date(deliver, settings.idempotency_table, context)(report_date=report_date.isoformat())
-    metrics.add_dimension(name="environment", value=settings.environment)
+    metrics.add_metric(name="ReportsDelivered", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="CostExplorerRequests", unit=MetricUnit.Count, value=result["cost_explorer_requests"])
     metrics.add_metric(name="MonthToDateUSD", unit=MetricUnit.NoUnit, value=float(result["month_to_date_usd"]))
     logger.info("cost report done", extra=result)
