@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import json
 import socket
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -91,7 +92,7 @@ def _run(sample, date="2026-11-22"):
     return handler({"date": date}, FakeContext())
 
 
-def test_report_is_sent_with_both_parts(aws, control_db, sample, ce_calls, monkeypatch):
+def test_report_is_sent_with_both_parts(aws, control_db, sample, ce_calls, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", control_db)
     verify_sender()
     result = _run(sample)
@@ -112,6 +113,9 @@ def test_report_is_sent_with_both_parts(aws, control_db, sample, ce_calls, monke
     # 2 pages by service + 1 by tenant (+ the forecast when the day is yesterday, else extrapolated)
     assert ce_calls.count("GetCostAndUsage") == 3 and len(ce_calls) <= 4
     assert result["cost_explorer_requests"] == len(ce_calls)
+    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf["environment"] == "prod" and emf["CostExplorerRequests"] == [float(len(ce_calls))]
+    assert emf["Runs"] == [1.0] and emf["ReportsDelivered"] == [1.0]
 
 
 def test_a_retry_for_the_same_date_sends_nothing(aws, sample, ce_calls):
