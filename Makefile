@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth test cost bench clean
+.PHONY: synth scan test cost bench clean
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
@@ -41,6 +41,18 @@ synth: $(STAMP)
 # exits non-zero when over the approved budget or an environment's monthly budget.
 cost: synth
 	$(PY) -m stacks.cost_estimate $(CDK_OUT) --details
+
+# checkov over the synthesized templates. Own virtualenv: checkov pins versions of boto3 & co.
+# that must not leak into the project's. Skips are per resource (stacks/nag.py:skip_checkov).
+CHECKOV_VERSION := 3.3.30
+CHECKOV := build/checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv build/checkov
+	build/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+
+scan: $(CHECKOV)
+	@test -f $(CDK_OUT)/manifest.json || $(MAKE) synth
+	$(CHECKOV) --directory $(CDK_OUT) --framework cloudformation --quiet --compact
 
 test: $(STAMP)
 	$(PY) -m pytest
