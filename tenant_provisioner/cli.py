@@ -15,7 +15,6 @@ import json
 import os
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import psycopg
@@ -97,7 +96,12 @@ def _endpoint(conn: psycopg.Connection) -> DbEndpoint:
 
 
 def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str)) if out.is_terminal else print(json.dumps(data, default=str))
+    """Highlighted on a terminal; plain (one line, for jq and scripts) otherwise."""
+    text = json.dumps(data, default=str)
+    if out.is_terminal:
+        out.print_json(text)
+    else:
+        print(text)
 
 
 @app.callback()
@@ -240,11 +244,6 @@ def migrate(ctx: typer.Context,
     if report.failed:
         raise typer.Exit(1)
 
-from tenant_provisioner.limits.cli import app as limits_app  # noqa: E402  (the limits component's sub-app)
-app.add_typer(limits_app, name="limits")
-from tenant_provisioner.billing.cli import app as billing_app  # noqa: E402  (the billing component's sub-app)
-app.add_typer(billing_app, name="billing")
-
 
 @app.command("warm-pool")
 @handles_errors
@@ -256,3 +255,10 @@ def warm_pool_(ctx: typer.Context,
     with _settings(ctx).database() as db, db.connection() as conn, err.status("building warm pool..."):
         result = warm_pool.refill(conn, size)
     print(json.dumps(result.to_dict()))
+
+
+# Sub-apps of the other components (one line each).
+from tenant_provisioner.limits.cli import app as limits_app  # noqa: E402  (the limits component's sub-app)
+app.add_typer(limits_app, name="limits")
+from tenant_provisioner.billing.cli import app as billing_app  # noqa: E402  (the billing component's sub-app)
+app.add_typer(billing_app, name="billing")
