@@ -85,8 +85,7 @@ def read_platform(conninfo: str, *, period_start: date, since: datetime, until: 
                 usage = {r["tenant_id"]: int(r["admitted"]) for r in conn.execute(_USAGE, (period_start,))}
             except psycopg.errors.UndefinedTable:
                 usage, notes = {}, ("control.tenant_usage does not exist yet: shared cost split evenly",)
-    except psycopg.Error as exc:
-        reason = f"database unreachable ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''})"
-        logger.warning("cost report without tenant data: %s", reason)
-        return PlatformSnapshot(unavailable=reason)
+    except psycopg.Error as exc:   # the detail (host names) goes to the log, not into the email
+        logger.warning("cost report without tenant data: %s", exc)
+        return PlatformSnapshot(unavailable=f"database unreachable ({type(exc).__name__})")
     return PlatformSnapshot(tenants, usage, events, None, notes)
