@@ -15,10 +15,13 @@ from tenant_provisioner.tenants import Tenant
 from tenant_provisioner.tiers import Tier
 
 
-def _accounts(conn: psycopg.Connection, tenant: Tenant, what: str) -> Accounts | None:
+def _accounts(conn: psycopg.Connection, tenant: Tenant, what: str, *, tier: Tier | None = None) -> Accounts | None:
+    """Accounts to act with, or None when there is nothing to do in Stripe."""
     account = load_account(conn, tenant.tenant_id)
     if account is None or not account.stripe_subscription_id:
         return None
+    if tier is not None and account.tier == tier.name:
+        return None  # the subscription is already there (e.g. the change came from Stripe's webhook)
     settings = BillingSettings.from_env()
     client = stripe_client(settings)
     if client is None:
@@ -28,7 +31,7 @@ def _accounts(conn: psycopg.Connection, tenant: Tenant, what: str) -> Accounts |
 
 
 def on_change_tier(conn: psycopg.Connection, tenant: Tenant, tier: Tier) -> None:
-    accounts = _accounts(conn, tenant, "tier change")
+    accounts = _accounts(conn, tenant, "tier change", tier=tier)
     if accounts is not None:
         accounts.change_tier(conn, tenant.tenant_id, tier)
 

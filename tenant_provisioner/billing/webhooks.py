@@ -133,12 +133,14 @@ class _Dispatcher:
         tenant = tenants.require(self.conn, account.tenant_id)
         if tenant.tier == tier:
             return "no change: tenant already on that tier"
-        try:
-            lifecycle.change_tier(self.conn, account.tenant_id, tier, actor=ACTOR)
-        except TenantConflict as exc:
-            return f"ignored: {exc}"
+        # Recorded first, so the lifecycle's billing hook sees Stripe is already on this tier.
         self.conn.execute("UPDATE control.billing_accounts SET tier = %s, updated_at = now() WHERE tenant_id = %s",
                           (tier, account.tenant_id))
+        try:
+            with self.conn.transaction():
+                lifecycle.change_tier(self.conn, account.tenant_id, tier, actor=ACTOR)
+        except TenantConflict as exc:
+            return f"ignored: {exc}"
         audit.record(self.conn, tenant_id=account.tenant_id, action="billing.tier_changed", actor=ACTOR,
                      detail=self.detail(**{"from": tenant.tier, "to": tier}))
         return f"tier changed {tenant.tier} -> {tier}"

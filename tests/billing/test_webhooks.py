@@ -95,7 +95,9 @@ def test_an_old_failure_arriving_after_the_payment_is_ignored(fake_stripe, conn,
     assert conn.execute("SELECT payment_state FROM control.billing_accounts").fetchone()[0] == "ok"
 
 
-def test_subscription_updated_changes_the_tier(fake_stripe, conn, client, settings, synced, tenant):
+def test_subscription_updated_changes_the_tier(fake_stripe, conn, client, settings, synced, tenant, capsys,
+                                              monkeypatch):
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)  # the webhook Lambda has no API key, needs none
     # The customer moved to business in Stripe (portal); Stripe sends the updated subscription.
     sub = fake_stripe.state.subscriptions[tenant.stripe_subscription_id]
     flat = next(i for i in sub["items"]["data"] if i["price"]["metadata"]["kind"] == "flat")
@@ -105,6 +107,8 @@ def test_subscription_updated_changes_the_tier(fake_stripe, conn, client, settin
     assert result.outcome == "tier changed pro -> business"
     assert state(conn)[1] == "business" and load_account(conn, "acme-corp").tier == "business"
     assert "billing.tier_changed" in actions(conn)
+    assert "BILLING SKIPPED" not in capsys.readouterr().err
+    assert fake_stripe.count_requests("POST", "^/v1/subscriptions/") == 1  # only the customer's own change
     # Our own tier change echoes back from Stripe as an update: it must be a no-op, not a loop.
     Accounts(client, settings).change_tier(conn, "acme-corp", load_tiers().get("business"))
     echo = deliver(conn, settings, fake_stripe.event("customer.subscription.updated", sub))
