@@ -79,3 +79,14 @@ def test_budget_breaker_can_read_only_its_budget(template_json, env):
 def test_no_secret_value_in_the_template(template_json, env):
     text = str(template_json[(env, "limits")])
     assert "SecretString" not in text and "password" not in text.lower()
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_degraded_limiter_enforcer_errors_and_dead_letters_alarm_ops(template_json, env):
+    alarms = {a["Properties"].get("MetricName"): a["Properties"]
+              for a in _resources(template_json, env, "AWS::CloudWatch::Alarm")}
+    assert set(alarms) == {"RateLimiterDegraded", "Errors", "ApproximateNumberOfMessagesVisible"}
+    for alarm in alarms.values():
+        assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["AlarmActions"] and alarm["TreatMissingData"] == "notBreaching"
+    assert alarms["RateLimiterDegraded"]["Namespace"] == "SaaS/Limits"
