@@ -75,9 +75,13 @@ class Database:
     def _open(self) -> None:
         """Fail fast with the server's own reason instead of the pool retrying for `timeout`."""
         try:
-            psycopg.connect(self.url, connect_timeout=10, application_name=APPLICATION_NAME).close()
+            with psycopg.connect(self.url, connect_timeout=10, application_name=APPLICATION_NAME) as probe:
+                self._configure(probe)
         except psycopg.OperationalError as exc:
             raise TransientError(f"database unavailable: {str(exc).strip()}") from exc
+        except (psycopg.errors.InvalidParameterValue, psycopg.errors.InsufficientPrivilege) as exc:
+            raise ConfigError(f"cannot act as provisioner role {self.provisioner_role!r} ({str(exc).strip()}); "
+                              "run `tenant-provisioner init` as the database admin first") from exc
         self._pool.open(wait=False)
 
     def close(self) -> None:

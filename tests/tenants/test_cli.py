@@ -107,3 +107,9 @@ def test_module_entry_point_and_failure_exit_code(tenant_db):
     down = subprocess.run([sys.executable, "-m", "tenant_provisioner", "list"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert down.returncode == 1 and down.stderr.startswith("error:")
+
+
+def test_running_before_init_says_what_to_do(cli, monkeypatch):
+    monkeypatch.setenv("TENANT_PROVISIONER_ROLE", "no_such_provisioner")
+    result = cli("list")
+    assert result.exit_code == 2 and "tenant-provisioner init" in result.stderr
