@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Callable, TypeVar
 
 import psycopg
@@ -25,10 +26,11 @@ from rich.table import Table
 from tenant_provisioner import validation
 from tenant_provisioner.billing import payments
 from tenant_provisioner.billing.catalog import sync_catalog
-from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client
+from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client, translate
+from tenant_provisioner.billing import usage
 from tenant_provisioner.billing.usage import report_usage
 from tenant_provisioner.db import Database, provisioner_role_from_env
-from tenant_provisioner.errors import ConfigError, PlatformError, TenantNotFound
+from tenant_provisioner.errors import ConfigError, InvalidInput, PlatformError, TenantNotFound
 from tenant_provisioner.tiers import load_tiers
 
 app = typer.Typer(name="billing", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -107,6 +109,36 @@ def report_usage_command(ctx: typer.Context,
     print(json.dumps(result.to_dict()))
     if result.failed or result.stripe_unavailable:
         raise typer.Exit(1)
+
+
+@app.command()
+@_typed_errors
+def reconcile(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None,
+              period: Annotated[str | None, typer.Option(help="Billing period YYYY-MM (default: current)")] = None
+              ) -> None:
+    """Compare usage we reported with Stripe's meter summaries; exit 1 on a mismatch."""
+    if tenant is not None:
+        validation.tenant_id(tenant)
+    period_start = _period(period)
+    settings = BillingSettings.from_env()
+    client = _client(settings, "reconcile")
+    try:
+        with _database(ctx) as db, db.connection() as conn:
+            rows = usage.reconcile(conn, client, settings, period_start=period_start, tenant_id=tenant)
+    except stripe.StripeError as exc:
+        raise translate(exc, "reading meter summaries") from exc
+    print(json.dumps([r.to_dict() for r in rows]))
+    if any(not r.matches for r in rows):
+        raise typer.Exit(1)
+
+
+def _period(text: str | None) -> date:
+    if text is None:
+        return datetime.now(timezone.utc).date().replace(day=1)
+    try:
+        return datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        raise InvalidInput("period", f"expected YYYY-MM, got {text!r}") from None
 
 
 @app.command("enforce-grace")

@@ -26,6 +26,7 @@ import psycopg
 import stripe
 from psycopg.rows import dict_row
 
+from tenant_provisioner.billing.errors import StripeRejected
 from tenant_provisioner.billing.settings import BillingSettings, is_transient
 
 logger = logging.getLogger(__name__)
@@ -165,3 +166,58 @@ def report_usage(conn: psycopg.Connection, client: stripe.StripeClient, settings
                 result.units += pending.pending_to - pending.reported
     return result
 
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Our count of reported usage next to Stripe's meter summary for one tenant and period."""
+
+    tenant_id: str
+    period_start: date
+    measured: int
+    reported: int
+    pending: int
+    stripe: int
+
+    @property
+    def matches(self) -> bool:
+        return self.stripe == self.reported
+
+    def to_dict(self) -> dict:
+        return {"tenant_id": self.tenant_id, "period_start": self.period_start.isoformat(),
+                "measured": self.measured, "reported": self.reported, "pending": self.pending,
+                "stripe": self.stripe, "matches": self.matches}
+
+
+def reconcile(conn: psycopg.Connection, client: stripe.StripeClient, settings: BillingSettings, *,
+              period_start: date, tenant_id: str | None = None, now: datetime | None = None) -> list[Reconciliation]:
+    """Compare what we reported with Stripe's meter event summaries (eventually consistent:
+    events of the last minutes may not be counted by Stripe yet)."""
+    now = now or datetime.now(timezone.utc)
+    meter = next((m for m in client.v1.billing.meters.list(params={"status": "active", "limit": 100})
+                  .auto_paging_iter() if m.event_name == settings.meter_event_name), None)
+    if meter is None:
+        raise StripeRejected(f"no active Stripe meter {settings.meter_event_name!r}; run billing sync-catalog")
+    start = datetime.combine(period_start, datetime.min.time(), timezone.utc)
+    next_month = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    end = min(next_month, now.replace(second=0, microsecond=0) + timedelta(minutes=1))
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT a.tenant_id, a.stripe_customer_id, COALESCE(u.admitted, 0) AS measured,"
+            " COALESCE(c.reported, 0) AS reported, COALESCE(c.pending_to - c.reported, 0) AS pending"
+            " FROM control.billing_accounts a"
+            " LEFT JOIN control.tenant_usage u ON u.tenant_id = a.tenant_id AND u.period_start = %(p)s"
+            "  AND u.quantity = %(q)s"
+            " LEFT JOIN control.billing_usage_cursor c ON c.tenant_id = a.tenant_id AND c.period_start = %(p)s"
+            "  AND c.quantity = %(q)s"
+            " WHERE a.stripe_customer_id IS NOT NULL AND (%(t)s::text IS NULL OR a.tenant_id = %(t)s)"
+            " ORDER BY a.tenant_id", {"p": period_start, "q": QUANTITY, "t": tenant_id}).fetchall()
+    result = []
+    for row in rows:
+        summaries = client.v1.billing.meters.event_summaries.list(meter.id, params={
+            "customer": row["stripe_customer_id"], "start_time": int(start.timestamp()),
+            "end_time": int(end.timestamp())})
+        total = sum(s.aggregated_value for s in summaries.auto_paging_iter())
+        result.append(Reconciliation(row["tenant_id"], period_start, row["measured"], row["reported"],
+                                     row["pending"], int(total)))
+    return result

@@ -83,3 +83,18 @@ def test_report_usage_and_enforce_grace(stripe_env, fake_stripe, control_url, co
     assert reported.exit_code == 0 and json.loads(reported.output)["units"] == 42
     graced = run("enforce-grace", control_url=control_url)
     assert json.loads(graced.output) == {"suspended": [], "skipped": []}
+
+
+def test_reconcile_compares_our_reports_with_stripes_summaries(stripe_env, fake_stripe, control_url, conn, client,
+                                                               settings, synced):
+    create_tenant(conn, client, settings)
+    conn.execute("INSERT INTO control.tenant_usage (tenant_id, period_start, quantity, admitted, attempted)"
+                 " VALUES ('acme-corp', date_trunc('month', now())::date, 'api_requests', 70, 70)")
+    assert run("report-usage", control_url=control_url).exit_code == 0
+    ok = run("reconcile", control_url=control_url)
+    assert ok.exit_code == 0, ok.output
+    (row,) = json.loads(ok.output)
+    assert (row["measured"], row["reported"], row["stripe"], row["matches"]) == (70, 70, 70, True)
+    fake_stripe.state.meter_events.clear()  # Stripe lost them (or someone reported to another account)
+    assert run("reconcile", control_url=control_url).exit_code == 1
+    assert run("reconcile", "--period", "2026-13", control_url=control_url).exit_code == 2
