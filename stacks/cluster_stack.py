@@ -6,10 +6,12 @@ import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import EnvConfig
 from stacks.constructs.outputs import publish
+from stacks.constructs.retention import retention_days
 from stacks.constructs.workload_identity import PodIdentity
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, partition_in_findings
@@ -47,11 +49,17 @@ class ClusterStack(cdk.Stack):
                  security: SecurityStack, data: DataStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         cfg = config.cluster
+        cluster_name = f"saas-{config.name}"
+        # EKS would create this group itself: unencrypted and never expiring. Create it first instead.
+        control_plane_logs = logs.LogGroup(
+            self, "ControlPlaneLogs", log_group_name=f"/aws/eks/{cluster_name}/cluster",
+            encryption_key=security.logs_key, retention=retention_days(config.network.flow_log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY)
         endpoint = (eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*cfg.endpoint_public_cidrs)
                     if cfg.endpoint_public_cidrs else eks.EndpointAccess.PRIVATE)
         self.cluster = eks.Cluster(
             self, "Cluster",
-            cluster_name=f"saas-{config.name}",
+            cluster_name=cluster_name,
             version=eks.KubernetesVersion.of(cfg.kubernetes_version),
             vpc=network.vpc,
             vpc_subnets=[ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)],
@@ -62,6 +70,13 @@ class ClusterStack(cdk.Stack):
             default_capacity=None if cfg.auto_mode else 0,   # our node group is added explicitly below
             compute=eks.ComputeConfig(node_pools=["system", "general-purpose"]) if cfg.auto_mode else None,
         )
+        self.cluster.node.add_dependency(control_plane_logs)
+        # The control plane wraps Kubernetes secrets' data keys with the EKS key (envelope encryption).
+        self.cluster.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"], resources=[security.eks_key.key_arn]))
+        self.cluster.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["kms:CreateGrant"], resources=[security.eks_key.key_arn],
+            conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}))
         cluster_resource = self.cluster.node.default_child
         # Extended support costs six times the standard control-plane price; upgrade on time instead.
         cluster_resource.add_property_override("UpgradePolicy.SupportType", "STANDARD")

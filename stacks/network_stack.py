@@ -51,6 +51,11 @@ class NetworkStack(cdk.Stack):
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         self._skip_checkov_on_cdk_provider()
+        # Where EKS (load balancer controller / Auto Mode) may place internet-facing and internal LBs.
+        for subnet in self.vpc.public_subnets:
+            cdk.Tags.of(subnet).add("kubernetes.io/role/elb", "1")
+        for subnet in self.vpc.private_subnets:
+            cdk.Tags.of(subnet).add("kubernetes.io/role/internal-elb", "1")
         self.vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
                               traffic_type=ec2.FlowLogTrafficType.ALL)
         self.vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3)

@@ -151,3 +151,23 @@ def test_rds_proxy_variant_requires_tls_and_is_admitted_like_the_database(varian
     assert ("PostgresSecurityGroup670916BF", proxy_sg) in sources
     names = {r["Properties"].get("Name") for r in resources.values() if r["Type"] == "AWS::SSM::Parameter"}
     assert "/saas/prod/platform/db-proxy-endpoint" in names
+
+
+@pytest.mark.parametrize(("env", "days"), [("dev", 14), ("prod", 90)])
+def test_control_plane_logs_go_to_a_precreated_encrypted_log_group(templates, template_json, env, days):
+    templates[(env, "cluster")].has_resource_properties("AWS::Logs::LogGroup", {
+        "LogGroupName": f"/aws/eks/saas-{env}/cluster", "RetentionInDays": days,
+        "KmsKeyId": Match.object_like({"Fn::GetStackOutput": Match.object_like({"StackName": f"saas-{env}-security"})})})
+    resources = template_json[(env, "cluster")]["Resources"]
+    (cluster,) = [r for r in resources.values() if r["Type"] == "AWS::EKS::Cluster"]
+    assert any(dep.startswith("ControlPlaneLogs") for dep in cluster["DependsOn"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cluster_role_may_use_the_eks_key_for_envelope_encryption(template_json, env):
+    statements = [s for r in _resources(template_json, env, "AWS::IAM::Policy")
+                  if r["Properties"]["Roles"] == [{"Ref": "ClusterRoleFA261979"}]
+                  for s in r["Properties"]["PolicyDocument"]["Statement"]]
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant"} <= actions
+    assert all(s["Resource"]["Fn::GetStackOutput"]["StackName"] == f"saas-{env}-security" for s in statements)

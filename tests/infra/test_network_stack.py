@@ -80,3 +80,10 @@ def test_all_traffic_flow_logs_to_a_kms_encrypted_log_group(templates, env, days
 @pytest.mark.parametrize("env", ENVS)
 def test_default_security_group_is_locked_down(templates, env):
     templates[(env, "network")].resource_count_is("Custom::VpcRestrictDefaultSG", 1)
+
+
+@pytest.mark.parametrize(("kind", "tag"), [("public", "kubernetes.io/role/elb"),
+                                           ("private", "kubernetes.io/role/internal-elb")])
+def test_subnets_tagged_for_eks_load_balancers(template_json, kind, tag):
+    assert all({"Key": tag, "Value": "1"} in s["Properties"]["Tags"] for s in _subnets(template_json, "prod", kind))
+    assert not any({"Key": tag, "Value": "1"} in s["Properties"]["Tags"] for s in _subnets(template_json, "prod", "isolated"))
