@@ -38,6 +38,7 @@ from psycopg.rows import dict_row
 
 from tenant_provisioner import audit, lifecycle, schema, tenants
 from tenant_provisioner.db import Database
+from tenant_provisioner.errors import InvalidInput, PlatformError
 from tenant_provisioner.limits import state as redis_state
 from tenant_provisioner.limits.breakers import QUANTITIES, BreakerState, Level, Transition, Usage, hard_limit_of, step
 from tenant_provisioner.tenants import Tenant
@@ -170,14 +171,23 @@ def _seats(conn: psycopg.Connection, tenant: Tenant) -> int:
 
 
 def measure(conn: psycopg.Connection, client: redis.Redis, tenant_list: Sequence[Tenant], period_start: date,
-            catalog: TierCatalog, key_prefix: str = "") -> tuple[list[TenantUsage], dict[str, tuple[int, int]]]:
-    """This period's usage of every tenant, and the previous period's API totals Redis still has."""
+            catalog: TierCatalog, key_prefix: str = "", errors: list[str] | None = None,
+            ) -> tuple[list[TenantUsage], dict[str, tuple[int, int]]]:
+    """This period's usage of every tenant, and the previous period's API totals Redis still has.
+
+    A tenant on a tier the tiers file no longer has is left out and reported in `errors`."""
     counters = redis_state.read_counters(client, [t.tenant_id for t in tenant_list], period_start, key_prefix)
     storage = _storage_bytes(conn)
     measured: list[TenantUsage] = []
     previous: dict[str, tuple[int, int]] = {}
     for tenant in tenant_list:
-        tier = catalog.get(tenant.tier)
+        try:
+            tier = catalog.get(tenant.tier)
+        except InvalidInput as exc:
+            log.error("tenant %s is on an unknown tier: %s", tenant.tenant_id, exc)
+            if errors is not None:
+                errors.append(f"measure {tenant.tenant_id}: {exc}")
+            continue
         api = counters[tenant.tenant_id]
         if api.previous is not None:
             previous[tenant.tenant_id] = api.previous
@@ -298,7 +308,7 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
         if tenant_ids is not None:
             wanted = set(tenant_ids)
             tenant_list = [t for t in tenant_list if t.tenant_id in wanted]
-        measured, previous = measure(conn, client, tenant_list, period_start, catalog, key_prefix)
+        measured, previous = measure(conn, client, tenant_list, period_start, catalog, key_prefix, result.errors)
         result.usage = measured
         for item in measured:
             try:
@@ -307,7 +317,7 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
                 redis_state.push_state(client, tenant.tenant_id, suspended=tenant.state == "suspended",
                                        level=_api_level(conn, tenant.tenant_id), period_start=period_start,
                                        key_prefix=key_prefix)
-            except (psycopg.Error, redis.RedisError, OSError) as exc:
+            except (PlatformError, psycopg.Error, redis.RedisError, OSError) as exc:
                 log.exception("enforcing tenant %s failed", item.tenant_id)
                 result.errors.append(f"enforce {item.tenant_id}: {type(exc).__name__}: {exc}")
                 continue

@@ -185,6 +185,9 @@ class _Core:
             raise InvalidInput("cost", f"must be a whole number >= 0, got {cost!r}")
         keys = TenantKeys.of(tenant_id, self.key_prefix)
         tier_obj = tier if isinstance(tier, Tier) else (self.catalog or load_tiers()).get(tier)
+        if cost > tier_obj.burst:
+            raise InvalidInput("cost", f"{cost} exceeds the {tier_obj.name} burst of {tier_obj.burst}: "
+                                       "such a request could never be admitted")
         plan = self._plans.get(tier_obj.name)
         if plan is None or plan.tier != tier_obj:
             plan = self._plans[tier_obj.name] = TierPlan.of(tier_obj)

@@ -159,3 +159,16 @@ def test_notice_text_fits_the_quantity():
     assert "users" in describe(notice("seats", Level.HARD_LIMIT))[1]
     assert "suspended" in describe(notice("api_requests", Level.SUSPENDED))[1]
     assert "password" not in body.lower()
+
+
+def test_a_tenant_on_an_unknown_tier_does_not_stop_the_others(tiny_tiers, db, tenant_ids, redis_client, redis_prefix,
+                                                              aws):
+    stray, fine = tenant_ids("stray"), tenant_ids("fine")
+    _create(db, stray)
+    _create(db, fine)
+    with db.connection() as conn:  # a tier removed from the tiers file while a tenant is still on it
+        conn.execute("UPDATE control.tenants SET tier = 'retired' WHERE tenant_id = %s", (stray,))
+    result = run_cycle(db, redis_client, notifier=aws.notifier, key_prefix=redis_prefix, actor=ACTOR,
+                       tenant_ids=[stray, fine])
+    assert [u.tenant_id for u in result.usage] == [fine]
+    assert len(result.errors) == 1 and stray in result.errors[0] and "retired" in result.errors[0]

@@ -198,6 +198,8 @@ def test_bad_input_is_refused_before_anything_is_counted(limiter):
         limiter.acquire("acme-co", "platinum")
     with pytest.raises(InvalidInput):
         limiter.acquire("acme-co", "starter", cost=-1)
+    with pytest.raises(InvalidInput, match="burst"):
+        limiter.acquire("acme-co", make_tier(burst=5), cost=6)  # could never be admitted
     with pytest.raises(InvalidInput):
         RateLimiter(redis.Redis(), key_prefix="x{y}")
 
@@ -245,3 +247,22 @@ def test_set_suspended_blocks_and_unblocks_at_once(limiter, redis_client):
     assert redis_client.ttl(TenantKeys.of("acme-co", limiter.key_prefix).state) == -1  # no TTL while suspended
     set_suspended(redis_client, "acme-co", False, key_prefix=limiter.key_prefix)
     assert limiter.acquire("acme-co", tier).allowed
+
+
+@settings(max_examples=25, deadline=None)
+@given(hard=st.integers(min_value=1, max_value=40), costs=st.lists(st.integers(1, 5), min_size=1, max_size=60))
+def test_quota_refuses_exactly_when_used_plus_cost_exceeds_the_hard_limit(redis_server_url, hard, costs):
+    client = redis.Redis.from_url(redis_server_url)
+    limiter = RateLimiter(client, key_prefix=f"test:{uuid.uuid4().hex[:10]}:")
+    tier = make_tier(rate=1_000_000, burst=1_000_000, hard_limit=hard)
+    used = attempted = 0
+    try:
+        for cost in costs:
+            decision = limiter.acquire("acme-co", tier, cost=cost)
+            attempted += cost
+            assert decision.allowed == (used + cost <= hard)
+            used += cost if decision.allowed else 0
+            assert (decision.used, decision.attempted) == (used, attempted)
+    finally:
+        client.delete(*TenantKeys.of("acme-co", limiter.key_prefix).as_list())
+        client.close()
