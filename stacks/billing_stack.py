@@ -45,6 +45,7 @@ class BillingStack(cdk.Stack):
             "WebhookSigningSecret", f"{prefix}/webhook-signing-secret",
             "Signing secret (whsec_...) of this environment's Stripe webhook endpoint", security.secrets_key)
         self._secrets_key = security.secrets_key
+        self._environment = self.billing_environment(config)
 
         webhook = PythonFunction(
             self, "StripeWebhook", name="stripe_webhook",
@@ -54,7 +55,7 @@ class BillingStack(cdk.Stack):
                 "STRIPE_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,
                 "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
                 "DATABASE_NAME": config.tenants.database_name,
-                "BILLING_PAYMENT_GRACE_DAYS": str(config.billing.payment_grace_days),
+                **self._environment,
                 "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Billing",
             },
             timeout=cdk.Duration.seconds(20),
@@ -79,6 +80,13 @@ class BillingStack(cdk.Stack):
                       description="Put the Stripe secret key here after deploy")
         cdk.CfnOutput(self, "WebhookSigningSecretName", value=prefix + "/webhook-signing-secret",
                       description="Put the webhook endpoint's whsec_... signing secret here after deploy")
+
+    @staticmethod
+    def billing_environment(config: EnvConfig) -> dict[str, str]:
+        """What every function running billing code reads (`BillingSettings.from_env`)."""
+        return {"BILLING_PAYMENT_GRACE_DAYS": str(config.billing.payment_grace_days),
+                "BILLING_OFFBOARD_AFTER_DAYS": str(config.billing.offboard_after_days),
+                "STRIPE_API_VERSION": config.billing.stripe_api_version}
 
     def _placeholder_secret(self, construct_id: str, name: str, description: str,
                             key: kms.IKey) -> secretsmanager.Secret:
@@ -105,4 +113,4 @@ class BillingStack(cdk.Stack):
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["secretsmanager:GetSecretValue"], resources=[self.api_key_secret.secret_arn]))
         role.add_to_principal_policy(self.decrypt_via_secrets_manager())
-        return {"STRIPE_API_KEY_SECRET_ID": self.api_key_secret.secret_arn}
+        return {"STRIPE_API_KEY_SECRET_ID": self.api_key_secret.secret_arn, **self._environment}

@@ -104,13 +104,15 @@ class CostReportConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class BillingConfig:
-    payment_grace_days: int = 7
-    stripe_api_version: str = "2025-09-30.clover"
+    payment_grace_days: int = 7                     # first failed payment -> suspension
+    offboard_after_days: int = 30                   # subscription deleted in Stripe -> offboarding due
+    stripe_api_version: str = "2026-10-28.endive"   # the version stripe==16.1.0 is built for; webhook endpoint too
 
 
 @dataclass(frozen=True, kw_only=True)
 class ObservabilityConfig:
     alarm_emails: tuple[str, ...]
+    log_retention_days: int = 30   # service logs (RDS exports, cache slow log, EKS control plane)
     slo_availability: float = 0.995
     betterstack_webhook_secret_name: str | None = None
 
@@ -170,7 +172,7 @@ def _dev(account: str, region: str) -> EnvConfig:
         tenants=TenantsConfig(secrets_prefix="/saas/dev"),
         limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS),
         cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
-        observability=ObservabilityConfig(alarm_emails=_OPS),
+        observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=14),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev"),
         tags=(("environment", "dev"),),
     )
@@ -188,7 +190,8 @@ def _prod(account: str, region: str) -> EnvConfig:
         tenants=TenantsConfig(secrets_prefix="/saas/prod"),
         limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS),
         cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
-        observability=ObservabilityConfig(alarm_emails=_OPS, betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
+        observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=90,
+                                          betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production"),
         tags=(("environment", "prod"),),
     )

@@ -42,3 +42,11 @@ def test_no_key_skips_loudly(monkeypatch, conn, capsys, db):
     monkeypatch.delenv("STRIPE_API_KEY_SECRET_ID", raising=False)
     reporters.send_usage(None, conn)
     assert "BILLING SKIPPED (usage report)" in capsys.readouterr().err
+
+
+def test_configured_api_version_is_the_one_the_sdk_is_built_for():
+    import stripe
+
+    from stacks.config import BillingConfig
+
+    assert BillingConfig().stripe_api_version == stripe.api_version
