@@ -33,7 +33,7 @@ from redis.retry import Retry
 
 from tenant_provisioner import validation
 from tenant_provisioner.errors import InvalidInput
-from tenant_provisioner.limits.degraded import DegradedLimiter, DegradedAlert
+from tenant_provisioner.limits.degraded import DegradedLimiter
 from tenant_provisioner.limits.headers import (BURST_POLICY, MONTHLY_POLICY, PolicyState,
                                                delta_seconds, ratelimit_fields)
 from tenant_provisioner.tiers import Tier, TierCatalog, load_tiers
@@ -339,4 +339,4 @@ class AsyncRateLimiter(_LimiterBase):
         return self._core.after_success(plan.decide(tenant_id, reply))
 
 
-__all__ = ["AsyncRateLimiter", "Decision", "DegradedAlert", "RateLimiter", "Reason", "TenantKeys", "TierPlan"]
+__all__ = ["AsyncRateLimiter", "Decision", "RateLimiter", "Reason", "TenantKeys", "TierPlan"]
