@@ -53,7 +53,7 @@ class ClusterStack(cdk.Stack):
         # EKS would create this group itself: unencrypted and never expiring. Create it first instead.
         control_plane_logs = logs.LogGroup(
             self, "ControlPlaneLogs", log_group_name=f"/aws/eks/{cluster_name}/cluster",
-            encryption_key=security.logs_key, retention=retention_days(config.network.flow_log_retention_days),
+            encryption_key=security.logs_key, retention=retention_days(config.observability.log_retention_days),
             removal_policy=cdk.RemovalPolicy.DESTROY)
         endpoint = (eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*cfg.endpoint_public_cidrs)
                     if cfg.endpoint_public_cidrs else eks.EndpointAccess.PRIVATE)

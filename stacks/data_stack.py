@@ -23,7 +23,7 @@ class DataStack(cdk.Stack):
         super().__init__(scope, construct_id, **kwargs)
         vpc = network.vpc
         platform_prefix = f"{config.tenants.secrets_prefix}/platform"
-        log_days = config.network.flow_log_retention_days
+        log_days = config.observability.log_retention_days
         self.control_plane_security_group = ec2.SecurityGroup(
             self, "ControlPlaneSecurityGroup", vpc=vpc, allow_all_outbound=True,
             description="Control-plane Lambdas: reach RDS, the cache and AWS/Stripe APIs")

@@ -132,3 +132,15 @@ def test_ssm_parameters_and_outputs_for_the_app_team(template_json, env):
                 "cache-auth-secret-arn", "tenant-secrets-prefix"}
     assert names == {f"/saas/{env}/platform/{key}" for key in expected}
     assert {"DbEndpoint", "DbMasterSecretArn", "CacheEndpoint", "CacheAuthSecretArn"} <= set(template["Outputs"])
+
+
+@pytest.mark.parametrize(("env", "days"), [("dev", 14), ("prod", 90)])
+def test_service_logs_go_to_precreated_encrypted_log_groups(templates, template_json, env, days):
+    template = templates[(env, "data")]
+    for kind in ("postgresql", "upgrade"):
+        template.has_resource_properties("AWS::Logs::LogGroup", {
+            "LogGroupName": f"/aws/rds/instance/saas-{env}-postgres/{kind}", "RetentionInDays": days, "KmsKeyId": CMK})
+    groups = _resources(template_json, env, "AWS::Logs::LogGroup")
+    assert len(groups) == 3 and all(g["Properties"]["KmsKeyId"] for g in groups.values())
+    (instance,) = _resources(template_json, env, "AWS::RDS::DBInstance").values()
+    assert {name for name in groups if name.startswith("Postgres")} <= set(instance["DependsOn"])
