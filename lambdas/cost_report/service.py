@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from psycopg.conninfo import make_conninfo
 
 from lambdas.cost_report.costs import MAX_REQUESTS_PER_REPORT, CostExplorerSource, CostSource
@@ -76,7 +76,7 @@ def platform_loader(settings: ReportSettings) -> PlatformLoader:
     def load(period_start: date, since: datetime, until: datetime) -> PlatformSnapshot:
         try:
             conninfo = database_conninfo(settings)
-        except (parameters.exceptions.GetParameterError, KeyError, json.JSONDecodeError) as exc:
+        except (GetParameterError, TransformParameterError, KeyError) as exc:
             return PlatformSnapshot(unavailable=f"database secret unreadable ({type(exc).__name__})")
         if conninfo is None:
             return PlatformSnapshot(unavailable="no database configured")

@@ -12,11 +12,12 @@ from email import policy
 import boto3
 from botocore.awsrequest import AWSResponse
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from lambdas.cost_report.delivery import ReportDeliveryError
 from lambdas.cost_report.handler import handler
 from lambdas.cost_report.platform_data import read_platform
-from lambdas.cost_report.service import resolve_report_date
+from lambdas.cost_report.service import database_conninfo, platform_loader, resolve_report_date
 from lambdas.cost_report.settings import ReportSettings
 from tenant_provisioner import control
 from tenant_provisioner.db import admin_connect
@@ -205,3 +206,26 @@ def test_a_database_without_the_usage_table_splits_evenly(database_url):
                              until=now)
     assert snapshot.unavailable is None and [t.tenant_id for t in snapshot.tenants] == ["acme-corp"]
     assert snapshot.api_requests == {} and "tenant_usage does not exist" in snapshot.notes[0]
+
+
+def test_database_connection_comes_from_the_rds_secret(aws, monkeypatch):
+    secrets = boto3.client("secretsmanager")
+    arn = secrets.create_secret(Name="/saas/prod/platform/rds-master", SecretString=json.dumps(
+        {"engine": "postgres", "host": "db.internal", "port": 5432, "username": "master", "password": "s3cr3t"}))["ARN"]
+    monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+    monkeypatch.setenv("DATABASE_NAME", "app")
+    conninfo = conninfo_to_dict(database_conninfo(ReportSettings.from_env()))
+    assert conninfo == {"host": "db.internal", "port": "5432", "user": "master", "password": "s3cr3t",
+                        "dbname": "app", "sslmode": "require", "application_name": "cost-report"}
+
+
+@pytest.mark.parametrize("secret", [None, "not json", '{"host": "db.internal"}'])
+def test_an_unreadable_secret_is_said_not_raised(aws, monkeypatch, secret):
+    secrets = boto3.client("secretsmanager")
+    arn = (secrets.create_secret(Name=f"s-{uuid.uuid4().hex[:6]}", SecretString=secret)["ARN"] if secret
+           else "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf")
+    monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+    now = datetime.now(timezone.utc)
+    snapshot = platform_loader(ReportSettings.from_env())(now.date().replace(day=1), now - timedelta(days=1), now)
+    assert snapshot.unavailable.startswith("database secret unreadable (")
+    assert "s3cr3t" not in snapshot.unavailable
