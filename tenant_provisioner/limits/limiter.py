@@ -40,7 +40,6 @@ from tenant_provisioner.tiers import Tier, TierCatalog, load_tiers
 
 log = logging.getLogger(__name__)
 
-LIBRARY_NAME = "tplimits"
 FUNCTION_NAME = "tp_acquire"
 _PREFIX = re.compile(r"^[A-Za-z0-9:_.-]*$")
 # After a failed call, skip Redis for this long (seconds) instead of paying a timeout per request.
@@ -163,7 +162,6 @@ def _functions_unsupported(exc: redis.ResponseError) -> bool:
     """FUNCTION/FCALL refused: an old server, a managed service or an ACL without them."""
     text = str(exc).lower()
     return isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in text
-
 
 
 @dataclass
