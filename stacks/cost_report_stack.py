@@ -8,6 +8,8 @@ Scheduler and by Lambda's asynchronous retries) and then land in one dead-letter
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
@@ -19,7 +21,7 @@ from aws_cdk import aws_ses as ses
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.config import EnvConfig
+from stacks.config import CostReportConfig, EnvConfig
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge
@@ -35,6 +37,7 @@ class CostReportStack(cdk.Stack):
                  security: SecurityStack, data: DataStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         report = config.cost_report
+        _check_schedule(report)
 
         self.sender_identity = ses.EmailIdentity(self, "SenderIdentity", identity=ses.Identity.email(report.sender))
         self.idempotency_table = dynamodb.TableV2(
@@ -133,6 +136,16 @@ class CostReportStack(cdk.Stack):
             _via(self, "secretsmanager", security.secrets_key, ["kms:Decrypt"]),
         ])
         self.sender_identity.grant_send_email(role)
+
+
+def _check_schedule(report: CostReportConfig) -> None:
+    """Fail the synth, not the deployment, on a time Scheduler would refuse."""
+    try:
+        ZoneInfo(report.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"cost_report.timezone {report.timezone!r} is not an IANA time zone") from None
+    if not (0 <= report.schedule_hour <= 23 and 0 <= report.schedule_minute <= 59):
+        raise ValueError(f"cost_report schedule {report.schedule_hour}:{report.schedule_minute} is not a time of day")
 
 
 def _via(stack: cdk.Stack, service: str, key: kms.IKey, actions: list[str]) -> iam.PolicyStatement:

@@ -131,3 +131,13 @@ def test_launch_configuration_fits_the_approved_budget(cost_estimate):
     assert over_budget(cost_estimate, environment_budgets(["dev", "prod"])) == []
     assert cost_estimate.total() <= APPROVED_BUDGET_USD[1]
     assert cost_estimate.total("prod") > cost_estimate.total("dev")
+
+
+@pytest.mark.parametrize("change, message", [({"timezone": "Mars/Olympus"}, "not an IANA time zone"),
+                                             ({"schedule_hour": 24}, "not a time of day")])
+def test_a_bad_schedule_fails_the_synth(change, message):
+    from dataclasses import replace
+
+    from stacks.cost_report_stack import _check_schedule
+    with pytest.raises(ValueError, match=message):
+        _check_schedule(replace(load_config("dev").cost_report, **change))
