@@ -51,26 +51,35 @@ def test_header_syntax_is_structured_fields(limiter):
 
 
 def test_concurrent_hammering_never_exceeds_rate_times_time_plus_burst(redis_client, redis_prefix):
+    """Six threads on one tenant while the function library is flushed (as after a failover)
+    three times: never more than burst + rate x elapsed, never a degraded decision."""
     tier = make_tier(rate=40, burst=10)
     limiter = RateLimiter(redis_client, key_prefix=redis_prefix)
-    admitted = 0
+    admitted = degraded = 0
     lock = threading.Lock()
     start = _server_time(redis_client)
     stop_at = start + 1.5
 
     def hammer() -> None:
-        nonlocal admitted
+        nonlocal admitted, degraded
         while _server_time(redis_client) < stop_at:
-            if limiter.acquire("hot-tenant", tier).allowed:
-                with lock:
-                    admitted += 1
+            decision = limiter.acquire("hot-tenant", tier)
+            with lock:
+                admitted += decision.allowed
+                degraded += decision.degraded
 
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        for future in [pool.submit(hammer) for _ in range(6)]:
+    def flush_library() -> None:
+        for _ in range(3):
+            time.sleep(0.3)
+            redis_client.function_flush()
+
+    with ThreadPoolExecutor(max_workers=7) as pool:
+        for future in [pool.submit(hammer) for _ in range(6)] + [pool.submit(flush_library)]:
             future.result()
     elapsed = _server_time(redis_client) - start
     assert admitted <= tier.burst + tier.rate_per_second * elapsed
     assert admitted >= tier.burst + tier.rate_per_second * 1.0  # and it did admit at the rate
+    assert degraded == 0
 
 
 def test_quota_counters_exact_under_concurrency(redis_client, redis_prefix):
