@@ -116,3 +116,26 @@ def test_anomaly_needs_both_the_share_and_the_amount(yesterday, before):
     rise = yesterday - before
     expected = rise > 5 and (before == 0 or rise / before > Decimal("0.25"))
     assert line.anomaly == expected
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(tenants=st.lists(st.tuples(st.sampled_from(["starter", "pro", "business"]),
+                                  st.sampled_from(["active", "suspended"]),
+                                  st.integers(min_value=0, max_value=30_000_000),
+                                  st.decimals(min_value=0, max_value=5, places=2)), max_size=12),
+       shared=st.decimals(min_value=0, max_value=5000, places=2))
+def test_every_dollar_is_carried_exactly_once(tenants, shared):
+    """Direct + shared cost over all tenants (plus what no tenant carries) is the month's total."""
+    settings = ReportSettings.from_env(REPORT_ENV)
+    direct = {f"tenant-{i:02d}": cost for i, (_, _, _, cost) in enumerate(tenants)}
+    total = shared + sum(direct.values(), Decimal(0))
+    costs = CostData(DAY, {DAY: {"Amazon EC2": total}}, frozenset(), {"": shared, **direct},
+                     Forecast(total, "month complete"), 2)
+    platform = PlatformSnapshot(
+        tenants=tuple(TenantRecord(f"tenant-{i:02d}", tier, state) for i, (tier, state, _, _) in enumerate(tenants)),
+        api_requests={f"tenant-{i:02d}": used for i, (_, _, used, _) in enumerate(tenants)})
+    report = _build(costs, platform, settings)
+    carried = sum((t.cost for t in report.tenants), Decimal(0)) + report.unallocated
+    assert abs(carried - total) < Decimal("0.0000001")
+    assert all(t.shared >= 0 and t.revenue >= 0 for t in report.tenants)
+    assert sum(t.tenants for t in report.tiers) == len(tenants)
