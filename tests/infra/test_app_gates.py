@@ -10,9 +10,10 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ec2 as ec2
 
-from app import project_context
+from app import project_context, selected_environments
 from stacks import nag
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+from stacks.synth_summary import acknowledgments, failed_gates, stack_summaries
 from stacks.config import ENVIRONMENTS
 from app import PROJECT_DIR as REPO_ROOT
 
@@ -126,3 +127,21 @@ def test_checkov_skips_accumulate_in_resource_metadata():
     nag.skip_checkov(resource, "CKV_AWS_27", "a concrete reason that is long enough to pass the bar")
     nag.skip_checkov(resource, "CKV_AWS_115", "another concrete reason that is long enough to pass")
     assert [s["id"] for s in resource.cfn_options.metadata["checkov"]["skip"]] == ["CKV_AWS_27", "CKV_AWS_115"]
+
+
+def test_synth_summary_lists_every_stack_with_its_resource_count(synthesized, template_json):
+    rows = stack_summaries(synthesized.outdir)
+    assert {(row.environment, row.stack.split("-", 2)[2]): row.resources for row in rows} == {
+        key: len(template["Resources"]) for key, template in template_json.items()}
+    assert failed_gates(synthesized.outdir) == []
+    assert all(ack.reason and ack.construct for ack in acknowledgments(synthesized.outdir))
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("all", ["dev", "prod"]), ("dev", ["dev"]), ("prod", ["prod"])])
+def test_env_context_selects_environments(choice, expected):
+    assert selected_environments(choice) == expected
+
+
+def test_unknown_env_context_is_refused():
+    with pytest.raises(SystemExit, match="choose one of dev, prod, all"):
+        selected_environments("staging")
