@@ -10,14 +10,14 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ec2 as ec2
 
+from app import PROJECT_DIR as REPO_ROOT
 from app import project_context, selected_environments
 from stacks import nag
+from stacks.config import ENVIRONMENTS
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
 from stacks.synth_summary import acknowledgments, failed_gates, stack_summaries
-from stacks.config import ENVIRONMENTS
-from app import PROJECT_DIR as REPO_ROOT
 
-FOUNDATION = ("security", "network", "data", "cluster")
+FOUNDATION = ("security", "network", "data", "cluster", "cicd")
 
 
 def _violations(report: dict | None) -> list[str]:
