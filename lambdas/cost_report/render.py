@@ -11,7 +11,7 @@ import calendar
 from decimal import ROUND_HALF_UP, Decimal
 from html import escape
 
-from lambdas.cost_report.report import Report, ServiceLine
+from lambdas.cost_report.report import Report, ServiceLine, gross_margin
 
 LEVEL_COLOURS = {"ok": ("#1a7f37", "#ffffff"), "warning": ("#b26a00", "#ffffff"),
                  "hard limit": ("#c62828", "#ffffff"), "emergency": ("#5c0000", "#ffffff")}
@@ -128,8 +128,12 @@ def _tenant_rows(report: Report) -> list[list[str]]:
 
 
 def _tier_rows(report: Report) -> list[list[str]]:
+    """One row per tier, then the whole platform (its cost includes what no tenant carries)."""
+    revenue = sum((t.revenue for t in report.tiers), Decimal(0))
+    cost = sum((t.cost for t in report.tiers), Decimal(0)) + report.unallocated
     return [[t.display_name, str(t.tenants), usd(t.revenue), usd(t.cost), pct(t.margin), t.status]
-            for t in report.tiers]
+            for t in report.tiers] + [["All tiers", str(sum(t.tenants for t in report.tiers)), usd(revenue),
+                                       usd(cost), pct(gross_margin(revenue, cost)), ""]]
 
 
 def _event_rows(report: Report) -> list[list[str]]:

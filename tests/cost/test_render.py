@@ -63,6 +63,8 @@ def test_text_part_carries_the_same_content(report):
                    "Cost Explorer requests: 4 of at most 4", "still marks this day's figures as estimated"):
         assert needle in text, needle
     assert len([line for line in text.splitlines() if re.match(r"^\w{3} \d\d \w{3}  ", line)]) == 30
+    [platform] = [line for line in text.splitlines() if line.startswith("All tiers")]
+    assert platform.split()[2:5] == ["9", "$223.13", "$1,058.39"]   # every tenant, every dollar of the month
 
 
 def test_subject_names_the_level(report):
