@@ -58,8 +58,14 @@ FREE_TYPES = frozenset({
     "AWS::WAFv2::IPSet", "AWS::WAFv2::LoggingConfiguration", "AWS::ElasticLoadBalancingV2::Listener",
     "AWS::ElasticLoadBalancingV2::TargetGroup",
     "AWS::ElasticLoadBalancingV2::ListenerRule", "AWS::CloudWatch::CompositeAlarm",
-    "AWS::ApiGateway::Account", "AWS::CDK::Metadata",
+    "AWS::ApiGateway::Account", "AWS::CDK::Metadata", "AWS::Logs::MetricFilter", "AWS::Logs::SubscriptionFilter",
+    "AWS::Events::EventBus", "AWS::Events::Connection", "AWS::Events::ApiDestination", "AWS::Events::Archive",
+    "AWS::SNS::TopicInlinePolicy", "AWS::Lambda::Alias", "AWS::Lambda::Version", "AWS::Lambda::LayerVersion",
+    "AWS::WAFv2::RuleGroup", "AWS::CertificateManager::Certificate", "AWS::Route53::RecordSet",
+    "AWS::S3::Bucket", "AWS::S3::BucketPolicy", "AWS::ECR::Repository", "AWS::CE::CostCategory",
+    "AWS::SES::Template", "AWS::SES::ReceiptRuleSet", "AWS::SSM::Document",
 })
+# Usage-billed types above (S3, ECR, API destinations, archives) are covered by the usage assumptions.
 FREE_PREFIXES = ("AWS::IAM::", "Custom::", "AWS::CloudFormation::")
 
 
@@ -227,6 +233,10 @@ def _web_acl(props, prices):
     yield WAF, f"web ACL + {rules} rules", monthly
 
 
+def _hosted_zone(props, prices):  # noqa: ARG001
+    yield OTHER, "Route 53 hosted zone", prices.price("other", "hosted_zone_month")
+
+
 def _dashboard(props, prices):  # noqa: ARG001
     yield CLOUDWATCH, "dashboard", prices.price("cloudwatch", "dashboard_month")
 
@@ -268,6 +278,7 @@ PRICERS: dict[str, Pricer] = {
     "AWS::CloudWatch::Alarm": _alarm,
     "AWS::EC2::VPCEndpoint": _endpoint,
     "AWS::Budgets::BudgetsAction": _budget_action,
+    "AWS::Route53::HostedZone": _hosted_zone,
 }
 
 

@@ -72,9 +72,10 @@ def test_waf_alarms_and_unknown_types():
     templates = {("prod", "edge"): _template(
         ("AWS::WAFv2::WebACL", {"Rules": [{}, {}, {}]}),
         ("AWS::CloudWatch::Alarm", {"Metrics": [{"MetricStat": {}}, {"MetricStat": {}}, {"Expression": "a+b"}]}),
-        ("AWS::CloudWatch::Dashboard", {}), ("AWS::EC2::Instance", {"InstanceType": "m7g.large"}))}
+        ("AWS::CloudWatch::Dashboard", {}), ("AWS::Route53::HostedZone", {"Name": "example.com"}),
+        ("AWS::S3::Bucket", {}), ("AWS::EC2::Instance", {"InstanceType": "m7g.large"}))}
     result = estimate(templates, PRICES)
-    assert _template_total(result) == Decimal(5 + 3) + Decimal("0.20") + Decimal(3)
+    assert _template_total(result) == Decimal(5 + 3) + Decimal("0.20") + Decimal(3) + Decimal("0.50")
     assert result.total("prod", WAF) > 8   # plus the assumed requests
     assert result.unpriced == [("prod", "edge", "AWS::EC2::Instance")]
 
