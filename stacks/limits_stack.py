@@ -7,6 +7,8 @@
   publish) → ``budget_breaker`` Lambda; ops also get the budget emails directly, so a broken
   Lambda cannot hide a budget breach.
 - Ops topic with the configured email subscriptions: breaker notices from both functions.
+- Billing's post-cycle reporters run inside the enforcer, so it may read the Stripe API key
+  (``BillingStack.grant_api_key_read``).
 
 The alert topics use a key of this stack (rotation on), because its policy must name the
 Budgets service; keys of the security stack are never edited from here.
@@ -29,6 +31,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.billing_stack import BillingStack
 from stacks.config import EnvConfig
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
 from stacks.data_stack import DataStack
@@ -42,7 +45,7 @@ RETRY_WINDOW = cdk.Duration.hours(1)
 
 class LimitsStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
-                 security: SecurityStack, data: DataStack, **kwargs) -> None:
+                 security: SecurityStack, data: DataStack, billing: BillingStack | None = None, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         limits = config.limits
         self.budget_name = f"saas-{config.name}-platform"
@@ -98,6 +101,9 @@ class LimitsStack(cdk.Stack):
         self._grant_run("EnforcerRun", enforcer.role, security, secrets=[data.database_secret.secret_arn,
                                                                           data.cache_auth_secret.secret_arn])
         self.sender.grant_send_email(enforcer.role)
+        if billing is not None:  # billing's post-cycle reporters (usage to Stripe, payment grace) run in the enforcer
+            for name, value in billing.grant_api_key_read(enforcer.role).items():
+                self.enforcer.add_environment(name, value)
 
         breaker = PythonFunction(
             self, "BudgetBreaker", name="budget_breaker",

@@ -90,3 +90,10 @@ def test_degraded_limiter_enforcer_errors_and_dead_letters_alarm_ops(template_js
         assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
         assert alarm["AlarmActions"] and alarm["TreatMissingData"] == "notBreaching"
     assert alarms["RateLimiterDegraded"]["Namespace"] == "SaaS/Limits"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_enforcer_may_read_the_stripe_key_for_billings_reporters(templates, env):
+    templates[(env, "limits")].has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "lambdas.enforce_limits.handler.handler",
+        "Environment": {"Variables": M.object_like({"STRIPE_API_KEY_SECRET_ID": M.any_value()})}})
