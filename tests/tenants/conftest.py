@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenant_provisioner import control
@@ -52,10 +53,15 @@ def _make(pg_admin_url: str) -> TenantDb:
 
 
 def _drop(env: TenantDb) -> None:
+    """Drop the database, then this module's roles: tenants, provisioner, group, in that order,
+    each by name (an error here fails the teardown visibly instead of leaking a role)."""
     group = tenant_group_role(env.provisioner_role)
     with psycopg.connect(env.admin_url, autocommit=True) as conn:
-        members = [row[0] for row in conn.execute(_MEMBERS_OF_GROUP, (group,))]
-    databases.drop_database(env.admin_url, env.url, extra_roles=(*members, group, env.provisioner_role))
+        members = [row[0] for row in conn.execute(_MEMBERS_OF_GROUP, (group,)) if row[0] != env.provisioner_role]
+    databases.drop_database(env.admin_url, env.url)
+    with psycopg.connect(env.admin_url, autocommit=True) as conn:
+        for role in (*members, env.provisioner_role, group):
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture(scope="module")
