@@ -214,13 +214,16 @@ def offboard(ctx: typer.Context, tenant_id: str,
              export_dir: Annotated[str, typer.Option(help="Directory or s3://bucket/prefix for the export")]
              = "./tenant-exports",
              secrets: Annotated[SecretsMode, typer.Option(help="Delete the tenant secret in AWS too")]
-             = SecretsMode.skip) -> None:
+             = SecretsMode.skip,
+             retention_days: Annotated[int, typer.Option(help="Keep schema and role this long after the export; "
+                                                              "run offboard again after it to drop them")] = 0) -> None:
     """Export the tenant's tables (COPY, CSV), then drop its schema, role and secret."""
     validation.tenant_id(tenant_id)
     store = _store(secrets)
     with _settings(ctx).database() as db, db.connection() as conn:
-        result = offboarding.offboard(conn, tenant_id, actor=_actor(), export_to=export_dir, store=store)
-    if store is None:
+        result = offboarding.offboard(conn, tenant_id, actor=_actor(), export_to=export_dir, store=store,
+                                      retention_days=retention_days)
+    if store is None and result.tenant.state == "offboarded":
         _notice(f"tenant secret not deleted (local run; pass --secrets aws to delete {tenant_id}'s secret)")
     print(json.dumps(result.to_dict()))
 

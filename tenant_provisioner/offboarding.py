@@ -1,12 +1,15 @@
-"""Offboarding: stop the tenant, export its data with COPY, then drop schema, role and secret.
+"""Offboarding: stop the tenant, export its data with COPY, then, after a retention period,
+drop schema, role and secret.
 
 Order matters and every stage can be re-run: (1) state ``offboarding``, role NOLOGIN, sessions
 ended; (2) every table exported with ``COPY ... TO STDOUT`` (CSV with header) in one
 REPEATABLE READ snapshot, plus ``manifest.json`` with row counts, to a directory or an
-``s3://bucket/prefix`` location; (3) schema and role dropped and the row marked ``offboarded``
-in one transaction (the row and the audit log are kept); (4) the secret scheduled for deletion
-(``SECRET_RECOVERY_DAYS``). A crash before (3) leaves the data in place and a re-run exports
-again; nothing is dropped before the export is complete.
+``s3://bucket/prefix`` location, recorded with ``drop_after = now + retention``; (3) once
+``drop_after`` has passed (at once with retention 0; otherwise on a later call), schema and role
+dropped and the row marked ``offboarded`` in one transaction (the row and the audit log are
+kept); (4) the secret scheduled for deletion (``SECRET_RECOVERY_DAYS``). A crash before (2)
+completes leaves the data in place and a re-run exports again; nothing is dropped before the
+export is recorded.
 """
 
 from __future__ import annotations
@@ -30,17 +33,18 @@ from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants import Tenant
 
 SECRET_RECOVERY_DAYS = 7
+MAX_RETENTION_DAYS = 365
 
 
 @dataclass(frozen=True)
 class OffboardResult:
     tenant: Tenant
-    export_location: str | None
-    rows: dict[str, int]
+    rows: dict[str, int]   # rows exported by this call (empty when an earlier call exported)
 
     def to_dict(self) -> dict[str, Any]:
+        drop_after = self.tenant.drop_after.isoformat() if self.tenant.drop_after else None
         return {"tenant_id": self.tenant.tenant_id, "status": self.tenant.state,
-                "export_location": self.export_location, "rows": self.rows}
+                "export_location": self.tenant.export_location, "drop_after": drop_after, "rows": self.rows}
 
 
 def _check_destination(destination: str) -> None:
@@ -100,11 +104,17 @@ def export_tenant(conn: psycopg.Connection, tenant: Tenant, destination: str) ->
 
 
 def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str,
-             store: SecretStore | None = None) -> OffboardResult:
-    """Export then drop a tenant; safe to re-run after any failure."""
+             store: SecretStore | None = None, retention_days: int = 0) -> OffboardResult:
+    """Stop, export, then drop the tenant once `retention_days` have passed since the export.
+
+    Each call goes as far as it may: a call before the retention ends leaves the tenant
+    ``offboarding`` (login disabled, data and export kept, ``drop_after`` set); a later call
+    drops it. Safe to re-run after any failure; the export is made once."""
     tenant_id = validation.tenant_id(tenant_id)
     actor = validation.actor(actor)
     _check_destination(export_to)
+    if not 0 <= retention_days <= MAX_RETENTION_DAYS:
+        raise InvalidInput("retention_days", f"must be between 0 and {MAX_RETENTION_DAYS}")
     with conn.transaction():
         tenant = tenants.require(conn, tenant_id, for_update=True)
         if tenant.state in ("active", "suspended", "provisioning"):
@@ -113,19 +123,26 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
             conn.execute("UPDATE control.tenants SET state = 'offboarding', updated_at = now() WHERE tenant_id = %s",
                          (tenant_id,))
             audit.record(conn, tenant_id=tenant_id, action="tenant.offboarding", actor=actor,
-                         detail={"from_state": tenant.state})
-        elif tenant.state not in ("offboarding", "offboarded"):
-            raise TenantConflict(f"cannot offboard tenant {tenant_id!r}: it is {tenant.state}")
-    location, rows = None, {}
-    if tenant.state != "offboarded":
+                         detail={"from_state": tenant.state, "retention_days": retention_days})
+    tenant, rows = tenants.require(conn, tenant_id), {}
+    if tenant.state == "offboarding" and tenant.export_location is None:
         schema.terminate_sessions(conn, tenant.role_name)
         location, rows = export_tenant(conn, tenant, export_to)
         with conn.transaction():
+            conn.execute("UPDATE control.tenants SET export_location = %s, updated_at = now(),"
+                         " drop_after = now() + make_interval(days => %s) WHERE tenant_id = %s",
+                         (location, retention_days, tenant_id))
+            audit.record(conn, tenant_id=tenant_id, action="tenant.exported", actor=actor,
+                         detail={"export_location": location, "rows": rows})
+    with conn.transaction():
+        due = conn.execute("SELECT 1 FROM control.tenants WHERE tenant_id = %s AND state = 'offboarding'"
+                           " AND drop_after <= now() FOR UPDATE", (tenant_id,)).fetchone()
+        if due:
             schema.drop(conn, schema=tenant.schema_name, role=tenant.role_name)
             conn.execute("UPDATE control.tenants SET state = 'offboarded', updated_at = now() WHERE tenant_id = %s",
                          (tenant_id,))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.offboarded", actor=actor,
-                         detail={"export_location": location, "rows": rows})
-    if store is not None:
+            audit.record(conn, tenant_id=tenant_id, action="tenant.offboarded", actor=actor, detail={})
+    tenant = tenants.require(conn, tenant_id)
+    if tenant.state == "offboarded" and store is not None:
         store.delete(tenant_id, recovery_days=SECRET_RECOVERY_DAYS)
-    return OffboardResult(tenants.require(conn, tenant_id), location, rows)
+    return OffboardResult(tenant, rows)

@@ -26,14 +26,14 @@ class Tenant:
     admin_email: str
     company_name: str | None
     suspended_reason: str | None
+    export_location: str | None
+    drop_after: datetime | None
     created_at: datetime
     updated_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["created_at"] = self.created_at.isoformat()
-        data["updated_at"] = self.updated_at.isoformat()
-        return data
+        return {key: value.isoformat() if isinstance(value, datetime) else value
+                for key, value in asdict(self).items()}
 
 
 _SELECT = sql.SQL("SELECT {} FROM control.tenants").format(

@@ -110,7 +110,7 @@ def test_offboard_exports_every_table_then_drops_schema_and_role(tenant_db, db, 
     with db.connection() as conn:
         result = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
         assert result.tenant.state == "offboarded" and result.rows["users"] == 2
-        folder = tmp_path / result.export_location.split("/")[-1]
+        folder = tmp_path / result.tenant.export_location.split("/")[-1]
         assert (folder / "users.csv").read_text().splitlines()[0].startswith("id,email")
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["rows"]["users"] == 2 and set(manifest["rows"]) >= {"projects", "ai_usage_records"}
@@ -145,7 +145,7 @@ def test_offboard_to_s3_and_the_secret_is_scheduled_for_deletion(db, tenant_ids)
                              actor=ACTOR, store=store, endpoint=DbEndpoint("db", 5432, "app"))
             assert store.exists(tenant_id)
             result = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to="s3://exports/gone", store=store)
-        assert result.export_location.startswith(f"s3://exports/gone/{tenant_id}-")
+        assert result.tenant.export_location.startswith(f"s3://exports/gone/{tenant_id}-")
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="exports")["Contents"]]
         assert any(k.endswith("/users.csv") for k in keys) and any(k.endswith("/manifest.json") for k in keys)
         assert not store.exists(tenant_id)
@@ -172,3 +172,23 @@ def test_after_hooks_run_once_committed_and_cannot_undo_the_change(db, tenant_id
         assert lifecycle.suspend(conn, tenant_id, reason="hooked", actor=ACTOR).state == "suspended"
         lifecycle.resume(conn, tenant_id, actor=ACTOR)
     assert calls == [("suspend", "suspended"), ("resume", "active")]
+
+
+def test_offboard_with_retention_keeps_the_schema_until_a_later_call(tenant_db, db, tenant_ids, tmp_path):
+    tenant_id = tenant_ids("kept")
+    with db.connection() as conn:
+        tenant = _create(conn, tenant_id).tenant
+        first = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=3)
+        assert first.tenant.state == "offboarding" and first.rows["users"] == 0
+        assert (first.tenant.drop_after - first.tenant.updated_at).days == 3
+        assert _role(conn, tenant.role_name)[0] is False  # kept, but nobody can log in
+        again = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=3)
+        assert again.tenant.state == "offboarding" and again.rows == {}
+        assert len(audit.entries(conn, tenant_id, action="tenant.exported")) == 1
+        conn.execute("UPDATE control.tenants SET drop_after = now() - interval '1 second' WHERE tenant_id = %s",
+                     (tenant_id,))  # the retention period has passed
+        done = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
+        assert done.tenant.state == "offboarded" and done.tenant.export_location == first.tenant.export_location
+        assert _role(conn, tenant.role_name) is None
+        with pytest.raises(InvalidInput):
+            offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=-1)

@@ -12,6 +12,8 @@ CREATE TABLE control.tenants (
     admin_email      text NOT NULL,
     company_name     text,
     suspended_reason text,
+    export_location  text,          -- offboarding: where the data export went
+    drop_after       timestamptz,   -- offboarding: schema and role are dropped from then on (retention)
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
