@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -16,6 +17,7 @@ from tenant_provisioner.db import Database, admin_connect
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.stripe_server import FakeStripe
 
+TINY_TIERS_FILE = Path(__file__).resolve().parents[1] / "data" / "tiny_tiers.yaml"
 FAKE_KEY = "sk_test_fake_billing_tests_0000"
 WEBHOOK_SECRET = "whsec_fake_billing_tests_0000"
 
@@ -62,10 +64,21 @@ def stripe_env(monkeypatch, fake_stripe):
     monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "1")
 
 
+@pytest.fixture(scope="session")
+def _synced_snapshot(_fake_stripe_server):
+    """The tiny tiers' catalog synced once per session; tests get a copy of that Stripe state."""
+    _fake_stripe_server.reset()
+    client = stripe.StripeClient(FAKE_KEY, base_addresses={"api": _fake_stripe_server.url})
+    result = sync_catalog(client, load_tiers(TINY_TIERS_FILE), BillingSettings(api_base=_fake_stripe_server.url))
+    return result, _fake_stripe_server.snapshot()
+
+
 @pytest.fixture()
-def synced(client, settings, tiny_tiers):
+def synced(fake_stripe, _synced_snapshot, tiny_tiers):
     """The catalog of the tiny tiers, synced into the fake Stripe."""
-    return sync_catalog(client, load_tiers(), settings)
+    result, state = _synced_snapshot
+    fake_stripe.restore(state)
+    return result
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ Webhook payloads are signed with Stripe's scheme by `sign_webhook` for the real 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import itertools
@@ -256,6 +257,17 @@ class FakeStripe:
     def reset(self) -> None:
         with self._lock:
             self.state = StripeState()
+            self._faults.clear()
+            self._down = False
+
+    def snapshot(self) -> StripeState:
+        """A copy of the current state, to `restore` later (tests reuse a synced catalog)."""
+        with self._lock:
+            return copy.deepcopy(self.state)
+
+    def restore(self, state: StripeState) -> None:
+        with self._lock:
+            self.state = copy.deepcopy(state)
             self._faults.clear()
             self._down = False
 
