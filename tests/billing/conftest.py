@@ -119,7 +119,7 @@ def control_url(_control_database, monkeypatch) -> str:
 @pytest.fixture()
 def db(control_url):
     """A provisioner-role pool on the control database."""
-    database = Database(control_url, max_size=2)
+    database = Database(control_url, max_size=6)
     yield database
     database.close()
 

@@ -271,6 +271,9 @@ class FakeStripe:
             self._faults.clear()
             self._down = False
 
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
     def fail_next(self, method: str, path_pattern: str, times: int = 1) -> None:
         """The next `times` matching requests get a 500 before anything is done."""
         self._faults.append(_Fault(method, re.compile(path_pattern), "error", times))

@@ -4,6 +4,8 @@ prorate, offboarding cancels."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import stripe
 
@@ -183,3 +185,23 @@ def test_without_a_key_the_step_is_skipped_loudly(monkeypatch, conn, capsys, tin
     result = lifecycle.create(conn, _request(), actor="test", steps=steps)
     assert result.outputs["billing"] == "skipped"
     assert "BILLING SKIPPED" in capsys.readouterr().err
+
+
+def test_simultaneous_signups_of_one_id_make_one_customer(fake_stripe, db, client, settings, synced):
+    errors = []
+
+    def signup():
+        try:
+            with db.connection() as conn:
+                create_tenant(conn, client, settings)
+        except Exception as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=signup) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    _assert_one_live(fake_stripe)
+    assert len(fake_stripe.state.customers) == 1 and len(fake_stripe.state.subscriptions) == 1

@@ -7,6 +7,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 import stripe
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tenant_provisioner.billing import usage
 from tenant_provisioner.billing.usage import report_usage
@@ -143,3 +146,51 @@ def test_tenants_without_a_stripe_customer_are_not_reported(fake_stripe, client,
     conn.execute("DELETE FROM control.billing_accounts")
     measure(conn, 10)
     assert report_usage(conn, client, settings).sent == 0
+
+
+# --- property: whatever happens between cycles, Stripe ends with exactly the admitted total -------
+
+STEPS = st.lists(st.one_of(
+    st.tuples(st.just("measure"), st.integers(min_value=1, max_value=500)),
+    st.tuples(st.sampled_from(["report", "crash_after_send", "lost_response", "stripe_down", "stripe_up"]),
+              st.just(0)),
+), min_size=1, max_size=12)
+
+
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=STEPS)
+def test_usage_is_billed_exactly_once_whatever_fails(fake_stripe, settings, conn, tenant, monkeypatch, steps):
+    conn.execute("DELETE FROM control.billing_usage_cursor")
+    conn.execute("DELETE FROM control.tenant_usage")
+    fake_stripe.state.meter_events.clear()
+    fake_stripe.down(False)
+    no_retry = stripe.StripeClient(FAKE_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+    admitted = 0
+    for action, amount in steps:
+        if action == "measure":
+            admitted += amount
+            measure(conn, admitted)
+        elif action in ("stripe_down", "stripe_up"):
+            fake_stripe.down(action == "stripe_down")
+        elif action == "crash_after_send":
+            with monkeypatch.context() as patch:
+                patch.setattr(usage, "_advance", _crash)
+                try:
+                    report_usage(conn, no_retry, settings)
+                except Crash:
+                    pass
+        else:
+            if action == "lost_response":
+                fake_stripe.lose_response_next("POST", "^/v1/billing/meter_events$")
+            report_usage(conn, no_retry, settings)
+        reported, pending_to = cursor(conn) or (0, None)
+        assert billed(fake_stripe, tenant) in (reported, pending_to)  # never more than one frozen interval ahead
+    fake_stripe.down(False)
+    fake_stripe.clear_faults()
+    report_usage(conn, no_retry, settings)
+    assert billed(fake_stripe, tenant) == admitted
+    assert cursor(conn) in (None, (admitted, None))
+
+
+def _crash(*args):
+    raise Crash()
