@@ -4,8 +4,9 @@ The function runs in private subnets with the control-plane security group (admi
 logs in with the RDS master secret and works as the provisioner role, and may write secrets only
 under ``<prefix>/tenants/``. Callers: the API's role synchronously (``invoker_role_arns`` or a
 later ``grant_invoke``), and an EventBridge rule on ``tenant.signup`` events, whose failed
-deliveries and failed asynchronous runs land in one dead-letter queue. A schedule keeps the
-warm pool of pre-built tenant schemas filled (``warm_pool_size``; 0 turns it off).
+deliveries and failed asynchronous runs land in one dead-letter queue. Schedules keep the
+warm pool of pre-built tenant schemas filled (``warm_pool_size``; 0 turns it off) and, daily,
+drop offboarded tenants whose retention period has passed.
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ class TenantsStack(cdk.Stack):
                     self.function, retry_attempts=0, dead_letter_queue=self.dead_letter_queue,
                     event=events.RuleTargetInput.from_object(
                         {"action": "refill_warm_pool", "size": tenants.warm_pool_size}))])
+        self.offboarding_rule = events.Rule(
+            self, "DropDueOffboardings", description="Drop offboarded tenants whose retention period has passed",
+            schedule=events.Schedule.cron(minute="30", hour="3"),
+            targets=[targets.LambdaFunction(
+                self.function, retry_attempts=2, dead_letter_queue=self.dead_letter_queue,
+                event=events.RuleTargetInput.from_object({"action": "drop_due_offboardings"}))])
         for index, arn in enumerate(tenants.invoker_role_arns):
             self.function.add_permission(f"Invoker{index}", principal=iam.ArnPrincipal(arn),
                                          action="lambda:InvokeFunction")

@@ -103,16 +103,18 @@ def export_tenant(conn: psycopg.Connection, tenant: Tenant, destination: str) ->
         return location, rows
 
 
-def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str,
+def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str | None,
              store: SecretStore | None = None, retention_days: int = 0) -> OffboardResult:
     """Stop, export, then drop the tenant once `retention_days` have passed since the export.
 
     Each call goes as far as it may: a call before the retention ends leaves the tenant
     ``offboarding`` (login disabled, data and export kept, ``drop_after`` set); a later call
-    drops it. Safe to re-run after any failure; the export is made once."""
+    drops it. Safe to re-run after any failure; the export is made once, so `export_to` may be
+    None only for a tenant already exported."""
     tenant_id = validation.tenant_id(tenant_id)
     actor = validation.actor(actor)
-    _check_destination(export_to)
+    if export_to is not None:
+        _check_destination(export_to)
     if not 0 <= retention_days <= MAX_RETENTION_DAYS:
         raise InvalidInput("retention_days", f"must be between 0 and {MAX_RETENTION_DAYS}")
     with conn.transaction():
@@ -126,6 +128,8 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
                          detail={"from_state": tenant.state, "retention_days": retention_days})
     tenant, rows = tenants.require(conn, tenant_id), {}
     if tenant.state == "offboarding" and tenant.export_location is None:
+        if export_to is None:
+            raise InvalidInput("export_to", f"tenant {tenant_id!r} has not been exported yet; name a location")
         schema.terminate_sessions(conn, tenant.role_name)
         location, rows = export_tenant(conn, tenant, export_to)
         with conn.transaction():
@@ -146,3 +150,12 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
     if tenant.state == "offboarded" and store is not None:
         store.delete(tenant_id, recovery_days=SECRET_RECOVERY_DAYS)
     return OffboardResult(tenant, rows)
+
+
+def drop_due(conn: psycopg.Connection, *, actor: str, store: SecretStore | None = None) -> list[str]:
+    """Finish every offboarding whose retention has passed (the Lambda runs this daily)."""
+    due = [row[0] for row in conn.execute(
+        "SELECT tenant_id FROM control.tenants WHERE state = 'offboarding' AND drop_after <= now()"
+        " ORDER BY drop_after")]
+    return [offboard(conn, tenant_id, actor=actor, export_to=None, store=store).tenant.tenant_id
+            for tenant_id in due]

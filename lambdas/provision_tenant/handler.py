@@ -1,8 +1,9 @@
 """Provisioning Lambda: a signup in, the same JSON as ``tenant-provisioner create`` out.
 
 Invoked synchronously by the API's role (payload = the request), by the EventBridge rule on
-``tenant.signup`` events (request in ``detail``), and by a schedule that refills the warm pool
-(``{"action": "refill_warm_pool", "size": N}``). Bad input or a conflicting request returns a
+``tenant.signup`` events (request in ``detail``), and by schedules that refill the warm pool
+(``{"action": "refill_warm_pool", "size": N}``) and finish offboardings whose retention has
+passed (``{"action": "drop_due_offboardings"}``). Bad input or a conflicting request returns a
 structured error (``{"status": "rejected", "error": {...}}``) so nobody retries it; a transient
 failure raises, so the synchronous caller retries and an asynchronous event goes to the retry
 policy and then the dead-letter queue. Idempotency is the database's: a retried signup finds
@@ -24,7 +25,7 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from psycopg.conninfo import make_conninfo
 
-from tenant_provisioner import lifecycle, warm_pool
+from tenant_provisioner import lifecycle, offboarding, warm_pool
 from tenant_provisioner.db import Database
 from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
 from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
@@ -90,11 +91,23 @@ def _refill(size: int) -> dict[str, Any]:
     return result.to_dict()
 
 
+def _drop_due_offboardings() -> dict[str, Any]:
+    """The daily schedule (``{"action": "drop_due_offboardings"}``): drop tenants past retention."""
+    database, _ = _connect()
+    with database.connection() as conn:
+        dropped = offboarding.drop_due(conn, actor=ACTOR, store=_secret_store())
+    metrics.add_metric(name="TenantsOffboarded", unit=MetricUnit.Count, value=len(dropped))
+    logger.info("due offboardings finished", extra={"dropped": dropped})
+    return {"dropped": dropped}
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("action") == "refill_warm_pool":
         return _refill(int(event.get("size", 0)))
+    if event.get("action") == "drop_due_offboardings":
+        return _drop_due_offboardings()
     payload = event.get("detail") if "detail-type" in event else event
     try:
         request = CreateRequest.parse(payload if isinstance(payload, dict) else {})

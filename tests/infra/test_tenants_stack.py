@@ -92,6 +92,15 @@ def test_a_schedule_refills_the_warm_pool(templates, env):
 
 
 @pytest.mark.parametrize("env", ENVS)
+def test_a_daily_schedule_drops_offboardings_past_retention(templates, env):
+    templates[(env, "tenants")].has_resource_properties("AWS::Events::Rule", {
+        "ScheduleExpression": "cron(30 3 * * ? *)",
+        "Targets": [Match.object_like({"Input": '{"action":"drop_due_offboardings"}',
+                                       "DeadLetterConfig": {"Arn": Match.any_value()}})],
+    })
+
+
+@pytest.mark.parametrize("env", ENVS)
 def test_function_arn_is_published_for_the_api(templates, env):
     templates[(env, "tenants")].has_resource_properties("AWS::SSM::Parameter", {
         "Name": f"/saas/{env}/platform/provision-function-arn"})

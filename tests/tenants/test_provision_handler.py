@@ -98,3 +98,16 @@ def test_scheduled_event_refills_the_warm_pool(handler):
     result = module.handler({"action": "refill_warm_pool", "size": 2}, Context())
     assert result["ran"] is True and result["size"] == 2
     assert module.handler(_signup("pooled-co"), Context())["created"] is True
+
+
+def test_daily_event_drops_offboardings_past_retention(handler, tenant_db, tmp_path):
+    from tenant_provisioner import offboarding
+
+    module, client = handler
+    created = module.handler(_signup("leaving-co"), Context())
+    with tenant_db.database() as db, db.connection() as conn:
+        offboarding.offboard(conn, "leaving-co", actor="t", export_to=str(tmp_path), retention_days=30)
+        assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": []}
+        conn.execute("UPDATE control.tenants SET drop_after = now() WHERE tenant_id = 'leaving-co'")
+    assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": ["leaving-co"]}
+    assert "DeletedDate" in client.describe_secret(SecretId=created["secret_name"])
