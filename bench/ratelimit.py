@@ -4,7 +4,8 @@ Each contender makes the calls a service needs to answer one request *with* Rate
 values: ours is one FCALL (decision, remaining, reset, quota); `limits` needs ``hit()`` plus
 ``get_window_stats()``. Round trips are counted on the wire (replies read per decision), not
 assumed. Figures: decisions/s on one synchronous client, p50/p99 latency per decision, median of
-``--runs`` runs after a warm-up. This prints figures; it is not a timed test.
+``--runs`` runs after a warm-up; within a run the contenders take turns in short blocks, so
+background load on a shared machine hits them alike. This prints figures; it is not a timed test.
 
     .venv/bin/python bench/ratelimit.py [--redis-url redis://127.0.0.1:6379/0] [--keys 100]
 """
@@ -45,19 +46,29 @@ def _pool(url: str) -> redis.ConnectionPool:
     return redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
 
 
-def _measure(decide: Callable[[str], object], keys: list[str], n: int) -> tuple[float, float, float, float]:
-    """(decisions/s, p50 ms, p99 ms, round trips per decision) for n decisions over keys."""
-    latencies = []
-    before = CountingConnection.replies
-    start = time.perf_counter()
-    for i in range(n):
-        t0 = time.perf_counter_ns()
-        decide(keys[i % len(keys)])
-        latencies.append(time.perf_counter_ns() - t0)
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    trips = (CountingConnection.replies - before) / n
-    return n / elapsed, latencies[n // 2] / 1e6, latencies[int(n * 0.99)] / 1e6, trips
+class Tally:
+    """One contender's decisions in one run, gathered over many short blocks."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+        self.latencies: list[int] = []
+        self.replies = 0
+
+    def block(self, decide: Callable[[str], object], keys: list[str], first: int, n: int) -> None:
+        before = CountingConnection.replies
+        start = time.perf_counter()
+        for i in range(first, first + n):
+            t0 = time.perf_counter_ns()
+            decide(keys[i % len(keys)])
+            self.latencies.append(time.perf_counter_ns() - t0)
+        self.elapsed += time.perf_counter() - start
+        self.replies += CountingConnection.replies - before
+
+    def figures(self) -> tuple[float, float, float, float]:
+        """(decisions/s, p50 ms, p99 ms, round trips per decision)."""
+        n = len(self.latencies)
+        ordered = sorted(self.latencies)
+        return n / self.elapsed, ordered[n // 2] / 1e6, ordered[int(n * 0.99)] / 1e6, self.replies / n
 
 
 def main() -> None:
@@ -66,6 +77,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100, help="tenants (keys) the load is spread over")
     parser.add_argument("--decisions", type=int, default=5000, help="decisions per run")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--block", type=int, default=250, help="decisions per contender before rotating")
     args = parser.parse_args()
 
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
@@ -97,10 +109,15 @@ def main() -> None:
           f"(median reported)  one synchronous client, loopback, reply parser: {parser_name}")
     runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in contenders}
     for decide in contenders.values():
-        _measure(decide, keys, min(2000, args.decisions))  # warm-up: scripts loaded, keys created
-    for _ in range(args.runs):  # interleaved, so background load hits every contender alike
-        for name, decide in contenders.items():
-            runs[name].append(_measure(decide, keys, args.decisions))
+        Tally().block(decide, keys, 0, min(2000, args.decisions))  # warm-up: scripts loaded, keys created
+    for _ in range(args.runs):
+        tallies = {name: Tally() for name in contenders}
+        # Short blocks in rotation, so load from other processes hits every contender alike.
+        for first in range(0, args.decisions, args.block):
+            for name, decide in contenders.items():
+                tallies[name].block(decide, keys, first, min(args.block, args.decisions - first))
+        for name, tally in tallies.items():
+            runs[name].append(tally.figures())
     results = {name: tuple(statistics.median(r[i] for r in rs) for i in range(4)) for name, rs in runs.items()}
     print(f"{'contender':52} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'round trips':>12}")
     for name, (rate, p50, p99, trips) in results.items():

@@ -94,16 +94,32 @@ local function acquire(keys, args)
   -- previous period's totals are kept (pp/pu/pa) so the enforcer can close that period exactly.
   local q = redis.call('HMGET', quota_key, 'p', 'u', 'a')
   local used, attempted = tonumber(q[2]) or 0, tonumber(q[3]) or 0
-  local fresh = tonumber(q[1]) ~= period
-  if fresh then
-    if cost > 0 then
-      if q[1] then
-        redis.call('HSET', quota_key, 'pp', q[1], 'pu', used, 'pa', attempted)
-      end
-      redis.call('HSET', quota_key, 'p', period, 'u', 0, 'a', 0)
-      redis.call('PEXPIREAT', quota_key, end_s * 1000 + SLACK_MS)  -- TTL set once per period
-    end
+  local previous = nil
+  if tonumber(q[1]) ~= period then
+    if q[1] then previous = {q[1], used, attempted} end
     used, attempted = 0, 0
+  end
+
+  -- One write of the counters per counted call (the script is atomic, so the sums are exact).
+  -- Integers are formatted explicitly: Lua would write large numbers as 1e+14.
+  local function int(x) return string.format('%.0f', x) end
+  local function save(admitted)
+    local u, a = int(used), int(attempted)
+    if tonumber(q[1]) == period then
+      if admitted then
+        redis.call('HSET', quota_key, 'u', u, 'a', a)
+      else
+        redis.call('HSET', quota_key, 'a', a)
+      end
+      return
+    end
+    if previous then
+      redis.call('HSET', quota_key, 'p', period, 'u', u, 'a', a,
+                 'pp', previous[1], 'pu', int(previous[2]), 'pa', int(previous[3]))
+    else
+      redis.call('HSET', quota_key, 'p', period, 'u', u, 'a', a)
+    end
+    redis.call('PEXPIREAT', quota_key, end_s * 1000 + SLACK_MS)  -- TTL set once per period
   end
 
   -- GCRA: the stored value is the theoretical arrival time (TAT) in microseconds.
@@ -131,17 +147,20 @@ local function acquire(keys, args)
     return reply(code, code == 2 and period_ms or 0, tat)
   end
 
-  attempted = redis.call('HINCRBY', quota_key, 'a', cost)
+  attempted = attempted + cost
   if (state == 'hard_limit' and state_period == period) or used + cost > hard_limit then
+    save(false)
     return reply(2, period_ms, tat)
   end
   if now < allow_at then
+    save(false)
     return reply(1, math.ceil((allow_at - now) / 1000), tat)
   end
   -- Rounded up so fractional emission intervals can never drift towards over-admission.
   redis.call('SET', gcra_key, string.format('%.0f', math.ceil(new_tat)), 'PX',
              math.max(1, math.ceil((new_tat - now) / 1000)))
-  used = redis.call('HINCRBY', quota_key, 'u', cost)
+  used = used + cost
+  save(true)
   return reply(0, 0, new_tat)
 end
 

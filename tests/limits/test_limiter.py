@@ -275,3 +275,13 @@ def test_quota_refuses_exactly_when_used_plus_cost_exceeds_the_hard_limit(redis_
     finally:
         client.delete(*TenantKeys.of("acme-co", limiter.key_prefix).as_list())
         client.close()
+
+
+def test_large_counters_stay_exact_integers(limiter, redis_client):
+    tier = make_tier(hard_limit=10**16)
+    keys = TenantKeys.of("acme-co", limiter.key_prefix)
+    period = limiter.acquire("acme-co", tier, cost=0).period
+    redis_client.hset(keys.quota, mapping={"p": period, "u": 10**15 - 1, "a": 10**15 - 1})
+    decision = limiter.acquire("acme-co", tier)
+    assert (decision.used, decision.attempted) == (10**15, 10**15)
+    assert redis_client.hmget(keys.quota, "u", "a") == [b"1000000000000000", b"1000000000000000"]
