@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
@@ -70,7 +71,7 @@ class DegradedAlert:
 @dataclass
 class _Cached:
     reason: str
-    until: float  # time.monotonic(); math.inf = until Redis says otherwise
+    until: float  # on the limiter's clock; math.inf = until Redis says otherwise
 
 
 @dataclass
@@ -79,6 +80,7 @@ class DegradedLimiter:
 
     share: float = field(default_factory=share_from_env)
     alert: DegradedAlert = field(default_factory=DegradedAlert)
+    clock: Callable[[], float] = time.monotonic
     _tat: dict[str, float] = field(default_factory=dict)
     _refusals: dict[str, _Cached] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,7 +95,7 @@ class DegradedLimiter:
             if reason == "suspended":
                 self._refusals[tenant_id] = _Cached(reason, math.inf)
             elif reason == "quota_exceeded":
-                self._refusals[tenant_id] = _Cached(reason, time.monotonic() + retry_after)
+                self._refusals[tenant_id] = _Cached(reason, self.clock() + retry_after)
             elif reason == "ok":
                 self._refusals.pop(tenant_id, None)
 
@@ -107,7 +109,7 @@ class DegradedLimiter:
         rate, burst = self.limits_for(tier)
         emission = 1.0 / rate
         window = max(1, delta_seconds(burst / rate))
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             cached = self._refusals.get(tenant_id)
             tat = max(self._tat.get(tenant_id, now), now)
