@@ -94,3 +94,4 @@ def test_a_long_tenant_list_is_cut_to_the_costliest(sample, settings):
     text = render_text(report)
     assert "tenant-039" in text and "tenant-015" in text and "tenant-014" not in text   # 25 costliest
     assert "15 more tenants" in text and "15 more tenants" in render_html(report)
+    assert len(render_html(report).encode()) < 102 * 1024   # Gmail clips larger messages
