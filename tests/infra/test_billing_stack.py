@@ -71,3 +71,11 @@ def test_no_secret_value_in_the_template(template_json, env):
     text = str(template_json[(env, "billing")])
     assert not re.search(r"\b(sk|rk)_(live|test)_[A-Za-z0-9]{6,}|\bwhsec_[A-Za-z0-9]{6,}", text)
     assert "'SecretString':" not in text  # GenerateSecretString only
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_checkov_skips_are_exactly_the_justified_ones(template_json, env):
+    skips = sorted((r["Type"], s["id"]) for r in template_json[(env, "billing")]["Resources"].values()
+                   for s in r.get("Metadata", {}).get("checkov", {}).get("skip", []))
+    assert ("AWS::Lambda::Url", "CKV_AWS_258") in skips and ("AWS::Lambda::Function", "CKV_AWS_116") in skips
+    assert skips.count(("AWS::SecretsManager::Secret", "CKV2_AWS_57")) == 2
