@@ -10,7 +10,10 @@ took effect is a no-op without a second audit entry.
 - ``get(conn, id)`` / ``list_tenants(conn, state=None)``;
 - ``suspend(conn, id, reason=..., actor=...)``: role NOLOGIN, its sessions terminated;
 - ``resume(conn, id, actor=...)``; ``change_tier(conn, id, tier, actor=...)``: connection limit;
-- ``offboard(conn, id, actor=..., export_to=..., store=...)``: export, then drop (offboarding.py).
+- ``offboard(conn, id, actor=..., export_to=..., store=..., retention_days=0)``: export, then drop
+  once the retention has passed (offboarding.py);
+- after-commit hooks ``after_suspend`` / ``after_resume`` and in-transaction hooks
+  ``on_change_tier`` / ``on_offboard`` let other components follow (pipeline.py).
 
 Errors: `InvalidInput` (bad input), `TenantNotFound`, `TenantConflict` (e.g. resuming an
 offboarded tenant, or creating an existing id with another tier), `TransientError` (retry).
