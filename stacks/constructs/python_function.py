@@ -1,9 +1,9 @@
 """A Python Lambda function bundled on the host with pip: no Docker, deterministic asset hash.
 
 Every function's bundle has the same shape, so handlers import exactly as they do locally:
-``lambdas/<name>/`` (plus ``lambdas/common`` when present), the ``tenant_provisioner`` package
-with ``config/tiers.yaml`` copied into it, and ``lambdas/requirements.txt`` installed for the
-Lambda platform (manylinux arm64 wheels only). CDK unit tests skip bundling with the context
+``lambdas/<name>/`` (plus ``lambdas/common`` when present) and the ``tenant_provisioner`` package
+with ``config/tiers.yaml`` copied into it. ``lambdas/requirements.txt``, installed for the Lambda
+platform (manylinux arm64 wheels only), is one layer per stack shared by all its functions. CDK unit tests skip bundling with the context
 ``aws:cdk:bundling-stacks: []``; the asset hash is computed from the sources either way.
 """
 
@@ -47,7 +47,7 @@ _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".pytest_cach
 
 def _source_paths(function_dir: Path) -> list[Path]:
     common = LAMBDAS_DIR / "common"
-    paths = [LAMBDAS_DIR / "__init__.py", function_dir, LIBRARY_DIR, TIERS_FILE, REQUIREMENTS]
+    paths = [LAMBDAS_DIR / "__init__.py", function_dir, LIBRARY_DIR, TIERS_FILE]
     return paths + ([common] if common.exists() else [])
 
 
@@ -64,18 +64,57 @@ def source_hash(function_dir: Path) -> str:
     return digest.hexdigest()
 
 
-@jsii.implements(cdk.ILocalBundling)
-class _PipBundler:
-    """Builds the bundle with the host's pip, for the Lambda's Python version and CPU."""
+PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
+PYTHON_VERSION = RUNTIME.name.removeprefix("python")
+LAYER_ID = "PythonDependencies"
 
-    def __init__(self, function_dir: Path, python_version: str, arch: str) -> None:
+
+def dependencies_hash() -> str:
+    """What the dependency layer's content depends on: the requirements, Python version, platforms."""
+    return hashlib.sha256("\n".join([REQUIREMENTS.read_text(), PYTHON_VERSION, *PLATFORMS]).encode()).hexdigest()
+
+
+def installed_dependencies() -> Path:
+    """``lambdas/requirements.txt`` installed with the host's pip for the Lambda platform (manylinux
+    arm64 wheels only), once per :func:`dependencies_hash`; later synths reuse it. Built in a
+    temporary directory and renamed into place, so an interrupted install is never reused."""
+    target = DEPENDENCY_CACHE / dependencies_hash()[:20]
+    if target.is_dir():
+        return target
+    DEPENDENCY_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=DEPENDENCY_CACHE) as staging:
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+               "--target", staging, "-r", str(REQUIREMENTS), "--implementation", "cp",
+               "--python-version", PYTHON_VERSION, "--only-binary=:all:"]
+        for platform in PLATFORMS:
+            cmd += ["--platform", platform]
+        subprocess.run(cmd, check=True)
+        try:
+            Path(staging).rename(target)
+        except OSError:
+            if not target.is_dir():  # lost a race to an identical install: use the winner's
+                raise
+    return target
+
+
+@jsii.implements(cdk.ILocalBundling)
+class _LayerBundler:
+    """The dependency layer: installed packages under ``python/`` (on the runtime's sys.path)."""
+
+    def try_bundle(self, output_dir: str, options: cdk.BundlingOptions) -> bool:  # noqa: ARG002
+        shutil.copytree(installed_dependencies(), Path(output_dir) / "python", dirs_exist_ok=True)
+        return True
+
+
+@jsii.implements(cdk.ILocalBundling)
+class _CodeBundler:
+    """A function's own code: its directory (and ``lambdas/common``) plus the domain library."""
+
+    def __init__(self, function_dir: Path) -> None:
         self._function_dir = function_dir
-        self._python_version = python_version
-        self._arch = arch
 
     def try_bundle(self, output_dir: str, options: cdk.BundlingOptions) -> bool:  # noqa: ARG002
         out = Path(output_dir)
-        shutil.copytree(self._dependencies(), out, dirs_exist_ok=True)
         shutil.copytree(LIBRARY_DIR, out / "tenant_provisioner", ignore=_IGNORED, dirs_exist_ok=True)
         shutil.copy2(TIERS_FILE, out / "tenant_provisioner" / "tiers.yaml")
         (out / "lambdas").mkdir(exist_ok=True)
@@ -85,31 +124,25 @@ class _PipBundler:
                 shutil.copytree(src, out / "lambdas" / src.name, ignore=_IGNORED, dirs_exist_ok=True)
         return True
 
-    def _dependencies(self) -> Path:
-        """``lambdas/requirements.txt`` installed for the Lambda platform, once per requirements
-        content, Python version and CPU: every function shares it, so each further bundle (and
-        each later synth) is a copy instead of a pip run. Built in a temporary directory and
-        renamed into place, so an interrupted install is never reused."""
-        platforms = [f"manylinux2014_{self._arch}", f"manylinux_2_28_{self._arch}",
-                     f"manylinux_2_34_{self._arch}"]
-        key = hashlib.sha256("\n".join([REQUIREMENTS.read_text(), self._python_version, *platforms]).encode())
-        target = DEPENDENCY_CACHE / key.hexdigest()[:20]
-        if target.is_dir():
-            return target
-        DEPENDENCY_CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=DEPENDENCY_CACHE) as staging:
-            cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                   "--target", staging, "-r", str(REQUIREMENTS), "--implementation", "cp",
-                   "--python-version", self._python_version, "--only-binary=:all:"]
-            for platform in platforms:
-                cmd += ["--platform", platform]
-            subprocess.run(cmd, check=True)
-            try:
-                Path(staging).rename(target)
-            except OSError:
-                if not target.is_dir():  # lost a race to an identical install: use the winner's
-                    raise
-        return target
+
+def _bundled(path: Path, asset_hash: str, bundler: object) -> lambda_.Code:
+    return lambda_.Code.from_asset(
+        str(path), asset_hash_type=cdk.AssetHashType.CUSTOM, asset_hash=asset_hash,
+        bundling=cdk.BundlingOptions(image=RUNTIME.bundling_image,  # never pulled: local bundling succeeds
+                                     local=bundler))
+
+
+def dependencies_layer(scope: Construct) -> lambda_.LayerVersion:
+    """The stack's one layer with the pinned dependencies, shared by all its functions: the
+    70 MB of wheels are staged and uploaded once instead of once per function."""
+    stack = cdk.Stack.of(scope)
+    existing = stack.node.try_find_child(LAYER_ID)
+    if isinstance(existing, lambda_.LayerVersion):
+        return existing
+    return lambda_.LayerVersion(
+        stack, LAYER_ID, code=_bundled(REQUIREMENTS.parent, dependencies_hash(), _LayerBundler()),
+        compatible_runtimes=[RUNTIME], compatible_architectures=[lambda_.Architecture.ARM_64],
+        description="Pinned Python dependencies of the platform's functions (lambdas/requirements.txt)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,21 +181,12 @@ class PythonFunction(Construct):
         function_dir = LAMBDAS_DIR / name
         if not (function_dir / "handler.py").is_file():
             raise ValueError(f"lambdas/{name}/handler.py does not exist")
-        python_version = RUNTIME.name.removeprefix("python")
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, encryption_key=log_key,
                                        removal_policy=cdk.RemovalPolicy.DESTROY)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description=f"Execution role of the {name} function")
         self.log_group.grant_write(self.role)
-        code = lambda_.Code.from_asset(
-            str(function_dir),
-            asset_hash_type=cdk.AssetHashType.CUSTOM,
-            asset_hash=source_hash(function_dir),
-            bundling=cdk.BundlingOptions(
-                image=RUNTIME.bundling_image,  # never pulled: local bundling always succeeds
-                local=_PipBundler(function_dir, python_version, "aarch64"),
-            ),
-        )
+        code = _bundled(function_dir, source_hash(function_dir), _CodeBundler(function_dir))
         self.function = lambda_.Function(
             self,
             "Function",
@@ -170,6 +194,7 @@ class PythonFunction(Construct):
             architecture=lambda_.Architecture.ARM_64,
             handler=f"lambdas.{name}.handler.handler",
             code=code,
+            layers=[dependencies_layer(self)],
             description=description,
             environment={"POWERTOOLS_SERVICE_NAME": name, **(environment or {})},
             timeout=timeout,

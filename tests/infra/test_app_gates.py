@@ -90,10 +90,14 @@ def test_python_function_in_a_vpc_passes_nag_with_only_its_runtime_wildcard(tmp_
     vpc.add_flow_log("FlowLog")
     function = PythonFunction(stack, "Fn", name=_any_function(), description="gate check", network=LambdaNetwork(
         vpc=vpc, subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)))
-    template = json.loads(json.dumps(cdk.assertions.Template.from_stack(stack).to_json()))
+    PythonFunction(stack, "Other", name=_any_function(), description="shares the dependency layer")
+    template = cdk.assertions.Template.from_stack(stack).to_json()
     props = template["Resources"][stack.get_logical_id(function.function.node.default_child)]["Properties"]
     assert props["Runtime"] == "python3.14" and props["Architectures"] == ["arm64"]
     assert props["TracingConfig"] == {"Mode": "Active"}
+    (layer,) = [name for name, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::LayerVersion"]
+    assert all(r["Properties"]["Layers"] == [{"Ref": layer}]
+               for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function")
     (runtime_policy,) = [r for name, r in template["Resources"].items() if name.startswith("FnRuntimePolicy")]
     actions = runtime_policy["Properties"]["PolicyDocument"]["Statement"][0]["Action"]
     assert "ec2:CreateNetworkInterface" in actions and "xray:PutTraceSegments" in actions
