@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from tenant_provisioner import audit, lifecycle, tenants
 from tenant_provisioner.errors import TenantConflict
@@ -28,11 +29,12 @@ class GraceResult:
     skipped: tuple[str, ...]
 
 
-def _newer(conn: psycopg.Connection, tenant_id: str, created: datetime) -> bool:
-    """Claim `created` as the newest payment event of the tenant; False if a newer one was applied."""
-    row = conn.execute(
-        "UPDATE control.billing_accounts SET payment_event_at = %s, updated_at = now()"
-        " WHERE tenant_id = %s AND (payment_event_at IS NULL OR payment_event_at <= %s) RETURNING 1",
+def claim_newest(conn: psycopg.Connection, tenant_id: str, created: datetime, *,
+                 column: str = "payment_event_at") -> bool:
+    """Record `created` as the newest event of its kind for the tenant; False if a newer one was applied."""
+    row = conn.execute(sql.SQL(
+        "UPDATE control.billing_accounts SET {col} = %s, updated_at = now()"
+        " WHERE tenant_id = %s AND ({col} IS NULL OR {col} <= %s) RETURNING 1").format(col=sql.Identifier(column)),
         (created, tenant_id, created)).fetchone()
     return row is not None
 
@@ -40,7 +42,7 @@ def _newer(conn: psycopg.Connection, tenant_id: str, created: datetime) -> bool:
 def payment_failed(conn: psycopg.Connection, tenant_id: str, *, created: datetime, grace_days: int, actor: str,
                    detail: dict[str, Any]) -> str:
     """Start (or keep) the payment grace period; returns the outcome for the event log."""
-    if not _newer(conn, tenant_id, created):
+    if not claim_newest(conn, tenant_id, created):
         return "ignored: older than the last payment event applied"
     row = conn.execute(
         "UPDATE control.billing_accounts SET"
@@ -55,7 +57,7 @@ def payment_failed(conn: psycopg.Connection, tenant_id: str, *, created: datetim
 def payment_succeeded(conn: psycopg.Connection, tenant_id: str, *, created: datetime, actor: str,
                       detail: dict[str, Any]) -> str:
     """End any grace period; resume the tenant if (and only if) it was suspended for non-payment."""
-    if not _newer(conn, tenant_id, created):
+    if not claim_newest(conn, tenant_id, created):
         return "ignored: older than the last payment event applied"
     previous = conn.execute("SELECT payment_state FROM control.billing_accounts WHERE tenant_id = %s",
                             (tenant_id,)).fetchone()

@@ -119,12 +119,17 @@ class _Dispatcher:
         return payments.payment_succeeded(self.conn, account.tenant_id, created=self.created, actor=ACTOR,
                                           detail=self.detail(amount_paid=self.obj.get("amount_paid")))
 
-    def _ours(self, account: BillingAccount) -> bool:
-        return self.obj.get("id") == account.stripe_subscription_id
+    def _stale_subscription_event(self, account: BillingAccount) -> str | None:
+        """Why this subscription event must not be applied, if it must not."""
+        if self.obj.get("id") != account.stripe_subscription_id:
+            return "ignored: not the tenant's current subscription"
+        if not payments.claim_newest(self.conn, account.tenant_id, self.created, column="subscription_event_at"):
+            return "ignored: older than the last subscription event applied"
+        return None
 
     def subscription_updated(self, account: BillingAccount) -> str:
-        if not self._ours(account):
-            return "ignored: not the tenant's current subscription"
+        if stale := self._stale_subscription_event(account):
+            return stale
         tier = _tier_of(self.obj)
         if tier is None or tier not in load_tiers().tiers:
             audit.record(self.conn, tenant_id=account.tenant_id, action="billing.unknown_tier", actor=ACTOR,
@@ -146,8 +151,8 @@ class _Dispatcher:
         return f"tier changed {tenant.tier} -> {tier}"
 
     def subscription_deleted(self, account: BillingAccount) -> str:
-        if not self._ours(account):
-            return "ignored: not the tenant's current subscription"
+        if stale := self._stale_subscription_event(account):
+            return stale
         return payments.schedule_offboarding(self.conn, account.tenant_id,
                                              after_days=self.settings.offboard_after_days, actor=ACTOR,
                                              detail=self.detail(status=self.obj.get("status")))

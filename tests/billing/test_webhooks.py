@@ -155,3 +155,17 @@ def test_events_for_strangers_and_unhandled_types_are_acknowledged(fake_stripe, 
     other = fake_stripe.event("charge.refunded", {"id": "ch_1", "object": "charge", "customer": tenant.stripe_customer_id})
     assert deliver(conn, settings, other).outcome == "ignored: event type not handled"
     assert actions(conn) == []
+
+
+def test_an_old_subscription_update_arriving_after_the_deletion_changes_nothing(fake_stripe, conn, client, settings,
+                                                                               synced, tenant):
+    sub = fake_stripe.state.subscriptions[tenant.stripe_subscription_id]
+    older = json.loads(json.dumps(sub))
+    flat = next(i for i in older["items"]["data"] if i["price"]["metadata"]["kind"] == "flat")
+    flat["price"] = fake_stripe.state.prices[synced.prices["business"].flat]  # an upgrade, delivered late
+    now = int(time.time())
+    client.v1.subscriptions.cancel(sub["id"])
+    deliver(conn, settings, fake_stripe.event("customer.subscription.deleted", sub, created=now))
+    late = deliver(conn, settings, fake_stripe.event("customer.subscription.updated", older, created=now - 60))
+    assert late.outcome == "ignored: older than the last subscription event applied"
+    assert state(conn)[1] == "pro"

@@ -13,8 +13,10 @@ CREATE TABLE control.billing_accounts (
     tier                   text,
     payment_state          text NOT NULL DEFAULT 'ok' CHECK (payment_state IN ('ok', 'grace', 'suspended')),
     grace_until            timestamptz,
-    -- Stripe's `created` of the newest invoice event applied: older events arriving late are ignored.
+    -- Stripe's `created` of the newest invoice / subscription event applied: Stripe does not
+    -- deliver in order, and an older event arriving late must not undo a newer one.
     payment_event_at       timestamptz,
+    subscription_event_at  timestamptz,
     -- Set when Stripe ended the subscription: the tenant is offboarded (exported, dropped) after it.
     offboard_after         timestamptz,
     created_at             timestamptz NOT NULL DEFAULT now(),
