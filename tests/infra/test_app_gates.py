@@ -96,8 +96,9 @@ def test_python_function_in_a_vpc_passes_nag_with_only_its_runtime_wildcard(tmp_
     assert props["Runtime"] == "python3.14" and props["Architectures"] == ["arm64"]
     assert props["TracingConfig"] == {"Mode": "Active"}
     (layer,) = [name for name, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::LayerVersion"]
-    assert all(r["Properties"]["Layers"] == [{"Ref": layer}]
-               for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function")
+    ours = [r["Properties"] for r in template["Resources"].values()
+            if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["Handler"].startswith("lambdas.")]
+    assert len(ours) == 2 and all(p["Layers"] == [{"Ref": layer}] for p in ours)
     (runtime_policy,) = [r for name, r in template["Resources"].items() if name.startswith("FnRuntimePolicy")]
     actions = runtime_policy["Properties"]["PolicyDocument"]["Statement"][0]["Action"]
     assert "ec2:CreateNetworkInterface" in actions and "xray:PutTraceSegments" in actions
