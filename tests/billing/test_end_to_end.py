@@ -1,0 +1,60 @@
+"""Billing across the components: signup through the default pipeline, usage admitted by the real
+limiter (Redis), the real enforcer cycle reporting it to Stripe, a failed payment suspending the
+tenant and a paid invoice bringing it back."""
+
+from __future__ import annotations
+
+import json
+
+from tenant_provisioner import lifecycle, pipeline
+from tenant_provisioner.billing import payments, webhooks
+from tenant_provisioner.billing.accounts import load_account
+from tenant_provisioner.billing.settings import BillingSettings
+from tenant_provisioner.limits import RateLimiter
+from tenant_provisioner.limits.enforcer import registered_reporters, run_cycle
+from tenant_provisioner.limits.limiter import Reason
+from tenant_provisioner.pipeline import CreateRequest
+from tests.billing.conftest import WEBHOOK_SECRET
+from tests.billing.stripe_server import sign_webhook
+
+
+def test_signup_usage_payment_failure_and_recovery(stripe_env, monkeypatch, fake_stripe, synced, db, conn,
+                                                   redis_client, redis_prefix):
+    monkeypatch.setenv("BILLING_PAYMENT_GRACE_DAYS", "0")  # grace ends at the failure itself
+    settings = BillingSettings.from_env()  # as the webhook Lambda builds it
+    request = CreateRequest.parse({"tenant_id": "acme-corp", "tier": "pro", "admin_email": "admin@acme.example"})
+    result = lifecycle.create(conn, request, actor="test", steps=pipeline.default_steps(None, None))
+    customer = result.outputs["billing"]["stripe_customer_id"]
+
+    limiter = RateLimiter(redis_client, key_prefix=redis_prefix)
+    assert limiter.acquire("acme-corp", "pro", cost=40).reason is Reason.OK
+
+    def cycle():
+        outcome = run_cycle(db, redis_client, notifier=lambda notice: None, key_prefix=redis_prefix,
+                            actor="test:enforcer", reporters=registered_reporters())
+        assert outcome.errors == []
+        return outcome
+
+    cycle()
+    assert fake_stripe.metered_total("saas_api_requests", customer) == 40
+    cycle()  # nothing new: nothing sent again
+    assert fake_stripe.metered_total("saas_api_requests", customer) == 40
+
+    account = load_account(conn, "acme-corp")
+    failed = fake_stripe.event("invoice.payment_failed",
+                               fake_stripe.invoice(customer, account.stripe_subscription_id, status="open"))
+    body = json.dumps(failed).encode()
+    assert webhooks.handle(conn, body, sign_webhook(body, WEBHOOK_SECRET), secret=WEBHOOK_SECRET,
+                           settings=settings).status == 200
+    cycle()  # grace over: suspended by the enforcer's billing reporter
+    assert lifecycle.get(conn, "acme-corp").suspended_reason == payments.NON_PAYMENT_REASON
+    cycle()  # the next cycle pushes the suspension to the limiter
+    assert limiter.acquire("acme-corp", "pro").reason is Reason.SUSPENDED
+
+    paid = fake_stripe.event("invoice.paid", fake_stripe.invoice(customer, account.stripe_subscription_id,
+                                                                 status="paid"))
+    body = json.dumps(paid).encode()
+    webhooks.handle(conn, body, sign_webhook(body, WEBHOOK_SECRET), secret=WEBHOOK_SECRET, settings=settings)
+    assert lifecycle.get(conn, "acme-corp").state == "active"
+    cycle()
+    assert limiter.acquire("acme-corp", "pro").reason is Reason.OK
