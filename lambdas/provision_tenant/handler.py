@@ -3,7 +3,8 @@
 Invoked synchronously by the API's role (payload = the request), by the EventBridge rule on
 ``tenant.signup`` events (request in ``detail``), and by schedules that refill the warm pool
 (``{"action": "refill_warm_pool", "size": N}``) and finish offboardings whose retention has
-passed (``{"action": "drop_due_offboardings"}``). Bad input or a conflicting request returns a
+passed (``{"action": "drop_due_offboardings"}``); operators invoke ``{"action": "init"}`` after a
+deploy and ``{"action": "migrate", "concurrency": N}`` for fleet migrations. Bad input or a conflicting request returns a
 structured error (``{"status": "rejected", "error": {...}}``) so nobody retries it; a transient
 failure raises, so the synchronous caller retries and an asynchronous event goes to the retry
 policy and then the dead-letter queue. Idempotency is the database's: a retried signup finds
@@ -17,7 +18,7 @@ Environment: ``DATABASE_SECRET_ARN`` (RDS master secret; the login user works as
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -25,8 +26,8 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from psycopg.conninfo import make_conninfo
 
-from tenant_provisioner import lifecycle, offboarding, warm_pool
-from tenant_provisioner.db import Database
+from tenant_provisioner import control, fleet, lifecycle, offboarding, warm_pool
+from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
 from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
 from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
 from tenant_provisioner.secrets import AwsSecretStore
@@ -36,7 +37,8 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "SaaS
 ACTOR = "lambda:provision_tenant"
 _SECRET_MAX_AGE_SECONDS = 300
 
-# Reused across warm invocations: one connection, one Secrets Manager client.
+# Reused across warm invocations: the connection URL, one pooled connection, one Secrets Manager client.
+_url: str | None = None
 _database: Database | None = None
 _endpoint: DbEndpoint | None = None
 _store: AwsSecretStore | None = None
@@ -50,15 +52,15 @@ def _secret_store() -> AwsSecretStore:
 
 
 def _connect() -> tuple[Database, DbEndpoint]:
-    global _database, _endpoint
-    if _database is None or _endpoint is None:
+    global _url, _database, _endpoint
+    if _url is None or _database is None or _endpoint is None:
         secret: dict[str, Any] = parameters.get_secret(os.environ["DATABASE_SECRET_ARN"], transform="json",
                                                        max_age=_SECRET_MAX_AGE_SECONDS)
         dbname = os.environ.get("DATABASE_NAME") or secret.get("dbname") or "postgres"
-        url = make_conninfo(host=secret["host"], port=int(secret["port"]), user=secret["username"],
-                            password=secret["password"], dbname=dbname,
-                            sslmode=os.environ.get("DATABASE_SSLMODE", "require"))
-        _database = Database(url, max_size=1)
+        _url = make_conninfo(host=secret["host"], port=int(secret["port"]), user=secret["username"],
+                             password=secret["password"], dbname=dbname,
+                             sslmode=os.environ.get("DATABASE_SSLMODE", "require"))
+        _database = Database(_url, max_size=1)
         _endpoint = DbEndpoint(host=os.environ.get("TENANT_DB_HOST") or secret["host"],
                                port=int(os.environ.get("TENANT_DB_PORT") or secret["port"]), database=dbname)
     return _database, _endpoint
@@ -66,10 +68,10 @@ def _connect() -> tuple[Database, DbEndpoint]:
 
 def _forget_connection() -> None:
     """After a connection failure (e.g. a rotated master password), re-read the secret next time."""
-    global _database, _endpoint
+    global _url, _database, _endpoint
     if _database is not None:
         _database.close()
-    _database = _endpoint = None
+    _url = _database = _endpoint = None
     parameters.clear_caches()
 
 
@@ -80,18 +82,48 @@ def _rejected(exc: PlatformError) -> dict[str, Any]:
     return {"status": "rejected", "error": error}
 
 
-def _refill(size: int) -> dict[str, Any]:
+def _int(event: dict[str, Any], key: str, default: int) -> int:
+    value = event.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(key, f"must be a whole number, got {value!r}")
+    return value
+
+
+def _init(event: dict[str, Any]) -> dict[str, Any]:
+    """After a deploy: create/upgrade roles and the control schema (idempotent)."""
+    _connect()
+    assert _url is not None
+    with admin_connect(_url) as conn:
+        result = control.init(conn, provisioner_role_from_env())
+    logger.info("control schema initialised", extra={"applied": list(result.applied), "version": result.version})
+    return {"applied": list(result.applied), "version": result.version}
+
+
+def _migrate(event: dict[str, Any]) -> dict[str, Any]:
+    """Fleet migration with ``concurrency`` connections (large fleets: use the CLI, no 15-min cap)."""
+    concurrency = _int(event, "concurrency", 4)
+    _connect()
+    assert _url is not None
+    with Database(_url, max_size=concurrency) as database:
+        report = fleet.migrate_all(database, actor=ACTOR, concurrency=concurrency)
+    metrics.add_metric(name="TenantsMigrated", unit=MetricUnit.Count, value=len(report.migrated))
+    metrics.add_metric(name="TenantMigrationsFailed", unit=MetricUnit.Count, value=len(report.failed))
+    logger.info("fleet migration finished", extra=report.to_dict())
+    return report.to_dict()
+
+
+def _refill(event: dict[str, Any]) -> dict[str, Any]:
     """The scheduled warm-pool refill (``{"action": "refill_warm_pool", "size": N}``)."""
     database, _ = _connect()
     with database.connection() as conn:
-        result = warm_pool.refill(conn, size)
+        result = warm_pool.refill(conn, _int(event, "size", 0))
     metrics.add_metric(name="WarmPoolBuilt", unit=MetricUnit.Count, value=result.built)
     metrics.add_metric(name="WarmPoolSize", unit=MetricUnit.Count, value=result.size)
     logger.info("warm pool refilled", extra=result.to_dict())
     return result.to_dict()
 
 
-def _drop_due_offboardings() -> dict[str, Any]:
+def _drop_due_offboardings(event: dict[str, Any]) -> dict[str, Any]:
     """The daily schedule (``{"action": "drop_due_offboardings"}``): drop tenants past retention."""
     database, _ = _connect()
     with database.connection() as conn:
@@ -101,13 +133,25 @@ def _drop_due_offboardings() -> dict[str, Any]:
     return {"dropped": dropped}
 
 
+# Operator and schedule actions (``{"action": ...}``); every one is idempotent.
+ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "init": _init, "migrate": _migrate, "refill_warm_pool": _refill, "drop_due_offboardings": _drop_due_offboardings,
+}
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if event.get("action") == "refill_warm_pool":
-        return _refill(int(event.get("size", 0)))
-    if event.get("action") == "drop_due_offboardings":
-        return _drop_due_offboardings()
+    if "action" in event:
+        action = ACTIONS.get(event["action"])
+        if action is None:
+            return _rejected(InvalidInput("action", f"{event['action']!r} is not one of {', '.join(ACTIONS)}"))
+        try:
+            return action(event)
+        except PlatformError as exc:
+            if exc.retryable:
+                raise
+            return _rejected(exc)
     payload = event.get("detail") if "detail-type" in event else event
     try:
         request = CreateRequest.parse(payload if isinstance(payload, dict) else {})

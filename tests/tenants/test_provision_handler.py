@@ -111,3 +111,16 @@ def test_daily_event_drops_offboardings_past_retention(handler, tenant_db, tmp_p
         conn.execute("UPDATE control.tenants SET drop_after = now() WHERE tenant_id = 'leaving-co'")
     assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": ["leaving-co"]}
     assert "DeletedDate" in client.describe_secret(SecretId=created["secret_name"])
+
+
+def test_operator_actions_init_and_migrate(handler):
+    module, _ = handler
+    initialised = module.handler({"action": "init"}, Context())
+    assert initialised["applied"] == [] and initialised["version"] >= 1
+    migrated = module.handler({"action": "migrate", "concurrency": 2}, Context())
+    assert migrated["pending"] == 0 and migrated["failed"] == {}
+    unknown = module.handler({"action": "rm -rf"}, Context())
+    assert unknown["status"] == "rejected" and unknown["error"]["field"] == "action"
+    for concurrency in (0, "4"):
+        bad = module.handler({"action": "migrate", "concurrency": concurrency}, Context())
+        assert bad["error"]["field"] == "concurrency"
