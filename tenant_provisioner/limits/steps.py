@@ -27,11 +27,11 @@ class LimitsStep:
             reason = signup_block_reason(ctx.conn, ctx.tier, period_start)
             if reason:
                 raise SignupBlocked(reason)
-            for quantity in QUANTITIES:
-                ctx.conn.execute(
-                    "INSERT INTO control.tenant_breakers (tenant_id, quantity, level, period_start, tier)"
-                    " VALUES (%s, %s, 'ok', %s, %s) ON CONFLICT (tenant_id, quantity) DO NOTHING",
-                    (ctx.request.tenant_id, quantity, period_start, ctx.tier.name))
+            ctx.conn.execute(
+                "INSERT INTO control.tenant_breakers (tenant_id, quantity, level, period_start, tier)"
+                " SELECT %s, quantity, 'ok', %s, %s FROM unnest(%s::text[]) AS quantity"
+                " ON CONFLICT (tenant_id, quantity) DO NOTHING",
+                (ctx.request.tenant_id, period_start, ctx.tier.name, list(QUANTITIES)))
 
     def undo(self, ctx: ProvisionContext) -> None:
         with ctx.conn.transaction():
