@@ -80,9 +80,6 @@ class Cache(Construct):
         self._acknowledge(highly_available)
 
     def _acknowledge(self, highly_available: bool) -> None:
-        acknowledge(self.replication_group, "AwsSolutions-AEC5",
-                    "Port 6379 is kept so every Redis/Valkey client works unchanged; a non-default port is "
-                    "obscurity only, the security group admits just the cluster and control-plane groups.")
         acknowledge(self.auth_secret.node.default_child, "AwsSolutions-SMG4",
                     "ElastiCache cannot take a rotated AUTH token from Secrets Manager by itself; rotation is "
                     "the two-step ROTATE/SET procedure in docs/runbooks/secret-rotation.md.")
