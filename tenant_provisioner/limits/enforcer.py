@@ -17,7 +17,8 @@
    `registered_reporters()`: every module in `REPORTER_MODULES` that exists and defines
    ``post_cycle_reporters() -> Sequence[Reporter]`` (billing sends the API-request usage now in
    ``control.tenant_usage`` / ``result.usage`` to Stripe). A reporter's failure is recorded in
-   ``result.errors`` and never undoes enforcement.
+   ``result.errors`` and never undoes enforcement. A tenant a reporter suspended or resumed
+   (billing's payment grace) reaches the limiter in the same cycle.
 
 One tenant failing (its transaction rolls back) does not stop the others; the errors are in
 the result, and the Lambda fails the invocation afterwards so the retry/DLQ path sees it.
@@ -310,6 +311,7 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
             tenant_list = [t for t in tenant_list if t.tenant_id in wanted]
         measured, previous = measure(conn, client, tenant_list, period_start, catalog, key_prefix, result.errors)
         result.usage = measured
+        pushed: dict[str, bool] = {}  # tenant -> suspended, as last written to Redis
         for item in measured:
             try:
                 tenant, transitions = enforce_tenant(conn, item, catalog, actor=actor,
@@ -317,6 +319,7 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
                 redis_state.push_state(client, tenant.tenant_id, suspended=tenant.state == "suspended",
                                        level=_api_level(conn, tenant.tenant_id), period_start=period_start,
                                        key_prefix=key_prefix)
+                pushed[tenant.tenant_id] = tenant.state == "suspended"
             except (PlatformError, psycopg.Error, redis.RedisError, OSError) as exc:
                 log.exception("enforcing tenant %s failed", item.tenant_id)
                 result.errors.append(f"enforce {item.tenant_id}: {type(exc).__name__}: {exc}")
@@ -333,4 +336,16 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
                 log.exception("post-cycle reporter %r failed", reporter)
                 result.errors.append(f"reporter {getattr(reporter, '__name__', reporter)!r}: "
                                      f"{type(exc).__name__}: {exc}")
+        if reporters:
+            _push_lifecycle_changes(conn, client, pushed, key_prefix)
     return result
+
+
+def _push_lifecycle_changes(conn: psycopg.Connection, client: redis.Redis, pushed: dict[str, bool],
+                            key_prefix: str) -> None:
+    """Reporters may suspend or resume tenants (billing's payment grace): tell the limiter now,
+    not a cycle later."""
+    suspended_now = {t.tenant_id for t in tenants.all_tenants(conn, state="suspended")}
+    for tenant_id, was_suspended in pushed.items():
+        if (tenant_id in suspended_now) != was_suspended:
+            redis_state.set_suspended(client, tenant_id, tenant_id in suspended_now, key_prefix=key_prefix)

@@ -140,9 +140,14 @@ def test_reporters_get_the_measured_usage_and_cannot_break_the_cycle(tiny_tiers,
                             (tenant_id, "api_requests")).fetchall()
         seen.append((result, rows))
 
+    def payment_grace_over(_result, conn):  # billing suspends a tenant from its reporter
+        lifecycle.suspend(conn, tenant_id, reason="payment failed", actor=ACTOR)
+
     result = run_cycle(db, redis_client, notifier=aws.notifier, key_prefix=redis_prefix, actor=ACTOR,
-                       tenant_ids=[tenant_id], reporters=[broken, billing])
+                       tenant_ids=[tenant_id], reporters=[broken, billing, payment_grace_over])
     assert seen == [(result, [(3,)])]  # the cycle's usage is committed before reporters run
+    # ... and the limiter learns of a reporter's suspension in the same cycle
+    assert RateLimiter(redis_client, key_prefix=redis_prefix).acquire(tenant_id, "pro").reason is Reason.SUSPENDED
     (usage,) = result.usage
     assert usage.usage["api_requests"].admitted == 3
     assert len(result.errors) == 1 and "stripe is down" in result.errors[0]
