@@ -37,11 +37,14 @@ class BillingSettings:
     api_base: str | None = None               # only for a local/test Stripe-compatible server
     api_version: str | None = None            # None: the version the SDK is pinned to
     max_network_retries: int = 2
+    report_concurrency: int = 8               # meter events in flight at once (Stripe: 1,000/s live)
 
     def __post_init__(self) -> None:
         if not self.catalog_prefix.replace("_", "").isalnum() or not self.catalog_prefix.islower():
             raise ConfigError(f"billing catalog prefix must be lower-case letters, digits and _: "
                               f"{self.catalog_prefix!r}")
+        if self.report_concurrency < 1:
+            raise ConfigError("billing report_concurrency must be >= 1")
         if self.payment_grace_days < 0 or self.offboard_after_days < 0:
             raise ConfigError("BILLING_PAYMENT_GRACE_DAYS and BILLING_OFFBOARD_AFTER_DAYS must be >= 0")
 

@@ -4,9 +4,10 @@ The limits enforcer keeps each tenant's admitted API requests per billing period
 ``control.tenant_usage`` (a running total). This module reports the growth of that total since
 the last report, per tenant and period, through ``control.billing_usage_cursor``:
 
-1. under a row lock, freeze the next interval ``[reported, admitted)`` as *pending* and commit
-   (the identifier ``<tenant>:<period>:<quantity>:<from>-<to>`` and the event time are frozen too);
-2. send it as one meter event with that identifier;
+1. in one transaction for all tenants, freeze each next interval ``[reported, admitted)`` as
+   *pending* and commit (the identifier ``<tenant>:<period>:<quantity>:<from>-<to>`` and the
+   event time are frozen too);
+2. send each as one meter event with that identifier (a few at a time, in threads);
 3. when Stripe accepted it (or says it already has that identifier), advance ``reported`` to the
    pending end — compare-and-set on the identifier, so only one of two racing runs advances.
 
@@ -19,6 +20,7 @@ event time is the measurement time, kept inside the period, so usage lands in th
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
@@ -35,16 +37,16 @@ QUANTITY = "api_requests"
 # Stripe refuses meter events older than 35 days; stop a little earlier to leave room for clocks.
 MAX_EVENT_AGE = timedelta(days=34)
 
-_CANDIDATES = """
-SELECT u.tenant_id, u.period_start, a.stripe_customer_id
+# Step 1 for every tenant (or one) at once, in one transaction: a cursor row for every usage row
+# of a billed tenant, then the next interval frozen wherever none is pending. Two runs at once:
+# the second UPDATE waits for the first's row locks and then finds the rows already pending.
+_ENSURE_CURSORS = """
+INSERT INTO control.billing_usage_cursor (tenant_id, period_start, quantity)
+SELECT u.tenant_id, u.period_start, u.quantity
 FROM control.tenant_usage u
 JOIN control.billing_accounts a ON a.tenant_id = u.tenant_id AND a.stripe_customer_id IS NOT NULL
-LEFT JOIN control.billing_usage_cursor c
-       ON c.tenant_id = u.tenant_id AND c.period_start = u.period_start AND c.quantity = u.quantity
-WHERE u.quantity = %(quantity)s
-  AND (u.admitted > COALESCE(c.reported, 0) OR c.pending_to IS NOT NULL)
-  AND (%(tenant_id)s::text IS NULL OR u.tenant_id = %(tenant_id)s)
-ORDER BY u.period_start, u.tenant_id
+WHERE u.quantity = %(quantity)s AND u.admitted > 0 AND (%(tenant_id)s::text IS NULL OR u.tenant_id = %(tenant_id)s)
+ON CONFLICT DO NOTHING
 """
 
 _FREEZE = """
@@ -54,10 +56,36 @@ SET pending_to = u.admitted,
     pending_timestamp = LEAST(GREATEST(u.measured_at, c.period_start::timestamptz),
                               (c.period_start + interval '1 month')::timestamptz - interval '1 second', now())
 FROM control.tenant_usage u
-WHERE c.tenant_id = %s AND c.period_start = %s AND c.quantity = %s AND c.pending_to IS NULL
-  AND u.tenant_id = c.tenant_id AND u.period_start = c.period_start AND u.quantity = c.quantity
-  AND u.admitted > c.reported
+WHERE u.tenant_id = c.tenant_id AND u.period_start = c.period_start AND u.quantity = c.quantity
+  AND c.quantity = %(quantity)s AND c.pending_to IS NULL AND u.admitted > c.reported
+  AND (%(tenant_id)s::text IS NULL OR c.tenant_id = %(tenant_id)s)
 """
+
+_PENDING = """
+SELECT c.tenant_id, c.period_start, c.reported, c.pending_to, c.pending_identifier, c.pending_timestamp,
+       a.stripe_customer_id
+FROM control.billing_usage_cursor c
+JOIN control.billing_accounts a ON a.tenant_id = c.tenant_id AND a.stripe_customer_id IS NOT NULL
+WHERE c.quantity = %(quantity)s AND c.pending_to IS NOT NULL
+  AND (%(tenant_id)s::text IS NULL OR c.tenant_id = %(tenant_id)s)
+ORDER BY c.period_start, c.tenant_id
+"""
+
+# Step 3, compare-and-set on the identifier: only the run that finds the interval still pending moves it.
+_ADVANCE = """
+WITH accepted AS (
+    SELECT tenant_id, period_start, quantity, pending_identifier FROM control.billing_usage_cursor
+    WHERE quantity = %s AND pending_identifier = ANY(%s) FOR UPDATE
+)
+UPDATE control.billing_usage_cursor c
+SET reported = c.pending_to, pending_to = NULL, pending_identifier = NULL, pending_timestamp = NULL,
+    reported_at = now()
+FROM accepted a
+WHERE c.tenant_id = a.tenant_id AND c.period_start = a.period_start AND c.quantity = a.quantity
+  AND c.pending_identifier = a.pending_identifier
+RETURNING a.pending_identifier
+"""
+MAX_PASSES = 3
 
 
 @dataclass
@@ -84,41 +112,33 @@ class _Pending:
     pending_to: int
     identifier: str
     timestamp: datetime
+    customer_id: str
+
+    @property
+    def units(self) -> int:
+        return self.pending_to - self.reported
 
 
-def _freeze(conn: psycopg.Connection, tenant_id: str, period_start: date) -> _Pending | None:
-    """Step 1: the interval to send (an already-frozen one first), committed before any network call."""
-    key = (tenant_id, period_start, QUANTITY)
+def _freeze(conn: psycopg.Connection, tenant_id: str | None) -> list[_Pending]:
+    """Step 1: every interval to send (already-frozen ones included), committed before any network call."""
+    params = {"quantity": QUANTITY, "tenant_id": tenant_id}
     with conn.transaction():
-        conn.execute("INSERT INTO control.billing_usage_cursor (tenant_id, period_start, quantity)"
-                     " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", key)
-        conn.execute("SELECT 1 FROM control.billing_usage_cursor WHERE tenant_id = %s AND period_start = %s"
-                     " AND quantity = %s FOR UPDATE", key)
-        conn.execute(_FREEZE, key)
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                "SELECT reported, pending_to, pending_identifier, pending_timestamp FROM control.billing_usage_cursor"
-                " WHERE tenant_id = %s AND period_start = %s AND quantity = %s AND pending_to IS NOT NULL",
-                key).fetchone()
-    if row is None:
-        return None
-    return _Pending(tenant_id, period_start, row["reported"], row["pending_to"], row["pending_identifier"],
-                    row["pending_timestamp"])
+        conn.execute(_ENSURE_CURSORS, params)
+        conn.execute(_FREEZE, params)
+        rows = conn.execute(_PENDING, params).fetchall()
+    return [_Pending(*row) for row in rows]
 
 
-def _advance(conn: psycopg.Connection, pending: _Pending) -> bool:
-    """Step 3: move the cursor to the end of the interval Stripe accepted (once, whoever is first)."""
+def _advance(conn: psycopg.Connection, accepted: list[_Pending]) -> set[str]:
+    """Step 3: move the cursors Stripe accepted; returns the identifiers this run moved."""
+    if not accepted:
+        return set()
     with conn.transaction():
-        moved = conn.execute(
-            "UPDATE control.billing_usage_cursor SET reported = pending_to, pending_to = NULL,"
-            " pending_identifier = NULL, pending_timestamp = NULL, reported_at = now()"
-            " WHERE tenant_id = %s AND period_start = %s AND quantity = %s AND pending_identifier = %s",
-            (pending.tenant_id, pending.period_start, QUANTITY, pending.identifier)).rowcount
-    return moved == 1
+        rows = conn.execute(_ADVANCE, (QUANTITY, [p.identifier for p in accepted])).fetchall()
+    return {row[0] for row in rows}
 
 
-def _send(client: stripe.StripeClient, settings: BillingSettings, customer_id: str, pending: _Pending,
-          now: datetime) -> str:
+def _send(client: stripe.StripeClient, settings: BillingSettings, pending: _Pending, now: datetime) -> str:
     """Step 2: "sent", "duplicate" (Stripe already has it), "unavailable" (retry later) or "failed"."""
     if pending.timestamp < now - MAX_EVENT_AGE:
         logger.error("usage %s is older than Stripe accepts (35 days); bill it by hand", pending.identifier)
@@ -127,7 +147,7 @@ def _send(client: stripe.StripeClient, settings: BillingSettings, customer_id: s
         client.v1.billing.meter_events.create(params={
             "event_name": settings.meter_event_name, "identifier": pending.identifier,
             "timestamp": int(pending.timestamp.timestamp()),
-            "payload": {"stripe_customer_id": customer_id, "value": str(pending.pending_to - pending.reported)},
+            "payload": {"stripe_customer_id": pending.customer_id, "value": str(pending.units)},
         })  # no explicit idempotency key: the identifier is Stripe's dedupe key for meter events
         return "sent"
     except stripe.InvalidRequestError as exc:
@@ -143,29 +163,45 @@ def _send(client: stripe.StripeClient, settings: BillingSettings, customer_id: s
         return "failed"
 
 
+def _send_all(client: stripe.StripeClient, settings: BillingSettings, pending: list[_Pending],
+              now: datetime) -> dict[str, list[_Pending]]:
+    """Step 2 for many intervals, `settings.report_concurrency` at a time; stops early once Stripe is down."""
+    outcomes: dict[str, list[_Pending]] = {"sent": [], "duplicate": [], "unavailable": [], "failed": []}
+    with ThreadPoolExecutor(max_workers=settings.report_concurrency, thread_name_prefix="meter-events") as pool:
+        futures = {pool.submit(_send, client, settings, p, now): p for p in pending}
+        for future in as_completed(futures):
+            outcome = future.result()
+            outcomes[outcome].append(futures[future])
+            if outcome == "unavailable":
+                for other in futures:
+                    other.cancel()
+    sent_or_tried = {id(p) for group in outcomes.values() for p in group}
+    outcomes["unavailable"] += [p for p in pending if id(p) not in sent_or_tried]  # cancelled: not tried
+    return outcomes
+
+
 def report_usage(conn: psycopg.Connection, client: stripe.StripeClient, settings: BillingSettings, *,
                  tenant_id: str | None = None, now: datetime | None = None) -> ReportResult:
-    """Send every unreported interval (of one tenant, or all); stops early while Stripe is down."""
+    """Send every unreported interval (of one tenant, or all). A second pass sends what grew while
+    a left-over frozen interval went first; a pass that hits a failure ends the run."""
     result = ReportResult()
     now = now or datetime.now(timezone.utc)
-    with conn.cursor(row_factory=dict_row) as cur:
-        candidates = cur.execute(_CANDIDATES, {"quantity": QUANTITY, "tenant_id": tenant_id}).fetchall()
-    for row in candidates:
-        while (pending := _freeze(conn, row["tenant_id"], row["period_start"])) is not None:
-            outcome = _send(client, settings, row["stripe_customer_id"], pending, now)
-            if outcome == "failed":
-                result.failed.append(pending.identifier)
-                break
-            if outcome == "unavailable":
-                result.stripe_unavailable = True
-                result.deferred.append(pending.identifier)
-                return result
-            result.sent += outcome == "sent"
-            result.duplicates += outcome == "duplicate"
-            if _advance(conn, pending):
-                result.units += pending.pending_to - pending.reported
+    for _ in range(MAX_PASSES):
+        pending = _freeze(conn, tenant_id)
+        if not pending:
+            break
+        outcomes = _send_all(client, settings, pending, now)
+        accepted = outcomes["sent"] + outcomes["duplicate"]
+        moved = _advance(conn, accepted)
+        result.sent += len(outcomes["sent"])
+        result.duplicates += len(outcomes["duplicate"])
+        result.units += sum(p.units for p in accepted if p.identifier in moved)
+        result.failed += [p.identifier for p in outcomes["failed"]]
+        result.deferred += [p.identifier for p in outcomes["unavailable"]]
+        if outcomes["unavailable"] or outcomes["failed"]:
+            result.stripe_unavailable = bool(outcomes["unavailable"])
+            break
     return result
-
 
 
 @dataclass(frozen=True)
