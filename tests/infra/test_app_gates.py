@@ -49,6 +49,23 @@ def test_every_nag_acknowledgment_covers_one_construct_and_names_its_finding(syn
         assert len(item["reason"]) >= nag.MIN_REASON_LENGTH
 
 
+def test_every_foundation_nag_acknowledgment_still_suppresses_a_finding(synthesized):
+    """A stale acknowledgment (its finding fixed or never raised) would silently cover a future one."""
+    foundation = [synthesized.outdir / f"saas-{env}-{component}.metadata.json"
+                  for env in ENVIRONMENTS for component in FOUNDATION]
+    declared = {(path.lstrip("/"), ack_id)
+                for metadata in foundation
+                for path, entries in json.loads(metadata.read_text()).items()
+                for entry in entries if entry["type"] == "aws:cdk:acknowledged-rules"
+                for ack_id in entry["data"] if ack_id.startswith(f"{nag.NAG_PLUGIN}::")}
+    used = {(item["acknowledgedAt"], item["acknowledgedId"])
+            for plugin in synthesized.validation_report["pluginReports"]
+            for item in plugin.get("suppressedViolations", [])}
+    stale = {(path, ack_id) for path, ack_id in declared
+             if not any(ack_id == used_id and (path == at or path.startswith(f"{at}/")) for at, used_id in used)}
+    assert declared and not stale, sorted(stale)
+
+
 def test_cfn_lint_reports_no_errors(synthesized):
     templates = sorted(str(p) for p in synthesized.outdir.glob("*.template.json"))
     result = subprocess.run([sys.executable, "-m", "cfnlint", "--format", "json", "--", *templates],
