@@ -40,6 +40,7 @@ def lambda_env(monkeypatch, tenant_db, redis_server_url):
         yield
 
 
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")  # the refused bad event adds none
 def test_enforce_handler_runs_a_cycle_for_the_asked_tenants(lambda_env, db, tenant_ids, redis_client, tiny_tiers):
     tenant_id = tenant_ids("lambda")
     with db.connection() as conn:
