@@ -58,4 +58,4 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 clean:
-	rm -rf cdk.out .pytest_cache
+	rm -rf cdk.out .pytest_cache build
