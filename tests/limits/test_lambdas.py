@@ -58,10 +58,16 @@ def test_enforce_handler_runs_a_cycle_for_the_asked_tenants(lambda_env, db, tena
 
 
 def test_budget_handler_reads_the_budget_and_records_the_level(lambda_env, db):
+    with db.connection() as conn:
+        conn.execute("DELETE FROM control.platform_budget_levels")
     boto3.client("budgets", region_name="us-east-1").create_budget(AccountId=DEFAULT_ACCOUNT_ID, Budget={
         "BudgetName": "platform", "BudgetLimit": {"Amount": "1800", "Unit": "USD"}, "TimeUnit": "MONTHLY",
-        "BudgetType": "COST"})
+        "BudgetType": "COST", "CalculatedSpend": {"ActualSpend": {"Amount": "1710", "Unit": "USD"}}})
     event = {"Records": [{"Sns": {"Subject": "AWS Budgets: platform has exceeded your alert threshold",
                                   "Message": "AWS Budget Notification"}}]}
     outcome = budget_handler.handler(event, Context())
-    assert outcome["level"] == "ok" and outcome["applied"] == []
+    assert outcome["level"] == "warning"  # 1710 of 1800 = 95 %
+    assert outcome["applied"] == [{"level": "warning", "actions": ["notify_ops: sent"]}]
+    assert budget_handler.handler(event, Context())["applied"] == []  # SNS redelivers: nothing twice
+    with db.connection() as conn:
+        conn.execute("DELETE FROM control.platform_budget_levels")
