@@ -177,3 +177,20 @@ def test_a_tenant_on_an_unknown_tier_does_not_stop_the_others(tiny_tiers, db, te
                        tenant_ids=[stray, fine])
     assert [u.tenant_id for u in result.usage] == [fine]
     assert len(result.errors) == 1 and stray in result.errors[0] and "retired" in result.errors[0]
+
+
+def test_a_new_period_resets_last_periods_breakers_once(tiny_tiers, db, tenant_ids, redis_client, redis_prefix, aws):
+    tenant_id = tenant_ids("rollover")
+    _create(db, tenant_id)
+    with db.connection() as conn:  # last period ended at the hard limit
+        conn.execute("UPDATE control.tenant_breakers SET level = 'hard_limit',"
+                     " period_start = (period_start - interval '1 month')::date"
+                     " WHERE tenant_id = %s AND quantity = 'api_requests'", (tenant_id,))
+    first = _cycle(db, redis_client, redis_prefix, aws)
+    assert [(t["cause"], t["to"], t["action"]) for t in first.transitions if t["tenant_id"] == tenant_id] == [
+        ("new_period", "ok", "breaker.reset")]
+    again = _cycle(db, redis_client, redis_prefix, aws)
+    assert [t for t in again.transitions if t["tenant_id"] == tenant_id] == []
+    assert _actions(db, tenant_id) == ["breaker.reset"]
+    assert redis_client.hget(TenantKeys.of(tenant_id, redis_prefix).state, "state") == b"ok"
+    assert not aws.emails()  # a reset is recorded, not mailed
