@@ -12,12 +12,16 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+# Rights on objects inside the database are recorded under its oid; rights on the database
+# itself (GRANT CONNECT ...) are shared objects, recorded with dbid 0 and the database as objid.
 _ROLES_WITH_RIGHTS_HERE = """
+WITH here AS (SELECT oid FROM pg_database WHERE datname = current_database())
 SELECT DISTINCT a.rolname
 FROM pg_shdepend d
 JOIN pg_authid a ON a.oid = d.refobjid
-WHERE d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND d.refclassid = 'pg_authid'::regclass
+WHERE d.refclassid = 'pg_authid'::regclass
+  AND (d.dbid = (SELECT oid FROM here)
+       OR (d.dbid = 0 AND d.classid = 'pg_database'::regclass AND d.objid = (SELECT oid FROM here)))
   AND a.oid >= 16384 AND NOT a.rolsuper
 """
 
