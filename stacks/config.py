@@ -114,7 +114,12 @@ class ObservabilityConfig:
     alarm_emails: tuple[str, ...]
     log_retention_days: int = 30   # service logs (RDS exports, cache slow log, EKS control plane)
     slo_availability: float = 0.995
-    betterstack_webhook_secret_name: str | None = None
+    betterstack_webhook_secret_name: str | None = None   # secret holding the BetterStack SNS webhook URL
+    signup_budget_seconds: int = 120                  # a signup must be usable well within this
+    # The API ingress ALB's CloudWatch dimension ("app/<name>/<id>"): the ALB is created by the
+    # cluster's load-balancer controller, so its name is known only after the app's first deploy.
+    # Set, the SLO is measured on the ALB's 5xx ratio; unset, on the provisioning Lambda's success ratio.
+    api_load_balancer: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

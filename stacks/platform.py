@@ -20,6 +20,7 @@ from stacks.data_stack import DataStack
 from stacks.edge_stack import EdgeStack
 from stacks.limits_stack import LimitsStack
 from stacks.network_stack import NetworkStack
+from stacks.observability_stack import ObservabilityStack
 from stacks.security_stack import SecurityStack
 from stacks.tenants_stack import TenantsStack
 
@@ -51,6 +52,7 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
     CostReportStack(scope, config.stack_id("cost-report"), config=config, network=network, security=security, data=data, env=env)
     LimitsStack(scope, config.stack_id("limits"), config=config, network=network, security=security, data=data, billing=billing, env=env)
     EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
+    ObservabilityStack(scope, config.stack_id("observability"), config=config, data=data, cluster=cluster, env=env)  # last: watches the stacks above
 
     _tag_environment(scope, config)
     return Platform(network=network, security=security, data=data, cluster=cluster, cicd=cicd)

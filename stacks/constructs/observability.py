@@ -1,0 +1,210 @@
+"""Building blocks of the observability stack: the alarm topic, one way to make an alarm, the
+error-budget burn alarms of an SLO, and discovery of the control plane's Lambdas and queues.
+
+Discovery reads the constructs other stacks built (functions, their dead-letter queues, the
+Powertools service name from each handler's path), so a new Lambda is watched without anyone
+editing this stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+RUNBOOK = "docs/runbooks/alarms.md"
+# AWS services that publish to the alarm topic: CloudWatch (alarms) and RDS (event subscriptions).
+PUBLISHERS = ("cloudwatch.amazonaws.com", "events.rds.amazonaws.com")
+
+
+class AlarmTopic(Construct):
+    """The one topic every alarm notifies: encrypted with its own rotating key (whose policy must
+    name the publishing services, so keys of the security stack stay untouched), TLS only,
+    email subscriptions and, when configured, the BetterStack incoming webhook.
+
+    The webhook URL carries BetterStack's token, so it lives in Secrets Manager and reaches the
+    subscription as a CloudFormation dynamic reference: resolved at deploy time, never in the
+    template. The secret must exist (holding only the URL) before the stack is deployed.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, display_name: str, emails: Iterable[str],
+                 webhook_secret_name: str | None) -> None:
+        super().__init__(scope, construct_id)
+        account = cdk.Stack.of(self).account
+        self.key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=cdk.RemovalPolicy.DESTROY,
+                           description=f"{display_name}: alarm notifications (SNS)")
+        self.key.add_to_resource_policy(iam.PolicyStatement(
+            sid="AlarmPublishers", principals=[iam.ServicePrincipal(p) for p in PUBLISHERS],
+            actions=["kms:GenerateDataKey*", "kms:Decrypt"], resources=["*"]))
+        self.topic = sns.Topic(self, "Topic", display_name=display_name, master_key=self.key, enforce_ssl=True)
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="AlarmPublishersOfThisAccount", principals=[iam.ServicePrincipal(p) for p in PUBLISHERS],
+            actions=["sns:Publish"], resources=[self.topic.topic_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": account}}))
+        for email in emails:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        self.webhook: sns.Subscription | None = None
+        if webhook_secret_name:
+            self.webhook = sns.Subscription(
+                self, "BetterStack", topic=self.topic, protocol=sns.SubscriptionProtocol.HTTPS,
+                endpoint=cdk.SecretValue.secrets_manager(webhook_secret_name).unsafe_unwrap())
+
+
+class Alarms:
+    """Makes every alarm the same way: named ``saas-<env>-<slug>``, ALARM and OK both sent to the
+    topic (BetterStack resolves its incident on OK), the runbook section in the description."""
+
+    def __init__(self, scope: Construct, *, prefix: str, topic: sns.ITopic) -> None:
+        self._scope = scope
+        self._prefix = prefix
+        self._action = cloudwatch_actions.SnsAction(topic)
+        self.all: list[cloudwatch.AlarmBase] = []
+
+    def add(self, slug: str, *, metric: cloudwatch.IMetric, threshold: float, above: bool = True,
+            periods: int = 1, datapoints: int | None = None, missing: cloudwatch.TreatMissingData,
+            summary: str, runbook: str | None = None, notify: bool = True) -> cloudwatch.Alarm:
+        """An alarm on ``metric`` crossing ``threshold`` in ``datapoints`` of ``periods`` periods;
+        ``runbook`` is its section in the runbook when several alarms share one (default: ``slug``)."""
+        comparison = (cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD if above
+                      else cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD)
+        alarm = cloudwatch.Alarm(
+            self._scope, _construct_id(slug), alarm_name=f"{self._prefix}-{slug}", metric=metric,
+            threshold=threshold, comparison_operator=comparison, evaluation_periods=periods,
+            datapoints_to_alarm=datapoints or periods, treat_missing_data=missing,
+            alarm_description=f"{summary} Runbook: {RUNBOOK}#{runbook or slug}")
+        if notify:
+            self._notify(alarm)
+        return alarm
+
+    def composite(self, slug: str, *, rule: cloudwatch.IAlarmRule, summary: str) -> cloudwatch.CompositeAlarm:
+        alarm = cloudwatch.CompositeAlarm(
+            self._scope, _construct_id(slug), composite_alarm_name=f"{self._prefix}-{slug}", alarm_rule=rule,
+            alarm_description=f"{summary} Runbook: {RUNBOOK}#{slug}")
+        self._notify(alarm)
+        return alarm
+
+    def _notify(self, alarm: cloudwatch.AlarmBase) -> None:
+        alarm.add_alarm_action(self._action)
+        alarm.add_ok_action(self._action)
+        self.all.append(alarm)
+
+
+def _construct_id(slug: str) -> str:
+    return "".join(part.capitalize() for part in slug.split("-"))
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    """One multi-window burn-rate condition (Google SRE workbook, ch. 5): the error rate over
+    both the long and the short window exceeds ``burn_rate`` × the error budget."""
+
+    slug: str
+    burn_rate: float
+    long: cdk.Duration
+    short: cdk.Duration
+    meaning: str
+
+
+# For a 30-day SLO: 2 % of the month's budget gone in 1 h (page), 5 % in 6 h (ticket).
+BURN_WINDOWS = (
+    BurnWindow("slo-fast-burn", 14.4, cdk.Duration.hours(1), cdk.Duration.minutes(5),
+               "2 % of the 30-day error budget spent within one hour: page now"),
+    BurnWindow("slo-slow-burn", 6.0, cdk.Duration.hours(6), cdk.Duration.minutes(30),
+               "5 % of the 30-day error budget spent within six hours: fix today"),
+)
+
+
+@dataclass(frozen=True)
+class Sli:
+    """An availability indicator: failed requests and all requests, as metrics of one period."""
+
+    name: str
+    bad: Mapping[str, cloudwatch.IMetric]     # summed; an id in both maps is one metric counted in both
+    total: Mapping[str, cloudwatch.IMetric]   # summed
+
+    def error_rate(self, period: cdk.Duration, label: str = "error rate") -> cloudwatch.MathExpression:
+        """bad / total over ``period``; 0 without traffic (no requests spend no budget)."""
+        metrics = {**self.bad, **self.total}
+        bad, total = " + ".join(self.bad), " + ".join(self.total)
+        return cloudwatch.MathExpression(
+            expression=f"IF(({total}) > 0, ({bad}) / ({total}), 0)", using_metrics=metrics,
+            period=period, label=label)
+
+
+def burn_rate_alarms(alarms: Alarms, sli: Sli, *, objective: float) -> list[cloudwatch.CompositeAlarm]:
+    """One composite alarm per burn window; its two window alarms only feed it (no actions)."""
+    if not 0 < objective < 1:
+        raise ValueError(f"SLO availability must be between 0 and 1 (exclusive), got {objective}")
+    budget = 1 - objective
+    composites = []
+    for window in BURN_WINDOWS:
+        threshold = window.burn_rate * budget
+        children = [alarms.add(f"{window.slug}-{which}", metric=sli.error_rate(duration), threshold=threshold,
+                               missing=cloudwatch.TreatMissingData.NOT_BREACHING, notify=False,
+                               summary=f"{sli.name}: error rate over {duration.to_human_string()} above "
+                                       f"{window.burn_rate} x the error budget ({threshold:.2%}).")
+                    for which, duration in (("long", window.long), ("short", window.short))]
+        composites.append(alarms.composite(
+            window.slug, rule=cloudwatch.AlarmRule.all_of(*children),
+            summary=f"SLO {objective:.1%} on {sli.name}: {window.meaning}."))
+    return composites
+
+
+@dataclass(frozen=True)
+class WatchedFunction:
+    """A control-plane Lambda and the ``service`` dimension of its Powertools metrics."""
+
+    function: lambda_.Function
+    service: str   # lambdas/<service>; PythonFunction sets POWERTOOLS_SERVICE_NAME to it
+
+    def metric(self, name: str, *, namespace: str, statistic: str, period: cdk.Duration,
+               dimensions: Mapping[str, str] | None = None) -> cloudwatch.Metric:
+        """A Powertools metric of this function: dimension ``service`` plus ``dimensions``."""
+        return cloudwatch.Metric(namespace=namespace, metric_name=name, statistic=statistic, period=period,
+                                 dimensions_map={"service": self.service, **(dimensions or {})})
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """Everything the other stacks of one environment run that this stack watches."""
+
+    functions: tuple[WatchedFunction, ...]
+    dead_letter_queues: tuple[sqs.IQueue, ...]
+
+    def function(self, service: str) -> WatchedFunction:
+        for watched in self.functions:
+            if watched.service == service:
+                return watched
+        raise ValueError(f"no control-plane Lambda lambdas/{service}; "
+                         f"found: {', '.join(sorted(f.service for f in self.functions)) or 'none'}")
+
+
+def discover(stacks: Iterable[cdk.Stack]) -> ControlPlane:
+    """Every Lambda function in ``stacks`` and every queue one of them uses as its dead-letter queue."""
+    functions: list[WatchedFunction] = []
+    queues: dict[str, sqs.IQueue] = {}
+    for stack in stacks:
+        for construct in stack.node.find_all():
+            if not isinstance(construct, lambda_.Function):
+                continue
+            functions.append(WatchedFunction(function=construct, service=_service(construct)))
+            if construct.dead_letter_queue is not None:
+                queues.setdefault(construct.dead_letter_queue.node.path, construct.dead_letter_queue)
+    return ControlPlane(functions=tuple(functions), dead_letter_queues=tuple(queues.values()))
+
+
+def _service(function: lambda_.Function) -> str:
+    """``lambdas.<name>.handler.handler`` → ``<name>``; any other function by its construct path."""
+    cfn = function.node.default_child
+    parts = cfn.handler.split(".") if isinstance(cfn, lambda_.CfnFunction) and isinstance(cfn.handler, str) else []
+    return parts[1] if len(parts) == 4 and parts[0] == "lambdas" else function.node.path

@@ -1,0 +1,345 @@
+"""Observability of one environment: alarms → one SNS topic (email + BetterStack), the SLO's
+error-budget burn alarms, RDS event notifications and a dashboard with one row per area.
+
+Built after every other stack of the environment: the control plane's Lambdas and dead-letter
+queues are discovered from the sibling stacks (see ``stacks/constructs/observability.py``); the
+data and cluster stacks are passed in. What each alarm means and what to do first:
+``docs/runbooks/alarms.md``; design choices: ``docs/observability.md``.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_rds as rds
+from constructs import Construct
+
+from stacks.cluster_stack import ClusterStack
+from stacks.config import EnvConfig
+from stacks.constructs.observability import AlarmTopic, Alarms, Sli, WatchedFunction, burn_rate_alarms, discover
+from stacks.data_stack import DataStack
+from tenant_provisioner.limits.degraded import METRIC_NAME as DEGRADED_METRIC
+from tenant_provisioner.limits.degraded import METRIC_NAMESPACE as LIMITS_NAMESPACE
+
+FIVE_MINUTES = cdk.Duration.minutes(5)
+NOT_BREACHING = cloudwatch.TreatMissingData.NOT_BREACHING
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+
+# Thresholds (why: docs/observability.md#thresholds).
+CPU_PERCENT = 80                   # sustained 15 min: capacity, not a spike
+DB_CONNECTIONS_SHARE = 0.8         # of max_connections (tenant roles + control plane)
+DB_FREE_STORAGE_SHARE = 0.1        # of the allocated storage; autoscaling should act first
+DB_FREEABLE_MEMORY_BYTES = 256 * MIB
+CACHE_ENGINE_CPU_PERCENT = 80      # the single engine thread: every limiter call waits on it
+CACHE_MEMORY_PERCENT = 80          # noeviction: at 100 % every limiter write is refused
+CACHE_REPLICATION_LAG_SECONDS = 2
+EKS_5XX_SHARE = 0.01
+PROVISIONING_BUDGET_SHARE = 0.25   # p95 of one attempt above 1/4 of the signup budget: a retry no longer fits
+COST_REPORT_SILENCE_HOURS = 26     # daily report + 2 h of retries
+BUDGET_LEVELS = (0.9, 1.0, 2.0)    # the platform breaker's levels (spec: 90 % / 100 % / 200 %)
+RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
+
+# Lambdas (lambdas/<name>) whose own Powertools metrics are watched beyond errors and throttles,
+# with the namespace each publishes to (the metric contract of the tenants, cost-report and limits code).
+PROVISIONER, TENANTS_NAMESPACE = "provision_tenant", "SaaS/Tenants"
+COST_REPORT, COST_REPORT_NAMESPACE = "cost_report", "SaaS/CostReport"
+ENFORCER = "enforce_limits"
+
+
+class ObservabilityStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, data: DataStack,
+                 cluster: ClusterStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        obs = config.observability
+        prefix = self._prefix = config.stack_id("").rstrip("-")
+        siblings = [child for child in scope.node.children
+                    if isinstance(child, cdk.Stack) and child is not self and child.node.id.startswith(f"{prefix}-")]
+        self.control_plane = discover(siblings)
+
+        self.alarm_topic = AlarmTopic(self, "Alarms", display_name=f"saas {config.name} alarms",
+                                      emails=obs.alarm_emails, webhook_secret_name=obs.betterstack_webhook_secret_name)
+        self.alarms = Alarms(self, prefix=prefix, topic=self.alarm_topic.topic)
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=prefix,
+                                              default_interval=cdk.Duration.days(1))
+
+        sli = self._sli(config)
+        burn_rate_alarms(self.alarms, sli, objective=obs.slo_availability)
+        rows = [
+            self._slo_row(sli, obs.slo_availability),
+            self._tenants_row(config),
+            self._spend_row(config),
+            self._limits_row(),
+            self._database_row(config, data),
+            self._cache_row(config, data),
+            self._cluster_row(cluster),
+            *self._lambda_rows(),
+        ]
+        header = cloudwatch.TextWidget(width=24, height=2, markdown=(
+            f"# saas {config.name}\nSLO {obs.slo_availability:.1%} on {sli.name} · alarms → SNS "
+            f"(email{' + BetterStack' if obs.betterstack_webhook_secret_name else ''}) · "
+            "what to do: `docs/runbooks/alarms.md`"))
+        status = cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms.all, width=24,
+                                              height=max(3, 1 + len(self.alarms.all) // 4))
+        self.dashboard.add_widgets(header)
+        self.dashboard.add_widgets(status)
+        for row in rows:
+            self.dashboard.add_widgets(*row)
+
+        rds.CfnEventSubscription(
+            self, "DatabaseEvents", enabled=True, sns_topic_arn=self.alarm_topic.topic.topic_arn,
+            source_type="db-instance", source_ids=[data.database.instance_identifier],
+            event_categories=list(RDS_EVENT_CATEGORIES))
+
+        cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic.topic_arn,
+                      description="Every alarm of this environment (email + BetterStack)")
+        cdk.CfnOutput(self, "DashboardName", value=prefix, description="CloudWatch dashboard of this environment")
+
+    # --- SLO ---------------------------------------------------------------------------------
+
+    def _sli(self, config: EnvConfig) -> Sli:
+        """The API's ALB 5xx ratio when its name is configured, else the signup path: the
+        provisioning Lambda's failed (raised, timed out or throttled) share of its invocations."""
+        alb = config.observability.api_load_balancer
+        if alb:
+            def lb(name: str) -> cloudwatch.Metric:
+                return cloudwatch.Metric(namespace="AWS/ApplicationELB", metric_name=name, statistic="Sum",
+                                         dimensions_map={"LoadBalancer": alb}, period=FIVE_MINUTES)
+            return Sli(name="the API (ALB 5xx)", bad={"target5xx": lb("HTTPCode_Target_5XX_Count"),
+                                                      "elb5xx": lb("HTTPCode_ELB_5XX_Count")},
+                       total={"requests": lb("RequestCount")})
+        function = self.control_plane.function(PROVISIONER).function
+        return Sli(name="signups (provisioning Lambda)",
+                   bad={"errors": function.metric_errors(), "throttles": function.metric_throttles()},
+                   total={"invocations": function.metric_invocations(), "throttles": function.metric_throttles()})
+
+    def _slo_row(self, sli: Sli, objective: float) -> list[cloudwatch.IWidget]:
+        availability = cloudwatch.MathExpression(
+            expression="100 * (1 - rate)", using_metrics={"rate": sli.error_rate(FIVE_MINUTES)},
+            label="availability %", period=FIVE_MINUTES)
+        over_range = cloudwatch.MathExpression(
+            expression="100 * (1 - rate)", using_metrics={"rate": sli.error_rate(cdk.Duration.days(1))},
+            label="availability % (time range)", period=cdk.Duration.days(1))
+        return [
+            cloudwatch.GraphWidget(title=f"Availability: {sli.name}", left=[availability], width=16,
+                                   left_y_axis=cloudwatch.YAxisProps(min=90, max=100),
+                                   left_annotations=[cloudwatch.HorizontalAnnotation(
+                                       value=100 * objective, label=f"SLO {objective:.1%}")]),
+            cloudwatch.SingleValueWidget(title="Availability over the time range", metrics=[over_range],
+                                         set_period_to_time_range=True, width=8),
+        ]
+
+    # --- tenants and spend ---------------------------------------------------------------------
+
+    def _tenants_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
+        provisioner = self.control_plane.function(PROVISIONER)
+        budget_ms = config.observability.signup_budget_seconds * 1000
+        threshold_ms = budget_ms * PROVISIONING_BUDGET_SHARE
+        self.alarms.add(
+            "provisioning-latency-p95",
+            metric=provisioner.metric("ProvisioningDuration", namespace=TENANTS_NAMESPACE, statistic="p95", period=cdk.Duration.minutes(15)),
+            threshold=threshold_ms, missing=NOT_BREACHING,
+            summary=f"p95 of a provisioning attempt above {threshold_ms / 1000:.0f} s over 15 min: a retried signup "
+                    f"would miss the {budget_ms / 1000:.0f} s budget.")
+
+        def count(name: str) -> cloudwatch.Metric:
+            return provisioner.metric(name, namespace=TENANTS_NAMESPACE, statistic="Sum", period=FIVE_MINUTES)
+
+        latency = [provisioner.metric("ProvisioningDuration", namespace=TENANTS_NAMESPACE, statistic=stat, period=FIVE_MINUTES)
+                   .with_(label=stat) for stat in ("p50", "p95", "Maximum")]
+        by_state = cloudwatch.MathExpression(
+            expression=f'SELECT MAX(Tenants) FROM "{TENANTS_NAMESPACE}" GROUP BY state',
+            using_metrics={}, label="tenants", period=FIVE_MINUTES)
+        return [
+            cloudwatch.GraphWidget(title="Provisioning duration (ms)", left=latency, width=8, left_annotations=[
+                cloudwatch.HorizontalAnnotation(value=threshold_ms, label="alarm"),
+                cloudwatch.HorizontalAnnotation(value=budget_ms, label="signup budget")]),
+            cloudwatch.GraphWidget(title="Signups", width=8, stacked=True, left=[
+                count(name).with_(label=name) for name in ("TenantsCreated", "ProvisioningRejected",
+                                                           "ProvisioningFailed")]),
+            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True),
+        ]
+
+    def _spend_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
+        """Month-to-date spend from the cost report (the platform's region, the report's own scope)
+        against the platform budget and its breaker levels."""
+        report = self.control_plane.function(COST_REPORT)
+        dimensions = {"environment": config.name}   # the report's ENVIRONMENT_NAME
+        delivered = report.metric("ReportsDelivered", namespace=COST_REPORT_NAMESPACE, statistic="Sum", period=cdk.Duration.hours(1),
+                                  dimensions=dimensions)
+        self.alarms.add(
+            "cost-report-missing", metric=delivered, threshold=1, above=False, periods=COST_REPORT_SILENCE_HOURS,
+            missing=cloudwatch.TreatMissingData.BREACHING,
+            summary=f"No daily cost report delivered for {COST_REPORT_SILENCE_HOURS} h: the CEO is flying blind.")
+        budget = config.limits.monthly_budget_usd
+        month_to_date = report.metric("MonthToDateUSD", namespace=COST_REPORT_NAMESPACE, statistic="Maximum", period=cdk.Duration.days(1),
+                                      dimensions=dimensions).with_(label="month to date (USD)")
+        return [
+            cloudwatch.GraphWidget(title="Spend vs budget (USD, month to date)", width=16, left=[month_to_date],
+                                   left_annotations=[cloudwatch.HorizontalAnnotation(
+                                       value=budget * level, label=f"{level:.0%} of budget") for level in BUDGET_LEVELS]),
+            cloudwatch.GraphWidget(title="Cost report runs", width=8, left=[
+                report.metric(name, namespace=COST_REPORT_NAMESPACE, statistic="Sum", period=cdk.Duration.days(1), dimensions=dimensions)
+                .with_(label=name) for name in ("Runs", "ReportsDelivered")]),
+        ]
+
+    def _limits_row(self) -> list[cloudwatch.IWidget]:
+        enforcer = self.control_plane.function(ENFORCER)
+        degraded = cloudwatch.MathExpression(
+            expression=f"SELECT SUM({DEGRADED_METRIC}) FROM \"{LIMITS_NAMESPACE}\" WHERE component = 'rate-limiter'",
+            using_metrics={}, label="degraded decisions", period=FIVE_MINUTES)
+        self.alarms.add(
+            "rate-limiter-degraded", metric=degraded, threshold=0, missing=NOT_BREACHING,
+            summary="API pods decide rate limits without Redis (stricter in-process limits, usage not metered).")
+        return [
+            cloudwatch.GraphWidget(title="Breakers", width=12, left=[
+                enforcer.metric(name, namespace=LIMITS_NAMESPACE, statistic="Sum", period=FIVE_MINUTES).with_(label=name)
+                for name in ("BreakerTransitions", "Suspensions", "EnforcementErrors")]),
+            cloudwatch.GraphWidget(title="Rate limiter degraded (no Redis)", left=[degraded], width=12),
+        ]
+
+    # --- data and cluster ----------------------------------------------------------------------
+
+    def _database_row(self, config: EnvConfig, data: DataStack) -> list[cloudwatch.IWidget]:
+        db, cfg = data.database, config.database
+        cpu = db.metric_cpu_utilization(period=FIVE_MINUTES)
+        memory = db.metric_freeable_memory(period=FIVE_MINUTES)
+        storage = db.metric_free_storage_space(period=FIVE_MINUTES)
+        connections = db.metric_database_connections(period=FIVE_MINUTES, statistic="Maximum")
+        max_connections = cfg.max_connections * DB_CONNECTIONS_SHARE
+        free_storage = cfg.allocated_storage_gb * GIB * DB_FREE_STORAGE_SHARE
+        self.alarms.add("rds-cpu", metric=cpu, threshold=CPU_PERCENT, periods=3, missing=NOT_BREACHING,
+                        summary=f"PostgreSQL CPU above {CPU_PERCENT} % for 15 min.")
+        self.alarms.add("rds-freeable-memory", metric=memory.with_(statistic="Minimum"), threshold=DB_FREEABLE_MEMORY_BYTES,
+                        above=False, periods=3, missing=NOT_BREACHING,
+                        summary=f"PostgreSQL freeable memory below {DB_FREEABLE_MEMORY_BYTES // MIB} MiB for 15 min.")
+        self.alarms.add("rds-free-storage", metric=storage.with_(statistic="Minimum"), threshold=free_storage,
+                        above=False, missing=NOT_BREACHING,
+                        summary=f"PostgreSQL free storage below {DB_FREE_STORAGE_SHARE:.0%} of the allocated "
+                                f"{cfg.allocated_storage_gb} GiB.")
+        self.alarms.add("rds-connections", metric=connections, threshold=max_connections, periods=2,
+                        missing=NOT_BREACHING,
+                        summary=f"PostgreSQL connections above {DB_CONNECTIONS_SHARE:.0%} of max_connections "
+                                f"({cfg.max_connections}): new tenant and control-plane logins will soon fail.")
+        return [
+            cloudwatch.GraphWidget(title="RDS CPU %", left=[cpu], width=6,
+                                   left_annotations=[cloudwatch.HorizontalAnnotation(value=CPU_PERCENT)]),
+            cloudwatch.GraphWidget(title="RDS freeable memory / free storage (bytes)", left=[memory], right=[storage],
+                                   width=6),
+            cloudwatch.GraphWidget(title="RDS connections", left=[connections], width=6, left_annotations=[
+                cloudwatch.HorizontalAnnotation(value=cfg.max_connections, label="max_connections")]),
+            cloudwatch.GraphWidget(title="RDS latency (s)", width=6, left=[
+                db.metric(name, period=FIVE_MINUTES) for name in ("ReadLatency", "WriteLatency")]),
+        ]
+
+    def _cache_row(self, config: EnvConfig, data: DataStack) -> list[cloudwatch.IWidget]:
+        """Per node: CloudWatch reports ElastiCache by member cluster (``<group>-001``, ``-002`` …),
+        and which node is primary changes with every failover, so every node is watched."""
+        group = data.node.find_child("Cache").replication_group
+        members = [f"{index:03d}" for index in range(1, group.replicas_per_node_group + 2)]
+        nodes = [f"{group.replication_group_id}-{member}" for member in members]
+
+        def per_node(name: str, statistic: str) -> list[cloudwatch.Metric]:
+            return [cloudwatch.Metric(namespace="AWS/ElastiCache", metric_name=name, statistic=statistic,
+                                      period=FIVE_MINUTES, dimensions_map={"CacheClusterId": node}, label=node)
+                    for node in nodes]
+
+        for member, engine_cpu, memory, evictions, lag in zip(
+                members, per_node("EngineCPUUtilization", "Average"),
+                per_node("DatabaseMemoryUsagePercentage", "Maximum"), per_node("Evictions", "Sum"),
+                per_node("ReplicationLag", "Maximum"), strict=True):
+            self.alarms.add(f"cache-engine-cpu-{member}", metric=engine_cpu, threshold=CACHE_ENGINE_CPU_PERCENT,
+                            periods=3, missing=NOT_BREACHING, runbook="cache-engine-cpu",
+                            summary=f"Cache engine thread above {CACHE_ENGINE_CPU_PERCENT} % for 15 min: "
+                                    "limiter calls queue behind it.")
+            self.alarms.add(f"cache-memory-{member}", metric=memory, threshold=CACHE_MEMORY_PERCENT, periods=2,
+                            missing=NOT_BREACHING, runbook="cache-memory",
+                            summary=f"Cache memory above {CACHE_MEMORY_PERCENT} % (noeviction: at 100 % every "
+                                    "limiter write is refused).")
+            self.alarms.add(f"cache-evictions-{member}", metric=evictions, threshold=0, missing=NOT_BREACHING,
+                            runbook="cache-evictions",
+                            summary="The cache evicted keys although its policy is noeviction: limiter or breaker "
+                                    "state was lost.")
+            if len(nodes) > 1:
+                self.alarms.add(f"cache-replication-lag-{member}", metric=lag,
+                                threshold=CACHE_REPLICATION_LAG_SECONDS, periods=3, missing=NOT_BREACHING,
+                                runbook="cache-replication-lag",
+                                summary=f"Cache replica more than {CACHE_REPLICATION_LAG_SECONDS} s behind for 15 min:"
+                                        " a failover now would lose recent limiter state.")
+        return [
+            cloudwatch.GraphWidget(title="Cache CPU % (engine / host)", width=6,
+                                   left=per_node("EngineCPUUtilization", "Average"),
+                                   right=per_node("CPUUtilization", "Average")),
+            cloudwatch.GraphWidget(title="Cache memory used %", width=6, left=per_node("DatabaseMemoryUsagePercentage",
+                                                                                        "Maximum"),
+                                   left_annotations=[cloudwatch.HorizontalAnnotation(value=100, label="writes refused")]),
+            cloudwatch.GraphWidget(title="Cache evictions / connections", width=6, left=per_node("Evictions", "Sum"),
+                                   right=per_node("CurrConnections", "Maximum")),
+            cloudwatch.GraphWidget(title="Cache replication lag (s)", width=6, left=per_node("ReplicationLag", "Maximum")),
+        ]
+
+    def _cluster_row(self, cluster: ClusterStack) -> list[cloudwatch.IWidget]:
+        """The control-plane metrics EKS publishes free for 1.28+ (``AWS/EKS``, per ClusterName)."""
+        name = cluster.cluster.cluster_name
+
+        def eks(metric: str, statistic: str = "Sum", period: cdk.Duration = FIVE_MINUTES) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/EKS", metric_name=metric, statistic=statistic, period=period,
+                                     dimensions_map={"ClusterName": name}, label=metric)
+
+        server_errors = cloudwatch.MathExpression(
+            expression="IF(total > 0, errors / total, 0)", label="API server 5xx share", period=FIVE_MINUTES,
+            using_metrics={"errors": eks("apiserver_request_total_5XX"), "total": eks("apiserver_request_total")})
+        unschedulable = eks("scheduler_pending_pods_UNSCHEDULABLE", period=cdk.Duration.minutes(1))
+        self.alarms.add("eks-apiserver-5xx", metric=server_errors, threshold=EKS_5XX_SHARE, periods=3,
+                        missing=NOT_BREACHING,
+                        summary=f"More than {EKS_5XX_SHARE:.0%} of Kubernetes API requests failed with 5xx for 15 min.")
+        self.alarms.add("eks-unschedulable-pods", metric=unschedulable, threshold=0, periods=10,
+                        missing=NOT_BREACHING,
+                        summary="Pods could not be scheduled for 10 min: the node group is full or at its maximum.")
+        return [
+            cloudwatch.GraphWidget(title="EKS API requests", width=8, left=[eks("apiserver_request_total")],
+                                   right=[eks("apiserver_request_total_5XX"), eks("apiserver_request_total_429")]),
+            cloudwatch.GraphWidget(title="EKS pending pods", width=8, left=[
+                eks("scheduler_pending_pods", period=cdk.Duration.minutes(1)), unschedulable]),
+            cloudwatch.GraphWidget(title="EKS API latency p99 (s)", width=8, left=[
+                eks(f"apiserver_request_duration_seconds_{verb}_P99", statistic="Average") for verb in ("GET", "POST")]),
+        ]
+
+    # --- Lambdas and their dead-letter queues ------------------------------------------------
+
+    def _lambda_rows(self) -> list[list[cloudwatch.IWidget]]:
+        functions = self.control_plane.functions
+        for watched in functions:
+            self._watch_function(watched)
+        for queue in self.control_plane.dead_letter_queues:
+            owner = cdk.Stack.of(queue).node.id   # e.g. saas-prod-tenants
+            self.alarms.add(f"dlq-{owner.removeprefix(self._prefix + '-')}", runbook="dlq",
+                            metric=queue.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES,
+                                                                                       statistic="Maximum"),
+                            threshold=0, missing=NOT_BREACHING,
+                            summary=f"Messages in the dead-letter queue of {owner}: events that exhausted their retries.")
+
+        def each(metric: str, statistic: str = "Sum") -> list[cloudwatch.IMetric]:
+            return [watched.function.metric(metric, statistic=statistic, period=FIVE_MINUTES, label=watched.service)
+                    for watched in functions]
+
+        return [
+            [cloudwatch.GraphWidget(title="Lambda invocations", left=each("Invocations"), width=8),
+             cloudwatch.GraphWidget(title="Lambda errors", left=each("Errors"), width=8),
+             cloudwatch.GraphWidget(title="Lambda throttles", left=each("Throttles"), width=8)],
+            [cloudwatch.GraphWidget(title="Lambda duration p95 (ms)", left=each("Duration", "p95"), width=12),
+             cloudwatch.GraphWidget(title="Dead-letter queues (messages)", width=12, left=[
+                 queue.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum",
+                                                                     label=cdk.Stack.of(queue).node.id)
+                 for queue in self.control_plane.dead_letter_queues])],
+        ]
+
+    def _watch_function(self, watched: WatchedFunction) -> None:
+        slug = watched.service.replace("_", "-")
+        self.alarms.add(f"lambda-errors-{slug}", metric=watched.function.metric_errors(period=FIVE_MINUTES),
+                        threshold=0, missing=NOT_BREACHING, runbook="lambda-errors",
+                        summary=f"The {watched.service} Lambda raised or timed out.")
+        self.alarms.add(f"lambda-throttles-{slug}", metric=watched.function.metric_throttles(period=FIVE_MINUTES),
+                        threshold=0, missing=NOT_BREACHING, runbook="lambda-throttles",
+                        summary=f"The {watched.service} Lambda hit its reserved concurrency; calls were refused.")
+
