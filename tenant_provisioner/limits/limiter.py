@@ -256,6 +256,11 @@ class _LimiterBase:
         self._core.use_functions = exc is None
         return self._core.use_functions
 
+    def _unreachable(self, exc: BaseException) -> bool:
+        log.warning("rate limiter: could not load the function library now (%s: %s); the first "
+                    "decision will", type(exc).__name__, exc)
+        return self._core.use_functions
+
     def _begin(self, tenant_id: str, tier: str | Tier, cost: int) -> tuple[TenantKeys, TierPlan, list[str]]:
         keys, plan = self._core.prepare(tenant_id, tier, cost)
         return keys, plan, plan.args(cost, self._core.period_hint())
@@ -273,7 +278,16 @@ class RateLimiter(_LimiterBase):
     """
 
     def load(self) -> bool:
-        """Load (or replace) the function library; False when only EVAL is available."""
+        """Load (or replace) the function library; False when only EVAL is available.
+
+        Optional (the first decision loads it) and safe at start-up: if Redis is unreachable it
+        logs and returns, and decisions run in degraded mode until Redis answers."""
+        try:
+            return self._load()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            return self._unreachable(exc)
+
+    def _load(self) -> bool:
         try:
             self._client.function_load(LIBRARY_SOURCE, replace=True)
         except redis.ResponseError as exc:
@@ -287,7 +301,7 @@ class RateLimiter(_LimiterBase):
             except redis.ResponseError as exc:
                 if not _reload_needed(exc):
                     raise
-                if self.load():
+                if self._load():
                     return self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
         return self._script(keys=keys, args=args)
 
@@ -310,6 +324,12 @@ class AsyncRateLimiter(_LimiterBase):
 
     async def load(self) -> bool:
         try:
+            return await self._load()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            return self._unreachable(exc)
+
+    async def _load(self) -> bool:
+        try:
             await self._client.function_load(LIBRARY_SOURCE, replace=True)
         except redis.ResponseError as exc:
             return self._loaded(exc)
@@ -322,7 +342,7 @@ class AsyncRateLimiter(_LimiterBase):
             except redis.ResponseError as exc:
                 if not _reload_needed(exc):
                     raise
-                if await self.load():
+                if await self._load():
                     return await self._client.fcall(FUNCTION_NAME, len(keys), *keys, *args)
         return await self._script(keys=keys, args=args)
 

@@ -183,6 +183,7 @@ def test_redis_stopped_gives_stricter_degraded_decisions_and_cached_refusals(red
     assert limiter.acquire("gone-tenant", tier).reason is Reason.SUSPENDED
     redis_process.stop()
 
+    assert limiter.load() is True  # a start-up load with Redis away logs instead of raising
     decisions = [limiter.acquire("live-tenant", tier) for _ in range(30)]
     assert all(d.degraded for d in decisions)
     rate, burst = limiter.degraded.limits_for(tier)
