@@ -344,7 +344,9 @@ class FakeStripe:
                         return 400, err.body(), {}, False
                     return status, stored, {"Idempotent-Replayed": "true", "Idempotency-Key": key}, False
             status, result = self._route(method, path, params)
-            if method == "POST" and key and status != 409:
+            # Stripe saves the result once the endpoint started executing (successes and 500s), not
+            # for requests refused by validation, so a corrected retry with the same key can succeed.
+            if method == "POST" and key and (status == 200 or status >= 500):
                 self.state.idempotency[(auth, key)] = (fingerprint, status, result)
         return status, result, ({"Idempotency-Key": key} if key else {}), bool(fault and fault.mode == "lost")
 

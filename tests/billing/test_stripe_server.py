@@ -162,3 +162,13 @@ def test_webhook_signatures_verify_with_the_real_library():
     assert event.id == "evt_1"
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(payload, sign_webhook(payload, "whsec_other"), "whsec_test_x")
+
+
+def test_a_request_refused_by_validation_is_not_saved_under_its_idempotency_key(client):
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.products.create(params={"name": ""}, options={"idempotency_key": "p1"})
+    product = client.v1.products.create(params={"name": "Fixed"}, options={"idempotency_key": "p1-fixed"})
+    assert product.name == "Fixed"
+    with pytest.raises(stripe.InvalidRequestError) as exc:  # same key, same bad params: refused again, not replayed
+        client.v1.products.create(params={"name": ""}, options={"idempotency_key": "p1"})
+    assert exc.value.code == "parameter_missing"
