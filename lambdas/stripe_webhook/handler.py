@@ -72,6 +72,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         secret = webhook_signing_secret()
         stripe_event = webhooks.verify(_raw_body(event), headers.get("stripe-signature"), secret)
+    except TransientError as exc:
+        logger.error("signing secret unavailable, Stripe will retry: %s", exc)
+        metrics.add_metric(name="WebhookFailed", unit=MetricUnit.Count, value=1)
+        return _response(500, {"error": "temporarily unavailable"})
     except ConfigError as exc:
         logger.error("webhook endpoint misconfigured: %s", exc)
         metrics.add_metric(name="WebhookMisconfigured", unit=MetricUnit.Count, value=1)
@@ -83,8 +87,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         with _db().connection() as conn:
             result = webhooks.apply(conn, stripe_event, BillingSettings.from_env())
-    except TransientError as exc:
+    except (TransientError, parameters.exceptions.GetParameterError) as exc:
         logger.error("webhook event %s not applied, Stripe will retry: %s", stripe_event["id"], exc)
+        metrics.add_metric(name="WebhookFailed", unit=MetricUnit.Count, value=1)
         return _response(500, {"error": "temporarily unavailable"})
     metrics.add_metric(name="WebhookApplied", unit=MetricUnit.Count, value=1)
     return _response(result.status, result.to_dict())

@@ -86,3 +86,10 @@ def test_placeholder_secret_is_a_500_so_stripe_retries_after_setup(lambda_env, f
 
 def test_only_post(lambda_env):
     assert call(url_event(b"", None, method="GET"))[0] == 405
+
+
+def test_database_unavailable_is_a_500_so_stripe_retries(lambda_env, fake_stripe, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")
+    body = json.dumps(fake_stripe.event("invoice.paid", {"id": "in_1", "customer": "cus_1"})).encode()
+    status, answer = call(url_event(body, sign_webhook(body, WEBHOOK_SECRET)))
+    assert (status, answer) == (500, {"error": "temporarily unavailable"})
