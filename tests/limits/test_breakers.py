@@ -6,6 +6,7 @@ from datetime import date
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tenant_provisioner.limits.breakers import BreakerState, Level, Usage, measured_level, step
 from tenant_provisioner.tiers import BreakerLevels
@@ -102,3 +103,64 @@ def test_tier_change_lifts_a_hard_limit_but_lost_counters_do_not():
                                  tenant_active=True)
     assert (upgraded.level, upgraded.tier) == (Level.OK, "pro")
     assert [(t.cause, t.action) for t in transitions] == [("tier_change", "breaker.reset")]
+
+
+class BreakerLifecycle(RuleBasedStateMachine):
+    """Random months of usage, suspensions, resumes and tier changes against `step`, as the
+    enforcer drives it: every transition is unique under the enforcer's key, and the breaker and
+    the tenant's lifecycle state never disagree."""
+
+    LIMITS = {"small": 100, "large": 1000}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.period, self.tier, self.active = NOV, "small", True
+        self.admitted = self.attempted = 0
+        self.state: BreakerState | None = None
+        self.keys: set[tuple] = set()
+
+    def _enforce(self) -> None:
+        usage = Usage("api_requests", self.admitted, self.attempted, self.LIMITS[self.tier])
+        before = self.state
+        self.state, transitions = step(self.state, usage, period=self.period, tier=self.tier, levels=LEVELS,
+                                       tenant_active=self.active)
+        for t in transitions:
+            key = (t.period, t.generation, t.to_level, t.cause)
+            assert key not in self.keys, f"transition recorded twice: {key}"
+            self.keys.add(key)
+            if t.cause == "usage":
+                assert before is None or t.to_level > before.level or before.period != self.period
+            if t.to_level is Level.SUSPENDED:
+                self.active = False  # the enforcer suspends through the lifecycle
+
+    @rule(admitted=st.integers(0, 300), refused=st.integers(0, 600))
+    def traffic(self, admitted, refused):
+        room = max(0, self.LIMITS[self.tier] - self.admitted) if self.active else 0
+        self.admitted += min(admitted, room)
+        self.attempted += min(admitted, room) + (refused if self.active else 0)
+        self._enforce()
+
+    @rule()
+    def next_month(self):
+        self.period = date(self.period.year + self.period.month // 12, self.period.month % 12 + 1, 1)
+        self.admitted = self.attempted = 0
+        self._enforce()
+
+    @rule()
+    def operator_resumes(self):
+        self.active = True
+        self._enforce()
+
+    @rule(tier=st.sampled_from(["small", "large"]))
+    def tier_change(self, tier):
+        self.tier = tier
+        self._enforce()
+
+    @invariant()
+    def breaker_and_lifecycle_agree(self):
+        if self.state is not None:
+            assert (self.state.level is Level.SUSPENDED) == (not self.active)
+
+
+TestBreakerLifecycle = BreakerLifecycle.TestCase
+TestBreakerLifecycle.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
