@@ -13,8 +13,8 @@ never from the client; the billing period is the UTC calendar month of the serve
   tolerance_us  emission_us * burst (an idle tenant may send `burst` requests at once)
   cost          requests this call consumes (0 = peek: read the state, change nothing)
   hard_limit    admitted requests allowed in the billing period
-  period hint   optional: the UTC month the caller believes current; ignored unless the server
-                clock falls inside it (then the server computes the month itself)
+  period hint   optional: the UTC month the caller believes current; used only if the server
+                clock falls inside it, otherwise the server computes the month itself
 
 Reply (all integers):
   1 code          0 ok, 1 rate_limited, 2 quota_exceeded, 3 suspended
