@@ -16,7 +16,8 @@ from constructs import Construct
 
 from stacks.cluster_stack import ClusterStack
 from stacks.config import EnvConfig
-from stacks.constructs.observability import AlarmTopic, Alarms, Sli, WatchedFunction, burn_rate_alarms, discover
+from stacks.constructs.observability import (
+    AlarmTopic, Alarms, Sli, WatchedFunction, burn_rate_alarms, discover, function_sli, load_balancer_sli)
 from stacks.data_stack import DataStack
 from tenant_provisioner.limits.degraded import METRIC_NAME as DEGRADED_METRIC
 from tenant_provisioner.limits.degraded import METRIC_NAMESPACE as LIMITS_NAMESPACE
@@ -98,20 +99,10 @@ class ObservabilityStack(cdk.Stack):
     # --- SLO ---------------------------------------------------------------------------------
 
     def _sli(self, config: EnvConfig) -> Sli:
-        """The API's ALB 5xx ratio when its name is configured, else the signup path: the
-        provisioning Lambda's failed (raised, timed out or throttled) share of its invocations."""
+        """The API's ALB 5xx ratio when its name is configured, else the signup path."""
         alb = config.observability.api_load_balancer
-        if alb:
-            def lb(name: str) -> cloudwatch.Metric:
-                return cloudwatch.Metric(namespace="AWS/ApplicationELB", metric_name=name, statistic="Sum",
-                                         dimensions_map={"LoadBalancer": alb}, period=FIVE_MINUTES)
-            return Sli(name="the API (ALB 5xx)", bad={"target5xx": lb("HTTPCode_Target_5XX_Count"),
-                                                      "elb5xx": lb("HTTPCode_ELB_5XX_Count")},
-                       total={"requests": lb("RequestCount")})
-        function = self.control_plane.function(PROVISIONER).function
-        return Sli(name="signups (provisioning Lambda)",
-                   bad={"errors": function.metric_errors(), "throttles": function.metric_throttles()},
-                   total={"invocations": function.metric_invocations(), "throttles": function.metric_throttles()})
+        return load_balancer_sli(alb) if alb else function_sli(self.control_plane.function(PROVISIONER).function,
+                                                               "signups (provisioning Lambda)")
 
     def _slo_row(self, sli: Sli, objective: float) -> list[cloudwatch.IWidget]:
         availability = cloudwatch.MathExpression(

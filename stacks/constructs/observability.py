@@ -141,6 +141,23 @@ class Sli:
             period=period, label=label)
 
 
+def load_balancer_sli(load_balancer: str) -> Sli:
+    """Availability of an ALB (dimension ``app/<name>/<id>``): 5xx from targets or the ALB itself."""
+    def metric(name: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(namespace="AWS/ApplicationELB", metric_name=name, statistic="Sum",
+                                 dimensions_map={"LoadBalancer": load_balancer})
+    return Sli(name="the API (ALB 5xx)",
+               bad={"target5xx": metric("HTTPCode_Target_5XX_Count"), "elb5xx": metric("HTTPCode_ELB_5XX_Count")},
+               total={"requests": metric("RequestCount")})
+
+
+def function_sli(function: lambda_.IFunction, name: str) -> Sli:
+    """Availability of a Lambda: raised, timed-out or throttled calls among all calls (throttled
+    calls are not counted in Invocations, so they are added to both sides)."""
+    return Sli(name=name, bad={"errors": function.metric_errors(), "throttles": function.metric_throttles()},
+               total={"invocations": function.metric_invocations(), "throttles": function.metric_throttles()})
+
+
 def burn_rate_alarms(alarms: Alarms, sli: Sli, *, objective: float) -> list[cloudwatch.CompositeAlarm]:
     """One composite alarm per burn window; its two window alarms only feed it (no actions)."""
     if not 0 < objective < 1:
@@ -150,7 +167,7 @@ def burn_rate_alarms(alarms: Alarms, sli: Sli, *, objective: float) -> list[clou
     for window in BURN_WINDOWS:
         threshold = window.burn_rate * budget
         children = [alarms.add(f"{window.slug}-{which}", metric=sli.error_rate(duration), threshold=threshold,
-                               missing=cloudwatch.TreatMissingData.NOT_BREACHING, notify=False,
+                               missing=cloudwatch.TreatMissingData.NOT_BREACHING, notify=False, runbook=window.slug,
                                summary=f"{sli.name}: error rate over {duration.to_human_string()} above "
                                        f"{window.burn_rate} x the error budget ({threshold:.2%}).")
                     for which, duration in (("long", window.long), ("short", window.short))]
@@ -190,21 +207,25 @@ class ControlPlane:
 
 
 def discover(stacks: Iterable[cdk.Stack]) -> ControlPlane:
-    """Every Lambda function in ``stacks`` and every queue one of them uses as its dead-letter queue."""
+    """Every function built from ``lambdas/<name>`` in ``stacks`` and every queue one of them uses
+    as its dead-letter queue. CDK's own helper functions (custom-resource providers) are not ours
+    to page on: their failure fails the deployment that runs them."""
     functions: list[WatchedFunction] = []
     queues: dict[str, sqs.IQueue] = {}
     for stack in stacks:
         for construct in stack.node.find_all():
-            if not isinstance(construct, lambda_.Function):
+            service = _service(construct) if isinstance(construct, lambda_.Function) else None
+            if service is None:
                 continue
-            functions.append(WatchedFunction(function=construct, service=_service(construct)))
+            functions.append(WatchedFunction(function=construct, service=service))
             if construct.dead_letter_queue is not None:
                 queues.setdefault(construct.dead_letter_queue.node.path, construct.dead_letter_queue)
     return ControlPlane(functions=tuple(functions), dead_letter_queues=tuple(queues.values()))
 
 
-def _service(function: lambda_.Function) -> str:
-    """``lambdas.<name>.handler.handler`` → ``<name>``; any other function by its construct path."""
+def _service(function: lambda_.Function) -> str | None:
+    """``lambdas.<name>.handler.handler`` (PythonFunction's handler) → ``<name>``, else None."""
     cfn = function.node.default_child
-    parts = cfn.handler.split(".") if isinstance(cfn, lambda_.CfnFunction) and isinstance(cfn.handler, str) else []
-    return parts[1] if len(parts) == 4 and parts[0] == "lambdas" else function.node.path
+    handler = cfn.handler if isinstance(cfn, lambda_.CfnFunction) else None
+    parts = handler.split(".") if isinstance(handler, str) else []
+    return parts[1] if len(parts) == 4 and parts[0] == "lambdas" else None
