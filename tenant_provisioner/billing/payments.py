@@ -110,7 +110,8 @@ def schedule_offboarding(conn: psycopg.Connection, tenant_id: str, *, after_days
                          detail: dict[str, Any]) -> str:
     """Stripe ended the subscription: stop service now, offboard (export, drop) after `after_days`."""
     row = conn.execute(
-        "UPDATE control.billing_accounts SET offboard_after = COALESCE(offboard_after, now() + make_interval(days => %s)),"
+        "UPDATE control.billing_accounts"
+        " SET offboard_after = COALESCE(offboard_after, now() + make_interval(days => %s)),"
         " updated_at = now() WHERE tenant_id = %s RETURNING offboard_after", (after_days, tenant_id)).fetchone()
     tenant = tenants.find(conn, tenant_id)
     if tenant is not None and tenant.state == "active":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import stripe
+from aws_lambda_powertools.utilities import parameters
 
 from tenant_provisioner.billing.errors import StripeRejected
 from tenant_provisioner.errors import ConfigError, TransientError
@@ -61,14 +62,13 @@ class BillingSettings:
         except ValueError as exc:
             raise ConfigError(f"billing setting is not a whole number: {exc}") from None
         return cls(catalog_prefix=os.environ.get("BILLING_CATALOG_PREFIX", DEFAULT_PREFIX),
-                   payment_grace_days=grace, offboard_after_days=offboard_after, api_base=os.environ.get("STRIPE_API_BASE") or None,
+                   payment_grace_days=grace, offboard_after_days=offboard_after,
+                   api_base=os.environ.get("STRIPE_API_BASE") or None,
                    api_version=os.environ.get("STRIPE_API_VERSION") or None, max_network_retries=retries)
 
 
 def _from_secrets_manager(secret_id: str) -> str:
     """A secret's string value, cached for 5 minutes per process (Powertools parameters)."""
-    from aws_lambda_powertools.utilities import parameters
-
     try:
         value = parameters.get_secret(secret_id, max_age=300)
     except parameters.exceptions.GetParameterError as exc:

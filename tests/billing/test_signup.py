@@ -150,7 +150,8 @@ def test_tier_change_moves_prices_with_proration(fake_stripe, client, settings, 
     _, sub = _assert_one_live(fake_stripe)
     assert {i["price"]["id"] for i in sub["items"]["data"]} == {synced.prices["business"].flat,
                                                                 synced.prices["business"].metered}
-    update = [p for m, path, p in fake_stripe.state.requests if m == "POST" and path == f"/v1/subscriptions/{sub['id']}"]
+    update = [p for m, path, p in fake_stripe.state.requests
+              if m == "POST" and path == f"/v1/subscriptions/{sub['id']}"]
     assert update[-1]["proration_behavior"] == "create_prorations"
     assert accounts.change_tier(conn, "acme-corp", load_tiers().get("business")) is False
     accounts.change_tier(conn, "acme-corp", load_tiers().get("pro"))

@@ -152,7 +152,8 @@ def test_wrong_secret_and_stale_timestamp_are_rejected(fake_stripe, conn, settin
 def test_events_for_strangers_and_unhandled_types_are_acknowledged(fake_stripe, conn, settings, tenant):
     stranger = fake_stripe.event("invoice.payment_failed", fake_stripe.invoice("cus_stranger", None, status="open"))
     assert deliver(conn, settings, stranger).outcome.startswith("ignored: customer")
-    other = fake_stripe.event("charge.refunded", {"id": "ch_1", "object": "charge", "customer": tenant.stripe_customer_id})
+    other = fake_stripe.event("charge.refunded",
+                              {"id": "ch_1", "object": "charge", "customer": tenant.stripe_customer_id})
     assert deliver(conn, settings, other).outcome == "ignored: event type not handled"
     assert actions(conn) == []
 
