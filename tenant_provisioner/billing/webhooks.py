@@ -11,7 +11,7 @@ of types we do not act on, are recorded and acknowledged too, so Stripe stops re
 | --- | --- |
 | ``invoice.payment_failed`` | payment grace (configured days), then suspension by the enforcer |
 | ``invoice.paid`` | grace ended; resumed if it was suspended for non-payment |
-| ``customer.subscription.updated`` | tenant moved to the tier of the subscription's flat price |
+| ``customer.subscription.updated`` | tenant moved to the tier of its flat price; ``incomplete_expired`` as deleted |
 | ``customer.subscription.deleted`` | service stopped, offboarding scheduled |
 """
 
@@ -130,6 +130,8 @@ class _Dispatcher:
     def subscription_updated(self, account: BillingAccount) -> str:
         if stale := self._stale_subscription_event(account):
             return stale
+        if self.obj.get("status") == "incomplete_expired":  # the first invoice was never paid: it is over
+            return self._schedule_offboarding(account)
         tier = _tier_of(self.obj)
         if tier is None or tier not in load_tiers().tiers:
             audit.record(self.conn, tenant_id=account.tenant_id, action="billing.unknown_tier", actor=ACTOR,
@@ -153,6 +155,9 @@ class _Dispatcher:
     def subscription_deleted(self, account: BillingAccount) -> str:
         if stale := self._stale_subscription_event(account):
             return stale
+        return self._schedule_offboarding(account)
+
+    def _schedule_offboarding(self, account: BillingAccount) -> str:
         return payments.schedule_offboarding(self.conn, account.tenant_id,
                                              after_days=self.settings.offboard_after_days, actor=ACTOR,
                                              detail=self.detail(status=self.obj.get("status")))

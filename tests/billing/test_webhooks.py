@@ -170,3 +170,10 @@ def test_an_old_subscription_update_arriving_after_the_deletion_changes_nothing(
     late = deliver(conn, settings, fake_stripe.event("customer.subscription.updated", older, created=now - 60))
     assert late.outcome == "ignored: older than the last subscription event applied"
     assert state(conn)[1] == "pro"
+
+
+def test_first_invoice_never_paid_ends_like_a_deletion(fake_stripe, conn, settings, tenant):
+    sub = dict(fake_stripe.state.subscriptions[tenant.stripe_subscription_id], status="incomplete_expired")
+    result = deliver(conn, settings, fake_stripe.event("customer.subscription.updated", sub))
+    assert result.outcome.startswith("offboarding scheduled")
+    assert state(conn) == ("suspended", "pro", payments.SUBSCRIPTION_ENDED_REASON)
