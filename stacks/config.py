@@ -15,6 +15,9 @@ class NetworkConfig:
     max_azs: int = 3
     nat_gateways: int
     flow_log_retention_days: int
+    # AZs that get an ENI of each interface endpoint (about $7.30 per endpoint and AZ a month);
+    # private DNS sends every AZ's traffic to them, so fewer AZs trade resilience for cost.
+    endpoint_azs: int = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,7 +170,7 @@ _REPOSITORY = "example-org/saas-platform"
 def _dev(account: str, region: str) -> EnvConfig:
     return EnvConfig(
         name="dev", account=account, region=region,
-        network=NetworkConfig(cidr="10.20.0.0/16", nat_gateways=1, flow_log_retention_days=14),
+        network=NetworkConfig(cidr="10.20.0.0/16", nat_gateways=1, flow_log_retention_days=14, endpoint_azs=1),
         database=DatabaseConfig(instance_type="t4g.medium", allocated_storage_gb=20,
                                 max_allocated_storage_gb=100, multi_az=False, backup_retention_days=7,
                                 deletion_protection=False, snapshot_on_delete=False),

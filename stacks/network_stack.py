@@ -64,7 +64,10 @@ class NetworkStack(cdk.Stack):
                                                          allow_all_outbound=False,
                                                          description="Interface endpoints: HTTPS from the VPC")
         self.endpoint_security_group.add_ingress_rule(ec2.Peer.ipv4(net.cidr), ec2.Port.tcp(443), "HTTPS from the VPC")
-        endpoint_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        if not 1 <= net.endpoint_azs <= len(self.vpc.availability_zones):
+            raise ValueError(f"endpoint_azs={net.endpoint_azs}: choose 1..{len(self.vpc.availability_zones)}")
+        endpoint_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS,
+                                               availability_zones=self.vpc.availability_zones[:net.endpoint_azs])
         for name, service in INTERFACE_ENDPOINTS.items():
             self.vpc.add_interface_endpoint(name, service=service, subnets=endpoint_subnets, private_dns_enabled=True,
                                             security_groups=[self.endpoint_security_group], open=False)

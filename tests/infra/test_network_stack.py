@@ -60,6 +60,14 @@ def test_s3_gateway_and_interface_endpoints(templates, template_json, env):
     assert all(p["PrivateDnsEnabled"] for p in interface)
 
 
+@pytest.mark.parametrize(("env", "azs"), [("dev", 1), ("prod", 3)])
+def test_interface_endpoints_span_the_configured_azs(template_json, env, azs):
+    interface = [r["Properties"] for r in template_json[(env, "network")]["Resources"].values()
+                 if r["Type"] == "AWS::EC2::VPCEndpoint" and r["Properties"].get("VpcEndpointType") == "Interface"]
+    assert {len(p["SubnetIds"]) for p in interface} == {azs}
+    assert all("privateSubnet" in ref["Ref"] for p in interface for ref in p["SubnetIds"])
+
+
 @pytest.mark.parametrize(("env", "cidr"), [("dev", "10.20.0.0/16"), ("prod", "10.10.0.0/16")])
 def test_endpoints_admit_https_from_the_vpc_only(templates, env, cidr):
     templates[(env, "network")].has_resource_properties("AWS::EC2::SecurityGroup", {
