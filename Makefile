@@ -57,5 +57,10 @@ scan: $(CHECKOV)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# Benchmarks print figures (medians, p95/p99, ratios to the named peers); they are never tests.
+bench: $(STAMP)
+	$(PY) bench/provision.py
+	$(PY) bench/ratelimit.py
+
 clean:
 	rm -rf cdk.out .pytest_cache build
