@@ -141,6 +141,40 @@ def _period(text: str | None) -> date:
         raise InvalidInput("period", f"expected YYYY-MM, got {text!r}") from None
 
 
+@app.command("usage-failures")
+@_typed_errors
+def usage_failures(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None
+                   ) -> None:
+    """Usage intervals Stripe refused for good (parked, not re-sent), with the reason."""
+    if tenant is not None:
+        validation.tenant_id(tenant)
+    with _database(ctx) as db, db.connection() as conn:
+        rows = usage.parked(conn, tenant)
+    print(json.dumps([{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in rows]))
+
+
+@app.command("retry-failed")
+@_typed_errors
+def retry_failed(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None
+                 ) -> None:
+    """Send parked usage again with the next report (after fixing the cause, e.g. a deleted customer)."""
+    if tenant is not None:
+        validation.tenant_id(tenant)
+    with _database(ctx) as db, db.connection() as conn:
+        count = usage.retry_parked(conn, actor=_actor(), tenant_id=tenant)
+    print(json.dumps({"requeued": count}))
+
+
+@app.command("mark-billed")
+@_typed_errors
+def mark_billed(ctx: typer.Context, identifier: Annotated[str, typer.Argument(help="Identifier of a parked interval")]
+                ) -> None:
+    """Record that a parked interval was billed by hand (e.g. older than Stripe's 35 days); audited."""
+    with _database(ctx) as db, db.connection() as conn:
+        usage.mark_billed(conn, identifier, actor=_actor())
+    print(json.dumps({"identifier": identifier, "marked_billed": True}))
+
+
 @app.command("enforce-grace")
 @_typed_errors
 def enforce_grace_command(ctx: typer.Context) -> None:
@@ -156,7 +190,9 @@ SELECT a.tenant_id, t.state, a.tier, a.stripe_customer_id, a.stripe_subscription
        (SELECT c.reported FROM control.billing_usage_cursor c WHERE c.tenant_id = a.tenant_id
          ORDER BY c.period_start DESC LIMIT 1) AS reported_this_period,
        (SELECT count(*) FROM control.billing_usage_cursor c WHERE c.tenant_id = a.tenant_id
-         AND c.pending_to IS NOT NULL) AS pending_reports
+         AND c.pending_to IS NOT NULL AND c.failed_at IS NULL) AS pending_reports,
+       (SELECT count(*) FROM control.billing_usage_cursor c WHERE c.tenant_id = a.tenant_id
+         AND c.failed_at IS NOT NULL) AS failed_reports
 FROM control.billing_accounts a LEFT JOIN control.tenants t USING (tenant_id)
 WHERE (%(tenant)s::text IS NULL OR a.tenant_id = %(tenant)s)
   AND (%(tenant)s::text IS NOT NULL OR a.stripe_customer_id IS NOT NULL)
@@ -182,7 +218,7 @@ def status(ctx: typer.Context, tenant_id: Annotated[str | None, typer.Argument(h
         return
     table = Table(title="billing")
     columns = ("tenant_id", "state", "tier", "payment_state", "grace_until", "stripe_customer_id",
-               "stripe_subscription_id", "reported_this_period", "pending_reports")
+               "stripe_subscription_id", "reported_this_period", "pending_reports", "failed_reports")
     for column in columns:
         table.add_column(column.replace("_", " "))
     for record in records:

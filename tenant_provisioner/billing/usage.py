@@ -28,8 +28,10 @@ import psycopg
 import stripe
 from psycopg.rows import dict_row
 
+from tenant_provisioner import audit
 from tenant_provisioner.billing.errors import StripeRejected
 from tenant_provisioner.billing.settings import BillingSettings, is_transient
+from tenant_provisioner.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ SET pending_to = u.admitted,
                               (c.period_start + interval '1 month')::timestamptz - interval '1 second', now())
 FROM control.tenant_usage u
 WHERE u.tenant_id = c.tenant_id AND u.period_start = c.period_start AND u.quantity = c.quantity
-  AND c.quantity = %(quantity)s AND c.pending_to IS NULL AND u.admitted > c.reported
+  AND c.quantity = %(quantity)s AND c.pending_to IS NULL AND c.failed_at IS NULL AND u.admitted > c.reported
   AND (%(tenant_id)s::text IS NULL OR c.tenant_id = %(tenant_id)s)
 """
 
@@ -66,7 +68,7 @@ SELECT c.tenant_id, c.period_start, c.reported, c.pending_to, c.pending_identifi
        a.stripe_customer_id
 FROM control.billing_usage_cursor c
 JOIN control.billing_accounts a ON a.tenant_id = c.tenant_id AND a.stripe_customer_id IS NOT NULL
-WHERE c.quantity = %(quantity)s AND c.pending_to IS NOT NULL
+WHERE c.quantity = %(quantity)s AND c.pending_to IS NOT NULL AND c.failed_at IS NULL
   AND (%(tenant_id)s::text IS NULL OR c.tenant_id = %(tenant_id)s)
 ORDER BY c.period_start, c.tenant_id
 """
@@ -138,46 +140,53 @@ def _advance(conn: psycopg.Connection, accepted: list[_Pending]) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _send(client: stripe.StripeClient, settings: BillingSettings, pending: _Pending, now: datetime) -> str:
-    """Step 2: "sent", "duplicate" (Stripe already has it), "unavailable" (retry later) or "failed"."""
+def _send(client: stripe.StripeClient, settings: BillingSettings, pending: _Pending,
+          now: datetime) -> tuple[str, str | None]:
+    """Step 2: ("sent" | "duplicate" (Stripe already has it) | "unavailable" (retry later) | "failed", why)."""
     if pending.timestamp < now - MAX_EVENT_AGE:
-        logger.error("usage %s is older than Stripe accepts (35 days); bill it by hand", pending.identifier)
-        return "failed"
+        return "failed", "older than Stripe accepts (35 days): bill it by hand, then mark-billed"
     try:
         client.v1.billing.meter_events.create(params={
             "event_name": settings.meter_event_name, "identifier": pending.identifier,
             "timestamp": int(pending.timestamp.timestamp()),
             "payload": {"stripe_customer_id": pending.customer_id, "value": str(pending.units)},
         })  # no explicit idempotency key: the identifier is Stripe's dedupe key for meter events
-        return "sent"
+        return "sent", None
     except stripe.InvalidRequestError as exc:
         if exc.param == "identifier" and exc.code == "resource_already_exists":
-            return "duplicate"  # accepted by an earlier (crashed or racing) run
-        logger.error("Stripe refused usage %s: %s", pending.identifier, exc.user_message)
-        return "failed"
+            return "duplicate", None  # accepted by an earlier (crashed or racing) run
+        return "failed", f"Stripe refused it: {exc.user_message}"
     except stripe.StripeError as exc:
         if is_transient(exc):
             logger.warning("Stripe unavailable; usage %s stays pending for the next run: %s", pending.identifier, exc)
-            return "unavailable"
-        logger.error("Stripe refused usage %s: %s", pending.identifier, exc.user_message)
-        return "failed"
+            return "unavailable", str(exc)
+        return "failed", f"Stripe refused it: {exc.user_message}"
 
 
 def _send_all(client: stripe.StripeClient, settings: BillingSettings, pending: list[_Pending],
-              now: datetime) -> dict[str, list[_Pending]]:
+              now: datetime) -> dict[str, list[tuple[_Pending, str | None]]]:
     """Step 2 for many intervals, `settings.report_concurrency` at a time; stops early once Stripe is down."""
-    outcomes: dict[str, list[_Pending]] = {"sent": [], "duplicate": [], "unavailable": [], "failed": []}
+    outcomes: dict[str, list[tuple[_Pending, str | None]]] = {
+        "sent": [], "duplicate": [], "unavailable": [], "failed": []}
     with ThreadPoolExecutor(max_workers=settings.report_concurrency, thread_name_prefix="meter-events") as pool:
         futures = {pool.submit(_send, client, settings, p, now): p for p in pending}
         for future in as_completed(futures):
-            outcome = future.result()
-            outcomes[outcome].append(futures[future])
+            outcome, why = future.result()
+            outcomes[outcome].append((futures[future], why))
             if outcome == "unavailable":
                 for other in futures:
                     other.cancel()
-    sent_or_tried = {id(p) for group in outcomes.values() for p in group}
-    outcomes["unavailable"] += [p for p in pending if id(p) not in sent_or_tried]  # cancelled: not tried
+    tried = {id(p) for group in outcomes.values() for p, _ in group}
+    outcomes["unavailable"] += [(p, "not tried: Stripe unavailable") for p in pending if id(p) not in tried]
     return outcomes
+
+
+def _park(conn: psycopg.Connection, failed: list[tuple[_Pending, str | None]]) -> None:
+    """Set aside intervals Stripe refused for good, so later cycles do not fail on them again."""
+    for pending, why in failed:
+        logger.error("usage %s parked: %s", pending.identifier, why)
+        conn.execute("UPDATE control.billing_usage_cursor SET failed_at = now(), failed_reason = %s"
+                     " WHERE quantity = %s AND pending_identifier = %s", (why, QUANTITY, pending.identifier))
 
 
 def report_usage(conn: psycopg.Connection, client: stripe.StripeClient, settings: BillingSettings, *,
@@ -191,17 +200,55 @@ def report_usage(conn: psycopg.Connection, client: stripe.StripeClient, settings
         if not pending:
             break
         outcomes = _send_all(client, settings, pending, now)
-        accepted = outcomes["sent"] + outcomes["duplicate"]
+        accepted = [p for p, _ in outcomes["sent"] + outcomes["duplicate"]]
         moved = _advance(conn, accepted)
+        _park(conn, outcomes["failed"])
         result.sent += len(outcomes["sent"])
         result.duplicates += len(outcomes["duplicate"])
         result.units += sum(p.units for p in accepted if p.identifier in moved)
-        result.failed += [p.identifier for p in outcomes["failed"]]
-        result.deferred += [p.identifier for p in outcomes["unavailable"]]
+        result.failed += [p.identifier for p, _ in outcomes["failed"]]
+        result.deferred += [p.identifier for p, _ in outcomes["unavailable"]]
         if outcomes["unavailable"] or outcomes["failed"]:
             result.stripe_unavailable = bool(outcomes["unavailable"])
             break
     return result
+
+
+def parked(conn: psycopg.Connection, tenant_id: str | None = None) -> list[dict]:
+    """Intervals Stripe refused for good, waiting for an operator."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT tenant_id, period_start, pending_identifier AS identifier, pending_to - reported AS units,"
+            " failed_at, failed_reason FROM control.billing_usage_cursor"
+            " WHERE failed_at IS NOT NULL AND (%s::text IS NULL OR tenant_id = %s) ORDER BY failed_at",
+            (tenant_id, tenant_id)).fetchall()
+
+
+def retry_parked(conn: psycopg.Connection, *, actor: str, tenant_id: str | None = None) -> int:
+    """Put parked intervals back in line (after the cause was fixed); the next run sends them as frozen."""
+    with conn.transaction():
+        rows = conn.execute(
+            "UPDATE control.billing_usage_cursor SET failed_at = NULL, failed_reason = NULL"
+            " WHERE failed_at IS NOT NULL AND (%s::text IS NULL OR tenant_id = %s)"
+            " RETURNING tenant_id, pending_identifier", (tenant_id, tenant_id)).fetchall()
+        for tenant, identifier in rows:
+            audit.record(conn, tenant_id=tenant, action="billing.usage_retry", actor=actor,
+                         detail={"identifier": identifier})
+    return len(rows)
+
+
+def mark_billed(conn: psycopg.Connection, identifier: str, *, actor: str) -> None:
+    """An operator billed a parked interval by other means: advance the cursor past it, audited."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE control.billing_usage_cursor SET reported = pending_to, pending_to = NULL,"
+            " pending_identifier = NULL, pending_timestamp = NULL, failed_at = NULL, failed_reason = NULL,"
+            " reported_at = now() WHERE failed_at IS NOT NULL AND pending_identifier = %s"
+            " RETURNING tenant_id, reported", (identifier,)).fetchone()
+        if row is None:
+            raise InvalidInput("identifier", f"no parked usage interval {identifier!r} (see `billing usage-failures`)")
+        audit.record(conn, tenant_id=row[0], action="billing.usage_billed_by_hand", actor=actor,
+                     detail={"identifier": identifier, "reported": row[1]})
 
 
 @dataclass(frozen=True)

@@ -98,3 +98,16 @@ def test_reconcile_compares_our_reports_with_stripes_summaries(stripe_env, fake_
     fake_stripe.state.meter_events.clear()  # Stripe lost them (or someone reported to another account)
     assert run("reconcile", control_url=control_url).exit_code == 1
     assert run("reconcile", "--period", "2026-13", control_url=control_url).exit_code == 2
+
+
+def test_parked_usage_is_listed_and_marked_billed(stripe_env, fake_stripe, control_url, conn, client, settings, synced):
+    create_tenant(conn, client, settings)
+    conn.execute("INSERT INTO control.tenant_usage (tenant_id, period_start, quantity, admitted, attempted, measured_at)"
+                 " VALUES ('acme-corp', '2020-01-01', 'api_requests', 9, 9, '2020-01-20')")
+    assert run("report-usage", control_url=control_url).exit_code == 1
+    (row,) = json.loads(run("usage-failures", control_url=control_url).output)
+    assert row["identifier"] == "acme-corp:2020-01-01:api_requests:0-9"
+    marked = run("mark-billed", row["identifier"], control_url=control_url)
+    assert marked.exit_code == 0, marked.output
+    assert json.loads(run("usage-failures", control_url=control_url).output) == []
+    assert run("mark-billed", "nope", control_url=control_url).exit_code == 2

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from tenant_provisioner.billing import usage
 from tenant_provisioner.billing.usage import report_usage
+from tenant_provisioner.errors import InvalidInput
 from tests.billing.conftest import FAKE_KEY, create_tenant
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -135,11 +136,25 @@ def test_usage_is_dated_inside_its_period(fake_stripe, client, settings, conn, t
     assert event["timestamp"] == int(late.timestamp()) - 181  # 23:59:59 on the period's last day
 
 
-def test_usage_too_old_for_stripe_is_reported_as_failed(fake_stripe, client, settings, conn, tenant):
+def test_usage_stripe_refuses_for_good_is_parked_once_then_resolved_by_an_operator(fake_stripe, client, settings,
+                                                                                    conn, tenant):
     measure(conn, 10, period=date(2020, 1, 1), at=datetime(2020, 1, 15, tzinfo=timezone.utc))
+    measure(conn, 25)
     result = report_usage(conn, client, settings)
-    assert result.failed == ["acme-corp:2020-01-01:api_requests:0-10"] and result.sent == 0
-    assert fake_stripe.state.meter_events == []
+    old = "acme-corp:2020-01-01:api_requests:0-10"
+    assert result.failed == [old] and result.units == 25  # the current period still went through
+    assert report_usage(conn, client, settings).failed == []  # parked: not an error every cycle
+    (row,) = usage.parked(conn)
+    assert (row["identifier"], row["units"]) == (old, 10) and "35 days" in row["failed_reason"]
+    assert usage.retry_parked(conn, actor="test") == 1
+    assert report_usage(conn, client, settings).failed == [old]  # still too old: parked again
+    usage.mark_billed(conn, old, actor="test")  # billed by hand
+    assert usage.parked(conn) == []
+    assert conn.execute("SELECT reported FROM control.billing_usage_cursor WHERE period_start = '2020-01-01'"
+                        ).fetchone() == (10,)
+    with pytest.raises(InvalidInput):
+        usage.mark_billed(conn, old, actor="test")
+    assert billed(fake_stripe, tenant) == 25
 
 
 def test_tenants_without_a_stripe_customer_are_not_reported(fake_stripe, client, settings, conn, tenant):

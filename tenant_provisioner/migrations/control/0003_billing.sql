@@ -40,6 +40,10 @@ CREATE TABLE control.billing_usage_cursor (
     pending_identifier text,
     pending_timestamp  timestamptz,
     reported_at        timestamptz,
+    -- Stripe refused the pending interval for good (too old, customer gone): parked, so it is not
+    -- re-sent every cycle, until an operator retries it or marks it billed (docs/billing.md).
+    failed_at          timestamptz,
+    failed_reason      text,
     PRIMARY KEY (tenant_id, period_start, quantity),
     CHECK ((pending_to IS NULL) = (pending_identifier IS NULL)),
     CHECK (pending_to IS NULL OR pending_to > reported)
