@@ -123,6 +123,9 @@ class ObservabilityConfig:
     # cluster's load-balancer controller, so its name is known only after the app's first deploy.
     # Set, the SLO is measured on the ALB's 5xx ratio; unset, on the provisioning Lambda's success ratio.
     api_load_balancer: str | None = None
+    # Node CPU/memory/failed-node metrics need Container Insights (the amazon-cloudwatch-observability
+    # EKS add-on, billed per observation); EKS's free AWS/EKS metrics cover only the control plane.
+    container_insights: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +201,7 @@ def _prod(account: str, region: str) -> EnvConfig:
         tenants=TenantsConfig(secrets_prefix="/saas/prod"),
         limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS),
         cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
-        observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=90,
+        observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=90, container_insights=True,
                                           betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production"),
         tags=(("environment", "prod"),),

@@ -17,8 +17,10 @@ from constructs import Construct
 from stacks.cluster_stack import ClusterStack
 from stacks.config import EnvConfig
 from stacks.constructs.observability import (
-    AlarmTopic, Alarms, Sli, WatchedFunction, burn_rate_alarms, discover, function_sli, load_balancer_sli)
+    AlarmTopic, Alarms, ContainerInsights, Sli, WatchedFunction, burn_rate_alarms, discover, function_sli,
+    load_balancer_sli)
 from stacks.data_stack import DataStack
+from stacks.security_stack import SecurityStack
 from tenant_provisioner.limits.degraded import METRIC_NAME as DEGRADED_METRIC
 from tenant_provisioner.limits.degraded import METRIC_NAMESPACE as LIMITS_NAMESPACE
 
@@ -36,6 +38,8 @@ CACHE_ENGINE_CPU_PERCENT = 80      # the single engine thread: every limiter cal
 CACHE_MEMORY_PERCENT = 80          # noeviction: at 100 % every limiter write is refused
 CACHE_REPLICATION_LAG_SECONDS = 2
 EKS_5XX_SHARE = 0.01
+NODE_CPU_PERCENT = 80
+NODE_MEMORY_PERCENT = 85          # pods are evicted near node memory pressure
 PROVISIONING_BUDGET_SHARE = 0.25   # p95 of one attempt above 1/4 of the signup budget: a retry no longer fits
 COST_REPORT_SILENCE_HOURS = 26     # daily report + 2 h of retries
 BUDGET_LEVELS = (0.9, 1.0, 2.0)    # the platform breaker's levels (spec: 90 % / 100 % / 200 %)
@@ -49,8 +53,8 @@ ENFORCER = "enforce_limits"
 
 
 class ObservabilityStack(cdk.Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, data: DataStack,
-                 cluster: ClusterStack, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, security: SecurityStack,
+                 data: DataStack, cluster: ClusterStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         obs = config.observability
         prefix = self._prefix = config.stack_id("").rstrip("-")
@@ -73,7 +77,7 @@ class ObservabilityStack(cdk.Stack):
             self._limits_row(),
             self._database_row(config, data),
             self._cache_row(config, data),
-            self._cluster_row(cluster),
+            self._cluster_row(config, security, cluster),
             *self._lambda_rows(),
         ]
         header = cloudwatch.TextWidget(width=24, height=2, markdown=(
@@ -269,9 +273,11 @@ class ObservabilityStack(cdk.Stack):
             cloudwatch.GraphWidget(title="Cache replication lag (s)", width=6, left=per_node("ReplicationLag", "Maximum")),
         ]
 
-    def _cluster_row(self, cluster: ClusterStack) -> list[cloudwatch.IWidget]:
-        """The control-plane metrics EKS publishes free for 1.28+ (``AWS/EKS``, per ClusterName)."""
+    def _cluster_row(self, config: EnvConfig, security: SecurityStack, cluster: ClusterStack) -> list[cloudwatch.IWidget]:
+        """The control-plane metrics EKS publishes free for 1.28+ (``AWS/EKS``, per ClusterName),
+        plus node metrics from Container Insights where the config turns it on."""
         name = cluster.cluster.cluster_name
+        nodes = self._nodes(config, security, name) if config.observability.container_insights else []
 
         def eks(metric: str, statistic: str = "Sum", period: cdk.Duration = FIVE_MINUTES) -> cloudwatch.Metric:
             return cloudwatch.Metric(namespace="AWS/EKS", metric_name=metric, statistic=statistic, period=period,
@@ -294,7 +300,24 @@ class ObservabilityStack(cdk.Stack):
                 eks("scheduler_pending_pods", period=cdk.Duration.minutes(1)), unschedulable]),
             cloudwatch.GraphWidget(title="EKS API latency p99 (s)", width=8, left=[
                 eks(f"apiserver_request_duration_seconds_{verb}_P99", statistic="Average") for verb in ("GET", "POST")]),
+            *nodes,
         ]
+
+    def _nodes(self, config: EnvConfig, security: SecurityStack, cluster_name: str) -> list[cloudwatch.IWidget]:
+        insights = ContainerInsights(self, "ContainerInsights", cluster_name=cluster_name, logs_key=security.logs_key,
+                                     log_retention_days=config.observability.log_retention_days)
+        cpu = insights.metric("node_cpu_utilization", "Average", FIVE_MINUTES)
+        memory = insights.metric("node_memory_utilization", "Average", FIVE_MINUTES)
+        failed = insights.metric("cluster_failed_node_count", "Maximum", FIVE_MINUTES)
+        self.alarms.add("eks-node-cpu", metric=cpu, threshold=NODE_CPU_PERCENT, periods=3, missing=NOT_BREACHING,
+                        summary=f"EKS nodes above {NODE_CPU_PERCENT} % CPU on average for 15 min.")
+        self.alarms.add("eks-node-memory", metric=memory, threshold=NODE_MEMORY_PERCENT, periods=3,
+                        missing=NOT_BREACHING,
+                        summary=f"EKS nodes above {NODE_MEMORY_PERCENT} % memory on average for 15 min: evictions near.")
+        self.alarms.add("eks-failed-nodes", metric=failed, threshold=0, periods=2, missing=NOT_BREACHING,
+                        summary="EKS nodes failing (not Ready) for 10 min.")
+        return [cloudwatch.GraphWidget(title="EKS nodes (Container Insights)", width=24, left=[cpu, memory],
+                                       right=[failed])]
 
     # --- Lambdas and their dead-letter queues ------------------------------------------------
 

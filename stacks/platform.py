@@ -52,7 +52,7 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
     CostReportStack(scope, config.stack_id("cost-report"), config=config, network=network, security=security, data=data, env=env)
     LimitsStack(scope, config.stack_id("limits"), config=config, network=network, security=security, data=data, billing=billing, env=env)
     EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
-    ObservabilityStack(scope, config.stack_id("observability"), config=config, data=data, cluster=cluster, env=env)  # last: watches the stacks above
+    ObservabilityStack(scope, config.stack_id("observability"), config=config, security=security, data=data, cluster=cluster, env=env)  # last: watches the stacks above
 
     _tag_environment(scope, config)
     return Platform(network=network, security=security, data=data, cluster=cluster, cicd=cicd)

@@ -14,17 +14,26 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_eks as eks
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.constructs.retention import retention_days
+from stacks.constructs.workload_identity import POD_IDENTITY_PRINCIPAL
+from stacks.nag import acknowledge
+
 RUNBOOK = "docs/runbooks/alarms.md"
 # AWS services that publish to the alarm topic: CloudWatch (alarms) and RDS (event subscriptions).
 PUBLISHERS = ("cloudwatch.amazonaws.com", "events.rds.amazonaws.com")
+CONTAINER_INSIGHTS_ADDON = "amazon-cloudwatch-observability"
+CONTAINER_INSIGHTS_NAMESPACE = "ContainerInsights"
+CLOUDWATCH_AGENT_POLICY = "CloudWatchAgentServerPolicy"
 
 
 class AlarmTopic(Construct):
@@ -58,6 +67,41 @@ class AlarmTopic(Construct):
             self.webhook = sns.Subscription(
                 self, "BetterStack", topic=self.topic, protocol=sns.SubscriptionProtocol.HTTPS,
                 endpoint=cdk.SecretValue.secrets_manager(webhook_secret_name).unsafe_unwrap())
+
+
+class ContainerInsights(Construct):
+    """Node and pod metrics for an EKS cluster: the CloudWatch Observability add-on, its agent
+    authorised through EKS Pod Identity (add-on >= 3.1), container-log shipping off (the services
+    log through their own pipeline; shipping every pod's stdout would double the log bill), and
+    the performance log group created first, so it is KMS-encrypted and expires (the agent would
+    create it unencrypted and kept forever)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str, logs_key: kms.IKey,
+                 log_retention_days: int) -> None:
+        super().__init__(scope, construct_id)
+        self.cluster_name = cluster_name
+        self.log_group = logs.LogGroup(
+            self, "PerformanceLogs", log_group_name=f"/aws/containerinsights/{cluster_name}/performance",
+            encryption_key=logs_key, retention=retention_days(log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY)
+        # The add-on creates the Pod Identity association of amazon-cloudwatch/cloudwatch-agent itself.
+        agent = iam.Role(self, "AgentRole", description="CloudWatch agent of the Container Insights add-on",
+                         assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal(POD_IDENTITY_PRINCIPAL)),
+                         managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(CLOUDWATCH_AGENT_POLICY)])
+        acknowledge(agent, f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{CLOUDWATCH_AGENT_POLICY}]",
+                    "The add-on's documented policy: the agent writes EMF performance logs and metrics for every "
+                    "node and pod of the cluster; AWS keeps it in step with new agent features.")
+        self.addon = eks.CfnAddon(
+            self, "Addon", cluster_name=cluster_name, addon_name=CONTAINER_INSIGHTS_ADDON,
+            configuration_values='{"containerLogs": {"enabled": false}}',
+            pod_identity_associations=[eks.CfnAddon.PodIdentityAssociationProperty(
+                role_arn=agent.role_arn, service_account="cloudwatch-agent")])
+        self.addon.node.add_dependency(self.log_group)
+
+    def metric(self, name: str, statistic: str, period: cdk.Duration) -> cloudwatch.Metric:
+        """A cluster-level Container Insights metric (``node_cpu_utilization``, ...)."""
+        return cloudwatch.Metric(namespace=CONTAINER_INSIGHTS_NAMESPACE, metric_name=name, statistic=statistic,
+                                 period=period, dimensions_map={"ClusterName": self.cluster_name}, label=name)
 
 
 class Alarms:

@@ -287,3 +287,23 @@ def test_function_sli_counts_throttled_calls_as_failed_calls():
     rate = function_sli(_function(stack, "lambdas.x.handler.handler"), "x").error_rate(cdk.Duration.hours(1))
     assert rate.expression == "IF((invocations + throttles) > 0, (errors + throttles) / (invocations + throttles), 0)"
     assert isinstance(rate, cloudwatch.MathExpression)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_container_insights_node_alarms_follow_the_config(template_json, env):
+    template = template_json[(env, "observability")]
+    addons = list(_of(template, "AWS::EKS::Addon").values())
+    node_alarms = {name for name in _alarms(template_json, env) if name.startswith(f"saas-{env}-eks-node")
+                   or name == f"saas-{env}-eks-failed-nodes"}
+    if not load_config(env).observability.container_insights:
+        assert addons == [] and node_alarms == set()
+        return
+    (addon,) = addons
+    assert addon["Properties"]["AddonName"] == "amazon-cloudwatch-observability"
+    assert json.loads(addon["Properties"]["ConfigurationValues"]) == {"containerLogs": {"enabled": False}}
+    (association,) = addon["Properties"]["PodIdentityAssociations"]
+    assert association["ServiceAccount"] == "cloudwatch-agent"
+    (log_group,) = _of(template, "AWS::Logs::LogGroup").values()
+    assert "KmsKeyId" in log_group["Properties"]
+    assert log_group["Properties"]["RetentionInDays"] == load_config(env).observability.log_retention_days
+    assert node_alarms == {f"saas-{env}-eks-node-cpu", f"saas-{env}-eks-node-memory", f"saas-{env}-eks-failed-nodes"}
