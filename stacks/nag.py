@@ -18,6 +18,9 @@ NAG_PLUGIN = "AwsSolutions"
 _FINDING = re.compile(r"^(?:(?P<plugin>[A-Za-z-]+)::)?(?P<rule>[A-Za-z]+-[A-Za-z0-9]+|[EFW]\d{4})(?P<detail>\[.+\])?$")
 _KNOWN_PLUGINS = {NAG_PLUGIN, "CloudFormation-Validate"}
 MIN_REASON_LENGTH = 40
+# Rules that report one finding per policy or resource ARN: acknowledging the bare rule id would
+# cover every present and future wildcard/managed policy of the construct.
+_NEEDS_DETAIL = {"AwsSolutions-IAM4", "AwsSolutions-IAM5"}
 _VAGUE = re.compile(r"^\s*(n/?a|none|todo|tbd|ok|fine|not needed|false positive|suppress(ed)?|ignore(d)?)\W*$", re.I)
 
 
@@ -34,6 +37,8 @@ def finding_id(finding: str) -> str:
     plugin = match["plugin"] or (NAG_PLUGIN if match["rule"].startswith(f"{NAG_PLUGIN}-") else None)
     if plugin not in _KNOWN_PLUGINS:
         raise ValueError(f"finding {finding!r} names no known plugin ({', '.join(sorted(_KNOWN_PLUGINS))})")
+    if match["rule"] in _NEEDS_DETAIL and not match["detail"]:
+        raise ValueError(f"{finding!r}: name the one policy or resource, e.g. '{match['rule']}[Resource::<arn>]'")
     return f"{plugin}::{match['rule']}{match['detail'] or ''}"
 
 
@@ -46,6 +51,8 @@ def partition_in_findings(scope: IConstruct) -> str:
 
 def acknowledge(resource: IConstruct, finding: str, reason: str) -> None:
     """Acknowledge exactly one finding on exactly one construct, with a reason a reviewer can check."""
+    if isinstance(resource, (cdk.Stack, cdk.Stage)):
+        raise ValueError(f"acknowledge {finding!r} on the construct that raises it, not on a whole stack or stage")
     _require_reason(finding, reason)
     cdk.Validations.of(resource).acknowledge(cdk.Acknowledgment(id=finding_id(finding), reason=reason.strip()))
 

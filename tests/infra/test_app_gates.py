@@ -92,7 +92,8 @@ def test_finding_ids_are_fully_qualified(finding, expected):
     assert nag.finding_id(finding) == expected
 
 
-@pytest.mark.parametrize("finding", ["*", "AwsSolutions-*", "IAM5", "Other::X-1", ""])
+@pytest.mark.parametrize("finding", ["*", "AwsSolutions-*", "IAM5", "Other::X-1", "", "AwsSolutions-IAM5",
+                                     "AwsSolutions::AwsSolutions-IAM4"])
 def test_blanket_or_unknown_finding_ids_are_refused(finding):
     with pytest.raises(ValueError):
         nag.finding_id(finding)
@@ -126,6 +127,12 @@ def _any_function() -> str:
     if not functions:
         pytest.skip("no function under lambdas/ yet")
     return functions[0]
+
+
+def test_acknowledging_a_whole_stack_is_refused():
+    stack = cdk.Stack(cdk.App(), "S")
+    with pytest.raises(ValueError, match="not on a whole stack"):
+        nag.acknowledge(stack, "AwsSolutions-S1", "a concrete reason that is long enough to pass the bar")
 
 
 def test_checkov_skips_are_per_resource_with_reasons(template_json):
