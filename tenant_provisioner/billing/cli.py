@@ -14,7 +14,8 @@ import functools
 import getpass
 import json
 from datetime import date, datetime, timezone
-from typing import Annotated, Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import Annotated, Any, Callable, Iterator, TypeVar
 
 import psycopg
 import stripe
@@ -62,6 +63,16 @@ def _database(ctx: typer.Context) -> Database:
     return Database(url, provisioner_role=getattr(settings, "provisioner_role", None) or provisioner_role_from_env())
 
 
+@contextmanager
+def _connection(ctx: typer.Context) -> Iterator[psycopg.Connection]:
+    with _database(ctx) as db, db.connection() as conn:
+        yield conn
+
+
+def _optional_tenant(tenant: str | None) -> str | None:
+    return validation.tenant_id(tenant) if tenant is not None else None
+
+
 def _client(settings: BillingSettings, what: str) -> stripe.StripeClient:
     client = stripe_client(settings)
     if client is None:
@@ -100,11 +111,10 @@ def sync_catalog_command(dry_run: Annotated[bool, typer.Option("--dry-run", help
 def report_usage_command(ctx: typer.Context,
                          tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None) -> None:
     """Send unreported API-request usage to Stripe now (the enforcer does this every cycle)."""
-    if tenant is not None:
-        validation.tenant_id(tenant)
+    tenant = _optional_tenant(tenant)
     settings = BillingSettings.from_env()
     client = _client(settings, "usage report")
-    with _database(ctx) as db, db.connection() as conn:
+    with _connection(ctx) as conn:
         result = report_usage(conn, client, settings, tenant_id=tenant)
     print(json.dumps(result.to_dict()))
     if result.failed or result.stripe_unavailable:
@@ -117,13 +127,12 @@ def reconcile(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(hel
               period: Annotated[str | None, typer.Option(help="Billing period YYYY-MM (default: current)")] = None
               ) -> None:
     """Compare usage we reported with Stripe's meter summaries; exit 1 on a mismatch."""
-    if tenant is not None:
-        validation.tenant_id(tenant)
+    tenant = _optional_tenant(tenant)
     period_start = _period(period)
     settings = BillingSettings.from_env()
     client = _client(settings, "reconcile")
     try:
-        with _database(ctx) as db, db.connection() as conn:
+        with _connection(ctx) as conn:
             rows = usage.reconcile(conn, client, settings, period_start=period_start, tenant_id=tenant)
     except stripe.StripeError as exc:
         raise translate(exc, "reading meter summaries") from exc
@@ -146,9 +155,8 @@ def _period(text: str | None) -> date:
 def usage_failures(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None
                    ) -> None:
     """Usage intervals Stripe refused for good (parked, not re-sent), with the reason."""
-    if tenant is not None:
-        validation.tenant_id(tenant)
-    with _database(ctx) as db, db.connection() as conn:
+    tenant = _optional_tenant(tenant)
+    with _connection(ctx) as conn:
         rows = usage.parked(conn, tenant)
     print(json.dumps([{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in rows]))
 
@@ -158,9 +166,8 @@ def usage_failures(ctx: typer.Context, tenant: Annotated[str | None, typer.Optio
 def retry_failed(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None
                  ) -> None:
     """Send parked usage again with the next report (after fixing the cause, e.g. a deleted customer)."""
-    if tenant is not None:
-        validation.tenant_id(tenant)
-    with _database(ctx) as db, db.connection() as conn:
+    tenant = _optional_tenant(tenant)
+    with _connection(ctx) as conn:
         count = usage.retry_parked(conn, actor=_actor(), tenant_id=tenant)
     print(json.dumps({"requeued": count}))
 
@@ -170,7 +177,7 @@ def retry_failed(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(
 def mark_billed(ctx: typer.Context, identifier: Annotated[str, typer.Argument(help="Identifier of a parked interval")]
                 ) -> None:
     """Record that a parked interval was billed by hand (e.g. older than Stripe's 35 days); audited."""
-    with _database(ctx) as db, db.connection() as conn:
+    with _connection(ctx) as conn:
         usage.mark_billed(conn, identifier, actor=_actor())
     print(json.dumps({"identifier": identifier, "marked_billed": True}))
 
@@ -179,7 +186,7 @@ def mark_billed(ctx: typer.Context, identifier: Annotated[str, typer.Argument(he
 @_typed_errors
 def enforce_grace_command(ctx: typer.Context) -> None:
     """Suspend tenants whose payment grace period has ended (the enforcer does this every cycle)."""
-    with _database(ctx) as db, db.connection() as conn:
+    with _connection(ctx) as conn:
         result = payments.enforce_payment_grace(conn, actor=_actor())
     print(json.dumps({"suspended": result.suspended, "skipped": result.skipped}))
 
@@ -205,9 +212,8 @@ ORDER BY a.tenant_id
 def status(ctx: typer.Context, tenant_id: Annotated[str | None, typer.Argument(help="One tenant")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False) -> None:
     """Stripe ids, payment state, grace and pending usage reports per tenant."""
-    if tenant_id is not None:
-        validation.tenant_id(tenant_id)
-    with _database(ctx) as db, db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    tenant_id = _optional_tenant(tenant_id)
+    with _connection(ctx) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_STATUS, {"tenant": tenant_id}).fetchall()
         due = payments.due_offboardings(conn)
     if tenant_id is not None and not rows:
