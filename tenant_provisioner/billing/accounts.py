@@ -117,10 +117,10 @@ class Accounts:
     def ensure(self, conn: psycopg.Connection, *, tenant_id: str, tier: Tier, admin_email: str,
                company_name: str | None) -> BillingAccount:
         """The tenant's customer and a live subscription to `tier` (creating what is missing)."""
+        prices = tier_prices(self.client, self.settings, tier)  # first: an unsynced catalog creates nothing
         account = _ensure_row(conn, tenant_id)
         customer_id = self._ensure_customer(conn, account, admin_email, company_name)
         account = _ensure_row(conn, tenant_id)
-        prices = tier_prices(self.client, self.settings, tier)
         if account.stripe_subscription_id:
             sub = unless_missing("reading the subscription",
                                  lambda: self.client.v1.subscriptions.retrieve(account.stripe_subscription_id))

@@ -12,7 +12,7 @@ import stripe
 from tenant_provisioner import lifecycle, pipeline
 from tenant_provisioner.billing.accounts import Accounts, load_account
 from tenant_provisioner.billing.steps import provisioning_steps
-from tenant_provisioner.errors import TenantConflict, TransientError
+from tenant_provisioner.errors import ConfigError, TenantConflict, TransientError
 from tenant_provisioner.pipeline import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.conftest import FAKE_KEY, create_tenant
@@ -206,3 +206,10 @@ def test_simultaneous_signups_of_one_id_make_one_customer(fake_stripe, db, clien
     assert not errors
     _assert_one_live(fake_stripe)
     assert len(fake_stripe.state.customers) == 1 and len(fake_stripe.state.subscriptions) == 1
+
+
+def test_signup_before_the_catalog_was_synced_fails_clearly_and_creates_nothing(fake_stripe, client, settings, conn,
+                                                                               tiny_tiers):
+    with pytest.raises(ConfigError, match="sync-catalog"):
+        _create(conn, client, settings)
+    assert fake_stripe.state.customers == {} and lifecycle.list_tenants(conn) == []
