@@ -149,9 +149,11 @@ class ObservabilityStack(cdk.Stack):
             cloudwatch.GraphWidget(title="Provisioning duration (ms)", left=latency, width=8, left_annotations=[
                 cloudwatch.HorizontalAnnotation(value=threshold_ms, label="alarm"),
                 cloudwatch.HorizontalAnnotation(value=budget_ms, label="signup budget")]),
-            cloudwatch.GraphWidget(title="Signups", width=8, stacked=True, left=[
+            cloudwatch.GraphWidget(title="Signups / warm pool", width=8, left=[
                 count(name).with_(label=name) for name in ("TenantsCreated", "ProvisioningRejected",
-                                                           "ProvisioningFailed")]),
+                                                           "ProvisioningFailed")],
+                right=[provisioner.metric("WarmPoolSize", namespace=TENANTS_NAMESPACE, statistic="Minimum",
+                                          period=FIVE_MINUTES).with_(label="warm pool size")]),
             cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True),
         ]
 
