@@ -21,6 +21,7 @@ Webhook payloads are signed with Stripe's scheme by `sign_webhook` for the real 
 
 from __future__ import annotations
 
+import calendar
 import copy
 import hashlib
 import hmac
@@ -31,6 +32,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
@@ -112,6 +114,18 @@ def _decimal(value: Any, param: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"\d+(\.\d{1,12})?", value):
         raise StripeError(400, f"Invalid decimal: {value}", code="parameter_invalid_string", param=param)
     return value
+
+
+def _next_day_of_month(now: int, day: int) -> int:
+    """The next midnight (UTC) on `day` of a month (the last day when the month is shorter)."""
+    moment = datetime.fromtimestamp(now, timezone.utc)
+    year, month = moment.year, moment.month
+    while True:
+        last = calendar.monthrange(year, month)[1]
+        candidate = datetime(year, month, min(day, last), tzinfo=timezone.utc)
+        if candidate.timestamp() > now:
+            return int(candidate.timestamp())
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
 
 
 def _bool(params: dict[str, Any], name: str, default: bool | None = None) -> bool | None:
@@ -835,17 +849,19 @@ class FakeStripe:
             raise _invalid("proration_behavior", "Invalid proration_behavior")
         now = self._now()
         anchor = params.get("billing_cycle_anchor_config")
+        start, end = now, now + 30 * 86400
         if anchor is not None:
             day = _int(anchor, "day_of_month", required=True, minimum=1)
             if day > 31:
                 raise _invalid("billing_cycle_anchor_config[day_of_month]", "day_of_month must be 1-31.")
-        start, end = now, now + 30 * 86400
+            anchor = {"day_of_month": day, "hour": None, "minute": None, "month": None, "second": None}
+            end = _next_day_of_month(now, day)  # the first period is prorated up to the anchor
         sub_id = self._new_id("sub")
         subscription = {
             "id": sub_id, "object": "subscription", "created": now, "livemode": False, "customer": customer_id,
             "status": "incomplete" if behavior == "default_incomplete" else "active",
             "collection_method": collection, "days_until_due": _int(params, "days_until_due"),
-            "billing_cycle_anchor": start, "billing_cycle_anchor_config": anchor,
+            "billing_cycle_anchor": end if anchor else start, "billing_cycle_anchor_config": anchor,
             "cancel_at_period_end": False, "canceled_at": None, "ended_at": None, "start_date": now,
             "metadata": _metadata(params), "latest_invoice": None, "description": params.get("description"),
             "items": {"object": "list", "has_more": False, "url": f"/v1/subscription_items?subscription={sub_id}",

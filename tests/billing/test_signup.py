@@ -5,6 +5,7 @@ prorate, offboarding cancels."""
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 
 import pytest
 import stripe
@@ -65,7 +66,9 @@ def test_signup_creates_customer_and_subscription_to_the_tier_prices(fake_stripe
     prices = {i["price"]["id"] for i in sub["items"]["data"]}
     assert prices == {synced.prices["pro"].flat, synced.prices["pro"].metered}
     assert sub["metadata"] == {"tenant_id": "acme-corp", "tier": "pro"}
-    assert sub["billing_cycle_anchor_config"] == {"day_of_month": "1"}
+    assert sub["billing_cycle_anchor_config"]["day_of_month"] == 1
+    period_end = datetime.fromtimestamp(sub["items"]["data"][0]["current_period_end"], timezone.utc)
+    assert (period_end.day, period_end.hour, period_end.minute) == (1, 0, 0)  # periods are calendar months
     assert result.outputs["billing"] == {"stripe_customer_id": customer["id"], "stripe_subscription_id": sub["id"]}
     account = load_account(conn, "acme-corp")
     assert (account.stripe_customer_id, account.stripe_subscription_id, account.tier) == (
