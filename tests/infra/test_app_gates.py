@@ -14,6 +14,7 @@ from app import PROJECT_DIR as REPO_ROOT
 from app import project_context, selected_environments
 from stacks import nag
 from stacks.config import ENVIRONMENTS
+from stacks.constructs import python_function as pf
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
 from stacks.synth_summary import acknowledgments, failed_gates, stack_summaries
 
@@ -174,3 +175,24 @@ def test_env_context_selects_environments(choice, expected):
 def test_unknown_env_context_is_refused():
     with pytest.raises(SystemExit, match="choose one of dev, prod, all"):
         selected_environments("staging")
+
+
+def test_code_bundle_holds_the_function_and_the_library_but_no_tests(tmp_path):
+    """What each function ships (its dependencies come from the layer), without running pip."""
+    name = _any_function()
+    pf._CodeBundler(pf.LAMBDAS_DIR / name).try_bundle(str(tmp_path), None)  # type: ignore[arg-type]
+    assert (tmp_path / "lambdas" / name / "handler.py").is_file()
+    assert (tmp_path / "lambdas" / "__init__.py").is_file()
+    assert (tmp_path / "tenant_provisioner" / "tiers.yaml").read_bytes() == pf.TIERS_FILE.read_bytes()
+    assert not list(tmp_path.rglob("__pycache__")) and not list(tmp_path.rglob("tests"))
+    assert not (tmp_path / "psycopg").exists()
+
+
+def test_layer_bundle_reuses_the_installed_dependencies_under_python(tmp_path, monkeypatch):
+    monkeypatch.setattr(pf, "DEPENDENCY_CACHE", tmp_path / "cache")
+    installed = tmp_path / "cache" / pf.dependencies_hash()[:20] / "redis"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    out = tmp_path / "layer"
+    pf._LayerBundler().try_bundle(str(out), None)  # type: ignore[arg-type]  # no pip: the cache is there
+    assert (out / "python" / "redis" / "__init__.py").is_file()
