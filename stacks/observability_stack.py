@@ -35,6 +35,7 @@ DB_CONNECTIONS_SHARE = 0.8         # of max_connections (tenant roles + control 
 DB_FREE_STORAGE_SHARE = 0.1        # of the allocated storage; autoscaling should act first
 DB_FREEABLE_MEMORY_BYTES = 256 * MIB
 CACHE_ENGINE_CPU_PERCENT = 80      # the single engine thread: every limiter call waits on it
+CACHE_HOST_CPU_PERCENT = 90        # TLS, replication and snapshots run beside the engine thread
 CACHE_MEMORY_PERCENT = 80          # noeviction: at 100 % every limiter write is refused
 CACHE_REPLICATION_LAG_SECONDS = 2
 EKS_5XX_SHARE = 0.01
@@ -241,14 +242,18 @@ class ObservabilityStack(cdk.Stack):
                                       period=FIVE_MINUTES, dimensions_map={"CacheClusterId": node}, label=node)
                     for node in nodes]
 
-        for member, engine_cpu, memory, evictions, lag in zip(
-                members, per_node("EngineCPUUtilization", "Average"),
+        for member, engine_cpu, host_cpu, memory, evictions, lag in zip(
+                members, per_node("EngineCPUUtilization", "Average"), per_node("CPUUtilization", "Average"),
                 per_node("DatabaseMemoryUsagePercentage", "Maximum"), per_node("Evictions", "Sum"),
                 per_node("ReplicationLag", "Maximum"), strict=True):
             self.alarms.add(f"cache-engine-cpu-{member}", metric=engine_cpu, threshold=CACHE_ENGINE_CPU_PERCENT,
                             periods=3, missing=NOT_BREACHING, runbook="cache-engine-cpu",
                             summary=f"Cache engine thread above {CACHE_ENGINE_CPU_PERCENT} % for 15 min: "
                                     "limiter calls queue behind it.")
+            self.alarms.add(f"cache-host-cpu-{member}", metric=host_cpu, threshold=CACHE_HOST_CPU_PERCENT,
+                            periods=3, missing=NOT_BREACHING, runbook="cache-host-cpu",
+                            summary=f"Cache host CPU above {CACHE_HOST_CPU_PERCENT} % for 15 min (TLS, replication, "
+                                    "snapshots compete with the engine).")
             self.alarms.add(f"cache-memory-{member}", metric=memory, threshold=CACHE_MEMORY_PERCENT, periods=2,
                             missing=NOT_BREACHING, runbook="cache-memory",
                             summary=f"Cache memory above {CACHE_MEMORY_PERCENT} % (noeviction: at 100 % every "
