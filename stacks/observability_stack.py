@@ -9,13 +9,15 @@ data and cluster stacks are passed in. What each alarm means and what to do firs
 
 from __future__ import annotations
 
+import re
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_rds as rds
 from constructs import Construct
 
 from stacks.cluster_stack import ClusterStack
-from stacks.config import EnvConfig
+from stacks.config import EnvConfig, ObservabilityConfig
 from stacks.constructs.observability import (
     AlarmTopic, Alarms, ContainerInsights, Sli, WatchedFunction, burn_rate_alarms, discover, function_sli,
     load_balancer_sli)
@@ -51,6 +53,18 @@ RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 PROVISIONER, TENANTS_NAMESPACE = "provision_tenant", "SaaS/Tenants"
 COST_REPORT, COST_REPORT_NAMESPACE = "cost_report", "SaaS/CostReport"
 ENFORCER = "enforce_limits"
+ALB_DIMENSION = re.compile(r"^app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$")   # CloudWatch's LoadBalancer dimension
+
+
+def check_config(obs: ObservabilityConfig) -> None:
+    """Fail the synth, not the first incident, on settings no alarm could honour."""
+    if not 0 < obs.slo_availability < 1:
+        raise ValueError(f"observability.slo_availability must be between 0 and 1 (exclusive), got {obs.slo_availability}")
+    if obs.signup_budget_seconds <= 0:
+        raise ValueError(f"observability.signup_budget_seconds must be positive, got {obs.signup_budget_seconds}")
+    if obs.api_load_balancer is not None and not ALB_DIMENSION.match(obs.api_load_balancer):
+        raise ValueError(f"observability.api_load_balancer must be the ALB's CloudWatch dimension "
+                         f"'app/<name>/<16 hex id>', got {obs.api_load_balancer!r}")
 
 
 class ObservabilityStack(cdk.Stack):
@@ -58,6 +72,7 @@ class ObservabilityStack(cdk.Stack):
                  data: DataStack, cluster: ClusterStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         obs = config.observability
+        check_config(obs)
         prefix = self._prefix = config.stack_id("").rstrip("-")
         siblings = [child for child in scope.node.children
                     if isinstance(child, cdk.Stack) and child is not self and child.node.id.startswith(f"{prefix}-")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -15,7 +16,8 @@ from app import PROJECT_DIR
 from stacks.config import load_config
 from stacks.constructs.observability import (
     BURN_WINDOWS, RUNBOOK, Alarms, ControlPlane, burn_rate_alarms, discover, function_sli, load_balancer_sli)
-from stacks.observability_stack import CACHE_MEMORY_PERCENT, DB_CONNECTIONS_SHARE, PROVISIONING_BUDGET_SHARE
+from stacks.observability_stack import (
+    CACHE_MEMORY_PERCENT, DB_CONNECTIONS_SHARE, PROVISIONING_BUDGET_SHARE, check_config)
 from tenant_provisioner.limits.degraded import METRIC_NAME, METRIC_NAMESPACE
 
 ENVS = ("dev", "prod")
@@ -307,3 +309,18 @@ def test_container_insights_node_alarms_follow_the_config(template_json, env):
     assert "KmsKeyId" in log_group["Properties"]
     assert log_group["Properties"]["RetentionInDays"] == load_config(env).observability.log_retention_days
     assert node_alarms == {f"saas-{env}-eks-node-cpu", f"saas-{env}-eks-node-memory", f"saas-{env}-eks-failed-nodes"}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("slo_availability", 1.0), ("slo_availability", 0), ("signup_budget_seconds", 0),
+    ("api_load_balancer", "my-alb"), ("api_load_balancer", "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/y"),
+])
+def test_config_no_alarm_could_honour_fails_the_synth(field, value):
+    obs = dataclasses.replace(load_config("prod").observability, **{field: value})
+    with pytest.raises(ValueError, match=field):
+        check_config(obs)
+
+
+def test_config_accepts_an_alb_dimension():
+    check_config(dataclasses.replace(load_config("prod").observability,
+                                     api_load_balancer="app/k8s-app-api-3f2a1b/0123456789abcdef"))
