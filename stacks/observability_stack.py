@@ -46,6 +46,7 @@ NODE_MEMORY_PERCENT = 85          # pods are evicted near node memory pressure
 PROVISIONING_BUDGET_SHARE = 0.25   # p95 of one attempt above 1/4 of the signup budget: a retry no longer fits
 COST_REPORT_SILENCE_HOURS = 26     # daily report + 2 h of retries
 BUDGET_LEVELS = (0.9, 1.0, 2.0)    # the platform breaker's levels (spec: 90 % / 100 % / 200 %)
+DAILY_WIDGET_RANGE = "-P35D"       # daily metrics: always show the whole month, whatever the dashboard range
 RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 
 # Lambdas (lambdas/<name>) whose own Powertools metrics are watched beyond errors and throttles,
@@ -189,9 +190,10 @@ class ObservabilityStack(cdk.Stack):
                                       dimensions=dimensions).with_(label="month to date (USD)")
         return [
             cloudwatch.GraphWidget(title="Spend vs budget (USD, month to date)", width=16, left=[month_to_date],
+                                   start=DAILY_WIDGET_RANGE,
                                    left_annotations=[cloudwatch.HorizontalAnnotation(
                                        value=budget * level, label=f"{level:.0%} of budget") for level in BUDGET_LEVELS]),
-            cloudwatch.GraphWidget(title="Cost report runs", width=8, left=[
+            cloudwatch.GraphWidget(title="Cost report runs", width=8, start=DAILY_WIDGET_RANGE, left=[
                 report.metric(name, namespace=COST_REPORT_NAMESPACE, statistic="Sum", period=cdk.Duration.days(1), dimensions=dimensions)
                 .with_(label=name) for name in ("Runs", "ReportsDelivered")]),
         ]
