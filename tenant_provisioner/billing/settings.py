@@ -8,7 +8,6 @@ A secret still holding the placeholder CDK generated counts as "no key".
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from aws_lambda_powertools.utilities import parameters
 from tenant_provisioner.billing.errors import StripeRejected
 from tenant_provisioner.errors import ConfigError, TransientError
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_PREFIX = "saas"
@@ -102,11 +100,11 @@ def webhook_signing_secret() -> str:
 
 
 def skipped_notice(what: str) -> None:
-    """Say loudly, on stderr and in the log, that billing was skipped."""
+    """Say loudly on stderr (the terminal, or the function's log in Lambda) that billing was skipped;
+    one marked line a log metric filter can count."""
     message = (f"BILLING SKIPPED ({what}): no Stripe API key configured (STRIPE_API_KEY or "
                "STRIPE_API_KEY_SECRET_ID). No customer, subscription or usage reaches Stripe.")
-    logger.warning(message)
-    print(f"\n*** {message} ***\n", file=sys.stderr)
+    print(f"*** {message} ***", file=sys.stderr, flush=True)
 
 
 def stripe_client(settings: BillingSettings, key: str | None = None) -> stripe.StripeClient | None:
