@@ -11,6 +11,8 @@ import urllib.request
 
 import pytest
 import stripe
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.billing.conftest import FAKE_KEY
 from tests.billing.stripe_server import decode_form, sign_webhook
@@ -170,3 +172,20 @@ def test_a_request_refused_by_validation_is_not_saved_under_its_idempotency_key(
     assert exc.value.code == "parameter_missing"
     product = client.v1.products.create(params={"name": "Fixed"}, options={"idempotency_key": "p1"})
     assert product.name == "Fixed"  # the corrected retry runs (no idempotency_error, no replayed 400)
+
+
+_KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
+_SCALARS = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
+                   max_size=10)
+_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.dictionaries(_KEYS, inner, min_size=1, max_size=3), st.lists(inner, min_size=1, max_size=3)), max_leaves=8)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, min_size=1, max_size=4))
+def test_form_decoding_inverts_the_sdks_encoding(params):
+    from urllib.parse import parse_qsl, urlencode
+
+    from stripe._encode import _api_encode
+
+    body = urlencode(list(_api_encode(params)))
+    assert decode_form(parse_qsl(body, keep_blank_values=True)) == params
