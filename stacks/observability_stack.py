@@ -60,7 +60,8 @@ ALB_DIMENSION = re.compile(r"^app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$")   # CloudWa
 def check_config(obs: ObservabilityConfig) -> None:
     """Fail the synth, not the first incident, on settings no alarm could honour."""
     if not 0 < obs.slo_availability < 1:
-        raise ValueError(f"observability.slo_availability must be between 0 and 1 (exclusive), got {obs.slo_availability}")
+        raise ValueError(f"observability.slo_availability must be between 0 and 1 (exclusive), "
+                         f"got {obs.slo_availability}")
     if obs.signup_budget_seconds <= 0:
         raise ValueError(f"observability.signup_budget_seconds must be positive, got {obs.signup_budget_seconds}")
     if obs.api_load_balancer is not None and not ALB_DIMENSION.match(obs.api_load_balancer):
@@ -144,20 +145,20 @@ class ObservabilityStack(cdk.Stack):
     # --- tenants and spend ---------------------------------------------------------------------
 
     def _tenants_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
-        provisioner = self.control_plane.function(PROVISIONER)
+        provisioner = self.control_plane.function(PROVISIONER, namespace=TENANTS_NAMESPACE)
         budget_ms = config.observability.signup_budget_seconds * 1000
         threshold_ms = budget_ms * PROVISIONING_BUDGET_SHARE
         self.alarms.add(
             "provisioning-latency-p95",
-            metric=provisioner.metric("ProvisioningDuration", namespace=TENANTS_NAMESPACE, statistic="p95", period=cdk.Duration.minutes(15)),
+            metric=provisioner.metric("ProvisioningDuration", statistic="p95", period=cdk.Duration.minutes(15)),
             threshold=threshold_ms, missing=NOT_BREACHING,
             summary=f"p95 of a provisioning attempt above {threshold_ms / 1000:.0f} s over 15 min: a retried signup "
                     f"would miss the {budget_ms / 1000:.0f} s budget.")
 
         def count(name: str) -> cloudwatch.Metric:
-            return provisioner.metric(name, namespace=TENANTS_NAMESPACE, statistic="Sum", period=FIVE_MINUTES)
+            return provisioner.metric(name, statistic="Sum", period=FIVE_MINUTES)
 
-        latency = [provisioner.metric("ProvisioningDuration", namespace=TENANTS_NAMESPACE, statistic=stat, period=FIVE_MINUTES)
+        latency = [provisioner.metric("ProvisioningDuration", statistic=stat, period=FIVE_MINUTES)
                    .with_(label=stat) for stat in ("p50", "p95", "Maximum")]
         by_state = cloudwatch.MathExpression(
             expression=f'SELECT MAX(Tenants) FROM "{TENANTS_NAMESPACE}" GROUP BY state',
@@ -169,7 +170,7 @@ class ObservabilityStack(cdk.Stack):
             cloudwatch.GraphWidget(title="Signups / warm pool", width=8, left=[
                 count(name).with_(label=name) for name in ("TenantsCreated", "ProvisioningRejected",
                                                            "ProvisioningFailed")],
-                right=[provisioner.metric("WarmPoolSize", namespace=TENANTS_NAMESPACE, statistic="Minimum",
+                right=[provisioner.metric("WarmPoolSize", statistic="Minimum",
                                           period=FIVE_MINUTES).with_(label="warm pool size")]),
             cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True),
         ]
@@ -177,29 +178,29 @@ class ObservabilityStack(cdk.Stack):
     def _spend_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
         """Month-to-date spend from the cost report (the platform's region, the report's own scope)
         against the platform budget and its breaker levels."""
-        report = self.control_plane.function(COST_REPORT)
+        report = self.control_plane.function(COST_REPORT, namespace=COST_REPORT_NAMESPACE)
         dimensions = {"environment": config.name}   # the report's ENVIRONMENT_NAME
-        delivered = report.metric("ReportsDelivered", namespace=COST_REPORT_NAMESPACE, statistic="Sum", period=cdk.Duration.hours(1),
+        delivered = report.metric("ReportsDelivered", statistic="Sum", period=cdk.Duration.hours(1),
                                   dimensions=dimensions)
         self.alarms.add(
             "cost-report-missing", metric=delivered, threshold=1, above=False, periods=COST_REPORT_SILENCE_HOURS,
             missing=cloudwatch.TreatMissingData.BREACHING,
             summary=f"No daily cost report delivered for {COST_REPORT_SILENCE_HOURS} h: the CEO is flying blind.")
         budget = config.limits.monthly_budget_usd
-        month_to_date = report.metric("MonthToDateUSD", namespace=COST_REPORT_NAMESPACE, statistic="Maximum", period=cdk.Duration.days(1),
+        month_to_date = report.metric("MonthToDateUSD", statistic="Maximum", period=cdk.Duration.days(1),
                                       dimensions=dimensions).with_(label="month to date (USD)")
+        levels = [cloudwatch.HorizontalAnnotation(value=budget * level, label=f"{level:.0%} of budget")
+                  for level in BUDGET_LEVELS]
         return [
             cloudwatch.GraphWidget(title="Spend vs budget (USD, month to date)", width=16, left=[month_to_date],
-                                   start=DAILY_WIDGET_RANGE,
-                                   left_annotations=[cloudwatch.HorizontalAnnotation(
-                                       value=budget * level, label=f"{level:.0%} of budget") for level in BUDGET_LEVELS]),
+                                   start=DAILY_WIDGET_RANGE, left_annotations=levels),
             cloudwatch.GraphWidget(title="Cost report runs", width=8, start=DAILY_WIDGET_RANGE, left=[
-                report.metric(name, namespace=COST_REPORT_NAMESPACE, statistic="Sum", period=cdk.Duration.days(1), dimensions=dimensions)
+                report.metric(name, statistic="Sum", period=cdk.Duration.days(1), dimensions=dimensions)
                 .with_(label=name) for name in ("Runs", "ReportsDelivered")]),
         ]
 
     def _limits_row(self) -> list[cloudwatch.IWidget]:
-        enforcer = self.control_plane.function(ENFORCER)
+        enforcer = self.control_plane.function(ENFORCER, namespace=LIMITS_NAMESPACE)
         degraded = cloudwatch.MathExpression(
             expression=f"SELECT SUM({DEGRADED_METRIC}) FROM \"{LIMITS_NAMESPACE}\" WHERE component = 'rate-limiter'",
             using_metrics={}, label="degraded decisions", period=FIVE_MINUTES)
@@ -208,7 +209,7 @@ class ObservabilityStack(cdk.Stack):
             summary="API pods decide rate limits without Redis (stricter in-process limits, usage not metered).")
         return [
             cloudwatch.GraphWidget(title="Breakers", width=12, left=[
-                enforcer.metric(name, namespace=LIMITS_NAMESPACE, statistic="Sum", period=FIVE_MINUTES).with_(label=name)
+                enforcer.metric(name, statistic="Sum", period=FIVE_MINUTES).with_(label=name)
                 for name in ("BreakerTransitions", "Suspensions", "EnforcementErrors")]),
             cloudwatch.GraphWidget(title="Rate limiter degraded (no Redis)", left=[degraded], width=12),
         ]
@@ -225,8 +226,8 @@ class ObservabilityStack(cdk.Stack):
         free_storage = cfg.allocated_storage_gb * GIB * DB_FREE_STORAGE_SHARE
         self.alarms.add("rds-cpu", metric=cpu, threshold=CPU_PERCENT, periods=3, missing=NOT_BREACHING,
                         summary=f"PostgreSQL CPU above {CPU_PERCENT} % for 15 min.")
-        self.alarms.add("rds-freeable-memory", metric=memory.with_(statistic="Minimum"), threshold=DB_FREEABLE_MEMORY_BYTES,
-                        above=False, periods=3, missing=NOT_BREACHING,
+        self.alarms.add("rds-freeable-memory", metric=memory.with_(statistic="Minimum"),
+                        threshold=DB_FREEABLE_MEMORY_BYTES, above=False, periods=3, missing=NOT_BREACHING,
                         summary=f"PostgreSQL freeable memory below {DB_FREEABLE_MEMORY_BYTES // MIB} MiB for 15 min.")
         self.alarms.add("rds-free-storage", metric=storage.with_(statistic="Minimum"), threshold=free_storage,
                         above=False, missing=NOT_BREACHING,
@@ -289,15 +290,18 @@ class ObservabilityStack(cdk.Stack):
             cloudwatch.GraphWidget(title="Cache CPU % (engine / host)", width=6,
                                    left=per_node("EngineCPUUtilization", "Average"),
                                    right=per_node("CPUUtilization", "Average")),
-            cloudwatch.GraphWidget(title="Cache memory used %", width=6, left=per_node("DatabaseMemoryUsagePercentage",
-                                                                                        "Maximum"),
-                                   left_annotations=[cloudwatch.HorizontalAnnotation(value=100, label="writes refused")]),
+            cloudwatch.GraphWidget(title="Cache memory used %", width=6,
+                                   left=per_node("DatabaseMemoryUsagePercentage", "Maximum"),
+                                   left_annotations=[cloudwatch.HorizontalAnnotation(value=100,
+                                                                                     label="writes refused")]),
             cloudwatch.GraphWidget(title="Cache evictions / connections", width=6, left=per_node("Evictions", "Sum"),
                                    right=per_node("CurrConnections", "Maximum")),
-            cloudwatch.GraphWidget(title="Cache replication lag (s)", width=6, left=per_node("ReplicationLag", "Maximum")),
+            cloudwatch.GraphWidget(title="Cache replication lag (s)", width=6,
+                                   left=per_node("ReplicationLag", "Maximum")),
         ]
 
-    def _cluster_row(self, config: EnvConfig, security: SecurityStack, cluster: ClusterStack) -> list[cloudwatch.IWidget]:
+    def _cluster_row(self, config: EnvConfig, security: SecurityStack,
+                     cluster: ClusterStack) -> list[cloudwatch.IWidget]:
         """The control-plane metrics EKS publishes free for 1.28+ (``AWS/EKS``, per ClusterName),
         plus node metrics from Container Insights where the config turns it on."""
         name = cluster.cluster.cluster_name
@@ -323,7 +327,8 @@ class ObservabilityStack(cdk.Stack):
             cloudwatch.GraphWidget(title="EKS pending pods", width=8, left=[
                 eks("scheduler_pending_pods", period=cdk.Duration.minutes(1)), unschedulable]),
             cloudwatch.GraphWidget(title="EKS API latency p99 (s)", width=8, left=[
-                eks(f"apiserver_request_duration_seconds_{verb}_P99", statistic="Average") for verb in ("GET", "POST")]),
+                eks(f"apiserver_request_duration_seconds_{verb}_P99", statistic="Average")
+                for verb in ("GET", "POST")]),
             *nodes,
         ]
 
@@ -337,7 +342,8 @@ class ObservabilityStack(cdk.Stack):
                         summary=f"EKS nodes above {NODE_CPU_PERCENT} % CPU on average for 15 min.")
         self.alarms.add("eks-node-memory", metric=memory, threshold=NODE_MEMORY_PERCENT, periods=3,
                         missing=NOT_BREACHING,
-                        summary=f"EKS nodes above {NODE_MEMORY_PERCENT} % memory on average for 15 min: evictions near.")
+                        summary=f"EKS nodes above {NODE_MEMORY_PERCENT} % memory on average for 15 min: "
+                                "evictions are near.")
         self.alarms.add("eks-failed-nodes", metric=failed, threshold=0, periods=2, missing=NOT_BREACHING,
                         summary="EKS nodes failing (not Ready) for 10 min.")
         return [cloudwatch.GraphWidget(title="EKS nodes (Container Insights)", width=24, left=[cpu, memory],
@@ -355,7 +361,8 @@ class ObservabilityStack(cdk.Stack):
                             metric=queue.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES,
                                                                                        statistic="Maximum"),
                             threshold=0, missing=NOT_BREACHING,
-                            summary=f"Messages in the dead-letter queue of {owner}: events that exhausted their retries.")
+                            summary=f"Messages in the dead-letter queue of {owner}: events that exhausted "
+                                    "their retries.")
 
         def each(metric: str, statistic: str = "Sum") -> list[cloudwatch.IMetric]:
             return [watched.function.metric(metric, statistic=statistic, period=FIVE_MINUTES, label=watched.service)

@@ -1,5 +1,6 @@
 """Building blocks of the observability stack: the alarm topic, one way to make an alarm, the
-error-budget burn alarms of an SLO, and discovery of the control plane's Lambdas and queues.
+error-budget burn alarms of an SLO, Container Insights for EKS nodes, and discovery of the
+control plane's Lambdas and queues.
 
 Discovery reads the constructs other stacks built (functions, their dead-letter queues, the
 Powertools service name from each handler's path), so a new Lambda is watched without anyone
@@ -8,6 +9,7 @@ editing this stack.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -223,15 +225,19 @@ def burn_rate_alarms(alarms: Alarms, sli: Sli, *, objective: float) -> list[clou
 
 @dataclass(frozen=True)
 class WatchedFunction:
-    """A control-plane Lambda and the ``service`` dimension of its Powertools metrics."""
+    """A control-plane Lambda, the ``service`` dimension of its Powertools metrics and, once
+    named by the caller, their namespace."""
 
     function: lambda_.Function
     service: str   # lambdas/<service>; PythonFunction sets POWERTOOLS_SERVICE_NAME to it
+    namespace: str | None = None
 
-    def metric(self, name: str, *, namespace: str, statistic: str, period: cdk.Duration,
+    def metric(self, name: str, *, statistic: str, period: cdk.Duration,
                dimensions: Mapping[str, str] | None = None) -> cloudwatch.Metric:
         """A Powertools metric of this function: dimension ``service`` plus ``dimensions``."""
-        return cloudwatch.Metric(namespace=namespace, metric_name=name, statistic=statistic, period=period,
+        if self.namespace is None:
+            raise ValueError(f"lambdas/{self.service}: look it up with the namespace its metrics go to")
+        return cloudwatch.Metric(namespace=self.namespace, metric_name=name, statistic=statistic, period=period,
                                  dimensions_map={"service": self.service, **(dimensions or {})})
 
 
@@ -242,10 +248,11 @@ class ControlPlane:
     functions: tuple[WatchedFunction, ...]
     dead_letter_queues: tuple[sqs.IQueue, ...]
 
-    def function(self, service: str) -> WatchedFunction:
+    def function(self, service: str, *, namespace: str | None = None) -> WatchedFunction:
+        """The function built from ``lambdas/<service>``, its metrics in ``namespace``."""
         for watched in self.functions:
             if watched.service == service:
-                return watched
+                return dataclasses.replace(watched, namespace=namespace)
         raise ValueError(f"no control-plane Lambda lambdas/{service}; "
                          f"found: {', '.join(sorted(f.service for f in self.functions)) or 'none'}")
 

@@ -313,7 +313,8 @@ def test_container_insights_node_alarms_follow_the_config(template_json, env):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("slo_availability", 1.0), ("slo_availability", 0), ("signup_budget_seconds", 0),
-    ("api_load_balancer", "my-alb"), ("api_load_balancer", "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/y"),
+    ("api_load_balancer", "my-alb"),
+    ("api_load_balancer", "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/y"),
 ])
 def test_config_no_alarm_could_honour_fails_the_synth(field, value):
     obs = dataclasses.replace(load_config("prod").observability, **{field: value})
