@@ -254,6 +254,12 @@ def test_discovery_names_functions_by_their_lambdas_directory_and_refuses_unknow
     _function(stack, "index.handler")
     plane = discover([stack])
     assert [f.service for f in plane.functions] == ["provision_tenant"]   # not CDK's helper functions
+    five = cdk.Duration.minutes(5)
+    with pytest.raises(ValueError, match="namespace"):
+        plane.function("provision_tenant").metric("TenantsCreated", statistic="Sum", period=five)
+    metric = plane.function("provision_tenant", namespace="SaaS/Tenants").metric("TenantsCreated", statistic="Sum",
+                                                                                  period=five)
+    assert (metric.namespace, metric.dimensions) == ("SaaS/Tenants", {"service": "provision_tenant"})
     with pytest.raises(ValueError, match="no control-plane Lambda lambdas/nope"):
         plane.function("nope")
     assert ControlPlane(functions=(), dead_letter_queues=()).dead_letter_queues == ()
