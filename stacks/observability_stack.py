@@ -54,6 +54,7 @@ RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 PROVISIONER, TENANTS_NAMESPACE = "provision_tenant", "SaaS/Tenants"
 COST_REPORT, COST_REPORT_NAMESPACE = "cost_report", "SaaS/CostReport"
 ENFORCER = "enforce_limits"
+WEBHOOK, BILLING_NAMESPACE = "stripe_webhook", "SaaS/Billing"   # answers 500 without raising: own metrics
 ALB_DIMENSION = re.compile(r"^app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$")   # CloudWatch's LoadBalancer dimension
 
 
@@ -93,6 +94,7 @@ class ObservabilityStack(cdk.Stack):
             self._tenants_row(config),
             self._spend_row(config),
             self._limits_row(),
+            self._billing_row(),
             self._database_row(config, data),
             self._cache_row(config, data),
             self._cluster_row(config, security, cluster),
@@ -213,6 +215,24 @@ class ObservabilityStack(cdk.Stack):
                 for name in ("BreakerTransitions", "Suspensions", "EnforcementErrors")]),
             cloudwatch.GraphWidget(title="Rate limiter degraded (no Redis)", left=[degraded], width=12),
         ]
+
+    def _billing_row(self) -> list[cloudwatch.IWidget]:
+        """The Stripe webhook answers failures with a 500 (Stripe retries for days) instead of
+        raising, so Lambda's Errors never see them: its own outcome metrics are watched."""
+        webhook = self.control_plane.function(WEBHOOK, namespace=BILLING_NAMESPACE)
+
+        def outcome(name: str) -> cloudwatch.Metric:
+            return webhook.metric(name, statistic="Sum", period=FIVE_MINUTES).with_(label=name)
+
+        self.alarms.add("billing-webhook-misconfigured", metric=outcome("WebhookMisconfigured"), threshold=0,
+                        missing=NOT_BREACHING,
+                        summary="Stripe webhook calls refused: the endpoint's signing secret is missing or invalid.")
+        self.alarms.add("billing-webhook-failing", metric=outcome("WebhookFailed"), threshold=0, periods=3,
+                        missing=NOT_BREACHING,
+                        summary="Stripe events not applied for 15 min (database or secret unavailable); Stripe "
+                                "keeps retrying, payment failures and tier changes wait.")
+        return [cloudwatch.GraphWidget(title="Stripe webhook", width=24, stacked=True, left=[
+            outcome(name) for name in ("WebhookApplied", "WebhookRejected", "WebhookFailed", "WebhookMisconfigured")])]
 
     # --- data and cluster ----------------------------------------------------------------------
 

@@ -228,7 +228,7 @@ def _dashboard_body(template_json, env) -> str:
 def test_dashboard_has_a_row_per_area_with_spend_against_the_budget_levels(template_json, env):
     body = _dashboard_body(template_json, env)
     for title in ("Availability", "Provisioning duration", "Tenants by state", "Spend vs budget", "Breakers",
-                  "Rate limiter degraded", "RDS CPU", "Cache memory used", "EKS API requests", "Lambda errors",
+                  "Rate limiter degraded", "Stripe webhook", "RDS CPU", "Cache memory used", "EKS API requests", "Lambda errors",
                   "Dead-letter queues", "Alarms"):
         assert f'"title":"{title}' in body, title
     budget = load_config(env).limits.monthly_budget_usd
@@ -331,3 +331,12 @@ def test_config_no_alarm_could_honour_fails_the_synth(field, value):
 def test_config_accepts_an_alb_dimension():
     check_config(dataclasses.replace(load_config("prod").observability,
                                      api_load_balancer="app/k8s-app-api-3f2a1b/0123456789abcdef"))
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_stripe_webhook_failures_answered_with_500_are_alarmed_on_its_own_metrics(template_json, env):
+    alarms = _alarms(template_json, env)
+    for name, metric in (("misconfigured", "WebhookMisconfigured"), ("failing", "WebhookFailed")):
+        assert _metric(alarms[f"saas-{env}-billing-webhook-{name}"]) == (
+            "SaaS/Billing", metric, {"service": "stripe_webhook"})
+    assert alarms[f"saas-{env}-billing-webhook-failing"]["EvaluationPeriods"] == 3
