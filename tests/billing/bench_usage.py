@@ -11,7 +11,6 @@ import os
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import stripe
 
@@ -23,9 +22,8 @@ from tenant_provisioner.billing.usage import report_usage
 from tenant_provisioner.db import Database, admin_connect
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.stripe_server import FakeStripe
+from tests.billing.support import TINY_TIERS_FILE
 from tests.support import databases, services
-
-TINY_TIERS = Path(__file__).resolve().parents[1] / "data" / "tiny_tiers.yaml"
 
 
 def measure(db: Database, fake: FakeStripe, tenants: int) -> None:
@@ -59,7 +57,7 @@ def measure(db: Database, fake: FakeStripe, tenants: int) -> None:
 
 def main() -> None:
     tenants = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    os.environ["TIERS_FILE"] = str(TINY_TIERS)
+    os.environ["TIERS_FILE"] = str(TINY_TIERS_FILE)
     role = f"prov_{uuid.uuid4().hex[:10]}"
     admin = services.postgres_admin_url()
     url = databases.create_database(admin, prefix="bench")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -16,10 +15,8 @@ from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.db import Database, admin_connect
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.stripe_server import FakeStripe
+from tests.billing.support import FAKE_KEY, TINY_TIERS_FILE, WEBHOOK_SECRET
 
-TINY_TIERS_FILE = Path(__file__).resolve().parents[1] / "data" / "tiny_tiers.yaml"
-FAKE_KEY = "sk_test_fake_billing_tests_0000"
-WEBHOOK_SECRET = "whsec_fake_billing_tests_0000"
 
 
 @pytest.fixture(autouse=True)
@@ -129,13 +126,3 @@ def conn(db):
     with db.connection() as connection:
         yield connection
 
-
-def create_tenant(conn, client, settings, *extra_steps, tenant_id: str = "acme-corp", tier: str = "pro"):
-    """Provision a tenant through the real pipeline with the Stripe step (and any extra steps)."""
-    from tenant_provisioner import lifecycle, pipeline
-    from tenant_provisioner.billing.steps import StripeStep
-
-    request = pipeline.CreateRequest(tenant_id=tenant_id, tier=tier, admin_email="admin@acme.example",
-                                     company_name="Acme")
-    steps = [pipeline.DatabaseStep(), StripeStep(client, settings), *extra_steps, pipeline.ActivateStep()]
-    return lifecycle.create(conn, request, actor="test", steps=steps)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tenant_provisioner import lifecycle
 from tenant_provisioner.cli import app
-from tests.billing.conftest import create_tenant
+from tests.billing.support import create_tenant
 
 runner = CliRunner()
 

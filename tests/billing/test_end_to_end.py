@@ -14,7 +14,7 @@ from tenant_provisioner.limits import RateLimiter
 from tenant_provisioner.limits.enforcer import registered_reporters, run_cycle
 from tenant_provisioner.limits.limiter import Reason
 from tenant_provisioner.pipeline import CreateRequest
-from tests.billing.conftest import WEBHOOK_SECRET
+from tests.billing.support import WEBHOOK_SECRET
 from tests.billing.stripe_server import sign_webhook
 
 

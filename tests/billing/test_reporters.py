@@ -7,7 +7,7 @@ import pytest
 from tenant_provisioner.billing import reporters
 from tenant_provisioner.errors import TransientError
 from tenant_provisioner.limits.enforcer import registered_reporters
-from tests.billing.conftest import create_tenant
+from tests.billing.support import create_tenant
 
 
 def test_the_enforcer_finds_billings_reporters():

@@ -16,7 +16,7 @@ from tenant_provisioner.billing.steps import provisioning_steps
 from tenant_provisioner.errors import ConfigError, TenantConflict, TransientError
 from tenant_provisioner.pipeline import CreateRequest
 from tenant_provisioner.tiers import load_tiers
-from tests.billing.conftest import FAKE_KEY, create_tenant
+from tests.billing.support import FAKE_KEY, create_tenant
 
 
 class Boom(RuntimeError):

@@ -14,7 +14,7 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.billing.conftest import FAKE_KEY
+from tests.billing.support import FAKE_KEY
 from tests.billing.stripe_server import decode_form, sign_webhook
 
 

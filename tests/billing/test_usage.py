@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tenant_provisioner.billing import usage
 from tenant_provisioner.billing.usage import report_usage
 from tenant_provisioner.errors import InvalidInput
-from tests.billing.conftest import FAKE_KEY, create_tenant
+from tests.billing.support import FAKE_KEY, create_tenant
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 PERIOD = NOW.date().replace(day=1)

@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from lambdas.stripe_webhook import handler as webhook_lambda
 from tenant_provisioner.billing.accounts import load_account
-from tests.billing.conftest import WEBHOOK_SECRET, create_tenant
+from tests.billing.support import WEBHOOK_SECRET, create_tenant
 from tests.billing.stripe_server import sign_webhook
 
 

@@ -12,7 +12,7 @@ from tenant_provisioner import audit, lifecycle
 from tenant_provisioner.billing import payments, webhooks
 from tenant_provisioner.billing.accounts import Accounts, load_account
 from tenant_provisioner.tiers import load_tiers
-from tests.billing.conftest import WEBHOOK_SECRET, create_tenant
+from tests.billing.support import WEBHOOK_SECRET, create_tenant
 from tests.billing.stripe_server import sign_webhook
 
 
