@@ -48,7 +48,17 @@ SELECT u.tenant_id, u.period_start, u.quantity
 FROM control.tenant_usage u
 JOIN control.billing_accounts a ON a.tenant_id = u.tenant_id AND a.stripe_customer_id IS NOT NULL
 WHERE u.quantity = %(quantity)s AND u.admitted > 0 AND (%(tenant_id)s::text IS NULL OR u.tenant_id = %(tenant_id)s)
+ORDER BY u.tenant_id, u.period_start
 ON CONFLICT DO NOTHING
+"""
+
+# Row locks in one fixed order, so two runs at once queue instead of deadlocking.
+_LOCK = """
+SELECT 1 FROM control.billing_usage_cursor
+WHERE quantity = %(quantity)s AND pending_to IS NULL AND failed_at IS NULL
+  AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s)
+ORDER BY tenant_id, period_start
+FOR UPDATE
 """
 
 _FREEZE = """
@@ -77,7 +87,8 @@ ORDER BY c.period_start, c.tenant_id
 _ADVANCE = """
 WITH accepted AS (
     SELECT tenant_id, period_start, quantity, pending_identifier FROM control.billing_usage_cursor
-    WHERE quantity = %s AND pending_identifier = ANY(%s) FOR UPDATE
+    WHERE quantity = %s AND pending_identifier = ANY(%s)
+    ORDER BY tenant_id, period_start FOR UPDATE
 )
 UPDATE control.billing_usage_cursor c
 SET reported = c.pending_to, pending_to = NULL, pending_identifier = NULL, pending_timestamp = NULL,
@@ -126,6 +137,7 @@ def _freeze(conn: psycopg.Connection, tenant_id: str | None) -> list[_Pending]:
     params = {"quantity": QUANTITY, "tenant_id": tenant_id}
     with conn.transaction():
         conn.execute(_ENSURE_CURSORS, params)
+        conn.execute(_LOCK, params)
         conn.execute(_FREEZE, params)
         rows = conn.execute(_PENDING, params).fetchall()
     return [_Pending(*row) for row in rows]

@@ -209,3 +209,30 @@ def test_usage_is_billed_exactly_once_whatever_fails(fake_stripe, settings, conn
 
 def _crash(*args):
     raise Crash()
+
+
+def test_concurrent_runs_over_many_tenants_neither_deadlock_nor_double_count(fake_stripe, db, client, settings, conn,
+                                                                             synced):
+    customers = {}
+    for i in range(12):
+        tenant_id = f"tenant-{i:02d}"
+        customers[tenant_id] = create_tenant(conn, client, settings, tenant_id=tenant_id) \
+            .outputs["billing"]["stripe_customer_id"]
+        measure(conn, 100 + i, tenant_id=tenant_id)
+    errors = []
+
+    def run():
+        try:
+            with db.connection() as other:
+                report_usage(other, client, settings)
+        except Exception as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert {t: billed(fake_stripe, c) for t, c in customers.items()} == {
+        f"tenant-{i:02d}": 100 + i for i in range(12)}
