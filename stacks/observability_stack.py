@@ -23,6 +23,7 @@ from stacks.constructs.observability import (
     load_balancer_sli)
 from stacks.data_stack import DataStack
 from stacks.security_stack import SecurityStack
+from tenant_provisioner.limits.budget import BudgetLevel
 from tenant_provisioner.limits.degraded import METRIC_NAME as DEGRADED_METRIC
 from tenant_provisioner.limits.degraded import METRIC_NAMESPACE as LIMITS_NAMESPACE
 
@@ -54,6 +55,7 @@ RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 PROVISIONER, TENANTS_NAMESPACE = "provision_tenant", "SaaS/Tenants"
 COST_REPORT, COST_REPORT_NAMESPACE = "cost_report", "SaaS/CostReport"
 ENFORCER = "enforce_limits"
+BUDGET_BREAKER = "budget_breaker"   # its PlatformBudgetLevel is a BudgetLevel (0 ok ... 3 emergency)
 WEBHOOK, BILLING_NAMESPACE = "stripe_webhook", "SaaS/Billing"   # answers 500 without raising: own metrics
 ALB_DIMENSION = re.compile(r"^app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$")   # CloudWatch's LoadBalancer dimension
 
@@ -193,9 +195,12 @@ class ObservabilityStack(cdk.Stack):
                                       dimensions=dimensions).with_(label="month to date (USD)")
         levels = [cloudwatch.HorizontalAnnotation(value=budget * level, label=f"{level:.0%} of budget")
                   for level in BUDGET_LEVELS]
+        breaker = self.control_plane.function(BUDGET_BREAKER, namespace=LIMITS_NAMESPACE).metric(
+            "PlatformBudgetLevel", statistic="Maximum", period=cdk.Duration.days(1)).with_(label="budget breaker level")
         return [
             cloudwatch.GraphWidget(title="Spend vs budget (USD, month to date)", width=16, left=[month_to_date],
-                                   start=DAILY_WIDGET_RANGE, left_annotations=levels),
+                                   right=[breaker], start=DAILY_WIDGET_RANGE, left_annotations=levels,
+                                   right_y_axis=cloudwatch.YAxisProps(min=0, max=int(max(BudgetLevel)), show_units=False)),
             cloudwatch.GraphWidget(title="Cost report runs", width=8, start=DAILY_WIDGET_RANGE, left=[
                 report.metric(name, statistic="Sum", period=cdk.Duration.days(1), dimensions=dimensions)
                 .with_(label=name) for name in ("Runs", "ReportsDelivered")]),
