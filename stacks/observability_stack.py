@@ -44,6 +44,7 @@ CACHE_REPLICATION_LAG_SECONDS = 2
 EKS_5XX_SHARE = 0.01
 NODE_CPU_PERCENT = 80
 NODE_MEMORY_PERCENT = 85          # pods are evicted near node memory pressure
+NEAR_TIMEOUT_SHARE = 0.8          # of a Lambda's timeout: the work outgrows the function before it fails
 PROVISIONING_BUDGET_SHARE = 0.25   # p95 of one attempt above 1/4 of the signup budget: a retry no longer fits
 COST_REPORT_SILENCE_HOURS = 26     # daily report + 2 h of retries
 BUDGET_LEVELS = (0.9, 1.0, 2.0)    # the platform breaker's levels (spec: 90 % / 100 % / 200 %)
@@ -412,4 +413,10 @@ class ObservabilityStack(cdk.Stack):
         self.alarms.add(f"lambda-throttles-{slug}", metric=watched.function.metric_throttles(period=FIVE_MINUTES),
                         threshold=0, missing=NOT_BREACHING, runbook="lambda-throttles",
                         summary=f"The {watched.service} Lambda hit its reserved concurrency; calls were refused.")
+        timeout_ms = watched.timeout_seconds * 1000
+        self.alarms.add(f"lambda-near-timeout-{slug}", runbook="lambda-near-timeout",
+                        metric=watched.function.metric_duration(period=FIVE_MINUTES, statistic="Maximum"),
+                        threshold=timeout_ms * NEAR_TIMEOUT_SHARE, missing=NOT_BREACHING,
+                        summary=f"A {watched.service} run took over {NEAR_TIMEOUT_SHARE:.0%} of its "
+                                f"{watched.timeout_seconds} s timeout: timeouts (errors) are next.")
 

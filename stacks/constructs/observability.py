@@ -36,6 +36,7 @@ PUBLISHERS = ("cloudwatch.amazonaws.com", "events.rds.amazonaws.com")
 CONTAINER_INSIGHTS_ADDON = "amazon-cloudwatch-observability"
 CONTAINER_INSIGHTS_NAMESPACE = "ContainerInsights"
 CLOUDWATCH_AGENT_POLICY = "CloudWatchAgentServerPolicy"
+LAMBDA_DEFAULT_TIMEOUT_SECONDS = 3
 
 
 class AlarmTopic(Construct):
@@ -231,6 +232,13 @@ class WatchedFunction:
     function: lambda_.Function
     service: str   # lambdas/<service>; PythonFunction sets POWERTOOLS_SERVICE_NAME to it
     namespace: str | None = None
+
+    @property
+    def timeout_seconds(self) -> int:
+        """The function's timeout (Lambda's default of 3 s when none is set)."""
+        cfn = self.function.node.default_child
+        timeout = cfn.timeout if isinstance(cfn, lambda_.CfnFunction) else None
+        return int(timeout) if isinstance(timeout, (int, float)) else LAMBDA_DEFAULT_TIMEOUT_SECONDS
 
     def metric(self, name: str, *, statistic: str, period: cdk.Duration,
                dimensions: Mapping[str, str] | None = None) -> cloudwatch.Metric:

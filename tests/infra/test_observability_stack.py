@@ -17,7 +17,7 @@ from stacks.config import load_config
 from stacks.constructs.observability import (
     BURN_WINDOWS, RUNBOOK, Alarms, ControlPlane, burn_rate_alarms, discover, function_sli, load_balancer_sli)
 from stacks.observability_stack import (
-    CACHE_MEMORY_PERCENT, DB_CONNECTIONS_SHARE, PROVISIONING_BUDGET_SHARE, check_config)
+    CACHE_MEMORY_PERCENT, DB_CONNECTIONS_SHARE, NEAR_TIMEOUT_SHARE, PROVISIONING_BUDGET_SHARE, check_config)
 from tenant_provisioner.limits.degraded import METRIC_NAME, METRIC_NAMESPACE
 
 ENVS = ("dev", "prod")
@@ -100,7 +100,8 @@ def test_every_control_plane_lambda_and_dead_letter_queue_is_watched(template_js
     assert {"provision-tenant", "cost-report", "enforce-limits"} <= services
     names = set(_alarms(template_json, env))
     for service in services:
-        assert {f"saas-{env}-lambda-errors-{service}", f"saas-{env}-lambda-throttles-{service}"} <= names
+        assert {f"saas-{env}-lambda-errors-{service}", f"saas-{env}-lambda-throttles-{service}",
+                f"saas-{env}-lambda-near-timeout-{service}"} <= names
     assert {f"saas-{env}-dlq-{component}" for component in queues} <= names
     dlq = _alarms(template_json, env)[f"saas-{env}-dlq-tenants"]
     assert (dlq["MetricName"], dlq["Statistic"], dlq["Threshold"]) == ("ApproximateNumberOfMessagesVisible",
@@ -254,6 +255,7 @@ def test_discovery_names_functions_by_their_lambdas_directory_and_refuses_unknow
     _function(stack, "index.handler")
     plane = discover([stack])
     assert [f.service for f in plane.functions] == ["provision_tenant"]   # not CDK's helper functions
+    assert plane.function("provision_tenant").timeout_seconds == 3   # none set: Lambda's default
     five = cdk.Duration.minutes(5)
     with pytest.raises(ValueError, match="namespace"):
         plane.function("provision_tenant").metric("TenantsCreated", statistic="Sum", period=five)
@@ -340,3 +342,12 @@ def test_stripe_webhook_failures_answered_with_500_are_alarmed_on_its_own_metric
         assert _metric(alarms[f"saas-{env}-billing-webhook-{name}"]) == (
             "SaaS/Billing", metric, {"service": "stripe_webhook"})
     assert alarms[f"saas-{env}-billing-webhook-failing"]["EvaluationPeriods"] == 3
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_near_timeout_alarm_follows_each_functions_own_timeout(template_json, env):
+    (function,) = [f for f in _of(template_json[(env, "limits")], "AWS::Lambda::Function").values()
+                   if f["Properties"]["Handler"] == "lambdas.enforce_limits.handler.handler"]
+    alarm = _alarms(template_json, env)[f"saas-{env}-lambda-near-timeout-enforce-limits"]
+    assert _metric(alarm)[1] == "Duration" and alarm["Statistic"] == "Maximum"
+    assert alarm["Threshold"] == function["Properties"]["Timeout"] * 1000 * NEAR_TIMEOUT_SHARE
