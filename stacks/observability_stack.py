@@ -201,7 +201,8 @@ class ObservabilityStack(cdk.Stack):
         return [
             cloudwatch.GraphWidget(title="Spend vs budget (USD, month to date)", width=16, left=[month_to_date],
                                    right=[breaker], start=DAILY_WIDGET_RANGE, left_annotations=levels,
-                                   right_y_axis=cloudwatch.YAxisProps(min=0, max=int(max(BudgetLevel)), show_units=False)),
+                                   right_y_axis=cloudwatch.YAxisProps(min=0, max=int(max(BudgetLevel)),
+                                                                      show_units=False)),
             cloudwatch.GraphWidget(title="Cost report runs", width=8, start=DAILY_WIDGET_RANGE, left=[
                 report.metric(name, statistic="Sum", period=cdk.Duration.days(1), dimensions=dimensions)
                 .with_(label=name) for name in ("Runs", "ReportsDelivered")]),

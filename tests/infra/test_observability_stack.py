@@ -229,7 +229,8 @@ def _dashboard_body(template_json, env) -> str:
 def test_dashboard_has_a_row_per_area_with_spend_against_the_budget_levels(template_json, env):
     body = _dashboard_body(template_json, env)
     for title in ("Availability", "Provisioning duration", "Tenants by state", "Spend vs budget", "Breakers",
-                  "Rate limiter degraded", "Stripe webhook", "RDS CPU", "Cache memory used", "EKS API requests", "Lambda errors",
+                  "Rate limiter degraded", "Stripe webhook", "RDS CPU", "Cache memory used", "EKS API requests",
+                  "Lambda errors",
                   "Dead-letter queues", "Alarms"):
         assert f'"title":"{title}' in body, title
     budget = load_config(env).limits.monthly_budget_usd
