@@ -22,6 +22,7 @@ from stacks.constructs.observability import (
     AlarmTopic, Alarms, ContainerInsights, Sli, WatchedFunction, burn_rate_alarms, discover, function_sli,
     load_balancer_sli)
 from stacks.data_stack import DataStack
+from stacks.limits_stack import BUDGET_THRESHOLDS
 from stacks.security_stack import SecurityStack
 from tenant_provisioner.limits.budget import BudgetLevel
 from tenant_provisioner.limits.degraded import METRIC_NAME as DEGRADED_METRIC
@@ -32,7 +33,7 @@ NOT_BREACHING = cloudwatch.TreatMissingData.NOT_BREACHING
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 
-# Thresholds (why: docs/observability.md#thresholds).
+# Thresholds (why: docs/observability.md, "Alarms and why these thresholds").
 CPU_PERCENT = 80                   # sustained 15 min: capacity, not a spike
 DB_CONNECTIONS_SHARE = 0.8         # of max_connections (tenant roles + control plane)
 DB_FREE_STORAGE_SHARE = 0.1        # of the allocated storage; autoscaling should act first
@@ -47,7 +48,8 @@ NODE_MEMORY_PERCENT = 85          # pods are evicted near node memory pressure
 NEAR_TIMEOUT_SHARE = 0.8          # of a Lambda's timeout: the work outgrows the function before it fails
 PROVISIONING_BUDGET_SHARE = 0.25   # p95 of one attempt above 1/4 of the signup budget: a retry no longer fits
 COST_REPORT_SILENCE_HOURS = 26     # daily report + 2 h of retries
-BUDGET_LEVELS = (0.9, 1.0, 2.0)    # the platform breaker's levels (spec: 90 % / 100 % / 200 %)
+# The platform budget breaker's levels as the limits stack sends them to AWS Budgets (90 / 100 / 200 %).
+BUDGET_LEVELS = tuple(sorted({percent / 100 for kind, percent in BUDGET_THRESHOLDS if kind == "ACTUAL"}))
 DAILY_WIDGET_RANGE = "-P35D"       # daily metrics: always show the whole month, whatever the dashboard range
 RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 
@@ -74,6 +76,8 @@ def check_config(obs: ObservabilityConfig) -> None:
 
 
 class ObservabilityStack(cdk.Stack):
+    """Alarm topic, alarms, SLO burn alarms, RDS events and the dashboard of one environment."""
+
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, security: SecurityStack,
                  data: DataStack, cluster: ClusterStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
