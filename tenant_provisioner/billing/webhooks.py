@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import psycopg
@@ -37,6 +37,9 @@ from tenant_provisioner.tiers import load_tiers
 logger = logging.getLogger(__name__)
 ACTOR = "stripe:webhook"
 SIGNATURE_TOLERANCE_SECONDS = 300
+# Stripe re-sends an event for at most 3 days automatically and 30 days by hand: ids older than
+# this can never come back, so they need not be remembered.
+EVENT_MEMORY = timedelta(days=35)
 
 
 @dataclass(frozen=True)
@@ -193,3 +196,9 @@ def handle(conn: psycopg.Connection, payload: bytes, signature: str | None, *, s
     except InvalidInput as exc:
         return rejected(exc)
     return apply(conn, event, settings)
+
+
+def forget_old_events(conn: psycopg.Connection, *, now: datetime | None = None) -> int:
+    """Drop processed-event ids Stripe can no longer re-send (the audit log keeps what they did)."""
+    cutoff = (now or datetime.now(timezone.utc)) - EVENT_MEMORY
+    return conn.execute("DELETE FROM control.stripe_webhook_events WHERE created < %s", (cutoff,)).rowcount

@@ -177,3 +177,11 @@ def test_first_invoice_never_paid_ends_like_a_deletion(fake_stripe, conn, settin
     result = deliver(conn, settings, fake_stripe.event("customer.subscription.updated", sub))
     assert result.outcome.startswith("offboarding scheduled")
     assert state(conn) == ("suspended", "pro", payments.SUBSCRIPTION_ENDED_REASON)
+
+
+def test_event_ids_are_remembered_as_long_as_stripe_can_resend_them(fake_stripe, conn, settings, tenant):
+    event = failed_invoice(fake_stripe, tenant)
+    deliver(conn, settings, event)
+    now = datetime.now(timezone.utc)
+    assert webhooks.forget_old_events(conn, now=now + timedelta(days=30)) == 0
+    assert webhooks.forget_old_events(conn, now=now + timedelta(days=36)) == 1
