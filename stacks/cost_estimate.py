@@ -63,7 +63,7 @@ FREE_TYPES = frozenset({
     "AWS::SNS::TopicInlinePolicy", "AWS::Lambda::Alias", "AWS::Lambda::Version", "AWS::Lambda::LayerVersion",
     "AWS::WAFv2::RuleGroup", "AWS::CertificateManager::Certificate", "AWS::Route53::RecordSet",
     "AWS::S3::Bucket", "AWS::S3::BucketPolicy", "AWS::ECR::Repository", "AWS::CE::CostCategory",
-    "AWS::SES::Template", "AWS::SES::ReceiptRuleSet", "AWS::SSM::Document",
+    "AWS::SES::Template", "AWS::SES::ReceiptRuleSet", "AWS::SSM::Document", "AWS::RDS::EventSubscription",
 })
 # Usage-billed types above (S3, ECR, API destinations, archives) are covered by the usage assumptions.
 FREE_PREFIXES = ("AWS::IAM::", "Custom::", "AWS::CloudFormation::")
