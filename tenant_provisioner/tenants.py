@@ -57,3 +57,11 @@ def all_tenants(conn: psycopg.Connection, *, state: str | None = None) -> list[T
     query = sql.SQL("{} WHERE (%s::text IS NULL OR state = %s) ORDER BY tenant_id").format(_SELECT)
     with conn.cursor(row_factory=class_row(Tenant)) as cur:
         return cur.execute(query, (state, state)).fetchall()
+
+
+def count_by_state(conn: psycopg.Connection) -> dict[str, int]:
+    """Tenants per lifecycle state, every state present (zero included) so a gauge never gaps."""
+    counts = dict.fromkeys(STATES, 0)
+    for state, count in conn.execute("SELECT state, count(*) FROM control.tenants GROUP BY state"):
+        counts[state] = int(count)
+    return counts

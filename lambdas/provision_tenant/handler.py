@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from psycopg.conninfo import make_conninfo
 
-from tenant_provisioner import control, fleet, lifecycle, offboarding, warm_pool
+from tenant_provisioner import control, fleet, lifecycle, offboarding, tenants, warm_pool
 from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
 from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
 from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
@@ -117,10 +117,20 @@ def _refill(event: dict[str, Any]) -> dict[str, Any]:
     database, _ = _connect()
     with database.connection() as conn:
         result = warm_pool.refill(conn, _int(event, "size", 0))
+        by_state = tenants.count_by_state(conn)
     metrics.add_metric(name="WarmPoolBuilt", unit=MetricUnit.Count, value=result.built)
     metrics.add_metric(name="WarmPoolSize", unit=MetricUnit.Count, value=result.size)
-    logger.info("warm pool refilled", extra=result.to_dict())
-    return result.to_dict()
+    _publish_tenants_by_state(by_state)
+    logger.info("warm pool refilled", extra={**result.to_dict(), "tenants_by_state": by_state})
+    return {**result.to_dict(), "tenants_by_state": by_state}
+
+
+def _publish_tenants_by_state(by_state: dict[str, int]) -> None:
+    """The dashboard's "tenants by state" gauge, refreshed with the 5-minute warm-pool schedule."""
+    for state, count in by_state.items():
+        with single_metric(name="Tenants", unit=MetricUnit.Count, value=count,
+                           namespace=metrics.namespace) as metric:
+            metric.add_dimension(name="state", value=state)
 
 
 def _drop_due_offboardings(event: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,19 @@ def test_scheduled_event_refills_the_warm_pool(handler):
     assert module.handler(_signup("pooled-co"), Context())["created"] is True
 
 
+def test_scheduled_refill_publishes_tenants_by_state(handler, capsys):
+    module, _ = handler
+    module.handler(_signup("counted-co"), Context())
+    capsys.readouterr()
+    result = module.handler({"action": "refill_warm_pool", "size": 0}, Context())
+    counts = result["tenants_by_state"]
+    assert set(counts) == {"provisioning", "active", "suspended", "offboarding", "offboarded"}
+    assert counts["active"] >= 1 and counts["provisioning"] == 0
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    gauges = {m["state"]: m["Tenants"] for m in emitted if "Tenants" in m}
+    assert gauges == {state: [float(n)] for state, n in counts.items()}  # one gauge per state, zeros too
+
+
 def test_daily_event_drops_offboardings_past_retention(handler, tenant_db, tmp_path):
     from tenant_provisioner import offboarding
 
