@@ -5,7 +5,8 @@ logs in with the RDS master secret and works as the provisioner role, and may wr
 under ``<prefix>/tenants/``. Callers: the API's role synchronously (``invoker_role_arns`` or a
 later ``grant_invoke``), and an EventBridge rule on ``tenant.signup`` events, whose failed
 deliveries and failed asynchronous runs land in one dead-letter queue. Schedules keep the
-warm pool of pre-built tenant schemas filled (``warm_pool_size``; 0 turns it off) and, daily,
+warm pool of pre-built tenant schemas filled (``warm_pool_size``; 0 = no pool) and the
+tenants-by-state gauge fresh every few minutes and, daily,
 drop offboarded tenants whose retention period has passed.
 """
 
@@ -76,14 +77,14 @@ class TenantsStack(cdk.Stack):
                                               detail_type=[SIGNUP_DETAIL_TYPE]),
             targets=[targets.LambdaFunction(self.function, dead_letter_queue=self.dead_letter_queue,
                                             retry_attempts=4, max_event_age=RETRY_WINDOW)])
-        if tenants.warm_pool_size:
-            self.warm_pool_rule = events.Rule(
-                self, "WarmPoolRefill", description="Keep pre-built tenant schemas ready for signups",
-                schedule=events.Schedule.rate(cdk.Duration.minutes(tenants.warm_pool_refill_minutes)),
-                targets=[targets.LambdaFunction(
-                    self.function, retry_attempts=0, dead_letter_queue=self.dead_letter_queue,
-                    event=events.RuleTargetInput.from_object(
-                        {"action": "refill_warm_pool", "size": tenants.warm_pool_size}))])
+        # Runs even with no pool (size 0 builds nothing): it also publishes the tenants-by-state gauge.
+        self.warm_pool_rule = events.Rule(
+            self, "WarmPoolRefill", description="Keep pre-built tenant schemas ready; publish tenants by state",
+            schedule=events.Schedule.rate(cdk.Duration.minutes(tenants.warm_pool_refill_minutes)),
+            targets=[targets.LambdaFunction(
+                self.function, retry_attempts=0, dead_letter_queue=self.dead_letter_queue,
+                event=events.RuleTargetInput.from_object(
+                    {"action": "refill_warm_pool", "size": tenants.warm_pool_size}))])
         self.offboarding_rule = events.Rule(
             self, "DropDueOffboardings", description="Drop offboarded tenants whose retention period has passed",
             schedule=events.Schedule.cron(minute="30", hour="3"),
