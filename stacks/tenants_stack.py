@@ -20,6 +20,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.billing_stack import BillingStack
 from stacks.config import EnvConfig
 from stacks.constructs.outputs import publish
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
@@ -35,7 +36,8 @@ RETRY_WINDOW = cdk.Duration.hours(2)
 
 class TenantsStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
-                 security: SecurityStack, data: DataStack, **kwargs) -> None:
+                 security: SecurityStack, data: DataStack, billing: BillingStack | None = None,
+                 **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         tenants = config.tenants
         self.tenant_secrets_prefix = f"{tenants.secrets_prefix}/tenants/"
@@ -70,6 +72,9 @@ class TenantsStack(cdk.Stack):
         self.function = function.function
         self.function.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
         self._grant(function.role, security, data)
+        if billing is not None:  # the billing step creates the tenant's Stripe customer and subscription
+            for name, value in billing.grant_api_key_read(function.role).items():
+                self.function.add_environment(name, value)
 
         self.signup_rule = events.Rule(
             self, "SignupRule", description="Provision a tenant for every tenant.signup event",

@@ -64,6 +64,18 @@ def test_secrets_can_be_written_only_under_the_tenant_prefix(template_json, env)
 
 
 @pytest.mark.parametrize("env", ENVS)
+def test_the_billing_step_can_read_only_the_stripe_api_key(template_json, env):
+    function = _resources(template_json, env, "AWS::Lambda::Function")[0]
+    key_ref = function["Properties"]["Environment"]["Variables"]["STRIPE_API_KEY_SECRET_ID"]
+    assert "ApiKey" in json.dumps(key_ref)  # imported from the billing stack, never a value
+    statements = [s for p in _resources(template_json, env, "AWS::IAM::Policy")
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    reads = [s for s in statements if "secretsmanager:GetSecretValue" in json.dumps(s["Action"])
+             and "ApiKey" in json.dumps(s["Resource"])]
+    assert len(reads) == 1 and "WebhookSigningSecret" not in json.dumps(statements)
+
+
+@pytest.mark.parametrize("env", ENVS)
 def test_signup_rule_targets_the_function_with_retries_and_a_dead_letter_queue(templates, env):
     config = load_config(env)
     templates[(env, "tenants")].has_resource_properties("AWS::Events::Rule", {
