@@ -18,6 +18,8 @@ they are picked up by the next `init`.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 
 import psycopg
@@ -50,11 +52,9 @@ def _create_role_if_missing(conn: psycopg.Connection, role: str, options: sql.Co
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
     if exists:
         return
-    try:
-        with conn.transaction():
-            conn.execute(sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(role), options))
-    except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-        pass  # created by a concurrent init of another database in the same cluster
+    # A concurrent init of another database in the same cluster may create it first: that is fine.
+    with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation), conn.transaction():
+        conn.execute(sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(role), options))
 
 
 def _ensure_roles_and_hardening(conn: psycopg.Connection, provisioner: str) -> None:

@@ -21,6 +21,8 @@ offboarded tenant, or creating an existing id with another tier), `TransientErro
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,10 +69,8 @@ def _create_lock(conn: psycopg.Connection, tenant_id: str) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
+        with contextlib.suppress(psycopg.OperationalError):  # a lost session released its lock already
             conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
-        except psycopg.OperationalError:
-            pass  # the session is gone, and its lock with it
 
 
 def create(conn: psycopg.Connection, request: CreateRequest, *, actor: str, store: SecretStore | None = None,
