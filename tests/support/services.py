@@ -106,25 +106,24 @@ def _start_throwaway_redis() -> str:
     return url
 
 
+def _resolve(variable: str, default: str, reachable, start_throwaway, name: str) -> str:
+    """`variable`'s URL if set (it must answer), else `default` if it answers, else a throwaway."""
+    explicit = os.environ.get(variable)
+    if explicit:
+        if not reachable(explicit):
+            raise ServiceUnavailable(f"{variable} is set but {name} there does not answer: {explicit}")
+        return explicit
+    if reachable(default):
+        return default
+    return start_throwaway()
+
+
 def postgres_admin_url() -> str:
     """A superuser URL of a reachable PostgreSQL server."""
-    explicit = os.environ.get("TEST_DATABASE_URL")
-    if explicit:
-        if not _postgres_reachable(explicit):
-            raise ServiceUnavailable(f"TEST_DATABASE_URL is set but PostgreSQL there does not answer: {explicit}")
-        return explicit
-    if _postgres_reachable(DEFAULT_DATABASE_URL):
-        return DEFAULT_DATABASE_URL
-    return _start_throwaway_postgres()
+    return _resolve("TEST_DATABASE_URL", DEFAULT_DATABASE_URL, _postgres_reachable, _start_throwaway_postgres,
+                    "PostgreSQL")
 
 
 def redis_url() -> str:
     """The URL of a reachable Redis server."""
-    explicit = os.environ.get("TEST_REDIS_URL")
-    if explicit:
-        if not _redis_reachable(explicit):
-            raise ServiceUnavailable(f"TEST_REDIS_URL is set but Redis there does not answer: {explicit}")
-        return explicit
-    if _redis_reachable(DEFAULT_REDIS_URL):
-        return DEFAULT_REDIS_URL
-    return _start_throwaway_redis()
+    return _resolve("TEST_REDIS_URL", DEFAULT_REDIS_URL, _redis_reachable, _start_throwaway_redis, "Redis")
