@@ -18,10 +18,10 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_ses as ses
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.config import CostReportConfig, EnvConfig
+from stacks.constructs.dead_letter_queue import DeadLetterQueue
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge
@@ -50,12 +50,7 @@ class CostReportStack(cdk.Stack):
             encryption=dynamodb.TableEncryptionV2.customer_managed_key(security.data_key),
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
-        self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetters", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-            retention_period=cdk.Duration.days(14))
-        acknowledge(self.dead_letter_queue, "AwsSolutions-SQS3",
-                    "This queue is itself the dead-letter queue of the cost-report Lambda and its schedule; "
-                    "a DLQ of a DLQ would only move the same failed events one step further")
+        self.dead_letter_queue = DeadLetterQueue(self, "DeadLetters", purpose="cost-report Lambda and its schedule")
 
         function = PythonFunction(
             self, "CostReport", name="cost_report",
@@ -84,6 +79,7 @@ class CostReportStack(cdk.Stack):
             dead_letter_queue=self.dead_letter_queue,
         )
         self.function = function.function
+        self.dead_letter_queue.grant_encrypted_send(function.role)
         self.function.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
         self._grant(function.role, security, data)
 
@@ -104,6 +100,7 @@ class CostReportStack(cdk.Stack):
                 dead_letter_queue=self.dead_letter_queue, retry_attempts=3, max_event_age=RETRY_WINDOW,
                 role=scheduler_role),
         )
+        self.dead_letter_queue.grant_encrypted_send(scheduler_role)
         function_arn = f"<{self.get_logical_id(self.function.node.default_child)}.Arn>"
         acknowledge(scheduler_role, f"AwsSolutions-IAM5[Resource::{function_arn}:*]",
                     "Function.grant_invoke also allows the function's qualified ARNs (versions and aliases, "

@@ -28,14 +28,13 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_ses as ses
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.billing_stack import BillingStack
 from stacks.config import EnvConfig
+from stacks.constructs.dead_letter_queue import DeadLetterQueue
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
 from stacks.data_stack import DataStack
-from stacks.nag import acknowledge
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 
@@ -68,11 +67,10 @@ class LimitsStack(cdk.Stack):
             resources=[self.budget_topic.topic_arn],
             conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
 
-        self.dead_letter_queue = sqs.Queue(self, "DeadLetters", encryption=sqs.QueueEncryption.SQS_MANAGED,
-                                           enforce_ssl=True, retention_period=cdk.Duration.days(14))
-        acknowledge(self.dead_letter_queue, "AwsSolutions-SQS3",
-                    "This queue is itself the dead-letter queue of the enforcer schedule, both limits Lambdas and "
-                    "the budget-topic subscription; a DLQ of a DLQ would only move failed events one step further")
+        self.dead_letter_queue = DeadLetterQueue(
+            self, "DeadLetters", purpose="enforcer schedule, limits Lambdas, budget-topic subscription")
+        for service in ("events.amazonaws.com", "sns.amazonaws.com"):  # the schedule, the budget subscription
+            self.dead_letter_queue.allow_delivery_from(service)
         self.sender = ses.EmailIdentity(self, "SenderIdentity", identity=ses.Identity.email(limits.notification_sender))
 
         vpc = LambdaNetwork(vpc=network.vpc, subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
@@ -92,6 +90,7 @@ class LimitsStack(cdk.Stack):
             reserved_concurrency=2,  # a slow run may overlap the next one (safe); never more
             dead_letter_queue=self.dead_letter_queue)
         self.enforcer = enforcer.function
+        self.dead_letter_queue.grant_encrypted_send(enforcer.role)
         self.enforcer.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
         self.schedule = events.Rule(
             self, "EnforceSchedule", description=f"Enforce tier limits every {limits.enforce_every_minutes} minutes",
@@ -114,6 +113,7 @@ class LimitsStack(cdk.Stack):
             timeout=cdk.Duration.minutes(1), memory_size=256, network=vpc, log_key=security.logs_key,
             reserved_concurrency=1, dead_letter_queue=self.dead_letter_queue)
         self.budget_breaker = breaker.function
+        self.dead_letter_queue.grant_encrypted_send(breaker.role)
         self.budget_topic.add_subscription(subscriptions.LambdaSubscription(
             self.budget_breaker, dead_letter_queue=self.dead_letter_queue))
         self._grant_run("BudgetBreakerRun", breaker.role, security, secrets=[data.database_secret.secret_arn])
