@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 
 import boto3
 import pytest
@@ -14,14 +13,7 @@ from lambdas.stripe_webhook import handler as webhook_lambda
 from tenant_provisioner.billing.accounts import load_account
 from tests.billing.support import WEBHOOK_SECRET, create_tenant
 from tests.billing.stripe_server import sign_webhook
-
-
-@dataclass
-class Context:
-    function_name: str = "stripe-webhook"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:111111111111:function:stripe-webhook"
-    aws_request_id: str = "req-1"
+from tests.support.lambda_context import LambdaContext
 
 
 @pytest.fixture()
@@ -50,7 +42,7 @@ def url_event(body: bytes, signature: str | None, *, base64_body: bool = False, 
 
 
 def call(event):
-    response = webhook_lambda.handler(event, Context())
+    response = webhook_lambda.handler(event, LambdaContext())
     return response["statusCode"], json.loads(response["body"])
 
 

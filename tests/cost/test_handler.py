@@ -23,16 +23,7 @@ from tenant_provisioner import control
 from tenant_provisioner.db import admin_connect
 from tenant_provisioner.errors import ConfigError, InvalidInput
 from tests.cost.conftest import RECIPIENTS, REPORT_ENV, SENDER, inject_cost_explorer, sent_messages, verify_sender
-
-
-class FakeContext:
-    function_name = "saas-prod-cost-report"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:saas-prod-cost-report"
-    aws_request_id = "test-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 120_000
+from tests.support.lambda_context import LambdaContext
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +81,7 @@ def _parse(message):
 
 def _run(sample, date="2026-11-22"):
     inject_cost_explorer(sample["daily_by_service"] + sample["month_by_tenant"])
-    return handler({"date": date}, FakeContext())
+    return handler({"date": date}, LambdaContext())
 
 
 def test_report_is_sent_with_both_parts(aws, control_db, sample, ce_calls, monkeypatch, capsys):
@@ -123,7 +114,7 @@ def test_a_retry_for_the_same_date_sends_nothing(aws, sample, ce_calls):
     verify_sender()
     first = _run(sample)
     calls_after_first = len(ce_calls)
-    second = handler({"date": "2026-11-22"}, FakeContext())
+    second = handler({"date": "2026-11-22"}, LambdaContext())
     assert second == first
     assert len(sent_messages()) == 1
     assert len(ce_calls) == calls_after_first       # the stored result is returned: no new paid queries
@@ -134,8 +125,8 @@ def test_a_failed_send_raises_and_its_retry_sends_once(aws, sample, ce_calls):
         _run(sample)                               # sender identity not verified: SES rejects
     assert sent_messages() == []
     verify_sender()
-    handler({"date": "2026-11-22"}, FakeContext())
-    handler({"date": "2026-11-22"}, FakeContext())
+    handler({"date": "2026-11-22"}, LambdaContext())
+    handler({"date": "2026-11-22"}, LambdaContext())
     assert len(sent_messages()) == 1
 
 
@@ -153,15 +144,15 @@ def test_report_goes_out_when_the_database_is_down(aws, sample, ce_calls, monkey
 
 def test_bad_on_demand_date_is_answered_not_retried(aws):
     verify_sender()
-    assert handler({"date": "22.11.2026"}, FakeContext())["error"] == "invalid_input"
-    assert handler({"date": "2999-01-01"}, FakeContext())["field"] == "date"
+    assert handler({"date": "22.11.2026"}, LambdaContext())["error"] == "invalid_input"
+    assert handler({"date": "2999-01-01"}, LambdaContext())["field"] == "date"
     assert sent_messages() == []
 
 
 def test_missing_idempotency_table_is_a_config_error(aws, monkeypatch):
     monkeypatch.delenv("IDEMPOTENCY_TABLE")
     with pytest.raises(ConfigError, match="IDEMPOTENCY_TABLE"):
-        handler({}, FakeContext())
+        handler({}, LambdaContext())
 
 
 @pytest.mark.parametrize("scheduled, expected", [

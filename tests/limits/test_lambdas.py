@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import boto3
 import pytest
 from moto import mock_aws
@@ -15,14 +13,7 @@ from tenant_provisioner import lifecycle
 from tenant_provisioner.errors import InvalidInput
 from tenant_provisioner.limits import RateLimiter, TenantKeys
 from tenant_provisioner.pipeline import CreateRequest
-
-
-@dataclass
-class Context:
-    function_name: str = "test"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test"
-    aws_request_id: str = "req-1"
+from tests.support.lambda_context import LambdaContext
 
 
 @pytest.fixture()
@@ -48,11 +39,11 @@ def test_enforce_handler_runs_a_cycle_for_the_asked_tenants(lambda_env, db, tena
                                                     "admin_email": "a@acme.test"}), actor="test:limits")
     try:
         RateLimiter(redis_client).acquire(tenant_id, "starter", cost=20)
-        summary = enforce_handler.handler({"tenant_ids": [tenant_id]}, Context())
+        summary = enforce_handler.handler({"tenant_ids": [tenant_id]}, LambdaContext())
         assert summary["tenants"] == 1 and summary["errors"] == []
         assert redis_client.hget(TenantKeys.of(tenant_id).state, "state") == b"ok"
         with pytest.raises(InvalidInput):
-            enforce_handler.handler({"tenant_ids": "everyone"}, Context())
+            enforce_handler.handler({"tenant_ids": "everyone"}, LambdaContext())
     finally:
         redis_client.delete(*TenantKeys.of(tenant_id).as_list())
 
@@ -65,9 +56,9 @@ def test_budget_handler_reads_the_budget_and_records_the_level(lambda_env, db):
         "BudgetType": "COST", "CalculatedSpend": {"ActualSpend": {"Amount": "1710", "Unit": "USD"}}})
     event = {"Records": [{"Sns": {"Subject": "AWS Budgets: platform has exceeded your alert threshold",
                                   "Message": "AWS Budget Notification"}}]}
-    outcome = budget_handler.handler(event, Context())
+    outcome = budget_handler.handler(event, LambdaContext())
     assert outcome["level"] == "warning"  # 1710 of 1800 = 95 %
     assert outcome["applied"] == [{"level": "warning", "actions": ["notify_ops: sent"]}]
-    assert budget_handler.handler(event, Context())["applied"] == []  # SNS redelivers: nothing twice
+    assert budget_handler.handler(event, LambdaContext())["applied"] == []  # SNS redelivers: nothing twice
     with db.connection() as conn:
         conn.execute("DELETE FROM control.platform_budget_levels")

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import boto3
 import pytest
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.support.lambda_context import LambdaContext as Context
+
 PREFIX = "/saas/test"
-
-
-@dataclass
-class Context:
-    function_name: str = "provision_tenant"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:111111111111:function:provision_tenant"
-    aws_request_id: str = "req-1"
 
 
 @pytest.fixture()
