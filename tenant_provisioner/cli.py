@@ -9,13 +9,12 @@ Other components add their sub-apps below (``limits``, ``billing``).
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import os
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import psycopg
 import typer
@@ -24,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from tenant_provisioner import control, fleet, lifecycle, migrations, offboarding, validation, warm_pool
+from tenant_provisioner.cli_support import fail, handles_errors
 from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
-from tenant_provisioner.errors import PlatformError
 from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
 from tenant_provisioner.secrets import AwsSecretStore, SecretStore
 from tenant_provisioner.tiers import load_tiers
@@ -35,7 +34,6 @@ app = typer.Typer(name="tenant-provisioner", no_args_is_help=True, add_completio
                   help="Provision and operate tenants of the shared PostgreSQL database.")
 out = Console()
 err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SecretsMode(str, Enum):
@@ -58,26 +56,6 @@ def _settings(ctx: typer.Context) -> Settings:
 
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def handles_errors(command: F) -> F:
-    """Turn typed errors into one stderr line and the documented exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except PlatformError as exc:
-            raise _fail(str(exc), exc.exit_code) from None
-        except psycopg.Error as exc:
-            raise _fail(f"database: {str(exc) or type(exc).__name__}", 1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _store(mode: SecretsMode) -> SecretStore | None:
@@ -119,7 +97,7 @@ def init(ctx: typer.Context) -> None:
     """Create or upgrade roles, database hardening and the control schema (idempotent)."""
     settings = _settings(ctx)
     if not settings.database_url:
-        raise _fail("no database: pass --database-url or set DATABASE_URL", 2)
+        raise fail("no database: pass --database-url or set DATABASE_URL", 2)
     with admin_connect(settings.database_url) as conn:
         result = control.init(conn, settings.provisioner_role)
     applied = ", ".join(result.applied) or "nothing new"
@@ -234,7 +212,7 @@ def migrate(ctx: typer.Context,
             concurrency: Annotated[int, typer.Option(help="Tenants migrated in parallel (connections)")] = 4) -> None:
     """Bring every tenant schema to the latest version (resumable; skips up-to-date tenants)."""
     if not 1 <= concurrency <= fleet.MAX_CONCURRENCY:
-        raise _fail(f"concurrency: must be between 1 and {fleet.MAX_CONCURRENCY}", 2)
+        raise fail(f"concurrency: must be between 1 and {fleet.MAX_CONCURRENCY}", 2)
     with _settings(ctx).database(max_size=concurrency) as db:
         with db.connection() as conn:
             total = len(fleet.pending_tenants(conn, migrations.latest_version("tenant")))
@@ -254,7 +232,7 @@ def warm_pool_(ctx: typer.Context,
                size: Annotated[int, typer.Option(help="Pre-built schemas to keep waiting for signups")] = 20) -> None:
     """Build tenant schemas ahead of signups (and drop pool schemas at an old version)."""
     if not 0 <= size <= warm_pool.MAX_SIZE:
-        raise _fail(f"size: must be between 0 and {warm_pool.MAX_SIZE}", 2)
+        raise fail(f"size: must be between 0 and {warm_pool.MAX_SIZE}", 2)
     with _settings(ctx).database() as db, db.connection() as conn, err.status("building warm pool..."):
         result = warm_pool.refill(conn, size)
     print(json.dumps(result.to_dict()))

@@ -10,12 +10,11 @@ root CLI: 2 bad input or configuration, 1 any other failure (Stripe down include
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 from datetime import date, datetime, timezone
 from contextlib import contextmanager
-from typing import Annotated, Any, Callable, Iterator, TypeVar
+from typing import Annotated, Iterator
 
 import psycopg
 import stripe
@@ -30,29 +29,14 @@ from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client, translate
 from tenant_provisioner.billing import usage
 from tenant_provisioner.billing.usage import report_usage
+from tenant_provisioner.cli_support import handles_errors
 from tenant_provisioner.db import Database, provisioner_role_from_env
-from tenant_provisioner.errors import ConfigError, InvalidInput, PlatformError, TenantNotFound
+from tenant_provisioner.errors import ConfigError, InvalidInput, TenantNotFound
 from tenant_provisioner.tiers import load_tiers
 
 app = typer.Typer(name="billing", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Stripe billing: catalog sync, usage reports, payment grace, subscriptions.")
 out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _typed_errors(command: F) -> F:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except PlatformError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(exc.exit_code) from None
-        except psycopg.Error as exc:
-            err.print(f"error: database: {type(exc).__name__}: {exc}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
-    return wrapper  # type: ignore[return-value]
 
 
 def _database(ctx: typer.Context) -> Database:
@@ -86,7 +70,7 @@ def _actor() -> str:
 
 
 @app.command("sync-catalog")
-@_typed_errors
+@handles_errors
 def sync_catalog_command(dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only")] = False
                          ) -> None:
     """Create/update the meter, one product per tier and its prices from the tiers file (idempotent)."""
@@ -107,7 +91,7 @@ def sync_catalog_command(dry_run: Annotated[bool, typer.Option("--dry-run", help
 
 
 @app.command("report-usage")
-@_typed_errors
+@handles_errors
 def report_usage_command(ctx: typer.Context,
                          tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None) -> None:
     """Send unreported API-request usage to Stripe now (the enforcer does this every cycle)."""
@@ -122,7 +106,7 @@ def report_usage_command(ctx: typer.Context,
 
 
 @app.command()
-@_typed_errors
+@handles_errors
 def reconcile(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None,
               period: Annotated[str | None, typer.Option(help="Billing period YYYY-MM (default: current)")] = None
               ) -> None:
@@ -151,7 +135,7 @@ def _period(text: str | None) -> date:
 
 
 @app.command("usage-failures")
-@_typed_errors
+@handles_errors
 def usage_failures(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None
                    ) -> None:
     """Usage intervals Stripe refused for good (parked, not re-sent), with the reason."""
@@ -162,7 +146,7 @@ def usage_failures(ctx: typer.Context, tenant: Annotated[str | None, typer.Optio
 
 
 @app.command("retry-failed")
-@_typed_errors
+@handles_errors
 def retry_failed(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None
                  ) -> None:
     """Send parked usage again with the next report (after fixing the cause, e.g. a deleted customer)."""
@@ -173,7 +157,7 @@ def retry_failed(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(
 
 
 @app.command("mark-billed")
-@_typed_errors
+@handles_errors
 def mark_billed(ctx: typer.Context, identifier: Annotated[str, typer.Argument(help="Identifier of a parked interval")]
                 ) -> None:
     """Record that a parked interval was billed by hand (e.g. older than Stripe's 35 days); audited."""
@@ -183,7 +167,7 @@ def mark_billed(ctx: typer.Context, identifier: Annotated[str, typer.Argument(he
 
 
 @app.command("enforce-grace")
-@_typed_errors
+@handles_errors
 def enforce_grace_command(ctx: typer.Context) -> None:
     """Suspend tenants whose payment grace period has ended (the enforcer does this every cycle)."""
     with _connection(ctx) as conn:
@@ -208,7 +192,7 @@ ORDER BY a.tenant_id
 
 
 @app.command()
-@_typed_errors
+@handles_errors
 def status(ctx: typer.Context, tenant_id: Annotated[str | None, typer.Argument(help="One tenant")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False) -> None:
     """Stripe ids, payment state, grace and pending usage reports per tenant."""

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tenant_provisioner import validation
+from tenant_provisioner.cli_support import handles_errors
 from tenant_provisioner.db import Database
 from tenant_provisioner.errors import TenantNotFound, TransientError
 from tenant_provisioner.limits import state as redis_state
@@ -40,8 +41,8 @@ class NotifyMode(str, Enum):
 
 
 def _typed_errors(command: F) -> F:
-    """The root CLI's error policy (one stderr line, the documented exit code), with Redis failures
-    made `TransientError` first. Imported at call time: the root CLI imports this module."""
+    """The CLIs' error policy (`handles_errors`: one stderr line, the documented exit code), with
+    Redis failures made `TransientError` first."""
 
     def redis_as_transient(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -49,12 +50,7 @@ def _typed_errors(command: F) -> F:
         except redis.RedisError as exc:
             raise TransientError(f"redis: {exc}") from exc
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tenant_provisioner.cli import handles_errors
-
-        return handles_errors(redis_as_transient)(*args, **kwargs)
-    return wrapper  # type: ignore[return-value]
+    return handles_errors(functools.wraps(command)(redis_as_transient))  # type: ignore[return-value]
 
 
 def _database(ctx: typer.Context) -> Database:
