@@ -14,7 +14,6 @@ burst of deliveries can open.
 from __future__ import annotations
 
 import aws_cdk as cdk
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -22,7 +21,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.config import EnvConfig
-from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+from stacks.constructs.python_function import PythonFunction
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, skip_checkov
 from stacks.network_stack import NetworkStack
@@ -60,9 +59,7 @@ class BillingStack(cdk.Stack):
             },
             timeout=cdk.Duration.seconds(20),
             memory_size=256,
-            network=LambdaNetwork(vpc=network.vpc,
-                                  subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-                                  security_groups=[data.control_plane_security_group]),
+            network=data.control_plane_network,
             log_key=security.logs_key,
             reserved_concurrency=WEBHOOK_CONCURRENCY,
         )

@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_scheduler as scheduler
@@ -22,7 +21,7 @@ from constructs import Construct
 
 from stacks.config import CostReportConfig, EnvConfig
 from stacks.constructs.dead_letter_queue import DeadLetterQueue
-from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+from stacks.constructs.python_function import PythonFunction
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge
 from stacks.network_stack import NetworkStack
@@ -71,9 +70,7 @@ class CostReportStack(cdk.Stack):
             },
             timeout=cdk.Duration.minutes(5),
             memory_size=512,
-            network=LambdaNetwork(vpc=network.vpc,
-                                  subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-                                  security_groups=[data.control_plane_security_group]),
+            network=data.control_plane_network,
             log_key=security.logs_key,
             reserved_concurrency=1,   # one run at a time: a retry waits for the run it repeats
             dead_letter_queue=self.dead_letter_queue,

@@ -10,6 +10,7 @@ from stacks.config import EnvConfig
 from stacks.constructs.cache import Cache
 from stacks.constructs.database import POSTGRES_PORT, PostgresDatabase
 from stacks.constructs.outputs import publish
+from stacks.constructs.python_function import LambdaNetwork
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 
@@ -46,6 +47,11 @@ class DataStack(cdk.Stack):
         self.cache_port = cache.port
         self.cache_auth_secret = cache.auth_secret
         self.admit(self.control_plane_security_group, "control-plane Lambdas")
+        # Where every control-plane Lambda runs: private subnets with egress (AWS and Stripe APIs), in
+        # the group RDS and the cache admit.
+        self.control_plane_network = LambdaNetwork(
+            vpc=vpc, subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_groups=[self.control_plane_security_group])
 
         env = config.name
         publish(self, env, "db-endpoint", self.database.db_instance_endpoint_address, "PostgreSQL endpoint address")

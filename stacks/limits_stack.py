@@ -20,7 +20,6 @@ import aws_cdk as cdk
 from aws_cdk import aws_budgets as budgets
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as event_targets
 from aws_cdk import aws_iam as iam
@@ -33,7 +32,7 @@ from constructs import Construct
 from stacks.billing_stack import BillingStack
 from stacks.config import EnvConfig
 from stacks.constructs.dead_letter_queue import DeadLetterQueue
-from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+from stacks.constructs.python_function import PythonFunction
 from stacks.data_stack import DataStack
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
@@ -73,8 +72,6 @@ class LimitsStack(cdk.Stack):
             self.dead_letter_queue.allow_delivery_from(service)
         self.sender = ses.EmailIdentity(self, "SenderIdentity", identity=ses.Identity.email(limits.notification_sender))
 
-        vpc = LambdaNetwork(vpc=network.vpc, subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-                            security_groups=[data.control_plane_security_group])
         database_env = {"DATABASE_SECRET_ARN": data.database_secret.secret_arn,
                         "DATABASE_NAME": config.tenants.database_name,
                         "TENANT_PROVISIONER_ROLE": config.tenants.provisioner_role,
@@ -86,7 +83,8 @@ class LimitsStack(cdk.Stack):
             environment={**database_env, "REDIS_HOST": data.cache_endpoint_address, "REDIS_PORT": str(data.cache_port),
                          "REDIS_AUTH_SECRET_ARN": data.cache_auth_secret.secret_arn,
                          "LIMITS_SENDER_EMAIL": limits.notification_sender},
-            timeout=cdk.Duration.minutes(4), memory_size=512, network=vpc, log_key=security.logs_key,
+            timeout=cdk.Duration.minutes(4), memory_size=512, network=data.control_plane_network,
+            log_key=security.logs_key,
             reserved_concurrency=2,  # a slow run may overlap the next one (safe); never more
             dead_letter_queue=self.dead_letter_queue)
         self.enforcer = enforcer.function
@@ -110,7 +108,8 @@ class LimitsStack(cdk.Stack):
             environment={**database_env, "BUDGET_ACCOUNT_ID": self.account, "BUDGET_NAME": self.budget_name,
                          "NONPROD_DB_INSTANCES": ",".join(limits.nonprod_db_instances),
                          "NONPROD_NODEGROUPS": ",".join(limits.nonprod_nodegroups)},
-            timeout=cdk.Duration.minutes(1), memory_size=256, network=vpc, log_key=security.logs_key,
+            timeout=cdk.Duration.minutes(1), memory_size=256, network=data.control_plane_network,
+            log_key=security.logs_key,
             reserved_concurrency=1, dead_letter_queue=self.dead_letter_queue)
         self.budget_breaker = breaker.function
         self.dead_letter_queue.grant_encrypted_send(breaker.role)

@@ -85,8 +85,9 @@ def test_idempotency_table_and_dead_letter_queue(templates, env):
         "TimeToLiveSpecification": {"AttributeName": "expiration", "Enabled": True},
         "SSESpecification": assertions.Match.object_like({"SSEEnabled": True, "SSEType": "KMS"}),
     })
-    template.has_resource_properties("AWS::SQS::Queue", {"KmsMasterKeyId": {"Fn::GetAtt": [assertions.Match.any_value(), "Arn"]},
-                                                         "MessageRetentionPeriod": 14 * 24 * 3600})
+    template.has_resource_properties("AWS::SQS::Queue", {
+        "KmsMasterKeyId": {"Fn::GetAtt": [assertions.Match.any_value(), "Arn"]},
+        "MessageRetentionPeriod": 14 * 24 * 3600})
     template.resource_count_is("AWS::SQS::Queue", 1)
 
 
