@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from tenant_provisioner import lifecycle, pipeline
@@ -18,3 +20,21 @@ def create_tenant(conn, client, settings, *extra_steps, tenant_id: str = "acme-c
                                      company_name="Acme")
     steps = [pipeline.DatabaseStep(), StripeStep(client, settings), *extra_steps, pipeline.ActivateStep()]
     return lifecycle.create(conn, request, actor="test", steps=steps)
+
+
+def run_concurrently(job: Callable[[], object], times: int) -> list[Exception]:
+    """Run ``job`` in ``times`` threads at once and wait for all; the exceptions they raised."""
+    errors: list[Exception] = []
+
+    def guarded() -> None:
+        try:
+            job()
+        except Exception as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors

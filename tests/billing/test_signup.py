@@ -4,7 +4,6 @@ prorate, offboarding cancels."""
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -16,7 +15,7 @@ from tenant_provisioner.billing.steps import provisioning_steps
 from tenant_provisioner.errors import ConfigError, TenantConflict, TransientError
 from tenant_provisioner.pipeline import CreateRequest
 from tenant_provisioner.tiers import load_tiers
-from tests.billing.support import FAKE_KEY, create_tenant
+from tests.billing.support import FAKE_KEY, create_tenant, run_concurrently
 
 
 class Boom(RuntimeError):
@@ -192,21 +191,11 @@ def test_without_a_key_the_step_is_skipped_loudly(monkeypatch, conn, capsys, tin
 
 
 def test_simultaneous_signups_of_one_id_make_one_customer(fake_stripe, db, client, settings, synced):
-    errors = []
-
     def signup():
-        try:
-            with db.connection() as conn:
-                create_tenant(conn, client, settings)
-        except Exception as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
+        with db.connection() as conn:
+            create_tenant(conn, client, settings)
 
-    threads = [threading.Thread(target=signup) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not run_concurrently(signup, 6)
     _assert_one_live(fake_stripe)
     assert len(fake_stripe.state.customers) == 1 and len(fake_stripe.state.subscriptions) == 1
 

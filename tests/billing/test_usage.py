@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tenant_provisioner.billing import usage
 from tenant_provisioner.billing.usage import report_usage
 from tenant_provisioner.errors import InvalidInput
-from tests.billing.support import FAKE_KEY, create_tenant
+from tests.billing.support import FAKE_KEY, create_tenant, run_concurrently
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 PERIOD = NOW.date().replace(day=1)
@@ -219,20 +219,11 @@ def test_concurrent_runs_over_many_tenants_neither_deadlock_nor_double_count(fak
         customers[tenant_id] = create_tenant(conn, client, settings, tenant_id=tenant_id) \
             .outputs["billing"]["stripe_customer_id"]
         measure(conn, 100 + i, tenant_id=tenant_id)
-    errors = []
 
     def run():
-        try:
-            with db.connection() as other:
-                report_usage(other, client, settings)
-        except Exception as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
+        with db.connection() as other:
+            report_usage(other, client, settings)
 
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not run_concurrently(run, 3)
     assert {t: billed(fake_stripe, c) for t, c in customers.items()} == {
         f"tenant-{i:02d}": 100 + i for i in range(12)}
