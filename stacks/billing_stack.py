@@ -24,7 +24,6 @@ from stacks.config import EnvConfig
 from stacks.constructs.python_function import PythonFunction
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, skip_checkov
-from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 
 WEBHOOK_CONCURRENCY = 5
@@ -34,7 +33,7 @@ _ROTATION_REASON = ("{what} is issued by Stripe, not by AWS: it is rotated by ro
 
 
 class BillingStack(cdk.Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig,
                  security: SecurityStack, data: DataStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         prefix = f"{config.tenants.secrets_prefix}/platform/stripe"

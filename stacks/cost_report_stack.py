@@ -24,7 +24,6 @@ from stacks.constructs.dead_letter_queue import DeadLetterQueue
 from stacks.constructs.python_function import PythonFunction
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge
-from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 
 # Every retry of one date ends well within this; the idempotency record must outlive them.
@@ -32,7 +31,7 @@ RETRY_WINDOW = cdk.Duration.hours(6)
 
 
 class CostReportStack(cdk.Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig,
                  security: SecurityStack, data: DataStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         report = config.cost_report

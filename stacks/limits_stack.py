@@ -34,7 +34,6 @@ from stacks.config import EnvConfig
 from stacks.constructs.dead_letter_queue import DeadLetterQueue
 from stacks.constructs.python_function import PythonFunction
 from stacks.data_stack import DataStack
-from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 
 BUDGET_THRESHOLDS = (("ACTUAL", 90), ("ACTUAL", 100), ("ACTUAL", 200), ("FORECASTED", 100))
@@ -42,7 +41,7 @@ RETRY_WINDOW = cdk.Duration.hours(1)
 
 
 class LimitsStack(cdk.Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig,
                  security: SecurityStack, data: DataStack, billing: BillingStack | None = None, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         limits = config.limits

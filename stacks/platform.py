@@ -47,10 +47,10 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
     cicd = CicdStack(scope, config.stack_id("cicd"), config=config, env=env)
 
     # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
-    billing = BillingStack(scope, config.stack_id("billing"), config=config, network=network, security=security, data=data, env=env)
-    TenantsStack(scope, config.stack_id("tenants"), config=config, network=network, security=security, data=data, billing=billing, env=env)
-    CostReportStack(scope, config.stack_id("cost-report"), config=config, network=network, security=security, data=data, env=env)
-    LimitsStack(scope, config.stack_id("limits"), config=config, network=network, security=security, data=data, billing=billing, env=env)
+    billing = BillingStack(scope, config.stack_id("billing"), config=config, security=security, data=data, env=env)
+    TenantsStack(scope, config.stack_id("tenants"), config=config, security=security, data=data, billing=billing, env=env)
+    CostReportStack(scope, config.stack_id("cost-report"), config=config, security=security, data=data, env=env)
+    LimitsStack(scope, config.stack_id("limits"), config=config, security=security, data=data, billing=billing, env=env)
     EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
     ObservabilityStack(scope, config.stack_id("observability"), config=config, security=security, data=data, cluster=cluster, env=env)  # last: watches the stacks above
 

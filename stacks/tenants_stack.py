@@ -13,20 +13,18 @@ drop offboarded tenants whose retention period has passed.
 from __future__ import annotations
 
 import aws_cdk as cdk
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.billing_stack import BillingStack
 from stacks.config import EnvConfig
 from stacks.constructs.outputs import publish
-from stacks.constructs.python_function import LambdaNetwork, PythonFunction
+from stacks.constructs.dead_letter_queue import DeadLetterQueue
+from stacks.constructs.python_function import PythonFunction
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, partition_in_findings
-from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 
 SIGNUP_DETAIL_TYPE = "tenant.signup"
@@ -35,18 +33,14 @@ RETRY_WINDOW = cdk.Duration.hours(2)
 
 
 class TenantsStack(cdk.Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig,
                  security: SecurityStack, data: DataStack, billing: BillingStack | None = None,
                  **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         tenants = config.tenants
         self.tenant_secrets_prefix = f"{tenants.secrets_prefix}/tenants/"
-        self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetters", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-            retention_period=cdk.Duration.days(14))
-        acknowledge(self.dead_letter_queue, "AwsSolutions-SQS3",
-                    "This queue is itself the dead-letter queue of the provisioning Lambda and the signup rule; "
-                    "a DLQ of a DLQ would only move the same failed signups one step further")
+        self.dead_letter_queue = DeadLetterQueue(self, "DeadLetters", purpose="provisioning Lambda and its rules")
+        self.dead_letter_queue.allow_delivery_from("events.amazonaws.com")  # signup, warm-pool, offboarding rules
 
         function = PythonFunction(
             self, "ProvisionTenant", name="provision_tenant",
@@ -62,14 +56,13 @@ class TenantsStack(cdk.Stack):
             },
             timeout=cdk.Duration.seconds(tenants.provisioner_timeout_seconds),
             memory_size=512,
-            network=LambdaNetwork(vpc=network.vpc,
-                                  subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-                                  security_groups=[data.control_plane_security_group]),
+            network=data.control_plane_network,
             log_key=security.logs_key,
             reserved_concurrency=tenants.max_concurrent_provisions,
             dead_letter_queue=self.dead_letter_queue,
         )
         self.function = function.function
+        self.dead_letter_queue.grant_encrypted_send(function.role)
         self.function.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
         self._grant(function.role, security, data)
         if billing is not None:  # the billing step creates the tenant's Stripe customer and subscription

@@ -54,7 +54,7 @@ def test_limits_dead_letter_key_admits_the_schedule_and_the_budget_subscription(
             "Principal": {"Service": ["events.amazonaws.com", "sns.amazonaws.com"]}, "Action": KEY_ACTIONS})])}})
 
 
-@pytest.mark.parametrize(("env", "component"), [(e, c) for e in ENVS for c in ("limits", "cost-report")])
+@pytest.mark.parametrize(("env", "component"), [(e, c) for e in ENVS for c in ("limits", "cost-report", "tenants")])
 def test_every_role_that_may_send_to_the_dead_letter_queue_may_encrypt_for_it(template_json, env, component):
     resources = template_json[(env, component)]["Resources"]
     (queue_id,) = [i for i, r in resources.items() if r["Type"] == "AWS::SQS::Queue"]
@@ -66,3 +66,10 @@ def test_every_role_that_may_send_to_the_dead_letter_queue_may_encrypt_for_it(te
         encrypts = any(s["Action"] == KEY_ACTIONS and s["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
                        for s in statements)
         assert sends <= encrypts, policy["Properties"]["PolicyName"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_tenants_dead_letter_key_admits_the_signup_and_schedule_rules(templates, env):
+    templates[(env, "tenants")].has_resource_properties("AWS::KMS::Key", {"KeyPolicy": {
+        "Statement": Match.array_with([Match.object_like({
+            "Principal": {"Service": "events.amazonaws.com"}, "Action": KEY_ACTIONS})])}})

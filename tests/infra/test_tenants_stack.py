@@ -90,7 +90,7 @@ def test_signup_rule_targets_the_function_with_retries_and_a_dead_letter_queue(t
     templates[(env, "tenants")].has_resource_properties("AWS::Lambda::EventInvokeConfig", {
         "MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 7200})
     templates[(env, "tenants")].has_resource_properties("AWS::SQS::Queue", {
-        "SqsManagedSseEnabled": True, "MessageRetentionPeriod": 14 * 24 * 3600})
+        "KmsMasterKeyId": {"Fn::GetAtt": [Match.any_value(), "Arn"]}, "MessageRetentionPeriod": 14 * 24 * 3600})
 
 
 @pytest.mark.parametrize("env", ENVS)
