@@ -13,7 +13,9 @@ under that unique key, which is what makes notification exactly-once. Levels nev
 inside a period on their own (lost Redis counters must not lift a limit); they reset at the next
 period, drop on a tier change that raises the limit, and SUSPENDED ends only when the tenant is
 active again (operator resume or a paid tier change through the lifecycle), which starts a new
-generation whose suspension threshold counts attempts from the resume on.
+generation whose suspension threshold counts attempts from the resume on. A tier change that
+lowers the level also starts a new generation, so a later change back (and the warning it
+brings) is recorded and notified as the new event it is.
 """
 
 from __future__ import annotations
@@ -141,7 +143,9 @@ def step(state: BreakerState | None, usage: Usage, *, period: date, tier: str, l
     if measured > state.level:
         state = move(state, replace(state, level=measured, tier=tier), "usage")
     elif measured < state.level and state.tier != tier:
-        state = move(state, replace(state, level=measured, tier=tier), "tier_change")
+        # A new generation: should the tier go back down, re-entering a level is a new event.
+        state = move(state, replace(state, level=measured, tier=tier, generation=state.generation + 1),
+                     "tier_change")
     elif state.tier != tier:
         state = replace(state, tier=tier)
     return state, transitions

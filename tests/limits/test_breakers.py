@@ -105,6 +105,18 @@ def test_tier_change_lifts_a_hard_limit_but_lost_counters_do_not():
     assert [(t.cause, t.action) for t in transitions] == [("tier_change", "breaker.reset")]
 
 
+def test_warning_again_after_a_tier_round_trip_is_a_new_event():
+    """90 % on a small tier, up to a large tier (level drops), back down: the warning comes back
+    as a new, separately keyed transition (found by the state machine below)."""
+    warned, _ = step(None, _usage(90, 90, 100), period=NOV, tier="small", levels=LEVELS, tenant_active=True)
+    upgraded, down = step(warned, _usage(90, 90, 1000), period=NOV, tier="large", levels=LEVELS,
+                          tenant_active=True)
+    back, again = step(upgraded, _usage(90, 90, 100), period=NOV, tier="small", levels=LEVELS, tenant_active=True)
+    assert [(t.to_level, t.cause) for t in down + again] == [(Level.OK, "tier_change"), (Level.WARNING, "usage")]
+    assert again[0].generation == down[0].generation == warned.generation + 1
+    assert back.level is Level.WARNING
+
+
 class BreakerLifecycle(RuleBasedStateMachine):
     """Random months of usage, suspensions, resumes and tier changes against `step`, as the
     enforcer drives it: every transition is unique under the enforcer's key, and the breaker and

@@ -18,7 +18,8 @@ CREATE TABLE control.tenant_usage (
 
 CREATE INDEX tenant_usage_period_idx ON control.tenant_usage (period_start, quantity);
 
--- The current breaker of each tenant and quantity. `generation` grows with every resume inside a
+-- The current breaker of each tenant and quantity. `generation` grows with every resume (and every
+-- tier change that lowers the level) inside a
 -- period, so a tenant resumed and abusive again is suspended (and notified) again; the
 -- suspension threshold then counts attempts above `attempted_baseline`.
 CREATE TABLE control.tenant_breakers (
