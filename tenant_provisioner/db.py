@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tenant_provisioner.errors import ConfigError, TransientError
@@ -25,6 +26,37 @@ APPLICATION_NAME = "tenant-provisioner"
 # First key of every two-int advisory lock we take (`pg_advisory_lock(int, int)`), so our locks
 # never collide with another component's.
 LOCK_NAMESPACE = 0x7E4A
+
+
+SECRET_MAX_AGE_SECONDS = 300
+
+
+def rds_secret_params(secret_arn: str, *, dbname: str | None = None, sslmode: str = "require",
+                      application_name: str | None = None) -> dict[str, Any]:
+    """libpq parameters from the RDS master secret, fetched at run time (cached 5 minutes by
+    Powertools, so a rotated password is picked up) and never logged; TLS required by default."""
+    from aws_lambda_powertools.utilities import parameters  # only Lambdas read secrets; keep CLI imports light
+
+    secret = parameters.get_secret(secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
+    params: dict[str, Any] = {"host": secret["host"], "port": int(secret.get("port", 5432)),
+                              "user": secret["username"], "password": secret["password"],
+                              "dbname": dbname or secret.get("dbname") or "postgres", "sslmode": sslmode}
+    if application_name:
+        params["application_name"] = application_name
+    return params
+
+
+def database_url_from_env(env: Mapping[str, str] | None = None, *, application_name: str | None = None) -> str:
+    """``DATABASE_URL`` (local runs, tests), else the RDS secret ``DATABASE_SECRET_ARN`` for database
+    ``DATABASE_NAME`` — what CDK sets on every control-plane Lambda."""
+    env = os.environ if env is None else env
+    if env.get("DATABASE_URL"):
+        return env["DATABASE_URL"]
+    arn = env.get("DATABASE_SECRET_ARN")
+    if not arn:
+        raise ConfigError("no database: set DATABASE_URL or DATABASE_SECRET_ARN")
+    return make_conninfo(**rds_secret_params(arn, dbname=env.get("DATABASE_NAME") or None,
+                                             application_name=application_name))
 
 
 def provisioner_role_from_env() -> str:

@@ -15,10 +15,9 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from tenant_provisioner.db import Database
+from tenant_provisioner.db import Database, database_url_from_env
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.limits.budget import Actuators, NonProdTargets, enforce_budget, read_spend
-from tenant_provisioner.limits.runtime import database_url
 
 logger = Logger()
 metrics = Metrics(namespace="SaaS/Limits")
@@ -47,7 +46,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
                     eks=boto3.client("eks"), nonprod=NonProdTargets(db_instances=_split("NONPROD_DB_INSTANCES"),
                                                                     nodegroups=_split("NONPROD_NODEGROUPS")))
     period_start = datetime.now(timezone.utc).date().replace(day=1)
-    with Database(database_url(), max_size=1) as db, db.connection() as conn:
+    with Database(database_url_from_env(), max_size=1) as db, db.connection() as conn:
         outcome = enforce_budget(conn, spend, period_start, act)
     metrics.add_metric(name="PlatformBudgetLevel", unit=MetricUnit.Count, value=int(outcome.level))
     logger.info("budget breaker done", extra={"outcome": outcome.to_dict()})

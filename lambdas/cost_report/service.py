@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from psycopg.conninfo import make_conninfo
 
@@ -14,6 +13,7 @@ from lambdas.cost_report.costs import MAX_REQUESTS_PER_REPORT, CostExplorerSourc
 from lambdas.cost_report.platform_data import PlatformSnapshot, read_platform
 from lambdas.cost_report.report import Report, build_report
 from lambdas.cost_report.settings import ReportSettings
+from tenant_provisioner.db import rds_secret_params
 from tenant_provisioner.errors import InvalidInput
 from tenant_provisioner.tiers import load_tiers
 
@@ -65,10 +65,8 @@ def database_conninfo(settings: ReportSettings) -> str | None:
         return settings.database_url
     if not settings.database_secret_arn:
         return None
-    secret = parameters.get_secret(settings.database_secret_arn, transform="json", max_age=300)
-    return make_conninfo(host=secret["host"], port=secret.get("port", 5432), user=secret["username"],
-                         password=secret["password"], dbname=settings.database_name or secret.get("dbname", "postgres"),
-                         sslmode="require", application_name="cost-report")
+    return make_conninfo(**rds_secret_params(settings.database_secret_arn, dbname=settings.database_name,
+                                              application_name="cost-report"))
 
 
 def platform_loader(settings: ReportSettings) -> PlatformLoader:

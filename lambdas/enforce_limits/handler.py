@@ -14,11 +14,11 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from tenant_provisioner import validation
-from tenant_provisioner.db import Database
+from tenant_provisioner.db import Database, database_url_from_env
 from tenant_provisioner.errors import InvalidInput, TransientError
 from tenant_provisioner.limits.enforcer import registered_reporters, run_cycle
 from tenant_provisioner.limits.notify import AwsNotifier
-from tenant_provisioner.limits.runtime import database_url, redis_client
+from tenant_provisioner.limits.runtime import redis_client
 
 logger = Logger()
 metrics = Metrics(namespace="SaaS/Limits")
@@ -37,7 +37,7 @@ def _tenant_ids(event: dict[str, Any]) -> list[str] | None:
 @logger.inject_lambda_context
 def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     tenant_ids = _tenant_ids(event or {})
-    with Database(database_url(), max_size=1) as db:
+    with Database(database_url_from_env(), max_size=1) as db:
         result = run_cycle(db, redis_client(), notifier=AwsNotifier.from_env(), tenant_ids=tenant_ids,
                            reporters=registered_reporters())
     summary = result.to_dict()

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from psycopg.conninfo import make_conninfo
 
 from tenant_provisioner import control, fleet, lifecycle, offboarding, tenants, warm_pool
-from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
+from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env, rds_secret_params
 from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
 from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
 from tenant_provisioner.secrets import AwsSecretStore
@@ -35,7 +35,6 @@ from tenant_provisioner.secrets import AwsSecretStore
 logger = Logger()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "SaaS/Tenants"))
 ACTOR = "lambda:provision_tenant"
-_SECRET_MAX_AGE_SECONDS = 300
 
 # Reused across warm invocations: the connection URL, one pooled connection, one Secrets Manager client.
 _url: str | None = None
@@ -54,15 +53,12 @@ def _secret_store() -> AwsSecretStore:
 def _connect() -> tuple[Database, DbEndpoint]:
     global _url, _database, _endpoint
     if _url is None or _database is None or _endpoint is None:
-        secret: dict[str, Any] = parameters.get_secret(os.environ["DATABASE_SECRET_ARN"], transform="json",
-                                                       max_age=_SECRET_MAX_AGE_SECONDS)
-        dbname = os.environ.get("DATABASE_NAME") or secret.get("dbname") or "postgres"
-        _url = make_conninfo(host=secret["host"], port=int(secret["port"]), user=secret["username"],
-                             password=secret["password"], dbname=dbname,
-                             sslmode=os.environ.get("DATABASE_SSLMODE", "require"))
+        params = rds_secret_params(os.environ["DATABASE_SECRET_ARN"], dbname=os.environ.get("DATABASE_NAME"),
+                                   sslmode=os.environ.get("DATABASE_SSLMODE", "require"))
+        _url = make_conninfo(**params)
         _database = Database(_url, max_size=1)
-        _endpoint = DbEndpoint(host=os.environ.get("TENANT_DB_HOST") or secret["host"],
-                               port=int(os.environ.get("TENANT_DB_PORT") or secret["port"]), database=dbname)
+        _endpoint = DbEndpoint(host=os.environ.get("TENANT_DB_HOST") or params["host"],
+                               port=int(os.environ.get("TENANT_DB_PORT") or params["port"]), database=params["dbname"])
     return _database, _endpoint
 
 

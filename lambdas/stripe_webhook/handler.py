@@ -18,11 +18,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from psycopg.conninfo import make_conninfo
 
 from tenant_provisioner.billing import webhooks
 from tenant_provisioner.billing.settings import BillingSettings, webhook_signing_secret
-from tenant_provisioner.db import Database
+from tenant_provisioner.db import Database, database_url_from_env
 from tenant_provisioner.errors import ConfigError, InvalidInput, TransientError
 
 logger = Logger()
@@ -30,20 +29,10 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "SaaS
 _database: Database | None = None
 
 
-def _database_url() -> str:
-    """``DATABASE_URL`` locally; in AWS the RDS secret (TLS required) and ``DATABASE_NAME``."""
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
-    secret = parameters.get_secret(os.environ["DATABASE_SECRET_ARN"], transform="json", max_age=300)
-    return make_conninfo(host=secret["host"], port=secret.get("port", 5432), user=secret["username"],
-                         password=secret["password"], dbname=os.environ.get("DATABASE_NAME", "postgres"),
-                         sslmode="require", application_name="stripe-webhook")
-
-
 def _db() -> Database:
     global _database
     if _database is None:
-        _database = Database(_database_url(), max_size=1)
+        _database = Database(database_url_from_env(application_name="stripe-webhook"), max_size=1)
     return _database
 
 

@@ -1,9 +1,9 @@
-"""Connections for the limits Lambdas from the environment CDK sets (or plain URLs locally).
+"""The Redis connection for the limits Lambdas from the environment CDK sets (or a URL locally).
 
-Database: ``DATABASE_URL``, else the RDS master secret ``DATABASE_SECRET_ARN`` (+ ``DATABASE_NAME``)
-with TLS required. Redis: ``REDIS_URL``, else ``REDIS_HOST`` / ``REDIS_PORT`` with the AUTH token
-from ``REDIS_AUTH_SECRET_ARN`` over TLS (ElastiCache in-transit encryption). Secret values are
-fetched at run time (cached 5 minutes by Powertools) and never logged.
+``REDIS_URL``, else ``REDIS_HOST`` / ``REDIS_PORT`` with the AUTH token from
+``REDIS_AUTH_SECRET_ARN`` over TLS (ElastiCache in-transit encryption). The token is fetched at
+run time (cached 5 minutes by Powertools) and never logged. The database URL comes from
+`tenant_provisioner.db.database_url_from_env`.
 """
 
 from __future__ import annotations
@@ -13,25 +13,11 @@ from typing import Mapping
 
 import redis
 from aws_lambda_powertools.utilities import parameters
-from psycopg.conninfo import make_conninfo
 
 from tenant_provisioner.errors import ConfigError
 
 SECRET_MAX_AGE_S = 300
 REDIS_TIMEOUT_S = 2.0
-
-
-def database_url(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    if env.get("DATABASE_URL"):
-        return env["DATABASE_URL"]
-    arn = env.get("DATABASE_SECRET_ARN")
-    if not arn:
-        raise ConfigError("no database: set DATABASE_URL or DATABASE_SECRET_ARN")
-    secret = parameters.get_secret(arn, transform="json", max_age=SECRET_MAX_AGE_S)
-    return make_conninfo(host=secret["host"], port=secret.get("port", 5432), user=secret["username"],
-                         password=secret["password"], dbname=env.get("DATABASE_NAME") or secret.get("dbname", "postgres"),
-                         sslmode="require")
 
 
 def redis_client(env: Mapping[str, str] | None = None) -> redis.Redis:
