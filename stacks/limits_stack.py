@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_budgets as budgets
-from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as event_targets
 from aws_cdk import aws_iam as iam
@@ -134,34 +132,14 @@ class LimitsStack(cdk.Stack):
                 for kind, percent in BUDGET_THRESHOLDS])
         self.budget.node.add_dependency(self.budget_topic)
 
-        self._alarms()
-
+        # Its failures (enforcer errors, dead letters, a degraded limiter) page through the
+        # observability stack's alarm topic, like every other control-plane Lambda's.
         cdk.CfnOutput(self, "OpsTopicArn", value=self.ops_topic.topic_arn,
                       description="Breaker notices and budget levels (subscribe paging here)")
         cdk.CfnOutput(self, "EnforcerFunctionName", value=self.enforcer.function_name,
                       description='Invoke with {"tenant_ids": ["<id>"]} to enforce now (e.g. after a resume)')
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
                       description="Failed enforcer / budget-breaker runs (docs/runbooks/tenant-limits.md)")
-
-    def _alarms(self) -> None:
-        """Page-worthy conditions of this component, to the ops topic."""
-        five_minutes = cdk.Duration.minutes(5)
-        alarms = {
-            "LimiterDegraded": (cloudwatch.Metric(
-                namespace="SaaS/Limits", metric_name="RateLimiterDegraded", dimensions_map={"component": "rate-limiter"},
-                statistic="Sum", period=five_minutes),
-                "API pods decide rate limits without Redis (stricter in-process limits, no metering)"),
-            "EnforcerErrors": (self.enforcer.metric_errors(period=five_minutes),
-                               "The quota enforcer failed; breakers are not being applied"),
-            "DeadLettersWaiting": (self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=five_minutes),
-                            "Enforcer or budget-breaker runs gave up; see docs/runbooks/tenant-limits.md"),
-        }
-        for alarm_id, (metric, description) in alarms.items():
-            alarm = cloudwatch.Alarm(self, alarm_id, metric=metric, threshold=0, evaluation_periods=1,
-                                     comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                                     treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                                     alarm_description=description)
-            alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.ops_topic))
 
     def _grant_run(self, policy_id: str, role: iam.IRole, security: SecurityStack, *, secrets: list[str]) -> None:
         """Read the secrets it connects with and publish to the ops topic (statements on the role only)."""
