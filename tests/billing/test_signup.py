@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 import pytest
 import stripe
 
-from tenant_provisioner import lifecycle, pipeline
+from tenant_provisioner.tenants import lifecycle, provisioning
 from tenant_provisioner.billing.accounts import Accounts, load_account
 from tenant_provisioner.billing.steps import provisioning_steps
 from tenant_provisioner.errors import ConfigError, TenantConflict, TransientError
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.support import FAKE_KEY, create_tenant, run_concurrently
 
@@ -190,7 +190,7 @@ def test_offboarding_cancels_and_a_later_signup_gets_a_new_subscription(fake_str
 def test_without_a_key_the_step_is_skipped_loudly(monkeypatch, conn, capsys, tiny_tiers):
     for var in ("STRIPE_API_KEY", "STRIPE_API_KEY_SECRET_ID"):
         monkeypatch.delenv(var, raising=False)
-    steps = [pipeline.DatabaseStep(), *provisioning_steps(), pipeline.ActivateStep()]
+    steps = [provisioning.DatabaseStep(), *provisioning_steps(), provisioning.ActivateStep()]
     result = lifecycle.create(conn, _request(), actor="test", steps=steps)
     assert result.outputs["billing"] == "skipped"
     assert "BILLING SKIPPED" in capsys.readouterr().err
