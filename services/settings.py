@@ -100,3 +100,18 @@ class ServiceSettings:
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", 4, 1),
             job_lease_seconds=_float(env, "JOB_LEASE_SECONDS", 60.0, 1.0),
         )
+
+
+def load_for_process() -> ServiceSettings:
+    """Settings for a service's main: a bad setting exits 2 with one line; JSON logs configured."""
+    import sys
+
+    from services import logs
+
+    try:
+        settings = ServiceSettings.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logs.configure(settings.log_level)
+    return settings

@@ -2,24 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
-from services import logs
-from services.settings import ServiceSettings
+from services.settings import load_for_process
 from services.worker.worker import run
-from tenant_provisioner.errors import PlatformError
-
-
-def main() -> int:
-    try:
-        settings = ServiceSettings.from_env()
-    except PlatformError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(settings.log_level)
-    run(settings)
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(load_for_process())
