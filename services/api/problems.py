@@ -24,7 +24,7 @@ _PROBLEM_CONTENT = {MEDIA_TYPE: {"schema": Problem.model_json_schema()}}
 # Documented on every tenant route, so clients and schemathesis know every error shape.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": _PROBLEM_CONTENT, "model": None}
-    for status, text in ((401, "Missing, unknown or revoked API key"), (403, "Tenant not active"),
+    for status, text in ((400, "Malformed request body"), (401, "Missing, unknown or revoked API key"), (403, "Tenant not active"),
                          (404, "No such resource for this tenant"), (409, "Conflicts with existing data"),
                          (422, "Invalid input"), (429, "Rate limit or quota exceeded (see Retry-After)"),
                          (503, "Temporarily unavailable (see Retry-After)"))
@@ -55,7 +55,7 @@ async def _api_problem(_: Request, exc: Exception) -> Response:
 
 async def _http(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    slug = {400: "malformed-request", 404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), dict(exc.headers or {}))
 
 
