@@ -27,7 +27,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from tenant_provisioner import audit, tenants, validation
+from tenant_provisioner import audit, validation
+from tenant_provisioner.tenants import records as tenants
 from tenant_provisioner.errors import InvalidInput, PlatformError, TenantConflict
 
 KEY_PATTERN = re.compile(r"(?P<tier>[a-z][a-z0-9_]{0,39})_(?P<key_id>[0-9a-f]{16})_(?P<secret>[a-z2-7]{48})")

@@ -16,10 +16,11 @@ import uvicorn
 
 from services.api.app import create_app
 from services.settings import ServiceSettings
-from tenant_provisioner import control, lifecycle
+from tenant_provisioner import control
+from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.db import Database, admin_connect
 from tenant_provisioner.gateway import keys
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tests.support import databases
 
 

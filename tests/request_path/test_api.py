@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tenant_provisioner import lifecycle
+from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.gateway import keys
 
 
