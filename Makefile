@@ -76,5 +76,10 @@ serve: $(STAMP)
 worker: $(STAMP)
 	$(PY) -m services.worker
 
+# Locust (headless) against the API and the floor on 127.0.0.1: stages of 10/50/200 users, about
+# 3 minutes; prints a markdown table. LOADTEST_ARGS="--server granian --seconds 30" to vary it.
+loadtest: $(STAMP)
+	$(PY) bench/loadtest.py $(LOADTEST_ARGS)
+
 clean:
 	rm -rf cdk.out .pytest_cache build
