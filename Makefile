@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth scan test cost bench clean logical-ids serve worker loadtest
+.PHONY: synth scan test cost bench clean logical-ids cluster-tunnel serve worker loadtest
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
@@ -80,6 +80,13 @@ worker: $(STAMP)
 # 3 minutes; prints a markdown table. LOADTEST_ARGS="--server granian --seconds 30" to vary it.
 loadtest: $(STAMP)
 	$(PY) bench/loadtest.py $(LOADTEST_ARGS)
+
+# kubectl to the private EKS endpoint through the SSM tunnel (docs/runbooks/cluster-access.md).
+# Needs credentials of a role with an access entry, the AWS CLI and the Session Manager plugin.
+ENV  ?= dev
+PORT ?= 8443
+cluster-tunnel: $(STAMP)
+	$(PY) -m tools.cluster_access --env $(ENV) --port $(PORT)
 
 clean:
 	rm -rf cdk.out .pytest_cache build

@@ -38,23 +38,32 @@ class CicdStack(cdk.Stack):
         self.diff_role = self._role(
             "PullRequestDiffRole", provider_arn, f"repo:{repo}:pull_request", config, DIFF_BOOTSTRAP_ROLES,
             f"GitHub Actions pull-request diffs of {repo}: read-only CDK lookup role only")
+        # Same trust as the deploy role; it deploys no stack. It releases the services: kubectl through
+        # the SSM tunnel (access entry and tunnel policy: stacks/access_stack.py), image pushes and
+        # the operator function's migrations (granted where those resources are defined).
+        self.release_role = self._role(
+            "ReleaseRole", provider_arn, f"repo:{repo}:environment:{cicd.github_environment}", config, (),
+            f"GitHub Actions releases of {repo} (environment {cicd.github_environment}): images, migrations, manifests")
         cdk.CfnOutput(self, "DeployRoleArn", value=self.deploy_role.role_arn,
                       description="role-to-assume for the deploy workflow")
         cdk.CfnOutput(self, "DiffRoleArn", value=self.diff_role.role_arn,
                       description="role-to-assume for pull-request diffs")
+        cdk.CfnOutput(self, "ReleaseRoleArn", value=self.release_role.role_arn,
+                      description="role-to-assume for the release steps (GitHub variable AWS_RELEASE_ROLE_ARN)")
 
     def _role(self, construct_id: str, provider_arn: str, subject: str, config: EnvConfig,
               bootstrap_roles: tuple[str, ...], description: str) -> iam.Role:
         """A role only GitHub jobs with exactly ``subject`` can assume, allowed to assume only the
-        named bootstrap roles (full ARNs, no wildcard)."""
+        named bootstrap roles (full ARNs, no wildcard; none when empty)."""
         principal = iam.WebIdentityPrincipal(provider_arn, conditions={
             "StringEquals": {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com", f"{GITHUB_OIDC_HOST}:sub": subject},
         })
         role = iam.Role(self, construct_id, assumed_by=principal, description=description,
                         max_session_duration=cdk.Duration.hours(1))
         qualifier = config.cicd.cdk_qualifier
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["sts:AssumeRole", "sts:TagSession"],
-            resources=[f"arn:{self.partition}:iam::{self.account}:role/"
-                       f"cdk-{qualifier}-{name}-role-{self.account}-{self.region}" for name in bootstrap_roles]))
+        if bootstrap_roles:
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["sts:AssumeRole", "sts:TagSession"],
+                resources=[f"arn:{self.partition}:iam::{self.account}:role/"
+                           f"cdk-{qualifier}-{name}-role-{self.account}-{self.region}" for name in bootstrap_roles]))
         return role

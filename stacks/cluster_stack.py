@@ -22,7 +22,6 @@ ALL_CONTROL_PLANE_LOGS = (
     eks.ClusterLoggingTypes.API, eks.ClusterLoggingTypes.AUDIT, eks.ClusterLoggingTypes.AUTHENTICATOR,
     eks.ClusterLoggingTypes.CONTROLLER_MANAGER, eks.ClusterLoggingTypes.SCHEDULER,
 )
-CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 CLUSTER_ROLE_POLICIES = {
     "AmazonEKSClusterPolicy": "the control plane manages ENIs, load balancers and KMS envelope encryption",
 }
@@ -81,9 +80,6 @@ class ClusterStack(cdk.Stack):
         # Extended support costs six times the standard control-plane price; upgrade on time instead.
         cluster_resource.add_property_override("UpgradePolicy.SupportType", "STANDARD")
         self.nodegroup: eks.Nodegroup | None = None if cfg.auto_mode else self._add_graviton_nodegroup(config)
-        for index, principal in enumerate(cfg.admin_role_arns):
-            self.cluster.grant_access(f"Admin{index}", principal, [eks.AccessPolicy.from_access_policy_name(
-                CLUSTER_ADMIN_POLICY, access_scope_type=eks.AccessScopeType.CLUSTER)])
         data.admit(self.cluster.cluster_security_group, f"EKS cluster saas-{config.name}")
 
         tenant_secrets = _tenant_secrets_arn(config, self.partition)
