@@ -22,8 +22,8 @@ from tenant_provisioner.errors import ConfigError, TransientError
 T = TypeVar("T")
 
 DEFAULT_PREFIX = "saas"
-_API_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
-_WEBHOOK_SECRET_PREFIX = "whsec_"
+API_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,13 @@ def _read(env_value: str, env_secret_id: str) -> str | None:
 def api_key() -> str | None:
     """The Stripe secret key, or None when none is configured (placeholder values count as none)."""
     value = _read("STRIPE_API_KEY", "STRIPE_API_KEY_SECRET_ID")
-    return value if value and value.startswith(_API_KEY_PREFIXES) else None
+    return value if value and value.startswith(API_KEY_PREFIXES) else None
 
 
 def webhook_signing_secret() -> str:
     """The endpoint's signing secret (``whsec_...``); ConfigError when it is missing or a placeholder."""
     value = _read("STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_ID")
-    if not value or not value.startswith(_WEBHOOK_SECRET_PREFIX):
+    if not value or not value.startswith(WEBHOOK_SECRET_PREFIX):
         raise ConfigError("the Stripe webhook signing secret is not configured: put the endpoint's whsec_... "
                           "value into the secret named by STRIPE_WEBHOOK_SECRET_ID (docs/runbooks/stripe-setup.md)")
     return value

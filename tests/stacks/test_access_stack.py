@@ -95,12 +95,16 @@ def test_access_policy_allows_only_port_forwarding_sessions_on_the_tunnel(access
     assert "ReleaseRole" in str(policy["Roles"])
 
 
-def test_release_role_trusts_only_its_github_environment_and_assumes_nothing(access):
+def test_release_role_trusts_only_its_github_environment_and_assumes_no_other_role(access):
     roles = _of(access["cicd"], "AWS::IAM::Role")
     (name,) = [n for n in roles if n.startswith("ReleaseRole")]
     (trust,) = roles[name]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == \
         "repo:example-org/saas-platform:environment:production"
-    policies = [r for r in _of(access["cicd"], "AWS::IAM::Policy").values()
-                if {"Ref": name} in r["Properties"]["Roles"]]
-    assert policies == []
+    statements = [st for r in _of(access["cicd"], "AWS::IAM::Policy").values()
+                  if {"Ref": name} in r["Properties"]["Roles"] for st in r["Properties"]["PolicyDocument"]["Statement"]]
+    actions = {a for st in statements for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert not any(a.startswith("sts:") for a in actions)
+    assert {"ecr:PutImage", "lambda:InvokeFunction", "cloudformation:DescribeStackResources"} <= actions
+    (invoke,) = [st for st in statements if st["Action"] == "lambda:InvokeFunction"]
+    assert invoke["Resource"].endswith(":function:saas-prod-tenants-Operations*")   # never the signup function
