@@ -35,6 +35,7 @@ from tenant_provisioner.tenants.records import Tenant
 
 SECRET_RECOVERY_DAYS = 7
 MAX_RETENTION_DAYS = 365
+DEFAULT_RETENTION_DAYS = 30  # what operators get unless they choose otherwise (docs/runbooks/offboarding.md)
 
 
 @dataclass(frozen=True)
