@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tenant_provisioner.errors import ConfigError, TransientError
@@ -68,6 +68,18 @@ def tenant_group_role(provisioner_role: str) -> str:
     return f"{provisioner_role}_tenants"
 
 
+def _unavailable(exc: psycopg.OperationalError, url: str) -> Exception:
+    """A failed connection as a typed error; a database that does not exist is the operator's to fix
+    (ConfigError, saying how), not a retryable outage."""
+    message = " ".join(str(exc).split())
+    if exc.sqlstate == "3D000" or ("database" in message and "does not exist" in message):
+        name = conninfo_to_dict(url).get("dbname") or "(default)"
+        return ConfigError(f"database {name!r} does not exist on that server: create it first (as an admin: "
+                           f"CREATE DATABASE {name}; or `createdb {name}`), or point --database-url / DATABASE_URL "
+                           "at an existing database")
+    return TransientError(f"database unavailable: {message}")
+
+
 class Database:
     """A small connection pool whose connections act as the provisioner role.
 
@@ -110,7 +122,7 @@ class Database:
             with psycopg.connect(self.url, connect_timeout=10, application_name=APPLICATION_NAME) as probe:
                 self._configure(probe)
         except psycopg.OperationalError as exc:
-            raise TransientError(f"database unavailable: {str(exc).strip()}") from exc
+            raise _unavailable(exc, self.url) from exc
         except (psycopg.errors.InvalidParameterValue, psycopg.errors.InsufficientPrivilege) as exc:
             raise ConfigError(f"cannot act as provisioner role {self.provisioner_role!r} ({str(exc).strip()}); "
                               "run `tenant-provisioner init` as the database admin first") from exc
@@ -131,5 +143,5 @@ def admin_connect(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, application_name=APPLICATION_NAME, connect_timeout=10, autocommit=True)
     except psycopg.OperationalError as exc:
-        raise TransientError(f"database unavailable: {exc}") from exc
+        raise _unavailable(exc, url) from exc
 

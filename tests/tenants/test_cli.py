@@ -148,3 +148,17 @@ def test_running_before_init_says_what_to_do(cli, monkeypatch):
     monkeypatch.setenv("TENANT_PROVISIONER_ROLE", "no_such_provisioner")
     result = cli("list")
     assert result.exit_code == 2 and "tenant-provisioner init" in result.stderr
+
+
+def test_init_against_a_database_that_does_not_exist_says_how_to_create_it(tenant_db, monkeypatch):
+    from psycopg.conninfo import make_conninfo
+
+    missing = make_conninfo(tenant_db.url, dbname="app_not_created_yet")
+    result = CliRunner().invoke(app, ["--database-url", missing, "init"])
+    assert result.exit_code == 2, result.output  # was 1 with the server's raw "FATAL: database ... does not exist"
+    (line,) = result.stderr.strip().splitlines()
+    assert "'app_not_created_yet' does not exist" in line and "CREATE DATABASE app_not_created_yet" in line
+    assert "FATAL" not in line
+    monkeypatch.setenv("TENANT_PROVISIONER_ROLE", tenant_db.provisioner_role)
+    listed = CliRunner().invoke(app, ["--database-url", missing, "list"])
+    assert listed.exit_code == 2 and "CREATE DATABASE" in listed.stderr
