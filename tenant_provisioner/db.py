@@ -68,16 +68,20 @@ def tenant_group_role(provisioner_role: str) -> str:
     return f"{provisioner_role}_tenants"
 
 
-def _unavailable(exc: psycopg.OperationalError, url: str) -> Exception:
-    """A failed connection as a typed error; a database that does not exist is the operator's to fix
-    (ConfigError, saying how), not a retryable outage."""
+def _missing_database(exc: psycopg.OperationalError, url: str) -> str | None:
+    """What to do when the server says the database does not exist (instead of its raw FATAL)."""
     message = " ".join(str(exc).split())
-    if exc.sqlstate == "3D000" or ("database" in message and "does not exist" in message):
-        name = conninfo_to_dict(url).get("dbname") or "(default)"
-        return ConfigError(f"database {name!r} does not exist on that server: create it first (as an admin: "
-                           f"CREATE DATABASE {name}; or `createdb {name}`), or point --database-url / DATABASE_URL "
-                           "at an existing database")
-    return TransientError(f"database unavailable: {message}")
+    if exc.sqlstate != "3D000" and not ("database" in message and "does not exist" in message):
+        return None
+    name = conninfo_to_dict(url).get("dbname") or "(default)"
+    return (f"database {name!r} does not exist on that server: create it first (as an admin: "
+            f"CREATE DATABASE {name}; or `createdb {name}`), or point --database-url / DATABASE_URL "
+            "at an existing database")
+
+
+def _unavailable(exc: psycopg.OperationalError, url: str) -> TransientError:
+    """A failed connection; retryable for a running service (the database may be restarting)."""
+    return TransientError(_missing_database(exc, url) or f"database unavailable: {' '.join(str(exc).split())}")
 
 
 class Database:
@@ -143,5 +147,8 @@ def admin_connect(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, application_name=APPLICATION_NAME, connect_timeout=10, autocommit=True)
     except psycopg.OperationalError as exc:
+        missing = _missing_database(exc, url)
+        if missing:  # `init` is where a new database is first used: the operator's to fix (exit 2)
+            raise ConfigError(missing) from exc
         raise _unavailable(exc, url) from exc
 
