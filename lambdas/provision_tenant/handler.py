@@ -91,8 +91,9 @@ def _init(event: dict[str, Any]) -> dict[str, Any]:
     assert _url is not None
     with admin_connect(_url) as conn:
         result = control.init(conn, provisioner_role_from_env())
-    logger.info("control schema initialised", extra={"applied": list(result.applied), "version": result.version})
-    return {"applied": list(result.applied), "version": result.version}
+    summary = {"applied": list(result.applied), "version": result.version, "unhardened": list(result.unhardened)}
+    logger.info("control schema initialised", extra=summary)
+    return summary
 
 
 def _migrate(event: dict[str, Any]) -> dict[str, Any]:
@@ -133,10 +134,13 @@ def _drop_due_offboardings(event: dict[str, Any]) -> dict[str, Any]:
     """The daily schedule (``{"action": "drop_due_offboardings"}``): drop tenants past retention."""
     database, _ = _connect()
     with database.connection() as conn:
-        dropped = offboarding.drop_due(conn, actor=ACTOR, store=_secret_store())
-    metrics.add_metric(name="TenantsOffboarded", unit=MetricUnit.Count, value=len(dropped))
-    logger.info("due offboardings finished", extra={"dropped": dropped})
-    return {"dropped": dropped}
+        result = offboarding.drop_due(conn, actor=ACTOR, store=_secret_store())
+    metrics.add_metric(name="TenantsOffboarded", unit=MetricUnit.Count, value=len(result.dropped))
+    metrics.add_metric(name="OffboardingFailures", unit=MetricUnit.Count, value=len(result.failed))
+    logger.info("due offboardings finished", extra=result.to_dict())
+    if result.failed:  # the invocation fails, so its error alarm pages; the others were dropped
+        raise TransientError(f"{len(result.failed)} due offboarding(s) failed: {result.failed}")
+    return result.to_dict()
 
 
 # Operator and schedule actions (``{"action": ...}``); every one is idempotent.

@@ -113,9 +113,9 @@ def test_daily_event_drops_offboardings_past_retention(handler, tenant_db, tmp_p
     created = module.handler(_signup("leaving-co"), Context())
     with tenant_db.database() as db, db.connection() as conn:
         offboarding.offboard(conn, "leaving-co", actor="t", export_to=str(tmp_path), retention_days=30)
-        assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": []}
+        assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": [], "failed": {}}
         conn.execute("UPDATE control.tenants SET drop_after = now() WHERE tenant_id = 'leaving-co'")
-    assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": ["leaving-co"]}
+    assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": ["leaving-co"], "failed": {}}
     assert "DeletedDate" in client.describe_secret(SecretId=created["secret_name"])
 
 
