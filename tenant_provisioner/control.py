@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from tenant_provisioner import migrations, schema
+from tenant_provisioner import migrations
+from tenant_provisioner.tenants import schema
 from tenant_provisioner.db import tenant_group_role
 from tenant_provisioner.errors import ConfigError
 

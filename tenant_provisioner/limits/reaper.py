@@ -29,7 +29,8 @@ from typing import Any, Mapping
 import psycopg
 from psycopg import sql
 
-from tenant_provisioner import audit, schema
+from tenant_provisioner import audit
+from tenant_provisioner.tenants import schema
 from tenant_provisioner.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tenant_provisioner import audit, control, lifecycle, offboarding, pipeline, schema, warm_pool
+from tenant_provisioner import audit, control
+from tenant_provisioner.tenants import lifecycle, offboarding, provisioning, schema, warm_pool
 from tenant_provisioner.db import admin_connect
 from tenant_provisioner.limits.enforcer import measure_database
 from tenant_provisioner.limits.reaper import ReaperSettings, reap_sessions, repair_roles
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tests.support import databases
 
 OLD_LOCK_NAMESPACE = 32330  # the advisory-lock keys the control plane used before issue 10
@@ -130,7 +131,7 @@ def test_a_tenant_cannot_see_who_is_signing_up(tenant_db, db, tenant_ids):
     with db.connection() as conn:
         request = CreateRequest.parse({"tenant_id": tenant_ids("secret"), "tier": "pro", "admin_email": "a@b.io"})
         lifecycle.create(conn, request, actor="test",
-                         steps=(pipeline.DatabaseStep(), LookAtLocks(), pipeline.ActivateStep()))
+                         steps=(provisioning.DatabaseStep(), LookAtLocks(), provisioning.ActivateStep()))
     assert seen == []
 
 
