@@ -129,6 +129,8 @@ class TenantsConfig:
     max_concurrent_provisions: int = 10            # reserved concurrency: bounds DDL lock use on RDS
     signup_event_source: str = "saas.signup"       # EventBridge source of `tenant.signup` events
     invoker_role_arns: tuple[str, ...] = ()        # roles allowed to invoke provisioning synchronously
+    operator_role_arns: tuple[str, ...] = ()       # roles allowed to invoke tenant_operations (init, migrate, ...)
+    operations_timeout_seconds: int = 900          # a fleet migration in the Lambda (large fleets: the CLI)
     warm_pool_size: int = 20                       # pre-built tenant schemas kept ready (0 = no pool)
     warm_pool_refill_minutes: int = 5
 
