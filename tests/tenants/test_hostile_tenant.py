@@ -7,6 +7,8 @@ Each test failed on the code before issue 10 and passes with its fix (docs/tenan
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -304,3 +306,21 @@ def test_where_connect_cannot_be_revoked_the_reaper_ends_the_session(tenant_db, 
                 assert _dead(evil)
         finally:
             admin.execute("REVOKE ALL ON DATABASE template1 FROM PUBLIC")
+
+
+# 9. Exports ------------------------------------------------------------------------------------
+
+def test_offboarding_exports_are_readable_by_their_owner_only(db, tenant_ids, tmp_path):
+    leaving = _create(db, tenant_ids("exported"))
+    previous = os.umask(0o022)  # the usual umask: before issue 10 the export was world-readable
+    try:
+        with db.connection() as conn:
+            offboarding.offboard(conn, leaving.tenant_id, actor="test", export_to=str(tmp_path / "exports"),
+                                 retention_days=30)
+    finally:
+        os.umask(previous)
+    (folder,) = (tmp_path / "exports").iterdir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+    assert "manifest.json" in modes and "users.csv" in modes
+    assert set(modes.values()) == {0o600}
