@@ -159,7 +159,12 @@ def repair_roles(conn: psycopg.Connection) -> int:
     for role, verifier in conn.execute(_PASSWORDS).fetchall():
         statements.append(schema.password_statement(role, verifier))
     # Small batches: a statement slower than log_min_duration_statement is logged with its text.
+    # A tenant holding its own role row (an open ALTER ROLE) fails one batch, not the others; its
+    # session is reaped and the next cycle repairs it.
     for start in range(0, len(statements), REPAIR_BATCH):
-        with conn.transaction():
-            schema.run_batch(conn, statements[start:start + REPAIR_BATCH])
+        try:
+            with conn.transaction():
+                schema.run_batch(conn, statements[start:start + REPAIR_BATCH])
+        except psycopg.errors.LockNotAvailable:
+            log.warning("role repair: a tenant holds its role row; batch %d retried next cycle", start // REPAIR_BATCH)
     return len({row[0] for row in drifted})
