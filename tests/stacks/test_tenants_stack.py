@@ -130,13 +130,13 @@ def test_invoker_roles_may_provision_and_only_operator_roles_may_run_operations(
     import aws_cdk as cdk
 
     from app import project_context
-    from stacks.platform import build_platform
+    from stacks.platform import build_platform, build_shared_account
 
     base = load_config("dev")
     api, operator = "arn:aws:iam::111111111111:role/api", "arn:aws:iam::111111111111:role/operator"
     config = replace(base, tenants=replace(base.tenants, invoker_role_arns=(api,), operator_role_arns=(operator,)))
     app = cdk.App(context={**project_context(), "aws:cdk:bundling-stacks": []})
-    build_platform(app, config)
+    build_platform(app, config, shared=build_shared_account(app, [config]))
     stack = next(c for c in app.node.children if getattr(c, "node", None) and c.node.id == config.stack_id("tenants"))
     permissions = {(json.dumps(p["Properties"]["FunctionName"]), p["Properties"]["Principal"])
                    for p in assertions.Template.from_stack(stack).find_resources("AWS::Lambda::Permission").values()
