@@ -160,7 +160,7 @@ class SecretStep:
         if current is not None and current.get("user") == tenant.role_name:
             return
         password = random.token_urlsafe(32)
-        _remember_password(ctx.conn, tenant, schema.set_password(ctx.conn, tenant.role_name, password))
+        schema.set_password(ctx.conn, tenant.role_name, password)
         self.store.put(tenant.tenant_id, {
             "engine": "postgres", "host": self.endpoint.host, "port": self.endpoint.port,
             "database": self.endpoint.database, "user": tenant.role_name, "password": password,
@@ -170,11 +170,7 @@ class SecretStep:
     def undo(self, ctx: ProvisionContext) -> None:
         self.store.delete(ctx.request.tenant_id, recovery_days=None)
         if ctx.tenant is not None:
-            _remember_password(ctx.conn, ctx.tenant, schema.set_password(ctx.conn, ctx.tenant.role_name, None))
-
-
-def _remember_password(conn: psycopg.Connection, tenant: Tenant, verifier: str | None) -> None:
-    conn.execute("UPDATE control.tenants SET password_verifier = %s WHERE tenant_id = %s", (verifier, tenant.tenant_id))
+            schema.set_password(ctx.conn, ctx.tenant.role_name, None)
 
 
 class ActivateStep:

@@ -160,12 +160,13 @@ def password_statement(role: str, verifier: str | None) -> sql.Composable:
     return sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
 
 
-def set_password(conn: psycopg.Connection, role: str, password: str | None) -> str | None:
-    """Set (or remove) the role's password; returns the verifier stored, for the session reaper,
-    which re-applies it (a tenant can change its own password)."""
+def set_password(conn: psycopg.Connection, role: str, password: str | None) -> None:
+    """Set (or remove) the role's password, and record its verifier in ``control.tenants``: the
+    session reaper re-applies the recorded one every cycle (a tenant can change its own password),
+    so every platform change of a tenant password must come through here."""
     verifier = None if password is None else scram_verifier(conn, role, password)
     conn.execute(password_statement(role, verifier))
-    return verifier
+    conn.execute("UPDATE control.tenants SET password_verifier = %s WHERE role_name = %s", (verifier, role))
 
 
 def terminate_sessions(conn: psycopg.Connection, role: str) -> int:
