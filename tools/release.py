@@ -2,7 +2,7 @@
 
 ``python -m tools.release migrate --env dev``: the control-schema ``init`` and then the tenant fleet
 ``migrate`` through the **operator** function (``tenant_operations`` in ``saas-<env>-tenants``,
-logical id ``Operations…``; never the signup/provisioning function, which refuses operator actions).
+logical id ``TenantOperations…``; never the signup/provisioning function, which refuses operator actions).
 The release fails when the invocation errors, is rejected, or any tenant failed to migrate.
 
 ``python -m tools.release smoke --url https://api.example.com``: ``GET <url>/readyz`` through the
@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-OPERATOR_LOGICAL_ID_PREFIX = "Operations"
+OPERATOR_LOGICAL_ID_PREFIX = "TenantOperations"   # stacks/tenants_stack.py: PythonFunction "TenantOperations"
 FUNCTION_TYPE = "AWS::Lambda::Function"
 
 

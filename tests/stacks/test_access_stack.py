@@ -107,4 +107,4 @@ def test_release_role_trusts_only_its_github_environment_and_assumes_no_other_ro
     assert not any(a.startswith("sts:") for a in actions)
     assert {"ecr:PutImage", "lambda:InvokeFunction", "cloudformation:DescribeStackResources"} <= actions
     (invoke,) = [st for st in statements if st["Action"] == "lambda:InvokeFunction"]
-    assert invoke["Resource"].endswith(":function:saas-prod-tenants-Operations*")   # never the signup function
+    assert invoke["Resource"].endswith(":function:saas-prod-tenants-TenantOperations*")   # never the signup function

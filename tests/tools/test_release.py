@@ -19,7 +19,7 @@ REGION = "us-east-1"
 RESOURCES = {"StackResources": [
     {"LogicalResourceId": "ProvisionerFunction1234", "PhysicalResourceId": "saas-dev-tenants-Provisioner-abc",
      "ResourceType": "AWS::Lambda::Function", "ResourceStatus": "UPDATE_COMPLETE", "Timestamp": "2026-11-29"},
-    {"LogicalResourceId": "OperationsFunction5678", "PhysicalResourceId": "saas-dev-tenants-Operations-def",
+    {"LogicalResourceId": "TenantOperationsFunction5678", "PhysicalResourceId": "saas-dev-tenants-TenantOperations-def",
      "ResourceType": "AWS::Lambda::Function", "ResourceStatus": "UPDATE_COMPLETE", "Timestamp": "2026-11-29"}]}
 
 
@@ -35,7 +35,7 @@ def _clients(*invocations):
     cfn_stub.add_response("describe_stack_resources", RESOURCES, {"StackName": "saas-dev-tenants"})
     for expected_event, response in invocations:
         lambda_stub.add_response("invoke", response, {
-            "FunctionName": "saas-dev-tenants-Operations-def", "InvocationType": "RequestResponse",
+            "FunctionName": "saas-dev-tenants-TenantOperations-def", "InvocationType": "RequestResponse",
             "Payload": json.dumps(expected_event).encode()})
     cfn_stub.activate()
     lambda_stub.activate()
@@ -47,7 +47,7 @@ def test_migrations_run_init_then_migrate_on_the_operator_function_not_the_signu
         ({"action": "init"}, _payload({"applied": [3], "version": 3, "unhardened": []})),
         ({"action": "migrate", "concurrency": 4}, _payload({"migrated": 12, "failed": []})))
     result = migrate(cloudformation=cloudformation, lambda_client=lambda_client, environment="dev")
-    assert result["function"] == "saas-dev-tenants-Operations-def" and result["migrate"]["migrated"] == 12
+    assert result["function"] == "saas-dev-tenants-TenantOperations-def" and result["migrate"]["migrated"] == 12
     stub.assert_no_pending_responses()
 
 
