@@ -104,6 +104,10 @@ class ClusterStack(cdk.Stack):
             acknowledge(policy, f"AwsSolutions-IAM5[Resource::{_tenant_secrets_arn(config, partition_in_findings(self))}]",
                         "Tenants are created at runtime, so their secrets can only be named by the prefix "
                         "reserved for tenant secrets; no other secret lives under it.")
+            tracing = identity.allow_tracing()
+            acknowledge(tracing, "AwsSolutions-IAM5[Resource::*]",
+                        "X-Ray's PutTraceSegments/PutSpans/sampling actions support no resource-level "
+                        "permissions; the policy holds only these write and sampling actions.")
             self.workloads[name.lower()] = identity
 
         publish(self, config.name, "cluster-name", self.cluster.cluster_name, "EKS cluster name")

@@ -204,8 +204,10 @@ class ObservabilityConfig:
     signup_budget_seconds: int = 120                  # a signup must be usable well within this
     # The API ingress ALB's CloudWatch dimension ("app/<name>/<id>"): the ALB is created by the
     # cluster's load-balancer controller, so its name is known only after the app's first deploy.
-    # Set, the SLO is measured on the ALB's 5xx ratio; unset, on the provisioning Lambda's success ratio.
+    # Set, a second SLO (same objective) is measured on the ALB's 5xx ratio, with p99 latency and
+    # healthy-target alarms; the signup SLO (provisioning Lambda's success ratio) always stays.
     api_load_balancer: str | None = None
+    api_p99_seconds: float = 1.0                      # the API's target p99 (ALB TargetResponseTime) alarm
     # Node CPU/memory/failed-node metrics need Container Insights (the amazon-cloudwatch-observability
     # EKS add-on, billed per observation); EKS's free AWS/EKS metrics cover only the control plane.
     container_insights: bool = False

@@ -194,3 +194,13 @@ def test_cluster_role_may_use_the_eks_key_for_envelope_encryption(template_json,
     actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant"} <= actions
     assert all(s["Resource"]["Fn::GetStackOutput"]["StackName"] == f"saas-{env}-security" for s in statements)
+
+
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("service_account", ["api", "worker"])
+def test_pod_identity_roles_may_send_traces_to_xray_only(template_json, env, service_account):
+    (statements,) = [p["Properties"]["PolicyDocument"]["Statement"] for p in _resources(template_json, env, "AWS::IAM::Policy")
+                     if p["Properties"]["PolicyName"].startswith(f"{service_account.capitalize()}IdentityTracingPolicy")]
+    (statement,) = statements
+    assert all(action.startswith("xray:") for action in statement["Action"])
+    assert {"xray:PutTraceSegments", "xray:PutSpans"} <= set(statement["Action"])
