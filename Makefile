@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth scan test cost bench clean images
+.PHONY: synth scan test cost bench clean logical-ids images
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
@@ -50,12 +50,18 @@ synth: $(STAMP) $(CHECKOV)
 	$(PY) -m k8s.render --env all --out $(K8S_OUT) --unreleased --account $(ACCOUNT) --region $(REGION)
 	$(PY) -m k8s.validate $(K8S_OUT)
 	$(CHECKOV) --directory $(K8S_OUT) --framework kubernetes --quiet --compact --skip-download
-	$(PY) -m stacks.synth_summary $(CDK_OUT)
+	$(PY) -m tools.synth_summary $(CDK_OUT)
 
 # Pre-deploy monthly cost estimate of freshly synthesized templates (prices: config/prices.yaml);
 # exits non-zero when over the approved budget or an environment's monthly budget.
 cost: synth
-	$(PY) -m stacks.cost_estimate $(CDK_OUT) --details
+	$(PY) -m tools.cost_estimate $(CDK_OUT) --details
+
+# Would a deploy replace resources? Logical ids (and types) of every stack at git revision BASE
+# against the working tree, both synthesized offline; exits non-zero on any difference.
+BASE ?= main
+logical-ids: $(STAMP)
+	$(OFFLINE) $(PY) -m tools.logical_ids --base $(BASE)
 
 # checkov over the synthesized templates; skips are per resource (stacks/nag.py:skip_checkov).
 scan: $(CHECKOV)

@@ -29,13 +29,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tenant_provisioner import control, fleet, lifecycle, migrations, pipeline, schema, warm_pool  # noqa: E402
+from tenant_provisioner import control, migrations  # noqa: E402
+from tenant_provisioner.tenants import fleet, lifecycle, provisioning, schema, warm_pool  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect, tenant_group_role  # noqa: E402
 from tenant_provisioner.migrations import Migration  # noqa: E402
-from tenant_provisioner.pipeline import CreateRequest  # noqa: E402
+from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
 from tests.support import services  # noqa: E402
 
-DB_STEPS = (pipeline.DatabaseStep(), pipeline.ActivateStep())
+DB_STEPS = (provisioning.DatabaseStep(), provisioning.ActivateStep())
 
 
 def _request(tenant_id: str) -> CreateRequest:
