@@ -322,6 +322,10 @@ def _usage_lines(env: str, templates: Mapping[str, dict], prices: PriceBook) -> 
             disk = _dec(nodes.get("disk_gb", 0), "auto_mode_nodes.disk_gb") * int(nodes["count"])
             if disk:
                 yield NODES, f"{disk} GB Auto Mode node volumes", disk * prices.price("eks", "node_disk_gb_month")
+    traces = _dec(usage.get("xray_million_traces", 0), "xray_million_traces")
+    if traces and "AWS::EKS::Cluster" in types:
+        yield CLOUDWATCH, f"{traces}M X-Ray traces recorded (API, worker, Lambdas; sampled)", traces * prices.price(
+            "xray", "per_million_traces")
     repositories = types.count("AWS::ECR::Repository")
     if repositories:
         stored = _dec(usage.get("ecr_gb_per_repository", 0), "ecr_gb_per_repository") * repositories
