@@ -109,7 +109,12 @@ class ClusterConfig:
     app_namespace: str = "app"
     api_service_account: str = "api"
     worker_service_account: str = "worker"
-    admin_role_arns: tuple[str, ...] = ()         # IAM roles granted cluster-admin access entries
+    # EKS access entries (docs/runbooks/cluster-access.md): IAM role ARNs of the people who operate the
+    # cluster. Administrators get cluster-admin; viewers read every object except Secrets.
+    admin_role_arns: tuple[str, ...] = ()
+    viewer_role_arns: tuple[str, ...] = ()
+    # The SSM tunnel: the only network path for people to the private API endpoint.
+    tunnel_instance_type: str = "t4g.nano"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,7 +174,7 @@ class LimitsConfig:
     waf_window_seconds: int = 60          # WAF rate-rule evaluation window: 60, 120, 300 or 600
     waf_anonymous_ip_limit: int = 300     # requests per window per IP that carry no API key
     api_key_header: str = "x-api-key"     # WAF tier rules key on it; API keys start with "<tier>_"
-    notification_sender: str = "limits@example.com"   # SES identity of breaker emails to tenant admins
+    notification_sender: str     # SES identity of breaker emails to tenant admins
     nonprod_db_instances: tuple[str, ...] = ()        # RDS instances stopped at 100 % of the budget
     nonprod_nodegroups: tuple[str, ...] = ()          # "cluster/nodegroup" scaled to 0 at 100 %
 
@@ -219,9 +224,6 @@ class CicdConfig:
 
     github_repository: str                 # "owner/name"
     github_environment: str                # the GitHub environment whose jobs may deploy here
-    # One IAM OIDC provider per account and URL: set False for the second environment when two
-    # environments share an account (it is then imported by its well-known ARN).
-    create_oidc_provider: bool = True
     cdk_qualifier: str = "hnb659fds"       # the CDK bootstrap qualifier of the target account
 
 
@@ -255,10 +257,24 @@ class EnvConfig:
 # (-c account=... -c region=...) or CDK_DEFAULT_ACCOUNT / CDK_DEFAULT_REGION at deploy time.
 PLACEHOLDER_ACCOUNT = "111111111111"
 PLACEHOLDER_REGION = "us-east-1"
+# Stacks of account-level singletons shared by every environment are named saas-<this>-<component>.
+SHARED_SCOPE = "shared"
 
-_OPS = ("ops@example.com",)
-_EXAMPLE_CERTIFICATE = "arn:aws:acm:{region}:{account}:certificate/00000000-0000-4000-8000-000000000000"
-_REPOSITORY = "example-org/saas-platform"
+# ---- Your organisation's values -------------------------------------------------------------------
+# They ship as examples so that the offline synth and the tests run; synthesizing for a real account
+# refuses every value still at its example, in one message (stacks/placeholders.py). Every value is
+# described in docs/configuration.md.
+_OPS = ("ops@example.com",)                  # alarms and limits notices (SNS email subscriptions)
+_CEO = ("ceo@example.com",)                  # the daily cost report
+_REPORT_SENDER = "reports@example.com"       # SES identity sending the cost report
+_LIMITS_SENDER = "limits@example.com"        # SES identity sending breaker notices to tenant admins
+_REPOSITORY = "example-org/saas-platform"    # the GitHub repository whose workflows deploy (OIDC trust)
+_ADMINS: tuple[str, ...] = ()                # IAM role ARNs with cluster-admin access (at least one)
+_VIEWERS: tuple[str, ...] = ()               # IAM role ARNs with read-only cluster access (no Secrets)
+_API_DOMAIN = "api.example.com"              # the API's public host name (dev: api.dev.<domain>)
+# ACM certificate of the API's host name, in the cluster's region (the Ingress's HTTPS listener); the
+# example names the placeholder account so that a real-account synth refuses it (stacks/placeholders.py).
+_CERTIFICATE = "arn:aws:acm:{region}:111111111111:certificate/00000000-0000-4000-8000-000000000000"
 
 
 def _dev(account: str, region: str) -> EnvConfig:
@@ -270,10 +286,11 @@ def _dev(account: str, region: str) -> EnvConfig:
                                 deletion_protection=False, snapshot_on_delete=False),
         cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1),
         cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1, node_instance_types=("t4g.large",),
-                              node_pool_max_vcpus=8, node_pool_max_memory_gib=32),
+                              node_pool_max_vcpus=8, node_pool_max_memory_gib=32,
+                              admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
         tenants=TenantsConfig(secrets_prefix="/saas/dev"),
-        limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS),
-        cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
+        limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
+        cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=14),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev"),
         workloads=WorkloadsConfig(
@@ -281,8 +298,8 @@ def _dev(account: str, region: str) -> EnvConfig:
                               memory_request_mib=256, memory_limit_mib=512),
             worker=ServiceConfig(min_replicas=1, max_replicas=2, cpu_request_millicores=100, cpu_limit_millicores=500,
                                  memory_request_mib=192, memory_limit_mib=384),
-            api_domain="api.dev.example.com",
-            certificate_arn=_EXAMPLE_CERTIFICATE.format(region=region, account=account)),
+            api_domain=f"api.dev.{_API_DOMAIN.removeprefix('api.')}",
+            certificate_arn=_CERTIFICATE.format(region=region)),
         tags=(("environment", "dev"),),
     )
 
@@ -295,10 +312,10 @@ def _prod(account: str, region: str) -> EnvConfig:
                                 max_allocated_storage_gb=1000, multi_az=True, backup_retention_days=30,
                                 deletion_protection=True, snapshot_on_delete=True),
         cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7),
-        cluster=ClusterConfig(),
+        cluster=ClusterConfig(admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
         tenants=TenantsConfig(secrets_prefix="/saas/prod"),
-        limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS),
-        cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
+        limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
+        cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=90, container_insights=True,
                                           betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production"),
@@ -307,8 +324,8 @@ def _prod(account: str, region: str) -> EnvConfig:
                               memory_request_mib=512, memory_limit_mib=1024),
             worker=ServiceConfig(min_replicas=2, max_replicas=6, cpu_request_millicores=250, cpu_limit_millicores=1000,
                                  memory_request_mib=256, memory_limit_mib=512),
-            api_domain="api.example.com",
-            certificate_arn=_EXAMPLE_CERTIFICATE.format(region=region, account=account)),
+            api_domain=_API_DOMAIN,
+            certificate_arn=_CERTIFICATE.format(region=region)),
         tags=(("environment", "prod"),),
     )
 
