@@ -55,7 +55,7 @@ RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 
 # Lambdas (lambdas/<name>) whose own Powertools metrics are watched beyond errors and throttles,
 # with the namespace each publishes to (the metric contract of the tenants, cost-report and limits code).
-PROVISIONER, TENANTS_NAMESPACE = "provision_tenant", "SaaS/Tenants"
+PROVISIONER, TENANT_OPERATIONS, TENANTS_NAMESPACE = "provision_tenant", "tenant_operations", "SaaS/Tenants"
 COST_REPORT, COST_REPORT_NAMESPACE = "cost_report", "SaaS/CostReport"
 ENFORCER = "enforce_limits"
 BUDGET_BREAKER = "budget_breaker"   # its PlatformBudgetLevel is a BudgetLevel (0 ok ... 3 emergency)
@@ -155,6 +155,7 @@ class ObservabilityStack(cdk.Stack):
 
     def _tenants_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
         provisioner = self.control_plane.function(PROVISIONER, namespace=TENANTS_NAMESPACE)
+        operations = self.control_plane.function(TENANT_OPERATIONS, namespace=TENANTS_NAMESPACE)  # refills the pool
         budget_ms = config.observability.signup_budget_seconds * 1000
         threshold_ms = budget_ms * PROVISIONING_BUDGET_SHARE
         self.alarms.add(
@@ -179,8 +180,8 @@ class ObservabilityStack(cdk.Stack):
             cloudwatch.GraphWidget(title="Signups / warm pool", width=8, left=[
                 count(name).with_(label=name) for name in ("TenantsCreated", "ProvisioningRejected",
                                                            "ProvisioningFailed")],
-                right=[provisioner.metric("WarmPoolSize", statistic="Minimum",
-                                          period=FIVE_MINUTES).with_(label="warm pool size")]),
+                right=[operations.metric("WarmPoolSize", statistic="Minimum",
+                                         period=FIVE_MINUTES).with_(label="warm pool size")]),
             cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True),
         ]
 

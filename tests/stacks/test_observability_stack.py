@@ -237,6 +237,8 @@ def test_dashboard_has_a_row_per_area_with_spend_against_the_budget_levels(templ
     for level in (0.9, 1.0, 2.0):
         assert re.search(rf'"value":{budget * level:g}(\.0)?,"label":"{level:.0%} of budget"', body), level
     assert 'GROUP BY state' in body and '"MonthToDateUSD"' in body
+    # the warm pool is refilled (and its size published) by tenant_operations, not provisioning
+    assert re.search(r'"SaaS/Tenants","WarmPoolSize","service","tenant_operations"', body)
 
 
 # --- units (no synthesis of the app) -------------------------------------------------------------
