@@ -165,6 +165,15 @@ class ObservabilityStack(cdk.Stack):
             summary=f"p95 of a provisioning attempt above {threshold_ms / 1000:.0f} s over 15 min: a retried signup "
                     f"would miss the {budget_ms / 1000:.0f} s budget.")
 
+        database = config.database
+        capacity = database.max_connections * database.connection_overcommit
+        committed = operations.metric("TenantConnectionLimits", statistic="Maximum", period=cdk.Duration.minutes(15))
+        self.alarms.add(
+            "tenant-connection-capacity", metric=committed, threshold=capacity, missing=NOT_BREACHING,
+            summary=f"The tenants' connection limits add up to more than {database.connection_overcommit:g} x "
+                    f"max_connections ({database.max_connections}, sized from the {database.instance_type} memory): "
+                    "a busy hour can exhaust the instance. Move to a larger instance class or a second database.")
+
         def count(name: str) -> cloudwatch.Metric:
             return provisioner.metric(name, statistic="Sum", period=FIVE_MINUTES)
 
@@ -182,7 +191,10 @@ class ObservabilityStack(cdk.Stack):
                                                            "ProvisioningFailed")],
                 right=[operations.metric("WarmPoolSize", statistic="Minimum",
                                          period=FIVE_MINUTES).with_(label="warm pool size")]),
-            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True),
+            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True,
+                                   right=[committed.with_(label="sum of tenant connection limits")],
+                                   right_annotations=[cloudwatch.HorizontalAnnotation(
+                                       value=capacity, label="capacity alarm")]),
         ]
 
     def _spend_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:

@@ -241,6 +241,15 @@ def test_dashboard_has_a_row_per_area_with_spend_against_the_budget_levels(templ
     assert re.search(r'"SaaS/Tenants","WarmPoolSize","service","tenant_operations"', body)
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_tenant_connection_limits_are_alarmed_against_the_memory_sized_max_connections(template_json, env):
+    database = load_config(env).database
+    alarm = next(a["Properties"] for a in _of(template_json[(env, "observability")], "AWS::CloudWatch::Alarm").values()
+                 if a["Properties"].get("MetricName") == "TenantConnectionLimits")
+    assert alarm["Threshold"] == database.max_connections * database.connection_overcommit
+    assert {"Name": "service", "Value": "tenant_operations"} in alarm["Dimensions"]
+
+
 # --- units (no synthesis of the app) -------------------------------------------------------------
 
 def _stack() -> cdk.Stack:
