@@ -55,7 +55,7 @@ RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 
 # Lambdas (lambdas/<name>) whose own Powertools metrics are watched beyond errors and throttles,
 # with the namespace each publishes to (the metric contract of the tenants, cost-report and limits code).
-PROVISIONER, TENANTS_NAMESPACE = "provision_tenant", "SaaS/Tenants"
+PROVISIONER, TENANT_OPERATIONS, TENANTS_NAMESPACE = "provision_tenant", "tenant_operations", "SaaS/Tenants"
 COST_REPORT, COST_REPORT_NAMESPACE = "cost_report", "SaaS/CostReport"
 ENFORCER = "enforce_limits"
 BUDGET_BREAKER = "budget_breaker"   # its PlatformBudgetLevel is a BudgetLevel (0 ok ... 3 emergency)
@@ -188,6 +188,7 @@ class ObservabilityStack(cdk.Stack):
 
     def _tenants_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
         provisioner = self.control_plane.function(PROVISIONER, namespace=TENANTS_NAMESPACE)
+        operations = self.control_plane.function(TENANT_OPERATIONS, namespace=TENANTS_NAMESPACE)  # refills the pool
         budget_ms = config.observability.signup_budget_seconds * 1000
         threshold_ms = budget_ms * PROVISIONING_BUDGET_SHARE
         self.alarms.add(
@@ -196,6 +197,15 @@ class ObservabilityStack(cdk.Stack):
             threshold=threshold_ms, missing=NOT_BREACHING,
             summary=f"p95 of a provisioning attempt above {threshold_ms / 1000:.0f} s over 15 min: a retried signup "
                     f"would miss the {budget_ms / 1000:.0f} s budget.")
+
+        database = config.database
+        capacity = database.max_connections * database.connection_overcommit
+        committed = operations.metric("TenantConnectionLimits", statistic="Maximum", period=cdk.Duration.minutes(15))
+        self.alarms.add(
+            "tenant-connection-capacity", metric=committed, threshold=capacity, missing=NOT_BREACHING,
+            summary=f"The tenants' connection limits add up to more than {database.connection_overcommit:g} x "
+                    f"max_connections ({database.max_connections}, sized from the {database.instance_type} memory): "
+                    "a busy hour can exhaust the instance. Move to a larger instance class or a second database.")
 
         def count(name: str) -> cloudwatch.Metric:
             return provisioner.metric(name, statistic="Sum", period=FIVE_MINUTES)
@@ -212,9 +222,12 @@ class ObservabilityStack(cdk.Stack):
             cloudwatch.GraphWidget(title="Signups / warm pool", width=8, left=[
                 count(name).with_(label=name) for name in ("TenantsCreated", "ProvisioningRejected",
                                                            "ProvisioningFailed")],
-                right=[provisioner.metric("WarmPoolSize", statistic="Minimum",
-                                          period=FIVE_MINUTES).with_(label="warm pool size")]),
-            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True),
+                right=[operations.metric("WarmPoolSize", statistic="Minimum",
+                                         period=FIVE_MINUTES).with_(label="warm pool size")]),
+            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True,
+                                   right=[committed.with_(label="sum of tenant connection limits")],
+                                   right_annotations=[cloudwatch.HorizontalAnnotation(
+                                       value=capacity, label="capacity alarm")]),
         ]
 
     def _spend_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
