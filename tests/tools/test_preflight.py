@@ -34,7 +34,9 @@ def _config(account, **changes):
         cost_report=dataclasses.replace(config.cost_report, recipients=("ceo@acme.io",), sender="reports@acme.io"),
         observability=dataclasses.replace(config.observability, alarm_emails=("ops@acme.io",)),
         cicd=dataclasses.replace(config.cicd, github_repository="acme/saas-platform"),
-        cluster=dataclasses.replace(config.cluster, admin_role_arns=(f"arn:aws:iam::{account}:role/admin",)))
+        cluster=dataclasses.replace(config.cluster, admin_role_arns=(f"arn:aws:iam::{account}:role/admin",)),
+        workloads=dataclasses.replace(config.workloads, api_domain="api.acme.io",
+                                      certificate_arn=f"arn:aws:acm:{REGION}:{account}:certificate/abc"))
     return dataclasses.replace(config, **{**real, **changes})
 
 
