@@ -86,9 +86,7 @@ class BillingStack(cdk.Stack):
     @staticmethod
     def billing_environment(config: EnvConfig) -> dict[str, str]:
         """What every function running billing code reads (`BillingSettings.from_env`)."""
-        return {"BILLING_PAYMENT_GRACE_DAYS": str(config.billing.payment_grace_days),
-                "BILLING_OFFBOARD_AFTER_DAYS": str(config.billing.offboard_after_days),
-                "STRIPE_API_VERSION": config.billing.stripe_api_version}
+        return config.billing.to_env()
 
     def _placeholder_secret(self, construct_id: str, name: str, description: str,
                             key: kms.IKey) -> secretsmanager.Secret:

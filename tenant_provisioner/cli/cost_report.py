@@ -9,7 +9,6 @@ through SES like the scheduled run (not deduplicated: an operator's re-send is d
 from __future__ import annotations
 
 import json
-import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -32,19 +31,15 @@ err = Console(stderr=True)
 def _settings(fixture: dict[str, Any], environment: Optional[str], budget: Optional[float],
               dry_run: bool) -> ReportSettings:
     """Environment settings, with fixture values and harmless addresses filling gaps for dry runs."""
-    env = dict(os.environ)
     defaults = {"ENVIRONMENT_NAME": fixture.get("environment", "local"),
                 "MONTHLY_BUDGET_USD": str(fixture.get("monthly_budget_usd", "")),
                 "REPORT_TIMEZONE": fixture.get("timezone", "UTC")}
     if dry_run:
         defaults |= {"REPORT_RECIPIENTS": "dry-run@example.com", "REPORT_SENDER": "dry-run@example.com"}
-    for key, value in defaults.items():
-        env.setdefault(key, value)
-    if environment:
-        env["ENVIRONMENT_NAME"] = environment
+    overrides = {"ENVIRONMENT_NAME": environment} if environment else {}
     if budget is not None:
-        env["MONTHLY_BUDGET_USD"] = str(budget)
-    return ReportSettings.from_env(env)
+        overrides["MONTHLY_BUDGET_USD"] = str(budget)
+    return ReportSettings.from_env(defaults=defaults, overrides=overrides)
 
 
 @app.command()

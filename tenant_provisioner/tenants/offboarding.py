@@ -27,9 +27,10 @@ import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 
-from tenant_provisioner import audit, validation
-from tenant_provisioner.tenants import provisioning, records, schema
-from tenant_provisioner.errors import InvalidInput, TenantConflict, TransientError
+from tenant_provisioner import validation
+from tenant_provisioner.tenants import records, schema, transitions
+from tenant_provisioner.tenants.events import TenantEvents
+from tenant_provisioner.errors import InvalidInput, TransientError
 from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants.records import Tenant
 
@@ -104,7 +105,7 @@ def export_tenant(conn: psycopg.Connection, tenant: Tenant, destination: str) ->
         return location, rows
 
 
-def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str | None,
+def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str | None, events: TenantEvents,
              store: SecretStore | None = None, retention_days: int = 0) -> OffboardResult:
     """Stop, export, then drop the tenant once `retention_days` have passed since the export.
 
@@ -121,12 +122,9 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
     with conn.transaction():
         tenant = records.require(conn, tenant_id, for_update=True)
         if tenant.state in ("active", "suspended", "provisioning"):
-            provisioning.run_hooks("on_offboard", conn, tenant)
+            events.before_offboard(conn, tenant)
             schema.set_login(conn, tenant.role_name, False)
-            conn.execute("UPDATE control.tenants SET state = 'offboarding', updated_at = now() WHERE tenant_id = %s",
-                         (tenant_id,))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.offboarding", actor=actor,
-                         detail={"from_state": tenant.state, "retention_days": retention_days})
+            transitions.begin_offboarding(conn, tenant, retention_days=retention_days, actor=actor)
     tenant, rows = records.require(conn, tenant_id), {}
     if tenant.state == "offboarding" and tenant.export_location is None:
         if export_to is None:
@@ -134,29 +132,25 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
         schema.terminate_sessions(conn, tenant.role_name)
         location, rows = export_tenant(conn, tenant, export_to)
         with conn.transaction():
-            conn.execute("UPDATE control.tenants SET export_location = %s, updated_at = now(),"
-                         " drop_after = now() + make_interval(days => %s) WHERE tenant_id = %s",
-                         (location, retention_days, tenant_id))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.exported", actor=actor,
-                         detail={"export_location": location, "rows": rows})
+            transitions.record_export(conn, tenant_id, location=location, retention_days=retention_days, rows=rows,
+                                      actor=actor)
     with conn.transaction():
         due = conn.execute("SELECT 1 FROM control.tenants WHERE tenant_id = %s AND state = 'offboarding'"
                            " AND drop_after <= now() FOR UPDATE", (tenant_id,)).fetchone()
         if due:
             schema.drop(conn, schema=tenant.schema_name, role=tenant.role_name)
-            conn.execute("UPDATE control.tenants SET state = 'offboarded', updated_at = now() WHERE tenant_id = %s",
-                         (tenant_id,))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.offboarded", actor=actor, detail={})
+            transitions.mark_offboarded(conn, tenant_id, actor=actor)
     tenant = records.require(conn, tenant_id)
     if tenant.state == "offboarded" and store is not None:
         store.delete(tenant_id, recovery_days=SECRET_RECOVERY_DAYS)
     return OffboardResult(tenant, rows)
 
 
-def drop_due(conn: psycopg.Connection, *, actor: str, store: SecretStore | None = None) -> list[str]:
+def drop_due(conn: psycopg.Connection, *, actor: str, events: TenantEvents,
+             store: SecretStore | None = None) -> list[str]:
     """Finish every offboarding whose retention has passed (the Lambda runs this daily)."""
     due = [row[0] for row in conn.execute(
         "SELECT tenant_id FROM control.tenants WHERE state = 'offboarding' AND drop_after <= now()"
         " ORDER BY drop_after")]
-    return [offboard(conn, tenant_id, actor=actor, export_to=None, store=store).tenant.tenant_id
+    return [offboard(conn, tenant_id, actor=actor, export_to=None, events=events, store=store).tenant.tenant_id
             for tenant_id in due]

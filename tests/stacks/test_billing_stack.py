@@ -44,7 +44,7 @@ def test_webhook_function_behind_an_unauthenticated_function_url(templates, env)
             "DATABASE_NAME": config.tenants.database_name,
             "BILLING_PAYMENT_GRACE_DAYS": str(config.billing.payment_grace_days),
             "BILLING_OFFBOARD_AFTER_DAYS": str(config.billing.offboard_after_days),
-            "STRIPE_API_VERSION": config.billing.stripe_api_version,
+            "STRIPE_API_VERSION": config.billing.api_version,
         })},
     })
     template.has_output("WebhookUrl", {"Value": assertions.Match.any_value()})
