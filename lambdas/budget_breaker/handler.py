@@ -26,8 +26,8 @@ logger, metrics = function.logger, function.metrics
 
 
 @function.handler
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    records = event.get("Records", [])
+def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    records = (event or {}).get("Records", [])
     logger.info("budget notification", extra={"records": len(records),
                                                "subjects": [r.get("Sns", {}).get("Subject") for r in records]})
     breaker = function.clients

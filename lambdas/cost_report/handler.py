@@ -30,12 +30,12 @@ copy_config_to_registered_loggers(source_logger=logger, include={"tenant_provisi
 
 
 @function.handler
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     report = function.clients
     settings = report.settings
     metrics.add_dimension(name="environment", value=settings.environment)
     metrics.add_metric(name=CostReportMetrics.RUNS, unit=MetricUnit.Count, value=1)
-    report_date = resolve_report_date(event, settings, datetime.now(timezone.utc))
+    report_date = resolve_report_date(event or {}, settings, datetime.now(timezone.utc))
 
     run = report.run()
 

@@ -37,18 +37,21 @@ def _tenant_ids(event: dict[str, Any]) -> list[str] | None:
 
 
 @function.handler
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    tenant_ids = _tenant_ids(event)
+def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    tenant_ids = _tenant_ids(event or {})
     platform = function.clients
     assert platform.redis is not None and platform.notifier is not None
     result = run_cycle(platform.database, platform.redis, notifier=platform.notifier, lifecycle=platform.lifecycle,
-                       key_prefix=platform.key_prefix, tenant_ids=tenant_ids, reporters=platform.reporters())
+                       key_prefix=platform.key_prefix, tenant_ids=tenant_ids, reporters=platform.reporters(),
+                       reaper=platform.reaper)
     summary = result.to_dict()
     metrics.add_metric(name=LimitsMetrics.TENANTS_ENFORCED, unit=MetricUnit.Count, value=len(result.usage))
     metrics.add_metric(name=LimitsMetrics.BREAKER_TRANSITIONS, unit=MetricUnit.Count, value=len(result.transitions))
     metrics.add_metric(name=LimitsMetrics.SUSPENSIONS, unit=MetricUnit.Count,
                        value=sum(t["to"] == "suspended" and t["cause"] == "usage" for t in result.transitions))
     metrics.add_metric(name=LimitsMetrics.ENFORCEMENT_ERRORS, unit=MetricUnit.Count, value=len(result.errors))
+    metrics.add_metric(name=LimitsMetrics.TENANT_SESSIONS_TERMINATED, unit=MetricUnit.Count,
+                       value=len(result.terminated))
     logger.info("enforcement cycle done", extra={"summary": summary})
     if result.errors:
         raise TransientError(f"enforcement cycle finished with {len(result.errors)} error(s): {result.errors[:3]}")

@@ -37,13 +37,9 @@ class ReportSettings:
         return (self.scope_tag, self.environment) if self.scope_tag else None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, defaults: Mapping[str, str] | None = None,
-                 overrides: Mapping[str, str] | None = None) -> "ReportSettings":
-        """Parse and validate; a bad value raises `ConfigError` naming the variable. `defaults` fill
-        unset variables and `overrides` replace them (the local command's options)."""
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ReportSettings":
+        """Parse and validate; a bad value raises `ConfigError` naming the variable."""
         env = envvars.environ(env)
-        if defaults or overrides:
-            env = {**(defaults or {}), **env, **(overrides or {})}
         recipients = tuple(r.strip() for r in env.get("REPORT_RECIPIENTS", "").split(",") if r.strip())
         if not recipients or not all(_EMAIL.match(r) for r in recipients):
             raise ConfigError(f"REPORT_RECIPIENTS must be comma-separated e-mail addresses, got {recipients!r}")

@@ -37,10 +37,11 @@ from tenant_provisioner.limits.budget import Actuators, NonProdTargets
 from tenant_provisioner.limits.enforcer import Notifier, Reporter
 from tenant_provisioner.limits.listeners import LimiterListener
 from tenant_provisioner.limits.notify import AwsNotifier
+from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.limits.steps import LimitsStep
 from tenant_provisioner.runtime.settings import (BudgetBreakerSettings, EnforceLimitsSettings, OperatorSettings,
                                                  ProvisionTenantSettings, StripeWebhookSettings,
-                                                 TenantEndpointSettings)
+                                                 TenantEndpointSettings, TenantOperationsSettings)
 from tenant_provisioner.secrets import AwsSecretStore, SecretStore
 from tenant_provisioner.tenants.events import TenantEvents
 from tenant_provisioner.tenants.lifecycle import Lifecycle
@@ -59,6 +60,7 @@ class Platform:
     key_prefix: str = ""
     endpoint: DbEndpoint | None = None    # where new tenants connect (their secret says so)
     notifier: Notifier | None = None      # breaker notices (the enforcer)
+    reaper: ReaperSettings | None = None  # the enforcer's session reaper thresholds
 
     def reporters(self) -> list[Reporter]:
         """Billing's work after each enforcement cycle, in order: payment grace, then usage to Stripe."""
@@ -84,10 +86,11 @@ def lifecycle(*, billing: BillingSettings | None = None, stripe_client: stripe.S
 
 def wire(*, database: Database, billing: BillingSettings, stripe_client: stripe.StripeClient | None = None,
          redis_client: redis.Redis | None = None, key_prefix: str = "", secret_store: SecretStore | None = None,
-         endpoint: DbEndpoint | None = None, notifier: Notifier | None = None) -> Platform:
+         endpoint: DbEndpoint | None = None, notifier: Notifier | None = None,
+         reaper: ReaperSettings | None = None) -> Platform:
     """A process's platform around the given clients."""
     return Platform(database=database, billing=billing, stripe=stripe_client, redis=redis_client,
-                    key_prefix=key_prefix, endpoint=endpoint, notifier=notifier,
+                    key_prefix=key_prefix, endpoint=endpoint, notifier=notifier, reaper=reaper,
                     lifecycle=lifecycle(billing=billing, stripe_client=stripe_client, redis_client=redis_client,
                                         key_prefix=key_prefix, secret_store=secret_store))
 
@@ -108,7 +111,15 @@ def for_provisioning(settings: ProvisionTenantSettings) -> Platform:
 def for_enforcement(settings: EnforceLimitsSettings) -> Platform:
     return wire(database=settings.database.pool(), billing=settings.billing, stripe_client=settings.billing.client(),
                 redis_client=settings.redis.client(), key_prefix=settings.redis.key_prefix,
-                notifier=AwsNotifier(sender=settings.notifier.sender, ops_topic_arn=settings.notifier.ops_topic_arn))
+                notifier=AwsNotifier(sender=settings.notifier.sender, ops_topic_arn=settings.notifier.ops_topic_arn),
+                reaper=settings.reaper)
+
+
+def for_tenant_operations(settings: TenantOperationsSettings) -> Platform:
+    """Operator and schedule actions: no Stripe or Redis (a due offboarding was cancelled in Stripe
+    when it started), the tenant secret store for the drop."""
+    return wire(database=settings.database.pool(), billing=BillingSettings(),
+                secret_store=AwsSecretStore(settings.secrets.prefix, kms_key_id=settings.secrets.kms_key_id))
 
 
 def for_stripe_webhook(settings: StripeWebhookSettings) -> Platform:

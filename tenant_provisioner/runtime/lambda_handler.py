@@ -27,8 +27,7 @@ from aws_lambda_powertools.utilities import parameters
 from tenant_provisioner.errors import InvalidInput, PlatformError
 
 T = TypeVar("T")
-Event = dict[str, Any]
-Handler = Callable[[Event, Any], Any]
+Handler = Callable[[Any, Any], Any]
 
 
 def rejection(exc: PlatformError) -> dict[str, Any]:
@@ -69,9 +68,9 @@ class LambdaFunction(Generic[T]):
 
     def handler(self, fn: Handler) -> Handler:
         @functools.wraps(fn)
-        def run(event: Event | None, context: Any) -> Any:
+        def run(event: Any, context: Any) -> Any:
             try:
-                return fn(event or {}, context)
+                return fn(event, context)
             except PlatformError as exc:
                 if exc.retryable or not isinstance(exc, self._rejects):
                     raise

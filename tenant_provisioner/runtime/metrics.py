@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class TenantMetrics:
-    """``provision_tenant``."""
+    """``provision_tenant`` and ``tenant_operations``."""
 
     NAMESPACE = "SaaS/Tenants"
     PROVISIONING_DURATION = "ProvisioningDuration"   # milliseconds per signup
@@ -18,6 +18,7 @@ class TenantMetrics:
     TENANTS_MIGRATED = "TenantsMigrated"
     TENANT_MIGRATIONS_FAILED = "TenantMigrationsFailed"
     TENANTS_OFFBOARDED = "TenantsOffboarded"
+    OFFBOARDING_FAILURES = "OffboardingFailures"
 
 
 class LimitsMetrics:
@@ -28,6 +29,7 @@ class LimitsMetrics:
     BREAKER_TRANSITIONS = "BreakerTransitions"
     SUSPENSIONS = "Suspensions"
     ENFORCEMENT_ERRORS = "EnforcementErrors"
+    TENANT_SESSIONS_TERMINATED = "TenantSessionsTerminated"   # by the session reaper
     PLATFORM_BUDGET_LEVEL = "PlatformBudgetLevel"    # a BudgetLevel: 0 ok ... 3 emergency
     RATE_LIMITER_DEGRADED = "RateLimiterDegraded"    # decisions made without Redis; dimension ``component``
 

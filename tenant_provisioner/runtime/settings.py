@@ -25,6 +25,7 @@ from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.costs.settings import ReportSettings
 from tenant_provisioner.db import DatabaseSettings
 from tenant_provisioner.errors import ConfigError
+from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.runtime import env as envvars
 from tenant_provisioner.runtime.env import Env
 
@@ -186,6 +187,14 @@ class ProvisionTenantSettings(FunctionSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TenantOperationsSettings(FunctionSettings):
+    """``lambdas/tenant_operations``: init, fleet migrations, warm pool, due offboardings."""
+
+    database: DatabaseSettings
+    secrets: SecretStoreSettings
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnforceLimitsSettings(FunctionSettings):
     """``lambdas/enforce_limits``: the enforcement cycle, then billing's post-cycle work."""
 
@@ -193,6 +202,7 @@ class EnforceLimitsSettings(FunctionSettings):
     redis: RedisSettings
     notifier: NotifierSettings
     billing: BillingSettings = field(default_factory=BillingSettings)
+    reaper: ReaperSettings = field(default_factory=ReaperSettings)
 
     def check(self) -> None:
         if not self.redis.configured:
@@ -236,6 +246,7 @@ class OperatorSettings:
 # Every Lambda function (the directory under lambdas/) and the settings class its handler reads.
 FUNCTION_SETTINGS: dict[str, type[Any]] = {
     "provision_tenant": ProvisionTenantSettings,
+    "tenant_operations": TenantOperationsSettings,
     "enforce_limits": EnforceLimitsSettings,
     "budget_breaker": BudgetBreakerSettings,
     "stripe_webhook": StripeWebhookSettings,

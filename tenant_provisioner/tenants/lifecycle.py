@@ -4,8 +4,8 @@ The composition root (`tenant_provisioner.runtime.compose`) builds one per proce
 extension steps (billing's Stripe customer, the limits' breaker rows) and listeners
 (`tenant_provisioner.tenants.events`); nothing here imports billing or limits.
 
-Reads go through `records`. Every method takes a connection acting as the provisioner role (``Database.connection()``),
-validates its input before touching anything, and does its writes, the audit entry included,
+Reads go through `records`. Every method takes a connection acting as the provisioner role
+(``Database.connection()``), validates its input before touching anything, and does its writes, the audit entry included,
 in one transaction (a savepoint when the caller already has one open, so a caller such as the
 quota enforcer can join a suspension to its own transaction). Repeating a call that already
 took effect is a no-op without a second audit entry. The rows are written by `transitions`.
@@ -22,7 +22,6 @@ offboarded tenant, or creating an existing id with another tier), `TransientErro
 
 from __future__ import annotations
 
-import contextlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,18 +29,19 @@ from typing import Any, Iterator, Sequence
 
 import psycopg
 
-from tenant_provisioner import validation
-from tenant_provisioner.db import LOCK_NAMESPACE
+from tenant_provisioner import leases, validation
 from tenant_provisioner.errors import TenantConflict, TransientError
 from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants import offboarding, provisioning, records, schema, transitions
 from tenant_provisioner.tenants.events import Origin, TenantEvents
-from tenant_provisioner.tenants.offboarding import OffboardResult
+from tenant_provisioner.tenants.offboarding import DropDueResult, OffboardResult
 from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint, ProvisionContext, Step
 from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import load_tiers
 
-CREATE_LOCK_TIMEOUT_MS = 30_000
+CREATE_LOCK_TIMEOUT_S = 30.0
+# Longer than a create can take (the Lambda's timeout is 60 s); a crashed create blocks its id at most this long.
+CREATE_LEASE_TTL_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -61,19 +61,11 @@ class CreateResult:
 
 @contextmanager
 def _create_lock(conn: psycopg.Connection, tenant_id: str) -> Iterator[None]:
-    """Serialize creates of one id across processes (session advisory lock, bounded wait)."""
-    key = (LOCK_NAMESPACE, tenant_id)
-    try:
-        with conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CREATE_LOCK_TIMEOUT_MS}ms",))
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
-    except psycopg.errors.LockNotAvailable as exc:
-        raise TransientError(f"another create of {tenant_id!r} is still running; retry") from exc
-    try:
+    """Serialize creates of one id across processes (a lease row, bounded wait)."""
+    with leases.held(conn, f"create:{tenant_id}", ttl_s=CREATE_LEASE_TTL_S, wait_s=CREATE_LOCK_TIMEOUT_S) as held:
+        if not held:
+            raise TransientError(f"another create of {tenant_id!r} is still running; retry")
         yield
-    finally:
-        with contextlib.suppress(psycopg.OperationalError):  # a lost session released its lock already
-            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
 
 
 class Lifecycle:
@@ -156,7 +148,7 @@ class Lifecycle:
         return offboarding.offboard(conn, tenant_id, actor=actor, export_to=export_to, events=self.events,
                                     store=self.secret_store, retention_days=retention_days)
 
-    def drop_due(self, conn: psycopg.Connection, *, actor: str) -> list[str]:
+    def drop_due(self, conn: psycopg.Connection, *, actor: str) -> DropDueResult:
         """Finish every offboarding whose retention has passed (the Lambda runs this daily)."""
         return offboarding.drop_due(conn, actor=actor, events=self.events, store=self.secret_store)
 
