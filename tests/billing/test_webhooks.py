@@ -109,7 +109,8 @@ def test_an_unrelated_paid_invoice_does_not_lift_a_non_payment_suspension(fake_s
 @pytest.mark.parametrize("body", [b"[]", b"null", b'"evt"', b"42", b'{"id": "evt_1", "type": "x", "data": []}',
                                   b"\xff\xfe"])
 def test_a_validly_signed_body_that_is_not_an_event_object_is_400(fake_stripe, conn, settings, tenant, body):
-    result = webhooks.handle(conn, body, sign_webhook(body, WEBHOOK_SECRET), secret=WEBHOOK_SECRET, settings=settings)
+    result = webhooks.handle(conn, body, sign_webhook(body, WEBHOOK_SECRET), secret=WEBHOOK_SECRET, settings=settings,
+                             lifecycle=lifecycle)
     assert result.status == 400 and "Stripe event" in result.outcome
 
 
