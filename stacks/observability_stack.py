@@ -54,8 +54,8 @@ RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 
 # Lambdas (lambdas/<name>) whose own Powertools metrics are watched beyond errors and throttles;
 # namespaces and names are the functions' metric contract (tenant_provisioner/runtime/metrics.py).
-PROVISIONER, COST_REPORT, ENFORCER, BUDGET_BREAKER, WEBHOOK = (
-    "provision_tenant", "cost_report", "enforce_limits", "budget_breaker", "stripe_webhook")
+PROVISIONER, TENANT_OPERATIONS, COST_REPORT, ENFORCER, BUDGET_BREAKER, WEBHOOK = (
+    "provision_tenant", "tenant_operations", "cost_report", "enforce_limits", "budget_breaker", "stripe_webhook")
 ALB_DIMENSION = re.compile(r"^app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$")   # CloudWatch's LoadBalancer dimension
 
 
@@ -151,6 +151,8 @@ class ObservabilityStack(cdk.Stack):
 
     def _tenants_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
         provisioner = self.control_plane.function(PROVISIONER, namespace=TenantMetrics.NAMESPACE)
+        operations = self.control_plane.function(TENANT_OPERATIONS,  # refills the pool
+                                                 namespace=TenantMetrics.NAMESPACE)
         budget_ms = config.observability.signup_budget_seconds * 1000
         threshold_ms = budget_ms * PROVISIONING_BUDGET_SHARE
         self.alarms.add(
@@ -159,6 +161,15 @@ class ObservabilityStack(cdk.Stack):
             threshold=threshold_ms, missing=NOT_BREACHING,
             summary=f"p95 of a provisioning attempt above {threshold_ms / 1000:.0f} s over 15 min: a retried signup "
                     f"would miss the {budget_ms / 1000:.0f} s budget.")
+
+        database = config.database
+        capacity = database.max_connections * database.connection_overcommit
+        committed = operations.metric(TenantMetrics.TENANT_CONNECTION_LIMITS, statistic="Maximum", period=cdk.Duration.minutes(15))
+        self.alarms.add(
+            "tenant-connection-capacity", metric=committed, threshold=capacity, missing=NOT_BREACHING,
+            summary=f"The tenants' connection limits add up to more than {database.connection_overcommit:g} x "
+                    f"max_connections ({database.max_connections}, sized from the {database.instance_type} memory): "
+                    "a busy hour can exhaust the instance. Move to a larger instance class or a second database.")
 
         def count(name: str) -> cloudwatch.Metric:
             return provisioner.metric(name, statistic="Sum", period=FIVE_MINUTES)
@@ -173,11 +184,15 @@ class ObservabilityStack(cdk.Stack):
                 cloudwatch.HorizontalAnnotation(value=threshold_ms, label="alarm"),
                 cloudwatch.HorizontalAnnotation(value=budget_ms, label="signup budget")]),
             cloudwatch.GraphWidget(title="Signups / warm pool", width=8, left=[
-                count(name).with_(label=name) for name in (TenantMetrics.TENANTS_CREATED, TenantMetrics.PROVISIONING_REJECTED,
+                count(name).with_(label=name) for name in (TenantMetrics.TENANTS_CREATED,
+                                                           TenantMetrics.PROVISIONING_REJECTED,
                                                            TenantMetrics.PROVISIONING_FAILED)],
-                right=[provisioner.metric(TenantMetrics.WARM_POOL_SIZE, statistic="Minimum",
-                                          period=FIVE_MINUTES).with_(label="warm pool size")]),
-            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True),
+                right=[operations.metric(TenantMetrics.WARM_POOL_SIZE, statistic="Minimum",
+                                         period=FIVE_MINUTES).with_(label="warm pool size")]),
+            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True,
+                                   right=[committed.with_(label="sum of tenant connection limits")],
+                                   right_annotations=[cloudwatch.HorizontalAnnotation(
+                                       value=capacity, label="capacity alarm")]),
         ]
 
     def _spend_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:

@@ -237,6 +237,17 @@ def test_dashboard_has_a_row_per_area_with_spend_against_the_budget_levels(templ
     for level in (0.9, 1.0, 2.0):
         assert re.search(rf'"value":{budget * level:g}(\.0)?,"label":"{level:.0%} of budget"', body), level
     assert 'GROUP BY state' in body and '"MonthToDateUSD"' in body
+    # the warm pool is refilled (and its size published) by tenant_operations, not provisioning
+    assert re.search(r'"SaaS/Tenants","WarmPoolSize","service","tenant_operations"', body)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_tenant_connection_limits_are_alarmed_against_the_memory_sized_max_connections(template_json, env):
+    database = load_config(env).database
+    alarm = next(a["Properties"] for a in _of(template_json[(env, "observability")], "AWS::CloudWatch::Alarm").values()
+                 if a["Properties"].get("MetricName") == "TenantConnectionLimits")
+    assert alarm["Threshold"] == database.max_connections * database.connection_overcommit
+    assert {"Name": "service", "Value": "tenant_operations"} in alarm["Dimensions"]
 
 
 # --- units (no synthesis of the app) -------------------------------------------------------------
