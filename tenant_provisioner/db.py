@@ -23,9 +23,12 @@ from tenant_provisioner.errors import ConfigError, TransientError
 
 DEFAULT_PROVISIONER_ROLE = "tenant_provisioner"
 APPLICATION_NAME = "tenant-provisioner"
-# First key of every two-int advisory lock we take (`pg_advisory_lock(int, int)`), so our locks
-# never collide with another component's.
-LOCK_NAMESPACE = 0x7E4A
+# Every control-plane session waits at most this long for a lock and runs a statement at most
+# this long: a tenant holding a lock on its own tables or its role (LOCK TABLE, an open ALTER ROLE)
+# makes one control-plane step fail fast instead of stalling it, and the next run retries.
+# Long by design (a fleet migration's ALTER, an export's COPY) but never unbounded.
+CONTROL_LOCK_TIMEOUT = "5s"
+CONTROL_STATEMENT_TIMEOUT = "15min"
 
 
 SECRET_MAX_AGE_SECONDS = 300
@@ -90,6 +93,8 @@ class Database:
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self.provisioner_role)))
+        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                     (CONTROL_LOCK_TIMEOUT, CONTROL_STATEMENT_TIMEOUT))
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:

@@ -24,6 +24,7 @@ from tenant_provisioner.errors import TenantNotFound, TransientError
 from tenant_provisioner.limits import state as redis_state
 from tenant_provisioner.limits.breakers import hard_limit_of
 from tenant_provisioner.limits.enforcer import Notice, registered_reporters, run_cycle
+from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.limits.notify import AwsNotifier, describe
 from tenant_provisioner.tiers import TierCatalog, load_tiers
 
@@ -80,7 +81,7 @@ def enforce(ctx: typer.Context, redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     notifier = AwsNotifier.from_env() if notify is NotifyMode.aws else _print_notice
     with _database(ctx) as db:
         result = run_cycle(db, _redis(redis_url), notifier=notifier, key_prefix=key_prefix, actor="cli:limits",
-                           tenant_ids=tenant, reporters=registered_reporters())
+                           tenant_ids=tenant, reporters=registered_reporters(), reaper=ReaperSettings.from_env())
     print(json.dumps(result.to_dict()))
     if result.errors:
         raise typer.Exit(1)

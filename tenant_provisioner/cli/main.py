@@ -103,6 +103,9 @@ def init(ctx: typer.Context) -> None:
         result = control.init(conn, settings.provisioner_role)
     applied = ", ".join(result.applied) or "nothing new"
     out.print(f"control schema at version {result.version}; applied: {applied}", highlight=False)
+    for refused in result.unhardened:
+        out.print(f"warning: PUBLIC keeps its rights on database {refused} (docs/tenants.md, threat model)",
+                  highlight=False, markup=False)
 
 
 @app.command()
