@@ -14,9 +14,9 @@ import httpx
 import psycopg
 import pytest
 
-from services.worker.handlers import evaluate_budgets
-from tenant_provisioner.gateway.jobs import EVALUATE_BUDGETS, JobQueue
-from tenant_provisioner.gateway.sessions import ControlPlane, TenantPools
+from services.worker.handlers import evaluate_budgets, rollup_usage
+from tenant_provisioner.gateway.jobs import EVALUATE_BUDGETS, ROLLUP_USAGE, JobQueue
+from tenant_provisioner.gateway.sessions import ControlPlane, TenantContext, TenantPools
 from tenant_provisioner.tiers import load_tiers
 from tests.conftest import REPO_ROOT
 
@@ -167,3 +167,57 @@ def test_worker_probes_and_graceful_shutdown_lose_no_job(tenants):
         states = dict(conn.execute("SELECT state, count(*) FROM control.jobs GROUP BY state").fetchall())
     assert states.get("running", 0) == 0 and states.get("failed", 0) == 0, states
     assert states.get("done", 0) + states.get("queued", 0) == 60
+
+
+def test_usage_bursts_queue_one_evaluation_and_the_last_write_is_still_evaluated(tenants):
+    _clear_jobs(tenants)
+    tenant = TenantContext(tenant_id="light-co", tier="pro", state="active", role_name="", schema_name="",
+                           key_id="", key_prefix="")
+
+    async def drain(queue: JobQueue) -> list[str]:
+        kinds = []
+        while (job := await queue.claim(60)) is not None:
+            kinds.append(job.kind)
+        return sorted(kinds)
+
+    async def body(queue: JobQueue):
+        queue.debounce_seconds = 0.5
+        await queue.after_usage(tenant)          # leading edge: queued at once
+        first = await drain(queue)               # the worker starts on them
+        for _ in range(20):                      # more writes meanwhile
+            await queue.after_usage(tenant)
+        meanwhile = await drain(queue)
+        await asyncio.sleep(0.8)                 # trailing edge: the last writes get their jobs
+        return first, meanwhile, await drain(queue)
+
+    first, meanwhile, trailing = _run(_with_queue(tenants, body))
+    assert first == trailing == sorted([EVALUATE_BUDGETS, ROLLUP_USAGE]) and meanwhile == []
+
+
+def test_usage_rollup_recomputes_whole_days_and_is_idempotent(tenants):
+    _seed_spend(tenants, "budget-co")
+
+    async def body():
+        pools = TenantPools(tenants.url, catalog=load_tiers(), deriver=None)
+        control = ControlPlane(tenants.url, provisioner_role=tenants.provisioner_role)
+        await control.open()
+        try:
+            with psycopg.connect(tenants.url, autocommit=True) as conn:
+                row = conn.execute("SELECT tenant_id, tier, state, role_name, schema_name FROM control.tenants"
+                                   " WHERE tenant_id = 'budget-co'").fetchone()
+            tenant = TenantContext(*row, key_id="", key_prefix="")
+            results = []
+            for _ in range(2):
+                async with pools.session(tenant) as conn:
+                    await rollup_usage(conn, {})
+                    results.append(await (await conn.execute(
+                        "SELECT day, requests, cost_usd FROM usage_daily ORDER BY day")).fetchall())
+                    expected = await (await conn.execute(
+                        "SELECT count(*), sum(cost_usd) FROM ai_usage_records")).fetchone()
+            return results, expected
+        finally:
+            await pools.close()
+            await control.close()
+
+    (first, second), (count, total) = _run(body())
+    assert first == second and sum(r[1] for r in first) == count and sum(r[2] for r in first) == total
