@@ -51,6 +51,7 @@ WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = %s::regrole
 ORDER BY d.datname
 """
 MAX_RETENTION_DAYS = 365
+DEFAULT_RETENTION_DAYS = 30  # what operators get unless they choose otherwise (docs/runbooks/offboarding.md)
 
 
 @dataclass(frozen=True)
