@@ -23,6 +23,7 @@ from stacks.edge_stack import EdgeStack
 from stacks.limits_stack import LimitsStack
 from stacks.network_stack import NetworkStack
 from stacks.observability_stack import ObservabilityStack
+from stacks.registry_stack import RegistryStack
 from stacks.security_stack import SecurityStack
 from stacks.tenants_stack import TenantsStack
 
@@ -68,6 +69,7 @@ def build_platform(scope: Construct, config: EnvConfig, *, shared: SharedAccount
     CostReportStack(scope, config.stack_id("cost-report"), config=config, security=security, data=data, env=env).add_stack_dependency(shared)
     LimitsStack(scope, config.stack_id("limits"), config=config, security=security, data=data, billing=billing, env=env).add_stack_dependency(shared)
     EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
+    RegistryStack(scope, config.stack_id("registry"), config=config, security=security, env=env)
     ObservabilityStack(scope, config.stack_id("observability"), config=config, security=security, data=data, cluster=cluster, env=env)  # last: watches the stacks above
 
     _tag_environment(scope, config)
