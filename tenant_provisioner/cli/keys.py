@@ -58,6 +58,6 @@ def sync_passwords_(ctx: typer.Context,
                                                          help="Key version the services use")] = 1) -> None:
     """Set every live tenant role's password to the one derived from the services' key (rotation)."""
     deriver = PasswordDeriver.from_text(key, version)
-    with _database(ctx) as db, db.connection() as conn:
-        updated = sync_passwords(conn, deriver, actor=_actor())
+    with operator(ctx).database() as db, db.connection() as conn:
+        updated = sync_passwords(conn, deriver, actor=actor())
     print(json.dumps({"roles_updated": updated, "version": version}))
