@@ -15,6 +15,19 @@ from tenant_provisioner.db import DEFAULT_PROVISIONER_ROLE
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.gateway.credentials import PasswordDeriver
 
+# The connection budget (docs/request-path.md, "Connection budget"): the RDS Proxy may take this share
+# of max_connections for the Lambdas (its max_connections_percent), RDS keeps a few for rdsadmin.
+RDS_PROXY_CONNECTION_SHARE = 0.5
+RDS_RESERVED_CONNECTIONS = 3
+
+
+def tenant_pool_budget(*, max_connections: int, replicas: int, control_pool_size: int) -> int:
+    """The per-instance tenant connection total the database can afford: what the RDS Proxy and
+    RDS's reserved slots leave, shared by `replicas` API instances plus one worker, each of which
+    also holds its control pool. Derived, so it follows the instance class and replica count."""
+    services = max_connections - int(max_connections * RDS_PROXY_CONNECTION_SHARE) - RDS_RESERVED_CONNECTIONS
+    return services // (replicas + 1) - control_pool_size
+
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
@@ -56,6 +69,7 @@ class ServiceSettings:
     redis_key_prefix: str
     redis_timeout_seconds: float
     password_deriver: PasswordDeriver | None
+    database_max_connections: int
     pool_total: int
     pool_per_tenant: int
     replicas: int
@@ -80,6 +94,19 @@ class ServiceSettings:
         server = env.get("SERVER", "uvicorn")
         if server not in ("uvicorn", "granian"):
             raise ConfigError(f"SERVER must be uvicorn or granian, got {server!r}")
+        max_connections = _int(env, "DATABASE_MAX_CONNECTIONS", 1000, 1)
+        replicas = _int(env, "SERVICE_REPLICAS", 3, 1)
+        control_pool_size = _int(env, "CONTROL_POOL_SIZE", 4, 1)
+        budget = tenant_pool_budget(max_connections=max_connections, replicas=replicas,
+                                    control_pool_size=control_pool_size)
+        if budget < 1:
+            raise ConfigError(f"DATABASE_MAX_CONNECTIONS {max_connections} leaves no tenant connections for "
+                              f"SERVICE_REPLICAS {replicas} + 1 worker: use a larger RDS instance class or fewer replicas")
+        pool_total = _int(env, "TENANT_POOL_TOTAL", budget, 1)
+        if pool_total > budget:
+            raise ConfigError(f"TENANT_POOL_TOTAL {pool_total} exceeds the connection budget {budget} per instance "
+                              f"(DATABASE_MAX_CONNECTIONS {max_connections}, SERVICE_REPLICAS {replicas}, "
+                              f"CONTROL_POOL_SIZE {control_pool_size}; docs/request-path.md): lower it or leave it unset")
         return cls(
             database_url=database_url, redis_url=redis_url, tiers_file=env.get("TIERS_FILE") or None,
             host=env.get("HOST", "0.0.0.0"),
@@ -91,12 +118,13 @@ class ServiceSettings:
             redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
             password_deriver=PasswordDeriver.from_text(key, _int(env, "TENANT_DB_PASSWORD_VERSION", 1, 1))
             if key else None,
-            pool_total=_int(env, "TENANT_POOL_TOTAL", 40, 1),
+            database_max_connections=max_connections,
+            pool_total=pool_total,
             pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 4, 1),
-            replicas=_int(env, "SERVICE_REPLICAS", 3, 1),
+            replicas=replicas,
             pool_idle_seconds=_float(env, "TENANT_POOL_IDLE_SECONDS", 60.0, 0.1),
             pool_wait_seconds=_float(env, "TENANT_POOL_WAIT_SECONDS", 2.0, 0.0),
-            control_pool_size=_int(env, "CONTROL_POOL_SIZE", 4, 1),
+            control_pool_size=control_pool_size,
             key_cache_seconds=_float(env, "KEY_CACHE_SECONDS", 2.0, 0.0),
             server=server, log_level=env.get("LOG_LEVEL", "INFO").upper(),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", 4, 1),
