@@ -83,6 +83,8 @@ class TenantsStack(cdk.Stack):
                 "TENANT_PROVISIONER_ROLE": tenants.provisioner_role,
                 "TENANT_SECRETS_PREFIX": tenants.secrets_prefix,
                 "TENANT_SECRETS_KMS_KEY_ID": security.secrets_key.key_arn,
+                "SERVICES_DATABASE_SECRET_ARN": data.service_credentials.database_login.secret_arn,
+                "TENANT_DB_PASSWORD_KEY_SECRET_ARN": data.service_credentials.password_key.secret_arn,
                 "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Tenants",
             },
             timeout=cdk.Duration.seconds(tenants.operations_timeout_seconds),
@@ -98,6 +100,14 @@ class TenantsStack(cdk.Stack):
         # Offboarding only deletes tenant secrets: no create/read of them, no use of the secrets key.
         self._grant(operations.role, security, data, construct_id="OperationsPermissions",
                     tenant_secret_actions=("secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"))
+        # `init` applies the services' login password, `sync_passwords` the tenant-password key.
+        credentials = data.service_credentials
+        iam.Policy(self, "ServiceCredentialsRead", roles=[operations.role], statements=[
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                                resources=[credentials.database_login.secret_arn, credentials.password_key.secret_arn]),
+            iam.PolicyStatement(actions=["kms:Decrypt"], resources=[security.secrets_key.key_arn], conditions={
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}}),
+        ])
         for index, arn in enumerate(tenants.operator_role_arns):
             self.operations.add_permission(f"Operator{index}", principal=iam.ArnPrincipal(arn),
                                            action="lambda:InvokeFunction")

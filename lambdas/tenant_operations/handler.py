@@ -7,7 +7,10 @@ signup-shaped event. Only the schedules of the tenants stack and the operator ro
 
 Events (every action is idempotent):
 
-- ``{"action": "init"}``: after a deploy, create/upgrade roles, hardening and the control schema;
+- ``{"action": "init"}``: after a deploy, create/upgrade roles, hardening and the control schema, and
+  the services' login with the password in ``SERVICES_DATABASE_SECRET_ARN`` (also after its rotation);
+- ``{"action": "sync_passwords"}``: every live tenant role's password derived from the key in
+  ``TENANT_DB_PASSWORD_KEY_SECRET_ARN`` (first deploy, and after rotating the key);
 - ``{"action": "migrate", "concurrency": N}``: fleet migration (large fleets: the CLI, no 15-min cap);
 - ``{"action": "refill_warm_pool", "size": N}``: the 5-minute schedule (also the tenants-by-state
   gauge and ``TenantConnectionLimits``, the sum of the tenants' connection limits);
@@ -16,7 +19,8 @@ Events (every action is idempotent):
 
 Bad input returns a structured rejection; a transient failure raises. Environment:
 ``DATABASE_SECRET_ARN`` / ``DATABASE_NAME`` (or ``DATABASE_URL``), ``TENANT_PROVISIONER_ROLE``,
-``TENANT_SECRETS_PREFIX``, ``TENANT_SECRETS_KMS_KEY_ID``.
+``TENANT_SECRETS_PREFIX``, ``TENANT_SECRETS_KMS_KEY_ID``, ``SERVICES_DATABASE_SECRET_ARN``,
+``TENANT_DB_PASSWORD_KEY_SECRET_ARN``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.common.events import rejected, require_object, whole_number
 from tenant_provisioner import control
 from tenant_provisioner.db import Database, admin_connect, database_url_from_env, provisioner_role_from_env
-from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
+from tenant_provisioner.errors import ConfigError, InvalidInput, PlatformError, TransientError
+from tenant_provisioner.gateway.credentials import PasswordDeriver, sync_passwords
+from tenant_provisioner.gateway.services_login import ensure_services_login
 from tenant_provisioner.secrets import AwsSecretStore
 from tenant_provisioner.tenants import fleet, offboarding, records, warm_pool
 
@@ -40,11 +46,41 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "SaaS
 ACTOR = "lambda:tenant_operations"
 
 
+def _secret_json(variable: str, *fields: str) -> dict[str, Any]:
+    """The JSON secret named by ``variable`` (read fresh: a rotated value applies at once)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    arn = os.environ.get(variable)
+    if not arn:
+        raise ConfigError(f"{variable} is not set on this function (stacks/tenants_stack.py)")
+    value = parameters.get_secret(arn, transform="json", force_fetch=True)
+    if not isinstance(value, dict) or any(not value.get(f) for f in fields):
+        raise ConfigError(f"secret {arn} must be a JSON object with {', '.join(fields)}")
+    return value
+
+
 def _init(event: dict[str, Any], url: str) -> dict[str, Any]:
+    role = provisioner_role_from_env()
     with admin_connect(url) as conn:
-        result = control.init(conn, provisioner_role_from_env())
-    summary = {"applied": list(result.applied), "version": result.version, "unhardened": list(result.unhardened)}
+        result = control.init(conn, role)
+        login = None
+        if os.environ.get("SERVICES_DATABASE_SECRET_ARN"):
+            secret = _secret_json("SERVICES_DATABASE_SECRET_ARN", "username", "password")
+            ensure_services_login(conn, provisioner_role=role, username=secret["username"], password=secret["password"])
+            login = secret["username"]
+    summary = {"applied": list(result.applied), "version": result.version, "unhardened": list(result.unhardened),
+               "services_login": login}
     logger.info("control schema initialised", extra=summary)
+    return summary
+
+
+def _sync_passwords(event: dict[str, Any], url: str) -> dict[str, Any]:
+    secret = _secret_json("TENANT_DB_PASSWORD_KEY_SECRET_ARN", "key")
+    version = whole_number(secret, "version", 1)
+    with Database(url) as database, database.connection() as conn:
+        updated = sync_passwords(conn, PasswordDeriver.from_text(str(secret["key"]), version), actor=ACTOR)
+    summary = {"roles_updated": updated, "version": version}
+    logger.info("tenant passwords derived", extra=summary)
     return summary
 
 
@@ -88,7 +124,7 @@ def _drop_due_offboardings(event: dict[str, Any], url: str) -> dict[str, Any]:
 
 
 ACTIONS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
-    "init": _init, "migrate": _migrate, "refill_warm_pool": _refill, "drop_due_offboardings": _drop_due_offboardings,
+    "init": _init, "sync_passwords": _sync_passwords, "migrate": _migrate, "refill_warm_pool": _refill, "drop_due_offboardings": _drop_due_offboardings,
 }
 
 
