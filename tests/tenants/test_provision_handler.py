@@ -186,6 +186,7 @@ def test_init_applies_the_services_login_and_sync_passwords_derives_tenant_passw
                                    SecretString=json.dumps({"key": "k" * 64, "version": 2}))["ARN"]
     monkeypatch.setenv("SERVICES_DATABASE_SECRET_ARN", login_arn)
     monkeypatch.setenv("TENANT_DB_PASSWORD_KEY_SECRET_ARN", key_arn)
+    operations.function.forget()   # settings are read once per container: a new one sees the ARNs
 
     def verifier(role):
         with admin_connect(tenant_db.url) as conn:
