@@ -49,10 +49,13 @@ class TenantsStack(cdk.Stack):
         self.dead_letter_queue = DeadLetterQueue(self, "DeadLetters", purpose="provisioning Lambda and its rules")
         self.dead_letter_queue.allow_delivery_from("events.amazonaws.com")  # signup, warm-pool, offboarding rules
 
+        service_secrets = data.service_credentials
         settings = ProvisionTenantSettings(
             database=data.database_settings,
             secrets=SecretStoreSettings(prefix=tenants.secrets_prefix, kms_key_id=security.secrets_key.key_arn),
-            billing=billing.stripe_settings() if billing is not None else config.billing)
+            billing=billing.stripe_settings() if billing is not None else config.billing,
+            # New tenants' passwords derived from the services' key, so the API/worker reach them at once.
+            credentials=ServiceCredentialsSettings(password_key_secret_arn=service_secrets.password_key.secret_arn))
         function = ControlPlaneFunction(
             self, "ProvisionTenant", name="provision_tenant",
             description="Provision a tenant: schema, role, secret, billing (idempotent; tenant.signup)",
@@ -63,10 +66,10 @@ class TenantsStack(cdk.Stack):
         self.function = function.function
         self._grant(function, data, policy_id="ProvisionPermissions", tenant_secret_actions=PROVISION_SECRET_ACTIONS,
                     kms_actions=("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"))
+        function.read_secrets("PasswordKeyRead", [service_secrets.password_key.secret_arn])
         if billing is not None:  # the billing step creates the tenant's Stripe customer and subscription
             billing.grant_api_key_read(function.role)
 
-        service_secrets = data.service_credentials
         operations = ControlPlaneFunction(
             self, "TenantOperations", name="tenant_operations",
             description="Tenant fleet operations: init, migrate, warm-pool refill, drop due offboardings",

@@ -228,6 +228,7 @@ class ProvisionTenantSettings(FunctionSettings):
     secrets: SecretStoreSettings
     billing: BillingSettings = field(default_factory=BillingSettings)
     endpoint: TenantEndpointSettings = field(default_factory=TenantEndpointSettings)
+    credentials: ServiceCredentialsSettings = field(default_factory=ServiceCredentialsSettings)
 
 
 @dataclass(frozen=True, kw_only=True)

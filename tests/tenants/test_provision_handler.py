@@ -206,3 +206,28 @@ def test_init_applies_the_services_login_and_sync_passwords_derives_tenant_passw
         with admin_connect(tenant_db.url) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(login)))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login)))
+
+
+def test_new_tenants_get_passwords_derived_from_the_current_services_key(handler, tenant_db, monkeypatch):
+    from tenant_provisioner.db import admin_connect
+    from tenant_provisioner.gateway.credentials import PasswordDeriver
+    from tests.request_path.test_keys_cli import _scram_matches
+
+    module, client = handler
+    key_arn = client.create_secret(Name="/saas/test/platform/tenant-password-key",
+                                   SecretString=json.dumps({"key": "k" * 64, "version": 1}))["ARN"]
+    monkeypatch.setenv("TENANT_DB_PASSWORD_KEY_SECRET_ARN", key_arn)
+    module.function.forget()
+
+    def check(tenant_id, deriver):
+        result = module.handler(_signup(tenant_id), Context())
+        password = deriver.password(result["role"])
+        with admin_connect(tenant_db.url) as conn:
+            verifier = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (result["role"],)).fetchone()[0]
+        assert _scram_matches(verifier, password)
+        assert json.loads(client.get_secret_value(SecretId=result["secret_name"])["SecretString"])["password"] == password
+
+    check("derived-one", PasswordDeriver.from_text("k" * 64, 1))
+    # A rotated key applies to the next signup without a new container.
+    client.put_secret_value(SecretId=key_arn, SecretString=json.dumps({"key": "n" * 64, "version": 2}))
+    check("derived-two", PasswordDeriver.from_text("n" * 64, 2))
