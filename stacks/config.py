@@ -234,7 +234,10 @@ class LimitsConfig:
     ops_emails: tuple[str, ...] = ()
     waf_window_seconds: int = 60          # WAF rate-rule evaluation window: 60, 120, 300 or 600
     waf_anonymous_ip_limit: int = 300     # requests per window per IP that carry no API key
-    api_key_header: str = "x-api-key"     # WAF tier rules key on it; API keys start with "<tier>_"
+    # WAF tier rules key on this header; its value must start with api_key_scheme + "<tier>_" (matched
+    # lower-cased): the services take keys as `Authorization: Bearer <tier>_<key id>_<secret>`.
+    api_key_header: str = "authorization"
+    api_key_scheme: str = "bearer "
     notification_sender: str     # SES identity of breaker emails to tenant admins
     nonprod_db_instances: tuple[str, ...] = ()        # RDS instances stopped at 100 % of the budget
     nonprod_nodegroups: tuple[str, ...] = ()          # "cluster/nodegroup" scaled to 0 at 100 %

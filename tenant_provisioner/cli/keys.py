@@ -1,4 +1,5 @@
-"""``tenant-provisioner keys ...``: issue, list and revoke tenants' API keys (JSON on stdout).
+"""``tenant-provisioner keys ...``: issue, list and revoke tenants' API keys (JSON on stdout), and
+set tenant roles' passwords from the services' derived-password key (``sync-passwords``).
 
 Exit codes as in the root CLI: 2 bad input (nothing changed), 1 any other failure. A revoked key
 stops working on every service instance within the services' key cache time (2 s).
@@ -15,6 +16,7 @@ import typer
 from tenant_provisioner.cli.errors import handles_errors
 from tenant_provisioner.db import Database, provisioner_role_from_env
 from tenant_provisioner.gateway import keys
+from tenant_provisioner.gateway.credentials import PasswordDeriver, sync_passwords
 
 app = typer.Typer(name="keys", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Tenant API keys: create (secret shown once), list, revoke.")
@@ -56,3 +58,17 @@ def revoke(ctx: typer.Context, key_id: str) -> None:
     with _database(ctx) as db, db.connection() as conn:
         revoked = keys.revoke(conn, key_id, actor=_actor())
     print(json.dumps(revoked.to_dict()))
+
+
+@app.command("sync-passwords")
+@handles_errors
+def sync_passwords_(ctx: typer.Context,
+                    key: Annotated[str, typer.Option(envvar="TENANT_DB_PASSWORD_KEY", show_envvar=True,
+                                                     help="The services' password key (>= 32 bytes)")],
+                    version: Annotated[int, typer.Option(envvar="TENANT_DB_PASSWORD_VERSION", min=1,
+                                                         help="Key version the services use")] = 1) -> None:
+    """Set every live tenant role's password to the one derived from the services' key (rotation)."""
+    deriver = PasswordDeriver.from_text(key, version)
+    with _database(ctx) as db, db.connection() as conn:
+        updated = sync_passwords(conn, deriver, actor=_actor())
+    print(json.dumps({"roles_updated": updated, "version": version}))

@@ -7,7 +7,7 @@ import json
 import psycopg
 import pytest
 
-from tenant_provisioner import audit
+from tenant_provisioner import audit, migrations
 from tenant_provisioner.tenants import lifecycle, offboarding
 from tenant_provisioner.errors import InvalidInput, TenantConflict, TenantNotFound
 from tenant_provisioner.tenants.provisioning import CreateRequest
@@ -33,7 +33,7 @@ def test_create_builds_an_opaque_schema_and_role_with_the_tier_limit(db, tenant_
         data = result.to_dict()
         assert data["created"] is True and data["status"] == "active" and data["tier"] == "pro"
         assert data["schema"].startswith("t_") and tenant_id not in data["schema"]
-        assert data["schema_version"] == 1 and data["duration_ms"] > 0
+        assert data["schema_version"] == migrations.latest_version("tenant") and data["duration_ms"] > 0
         can_login, limit, config = _role(conn, data["role"])
         assert can_login and limit == 20 and config == [f"search_path={data['schema']}"]
         owner = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
