@@ -38,7 +38,7 @@ from tenant_provisioner import control, migrations  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect  # noqa: E402
 from tenant_provisioner.gateway import keys  # noqa: E402
 from tenant_provisioner.limits.limiter import TenantKeys  # noqa: E402
-from tenant_provisioner.tenants import lifecycle  # noqa: E402
+from tenant_provisioner.runtime import compose  # noqa: E402
 from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
 from tenant_provisioner.tiers import load_tiers  # noqa: E402
 from tests.support import databases, services  # noqa: E402
@@ -58,6 +58,7 @@ def free_port() -> int:
 def seed(url: str, role: str) -> list[dict]:
     """Tenants of every tier with one key, projects, a budget and some usage history each."""
     plan = []
+    lifecycle = compose.lifecycle()   # no Stripe, no Redis: billing skipped for load-test tenants
     with Database(url, provisioner_role=role, max_size=1) as db, db.connection() as conn:
         for tier, (count, weight) in TIER_MIX.items():
             for n in range(count):
@@ -217,7 +218,7 @@ def main() -> int:
         rclient = redis.Redis.from_url(redis_url)
         base_env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "TENANT_PROVISIONER_ROLE": role,
                     "REDIS_KEY_PREFIX": prefix, "HOST": "127.0.0.1", "LOG_LEVEL": "INFO", "SERVER": args.server,
-                    "SHUTDOWN_GRACE_SECONDS": "5", "LOADTEST_WAIT_MIN": wait_min, "LOADTEST_WAIT_MAX": wait_max}
+                    "SHUTDOWN_GRACE_SECONDS": "5", "SERVICE_REPLICAS": "1", "LOADTEST_WAIT_MIN": wait_min, "LOADTEST_WAIT_MAX": wait_max}
         results: dict[str, list[tuple[int, dict, dict]]] = {}
         for target in args.targets.split(","):
             port = free_port()

@@ -24,9 +24,11 @@ from bench.loadtest import free_port, start_server, stop, wait_ready  # noqa: E4
 from tenant_provisioner import control  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect  # noqa: E402
 from tenant_provisioner.gateway import keys  # noqa: E402
-from tenant_provisioner.tenants import lifecycle  # noqa: E402
+from tenant_provisioner.runtime import compose  # noqa: E402
 from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
 from tests.support import databases, services  # noqa: E402
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 
 def main() -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from tenant_provisioner.billing.settings import BillingSettings
+
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
@@ -263,13 +265,6 @@ class CostReportConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BillingConfig:
-    payment_grace_days: int = 7                     # first failed payment -> suspension
-    offboard_after_days: int = 30                   # subscription deleted in Stripe -> offboarding due
-    stripe_api_version: str = "2026-10-28.endive"   # the version stripe==16.1.0 is built for; webhook endpoint too
-
-
-@dataclass(frozen=True, kw_only=True)
 class ObservabilityConfig:
     alarm_emails: tuple[str, ...]
     log_retention_days: int = 30   # service logs (RDS exports, cache slow log, EKS control plane)
@@ -308,7 +303,7 @@ class EnvConfig:
     tenants: TenantsConfig
     limits: LimitsConfig
     cost_report: CostReportConfig
-    billing: BillingConfig = field(default_factory=BillingConfig)
+    billing: BillingSettings = field(default_factory=BillingSettings)   # defaults: tenant_provisioner/billing
     observability: ObservabilityConfig
     cicd: CicdConfig
     workloads: WorkloadsConfig
