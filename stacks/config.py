@@ -21,6 +21,16 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BackupReplicationConfig:
+    """RDS automated-backup replication to a second region (snapshots and transaction logs), so a
+    regional outage or a lost account region still leaves a restorable copy."""
+
+    region: str                 # destination region, different from the environment's
+    kms_key_arn: str            # a KMS key in the destination region (the instance is encrypted)
+    retention_days: int = 7     # 1-35; the destination keeps this many days of point-in-time restore
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatabaseConfig:
     engine_version: str = "16.13"
     instance_type: str          # e.g. "m7g.large" (Graviton)
@@ -36,6 +46,8 @@ class DatabaseConfig:
     monitoring_interval_seconds: int = 60
     master_secret_rotation_days: int = 30
     rds_proxy: bool = False
+    # None: backups stay in the environment's region. Priced by `make cost` when set.
+    backup_replication: BackupReplicationConfig | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +57,9 @@ class CacheConfig:
     node_type: str              # e.g. "cache.t4g.small"
     replicas_per_shard: int     # 0 = single node (dev); >= 1 enables Multi-AZ failover
     snapshot_retention_days: int
+    # A final snapshot when CloudFormation deletes the replication group; replacements always snapshot.
+    snapshot_on_delete: bool
+    snapshot_window: str = "01:00-02:00"   # UTC, before the RDS backup window and the maintenance window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,7 +192,8 @@ def _dev(account: str, region: str) -> EnvConfig:
         database=DatabaseConfig(instance_type="t4g.medium", allocated_storage_gb=20,
                                 max_allocated_storage_gb=100, multi_az=False, backup_retention_days=7,
                                 deletion_protection=False, snapshot_on_delete=False),
-        cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1),
+        cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1,
+                          snapshot_on_delete=False),
         cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1,
                               node_instance_types=("t4g.large",)),
         tenants=TenantsConfig(secrets_prefix="/saas/dev"),
@@ -196,7 +212,8 @@ def _prod(account: str, region: str) -> EnvConfig:
         database=DatabaseConfig(instance_type="m7g.large", allocated_storage_gb=100,
                                 max_allocated_storage_gb=1000, multi_az=True, backup_retention_days=30,
                                 deletion_protection=True, snapshot_on_delete=True),
-        cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7),
+        cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7,
+                          snapshot_on_delete=True),
         cluster=ClusterConfig(),
         tenants=TenantsConfig(secrets_prefix="/saas/prod"),
         limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS),
