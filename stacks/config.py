@@ -144,6 +144,18 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DrConfig:
+    """Disaster-recovery targets and the restore drill's schedule (why these: docs/dr.md)."""
+
+    rto_target_minutes: int = 120    # restore from backup, requested -> verified copy
+    rpo_target_minutes: int = 15     # latest restorable time behind now (logs are shipped every ~5 min)
+    # First Tuesday of every month, 06:00 UTC: a working day, so someone reads the outcome.
+    restore_drill_cron: str = "0 6 ? * TUE#1 *"
+    restore_drill_poll_seconds: int = 60
+    restore_drill_timeout_hours: int = 6
+
+
+@dataclass(frozen=True, kw_only=True)
 class CicdConfig:
     """GitHub Actions deploys through OIDC: no long-lived AWS keys in GitHub."""
 
@@ -168,6 +180,7 @@ class EnvConfig:
     limits: LimitsConfig
     cost_report: CostReportConfig
     billing: BillingConfig = field(default_factory=BillingConfig)
+    dr: DrConfig = field(default_factory=DrConfig)
     observability: ObservabilityConfig
     cicd: CicdConfig
     tags: tuple[tuple[str, str], ...] = ()

@@ -243,3 +243,5 @@ from tenant_provisioner.limits.cli import app as limits_app  # noqa: E402  (the 
 app.add_typer(limits_app, name="limits")
 from tenant_provisioner.billing.cli import app as billing_app  # noqa: E402  (the billing component's sub-app)
 app.add_typer(billing_app, name="billing")
+from tenant_provisioner.drills.cli import app as drill_app  # noqa: E402  (disaster-recovery drills)
+app.add_typer(drill_app, name="drill")

@@ -261,3 +261,38 @@ def test_an_older_migration_version_fails_the_comparison():
 def test_fingerprints_survive_the_json_round_trip_through_the_control_table():
     original = _fp(a=1, b=2)
     assert fingerprint.Fingerprint.from_json(original.to_json()) == original
+
+
+def _cli(monkeypatch, tenant_db, *args: str):
+    from typer.testing import CliRunner
+
+    from tenant_provisioner.cli import app
+    monkeypatch.setenv("DATABASE_URL", tenant_db.url)
+    monkeypatch.setenv("TENANT_PROVISIONER_ROLE", tenant_db.provisioner_role)
+    return CliRunner().invoke(app, ["drill", *args], catch_exceptions=False)
+
+
+def test_history_lists_each_drill_with_its_outcome(aws, fresh_tenant_db, source, monkeypatch):
+    rds, drill, target, progress = _drill(aws, fresh_tenant_db, source)
+    try:
+        restore.run(drill, source, rds.connector(target), poll_seconds=0, on_progress=progress)
+    finally:
+        rds.drop_copies()
+    result = _cli(monkeypatch, fresh_tenant_db, "history", "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = result.output.strip().splitlines()
+    recorded = __import__("json").loads(line)
+    assert recorded["source"] == SOURCE and recorded["outcome"]["verified"] is True
+    table = _cli(monkeypatch, fresh_tenant_db, "history")
+    assert "3/3" in table.output and "yes" in table.output
+
+
+@pytest.mark.parametrize("args", [[], ["--env", "prod", "--here"], ["--here"]])
+def test_restore_needs_exactly_one_way_to_run(aws, fresh_tenant_db, monkeypatch, args):
+    result = _cli(monkeypatch, fresh_tenant_db, "restore", *args)
+    assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_restore_for_an_environment_without_the_dr_stack_says_what_to_deploy(aws, fresh_tenant_db, monkeypatch):
+    result = _cli(monkeypatch, fresh_tenant_db, "restore", "--env", "prod")
+    assert result.exit_code == 2 and "deploy the saas-prod-dr stack" in result.output

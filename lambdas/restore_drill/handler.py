@@ -1,0 +1,77 @@
+"""Restore-drill Lambda: one step of the drill per invocation, driven by the Step Functions state
+machine of ``stacks/dr_stack.py`` (steps: ``tenant_provisioner/drills/restore.py``).
+
+Event: ``{"action": "<step>", "state": {...}}`` (``capture`` needs no state), plus ``"error"``
+on the failure path. Returns the new
+state (``restorable`` and ``status`` return ``{"restorable": bool}`` / ``{"status": str}``).
+A failing step raises; the state machine then still runs ``cleanup`` and ``report`` with the
+error in the state, so the temporary instance is deleted and Verified = 0 is published.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import psycopg
+from aws_lambda_powertools import Logger
+from psycopg import sql
+
+from tenant_provisioner.db import Database, database_url_from_env
+from tenant_provisioner.drills.restore import RestoreDrill
+from tenant_provisioner.drills.settings import RestoreDrillSettings
+from tenant_provisioner.errors import InvalidInput
+
+logger = Logger()
+_settings = RestoreDrillSettings.from_env()
+_drill = RestoreDrill(rds=boto3.client("rds"), cloudwatch=boto3.client("cloudwatch"),
+                      source=_settings.source_instance)
+
+
+def _source() -> Database:
+    url = database_url_from_env({"DATABASE_SECRET_ARN": _settings.database_secret_arn,
+                                 "DATABASE_NAME": _settings.database_name}, application_name="restore-drill")
+    return Database(url, provisioner_role=_settings.provisioner_role, max_size=1)
+
+
+def _connect_restored(*, host: str, port: int, user: str, password: str) -> psycopg.Connection:
+    """The restored copy, over TLS (its parameter group forces it), acting as the provisioner role."""
+    conn = psycopg.connect(host=host, port=port, user=user, password=password, dbname=_settings.database_name,
+                           sslmode="require", connect_timeout=15, autocommit=True,
+                           application_name="restore-drill")
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(_settings.provisioner_role)))
+    return conn
+
+
+def _step(action: str, state: dict[str, Any]) -> dict[str, Any]:
+    if action == "restorable":
+        return {"restorable": _drill.restorable(state)}
+    if action == "start_restore":
+        return _drill.start_restore(state)
+    if action == "status":
+        return {"status": _drill.status(state)}
+    if action == "cleanup":
+        return _drill.cleanup(state)
+    with _source() as db, db.connection() as conn:
+        if action == "capture":
+            return _drill.capture(conn)
+        if action == "verify":
+            return _drill.verify(state, conn, _connect_restored)
+        if action == "report":
+            return _drill.report(state, conn)
+    raise InvalidInput("action", f"unknown restore-drill step {action!r}")
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    action = event.get("action")
+    if not isinstance(action, str):
+        raise InvalidInput("action", "missing: one of capture, restorable, start_restore, status, verify, "
+                                     "cleanup, report")
+    state = dict(event.get("state") or {})
+    if event.get("error"):   # the failure path: the step that failed, for the report
+        state["error"] = str(event["error"])[:2000]
+    result = _step(action, state)
+    logger.info("restore drill step done", extra={"action": action, "result": {
+        k: v for k, v in result.items() if k != "comparison"}})
+    return result
