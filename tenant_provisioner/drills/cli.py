@@ -1,5 +1,8 @@
 """``tenant-provisioner drill ...``: run disaster-recovery drills on demand and read their history.
 
+``drill failover rds|cache --env prod --api-url …`` fails a store over to its standby and prints
+what API clients saw (docs/runbooks/db-failover.md, cache-failover.md).
+
 ``drill restore --env prod`` starts the environment's restore-drill state machine (the same one
 the monthly schedule starts) and follows it to the end; ``--here`` runs every step in this process
 instead (from a host inside the VPC, e.g. an SSM session). ``drill history`` lists past drills
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from enum import Enum
 from typing import Annotated, Any, Optional
 
 import boto3
@@ -22,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tenant_provisioner.cli_support import fail, handles_errors
-from tenant_provisioner.drills import restore
+from tenant_provisioner.drills import failover, restore
+from tenant_provisioner.drills.interruption import Probe
 from tenant_provisioner.errors import ConfigError
 
 app = typer.Typer(name="drill", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -156,3 +161,32 @@ def history(ctx: typer.Context,
                       _minutes(outcome.get("rto_seconds")), _minutes(outcome.get("rpo_seconds")),
                       f"{comparison.get('tenants_verified', 0)}/{comparison.get('tenants_expected', 0)}")
     out.print(table)
+
+
+class Store(str, Enum):
+    rds = "rds"
+    cache = "cache"
+
+
+@app.command("failover")
+@handles_errors
+def failover_command(
+        store: Annotated[Store, typer.Argument(help="rds: reboot with failover; cache: ElastiCache test failover")],
+        env: Annotated[str, typer.Option(help="Environment whose store fails over (saas-<env>-postgres / -cache)")],
+        api_url: Annotated[str, typer.Option(help="Base URL of the reference API to probe, e.g. https://api.example.com")],
+        api_key: Annotated[Optional[str], typer.Option(envvar="DRILL_API_KEY", show_envvar=False,
+                                                       help="Also probe GET /v1/projects as this key's tenant")] = None,
+        settle_seconds: Annotated[float, typer.Option(min=1, help="Failure-free seconds that end the drill")] = 30,
+        yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False) -> None:
+    """Fail the store over to its standby/replica and measure what API clients saw (JSON on stdout)."""
+    if not yes:
+        typer.confirm(f"Fail over saas-{env}-{'postgres' if store is Store.rds else 'cache'} now? Clients will "
+                      "see errors for up to a few minutes", abort=True)
+    target: failover.FailoverTarget = (
+        failover.RdsFailover(rds=boto3.client("rds"), instance=f"saas-{env}-postgres") if store is Store.rds
+        else failover.CacheFailover(elasticache=boto3.client("elasticache"), replication_group=f"saas-{env}-cache"))
+    paths = ("/readyz", "/v1/projects") if api_key else ("/readyz",)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    report = failover.run(target, Probe(base_url=api_url, paths=paths, headers=headers, workers=4),
+                          settle_seconds=settle_seconds, on_progress=lambda m: err.print(m, highlight=False))
+    typer.echo(json.dumps(report.to_json()))
