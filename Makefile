@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth scan test cost bench clean
+.PHONY: synth scan test cost bench clean logical-ids
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
@@ -35,12 +35,12 @@ synth: $(STAMP)
 	$(OFFLINE) $(BIN)/npx --no-install cdk synth --quiet --no-lookups --no-notices \
 		-c env=all -c account=$(ACCOUNT) -c region=$(REGION) --output $(CDK_OUT)
 	$(BIN)/cfn-lint -- $(CDK_OUT)/*.template.json
-	$(PY) -m stacks.synth_summary $(CDK_OUT)
+	$(PY) -m tools.synth_summary $(CDK_OUT)
 
 # Pre-deploy monthly cost estimate of freshly synthesized templates (prices: config/prices.yaml);
 # exits non-zero when over the approved budget or an environment's monthly budget.
 cost: synth
-	$(PY) -m stacks.cost_estimate $(CDK_OUT) --details
+	$(PY) -m tools.cost_estimate $(CDK_OUT) --details
 
 # checkov over the synthesized templates. Own virtualenv: checkov pins versions of boto3 & co.
 # that must not leak into the project's. Skips are per resource (stacks/nag.py:skip_checkov).
@@ -49,6 +49,12 @@ CHECKOV := build/checkov/bin/checkov
 $(CHECKOV):
 	$(PYTHON) -m venv build/checkov
 	build/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+
+# Would a deploy replace resources? Logical ids (and types) of every stack at git revision BASE
+# against the working tree, both synthesized offline; exits non-zero on any difference.
+BASE ?= main
+logical-ids: $(STAMP)
+	$(OFFLINE) $(PY) -m tools.logical_ids --base $(BASE)
 
 scan: $(CHECKOV)
 	@test -f $(CDK_OUT)/manifest.json || $(MAKE) synth

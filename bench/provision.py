@@ -29,12 +29,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tenant_provisioner import control, fleet, lifecycle, migrations, pipeline, schema, warm_pool  # noqa: E402
+from tenant_provisioner import control, migrations  # noqa: E402
+from tenant_provisioner.tenants import fleet, lifecycle, provisioning, schema, warm_pool  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect, tenant_group_role  # noqa: E402
 from tenant_provisioner.migrations import Migration  # noqa: E402
-from tenant_provisioner.pipeline import CreateRequest  # noqa: E402
+from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
+from tests.support import services  # noqa: E402
 
-DB_STEPS = (pipeline.DatabaseStep(), pipeline.ActivateStep())
+DB_STEPS = (provisioning.DatabaseStep(), provisioning.ActivateStep())
 
 
 def _request(tenant_id: str) -> CreateRequest:
@@ -102,12 +104,13 @@ def _cleanup(admin_url: str, url: str, provisioner: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--admin-url", default=os.environ.get("TEST_DATABASE_URL",
-                                                              "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--admin-url", help="superuser URL (default: TEST_DATABASE_URL, else a throwaway "
+                                            "PostgreSQL 16.13 like the test suite's)")
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
+    args.admin_url = args.admin_url or services.postgres_admin_url()
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
     provisioner = f"prov_{name}"

@@ -10,15 +10,15 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from lambdas.cost_report.delivery import once_per_date, send_report
-from lambdas.cost_report.service import ReportRun, cost_source, platform_loader, resolve_report_date, summary
-from lambdas.cost_report.settings import ReportSettings
+from tenant_provisioner.costs.delivery import once_per_date, send_report
+from tenant_provisioner.costs.service import ReportRun, cost_source, platform_loader, resolve_report_date, summary
+from tenant_provisioner.costs.settings import ReportSettings
 from tenant_provisioner.errors import ConfigError, InvalidInput
 
 logger = Logger()
 metrics = Metrics(namespace="SaaS/CostReport")
-copy_config_to_registered_loggers(source_logger=logger, include={"lambdas.cost_report.costs",
-                                                                 "lambdas.cost_report.platform_data"})
+copy_config_to_registered_loggers(source_logger=logger, include={"tenant_provisioner.costs.cost_explorer",
+                                                                 "tenant_provisioner.costs.platform_data"})
 
 
 @logger.inject_lambda_context

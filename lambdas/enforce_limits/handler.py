@@ -18,7 +18,7 @@ from tenant_provisioner.db import Database, database_url_from_env
 from tenant_provisioner.errors import InvalidInput, TransientError
 from tenant_provisioner.limits.enforcer import registered_reporters, run_cycle
 from tenant_provisioner.limits.notify import AwsNotifier
-from tenant_provisioner.limits.runtime import redis_client
+from tenant_provisioner.runtime.clients import redis_client
 
 logger = Logger()
 metrics = Metrics(namespace="SaaS/Limits")

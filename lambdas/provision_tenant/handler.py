@@ -26,10 +26,11 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from psycopg.conninfo import make_conninfo
 
-from tenant_provisioner import control, fleet, lifecycle, offboarding, tenants, warm_pool
+from tenant_provisioner import control
+from tenant_provisioner.tenants import fleet, lifecycle, offboarding, records, warm_pool
 from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env, rds_secret_params
 from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
-from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
+from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint
 from tenant_provisioner.secrets import AwsSecretStore
 
 logger = Logger()
@@ -113,7 +114,7 @@ def _refill(event: dict[str, Any]) -> dict[str, Any]:
     database, _ = _connect()
     with database.connection() as conn:
         result = warm_pool.refill(conn, _int(event, "size", 0))
-        by_state = tenants.count_by_state(conn)
+        by_state = records.count_by_state(conn)
     metrics.add_metric(name="WarmPoolBuilt", unit=MetricUnit.Count, value=result.built)
     metrics.add_metric(name="WarmPoolSize", unit=MetricUnit.Count, value=result.size)
     _publish_tenants_by_state(by_state)

@@ -129,15 +129,24 @@ class Accounts:
                 return _ensure_row(conn, tenant_id)
             _next_attempt(conn, tenant_id, account.attempt, keep_customer=True)
             account = _ensure_row(conn, tenant_id)
+        self._subscribe(conn, account, customer_id, tier, prices)
+        return _ensure_row(conn, tenant_id)
+
+    def _subscribe(self, conn: psycopg.Connection, account: BillingAccount, customer_id: str, tier: Tier,
+                   prices: TierPrices) -> None:
+        """A new subscription for this attempt. Without a payment method on file Stripe makes it
+        `incomplete` (allow_incomplete): the tenant works while the first invoice waits to be paid."""
+        tenant_id = account.tenant_id
         sub = self._call(f"creating the subscription of {tenant_id}", self.client.v1.subscriptions.create, params={
             "customer": customer_id, "items": _items_for(prices),
             "metadata": {"tenant_id": tenant_id, "tier": tier.name},
-            # Align Stripe's periods to calendar months, the periods the enforcer measures in.
-            "billing_cycle_anchor_config": {"day_of_month": 1}, "proration_behavior": "create_prorations",
+            # Align Stripe's periods to calendar months (midnight UTC), the periods the enforcer measures
+            # in; an unset hour/minute/second would be taken from the moment of signup.
+            "billing_cycle_anchor_config": {"day_of_month": 1, "hour": 0, "minute": 0, "second": 0},
+            "proration_behavior": "create_prorations",
             "collection_method": "charge_automatically", "payment_behavior": "allow_incomplete",
         }, options={"idempotency_key": self._key(tenant_id, account.attempt, "subscription")})
         _save(conn, tenant_id, account.attempt, stripe_subscription_id=sub.id, tier=tier.name)
-        return _ensure_row(conn, tenant_id)
 
     def _ensure_customer(self, conn: psycopg.Connection, account: BillingAccount, admin_email: str,
                          company_name: str | None) -> str:
@@ -186,6 +195,13 @@ class Accounts:
             if account.tier != tier.name:
                 _save(conn, account.tenant_id, account.attempt, tier=tier.name)
             return False
+        if sub.status == "incomplete":
+            # Stripe lets an unpaid new subscription change only metadata; nothing was paid or used up,
+            # so it is replaced by one on the new tier (its deletion event is not the current one).
+            self._end_subscription(sub.id, invoice_now=False)
+            _next_attempt(conn, account.tenant_id, account.attempt, keep_customer=True)
+            self._subscribe(conn, _ensure_row(conn, account.tenant_id), account.stripe_customer_id, tier, prices)
+            return True
         items: list[dict[str, Any]] = []
         kept: set[str] = set()
         for item in sub["items"].data:

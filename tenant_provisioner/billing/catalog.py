@@ -6,7 +6,7 @@ lookup key (``<prefix>_<tier>_monthly`` / ``<prefix>_<tier>_api_requests``), the
 event name. A price whose amounts no longer match the tiers file is replaced (Stripe prices are
 immutable): the new price takes over the lookup key (``transfer_lookup_key``) and the old one is
 archived; existing subscriptions keep their old price until their tier is changed. Every create
-carries an idempotency key derived from what it creates, so a sync retried after a failure never
+carries an idempotency key derived from what it creates (and, for a price, what it replaces), so a sync retried after a failure never
 makes a duplicate. ``dry_run`` reads Stripe (or nothing, without a key) and returns the plan.
 """
 
@@ -180,9 +180,12 @@ class _Sync:
             return existing.id
         params = {**spec.params, "product": product, "lookup_key": spec.lookup_key, "transfer_lookup_key": True}
         verb = "create" if existing is None else f"replace {existing.id} with"
+        # The key names the price being replaced too: a revert A → B → A within Stripe's 24-hour
+        # idempotency window must create a new A, not replay the first (since archived) one.
+        replaces = existing.id if existing is not None else "none"
+        key = f"catalog:price:{spec.lookup_key}:{spec.fingerprint()}:{replaces}"
         new_id = self.act(f"{verb} price {spec.lookup_key} ({_describe(spec)})",
-                          lambda: self.client.v1.prices.create(params=params, options={
-                              "idempotency_key": f"catalog:price:{spec.lookup_key}:{spec.fingerprint()}"}),
+                          lambda: self.client.v1.prices.create(params=params, options={"idempotency_key": key}),
                           f"<new {spec.lookup_key}>")
         if existing is not None:
             self.act(f"archive price {existing.id} (no longer matches the tiers file)",

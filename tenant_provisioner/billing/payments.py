@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tenant_provisioner import audit, lifecycle, tenants
+from tenant_provisioner import audit
+from tenant_provisioner.tenants import lifecycle, records
 from tenant_provisioner.errors import TenantConflict
 
 NON_PAYMENT_REASON = "non-payment: invoice unpaid after the grace period"
@@ -65,7 +66,7 @@ def payment_succeeded(conn: psycopg.Connection, tenant_id: str, *, created: date
         return "paid (account in good standing)"
     conn.execute("UPDATE control.billing_accounts SET payment_state = 'ok', grace_until = NULL WHERE tenant_id = %s",
                  (tenant_id,))
-    tenant = tenants.find(conn, tenant_id)
+    tenant = records.find(conn, tenant_id)
     resumed = bool(tenant and tenant.state == "suspended" and tenant.suspended_reason == NON_PAYMENT_REASON)
     if resumed:
         lifecycle.resume(conn, tenant_id, actor=actor)
@@ -89,7 +90,7 @@ def enforce_payment_grace(conn: psycopg.Connection, *, actor: str = "billing:gra
                                   (tenant_id, now)).fetchone()
             if locked is None:
                 continue  # paid meanwhile, or another run got here first
-            tenant = tenants.find(conn, tenant_id)
+            tenant = records.find(conn, tenant_id)
             if tenant is None or tenant.state != "active":
                 skipped.append(tenant_id)
                 continue
@@ -113,7 +114,7 @@ def schedule_offboarding(conn: psycopg.Connection, tenant_id: str, *, after_days
         "UPDATE control.billing_accounts"
         " SET offboard_after = COALESCE(offboard_after, now() + make_interval(days => %s)),"
         " updated_at = now() WHERE tenant_id = %s RETURNING offboard_after", (after_days, tenant_id)).fetchone()
-    tenant = tenants.find(conn, tenant_id)
+    tenant = records.find(conn, tenant_id)
     if tenant is not None and tenant.state == "active":
         lifecycle.suspend(conn, tenant_id, reason=SUBSCRIPTION_ENDED_REASON, actor=actor)
     audit.record(conn, tenant_id=tenant_id, action="billing.offboarding_scheduled", actor=actor,

@@ -1,6 +1,6 @@
 """The provisioning step that gives a new tenant its Stripe customer and subscription.
 
-Picked up by `tenant_provisioner.pipeline.extension_steps`. Without a Stripe key the step does
+Picked up by `tenant_provisioner.tenants.provisioning.extension_steps`. Without a Stripe key the step does
 nothing but say so loudly (and puts ``billing: skipped`` into the create result).
 """
 
@@ -12,7 +12,7 @@ import stripe
 
 from tenant_provisioner.billing.accounts import Accounts
 from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client
-from tenant_provisioner.pipeline import ProvisionContext, Step
+from tenant_provisioner.tenants.provisioning import ProvisionContext, Step
 
 
 class StripeStep:

@@ -152,6 +152,14 @@ def _advance(conn: psycopg.Connection, accepted: list[_Pending]) -> set[str]:
     return {row[0] for row in rows}
 
 
+def _already_received(exc: stripe.InvalidRequestError) -> bool:
+    """Stripe's refusal of a reused identifier: HTTP 400 "An event already exists with identifier …"
+    (code and param are not documented, so the message decides). Our identifiers are deterministic,
+    so Stripe holding one is proof the interval was delivered."""
+    message = exc.user_message or str(exc)
+    return exc.http_status == 400 and "already exists with identifier" in message
+
+
 def _send(client: stripe.StripeClient, settings: BillingSettings, pending: _Pending,
           now: datetime) -> tuple[str, str | None]:
     """Step 2: ("sent" | "duplicate" (Stripe already has it) | "unavailable" (retry later) | "failed", why)."""
@@ -165,7 +173,7 @@ def _send(client: stripe.StripeClient, settings: BillingSettings, pending: _Pend
         })  # no explicit idempotency key: the identifier is Stripe's dedupe key for meter events
         return "sent", None
     except stripe.InvalidRequestError as exc:
-        if exc.param == "identifier" and exc.code == "resource_already_exists":
+        if _already_received(exc):
             return "duplicate", None  # accepted by an earlier (crashed or racing) run
         return "failed", f"Stripe refused it: {exc.user_message}"
     except stripe.StripeError as exc:

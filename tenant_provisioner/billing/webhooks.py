@@ -26,7 +26,8 @@ from typing import Any, Callable
 import psycopg
 import stripe
 
-from tenant_provisioner import audit, lifecycle, tenants
+from tenant_provisioner import audit
+from tenant_provisioner.tenants import lifecycle, records
 from tenant_provisioner.billing import payments
 from tenant_provisioner.billing.accounts import BillingAccount, account_for_customer
 from tenant_provisioner.billing.catalog import FLAT
@@ -108,7 +109,7 @@ class _Dispatcher:
         account = account_for_customer(self.conn, customer) if customer else None
         if account is None:
             return None, f"ignored: customer {customer!r} is not one of our tenants"
-        if tenants.find(self.conn, account.tenant_id) is None:
+        if records.find(self.conn, account.tenant_id) is None:
             return account.tenant_id, "ignored: tenant no longer exists"
         return account.tenant_id, handler(account)
 
@@ -140,7 +141,7 @@ class _Dispatcher:
             audit.record(self.conn, tenant_id=account.tenant_id, action="billing.unknown_tier", actor=ACTOR,
                          detail=self.detail(tier=tier))
             return f"ignored: subscription's tier {tier!r} is not in the tiers file"
-        tenant = tenants.require(self.conn, account.tenant_id)
+        tenant = records.require(self.conn, account.tenant_id)
         if tenant.tier == tier:
             return "no change: tenant already on that tier"
         # Recorded first, so the lifecycle's billing hook sees Stripe is already on this tier.

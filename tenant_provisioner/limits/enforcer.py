@@ -37,12 +37,13 @@ import redis
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from tenant_provisioner import audit, lifecycle, schema, tenants
+from tenant_provisioner import audit
+from tenant_provisioner.tenants import lifecycle, records, schema
 from tenant_provisioner.db import Database
 from tenant_provisioner.errors import InvalidInput, PlatformError
 from tenant_provisioner.limits import state as redis_state
 from tenant_provisioner.limits.breakers import QUANTITIES, BreakerState, Level, Transition, Usage, hard_limit_of, step
-from tenant_provisioner.tenants import Tenant
+from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import TierCatalog, load_tiers
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ def enforce_tenant(conn: psycopg.Connection, measured: TenantUsage, catalog: Tie
     """Apply one tenant's measured usage in one transaction; returns the tenant as committed."""
     recorded: list[Transition] = []
     with conn.transaction():
-        tenant = tenants.require(conn, measured.tenant_id, for_update=True)
+        tenant = records.require(conn, measured.tenant_id, for_update=True)
         if tenant.state not in ENFORCED_STATES:
             return tenant, []
         tier = catalog.get(tenant.tier)
@@ -305,7 +306,7 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
     period_start = redis_state.server_period(client)
     result = CycleResult(period_start=period_start)
     with db.connection() as conn:
-        tenant_list = [t for t in tenants.all_tenants(conn) if t.state in ENFORCED_STATES]
+        tenant_list = [t for t in records.all_tenants(conn) if t.state in ENFORCED_STATES]
         if tenant_ids is not None:
             wanted = set(tenant_ids)
             tenant_list = [t for t in tenant_list if t.tenant_id in wanted]
@@ -345,7 +346,7 @@ def _push_lifecycle_changes(conn: psycopg.Connection, client: redis.Redis, pushe
                             key_prefix: str) -> None:
     """Reporters may suspend or resume tenants (billing's payment grace): tell the limiter now,
     not a cycle later."""
-    suspended_now = {t.tenant_id for t in tenants.all_tenants(conn, state="suspended")}
+    suspended_now = {t.tenant_id for t in records.all_tenants(conn, state="suspended")}
     for tenant_id, was_suspended in pushed.items():
         if (tenant_id in suspended_now) != was_suspended:
             redis_state.set_suspended(client, tenant_id, tenant_id in suspended_now, key_prefix=key_prefix)

@@ -1,4 +1,4 @@
-"""The limits provisioning step (picked up by `tenant_provisioner.pipeline.extension_steps`).
+"""The limits provisioning step (picked up by `tenant_provisioner.tenants.provisioning.extension_steps`).
 
 ``apply`` refuses the signup while the platform budget breaker blocks it (200 %: every signup;
 100 %: free tiers), and gives the new tenant its breaker rows at ``ok`` for the current period,
@@ -11,7 +11,7 @@ from typing import Sequence
 
 from tenant_provisioner.limits.breakers import QUANTITIES
 from tenant_provisioner.limits.budget import SignupBlocked, signup_block_reason
-from tenant_provisioner.pipeline import ProvisionContext, Step
+from tenant_provisioner.tenants.provisioning import ProvisionContext, Step
 
 _PERIOD = "SELECT date_trunc('month', now() AT TIME ZONE 'utc')::date"
 

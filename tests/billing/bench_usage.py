@@ -14,7 +14,8 @@ import uuid
 
 import stripe
 
-from tenant_provisioner import control, lifecycle, pipeline
+from tenant_provisioner import control
+from tenant_provisioner.tenants import lifecycle, provisioning
 from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.billing.steps import StripeStep
@@ -30,12 +31,12 @@ def measure(db: Database, fake: FakeStripe, tenants: int) -> None:
     settings = BillingSettings(api_base=fake.url)
     client = stripe.StripeClient("sk_test_fake_bench", base_addresses={"api": fake.url})
     sync_catalog(client, load_tiers(), settings)
-    steps = [pipeline.DatabaseStep(), StripeStep(client, settings), pipeline.ActivateStep()]
+    steps = [provisioning.DatabaseStep(), StripeStep(client, settings), provisioning.ActivateStep()]
     with db.connection() as conn:
         before = len(fake.state.requests)
         started = time.perf_counter()
         for i in range(tenants):
-            request = pipeline.CreateRequest(tenant_id=f"tenant-{i:04d}", tier="pro", admin_email=f"a{i}@example.com")
+            request = provisioning.CreateRequest(tenant_id=f"tenant-{i:04d}", tier="pro", admin_email=f"a{i}@example.com")
             lifecycle.create(conn, request, actor="bench", steps=steps)
         signup = (time.perf_counter() - started) / tenants
         per_signup = (len(fake.state.requests) - before) / tenants

@@ -9,7 +9,8 @@ import pytest
 import stripe
 from psycopg import sql
 
-from tenant_provisioner import control, schema
+from tenant_provisioner import control
+from tenant_provisioner.tenants import schema
 from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.db import Database, admin_connect

@@ -49,9 +49,11 @@ class StripeError(Exception):
     """An error answered in Stripe's shape."""
 
     def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None) -> None:
+                 code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "message": self.message}
@@ -116,13 +118,13 @@ def _decimal(value: Any, param: str) -> str:
     return value
 
 
-def _next_day_of_month(now: int, day: int) -> int:
-    """The next midnight (UTC) on `day` of a month (the last day when the month is shorter)."""
+def _next_anchor(now: int, day: int, hour: int, minute: int, second: int) -> int:
+    """The next `day` of a month at hour:minute:second UTC (the last day when the month is shorter)."""
     moment = datetime.fromtimestamp(now, timezone.utc)
     year, month = moment.year, moment.month
     while True:
         last = calendar.monthrange(year, month)[1]
-        candidate = datetime(year, month, min(day, last), tzinfo=timezone.utc)
+        candidate = datetime(year, month, min(day, last), hour, minute, second, tzinfo=timezone.utc)
         if candidate.timestamp() > now:
             return int(candidate.timestamp())
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
@@ -220,6 +222,7 @@ class FakeStripe:
         self._ids = itertools.count(1)
         self._faults: list[_Fault] = []
         self._down = False
+        self.card_on_file = True
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Any]]] = [
@@ -273,6 +276,7 @@ class FakeStripe:
             self.state = StripeState()
             self._faults.clear()
             self._down = False
+            self.card_on_file = True
 
     def snapshot(self) -> StripeState:
         """A copy of the current state, to `restore` later (tests reuse a synced catalog)."""
@@ -299,6 +303,28 @@ class FakeStripe:
     def down(self, is_down: bool = True) -> None:
         """While down, every request is answered 503 (Stripe unreachable for the caller)."""
         self._down = is_down
+
+    def without_card_on_file(self) -> None:
+        """Customers created from now on have no payment method (the signup front end collected none),
+        so a subscription whose first invoice is due starts `incomplete`, as Stripe does."""
+        self.card_on_file = False
+
+    def pay_first_invoice(self, subscription_id: str) -> dict:
+        """The customer paid the first invoice within 23 hours: `incomplete` → `active`."""
+        with self._lock:
+            subscription = self._subscription(subscription_id)
+            assert subscription["status"] == "incomplete", subscription["status"]
+            subscription["status"] = "active"
+            return subscription
+
+    def expire_incomplete(self, subscription_id: str) -> dict:
+        """23 hours passed without payment: Stripe ends the subscription as `incomplete_expired`."""
+        with self._lock:
+            subscription = self._subscription(subscription_id)
+            assert subscription["status"] == "incomplete", subscription["status"]
+            now = self._now()
+            subscription.update(status="incomplete_expired", ended_at=now)
+            return subscription
 
     def count_requests(self, method: str, path_pattern: str) -> int:
         pattern = re.compile(path_pattern)
@@ -357,23 +383,25 @@ class FakeStripe:
                                           type_="idempotency_error")
                         return 400, err.body(), {}, False
                     return status, stored, {"Idempotent-Replayed": "true", "Idempotency-Key": key}, False
-            status, result = self._route(method, path, params)
+            status, result, extra = self._route(method, path, params)
             # Stripe saves the result once the endpoint started executing (successes and 500s), not
             # for requests refused by validation, so a corrected retry with the same key can succeed.
             if method == "POST" and key and (status == 200 or status >= 500):
                 self.state.idempotency[(auth, key)] = (fingerprint, status, result)
-        return status, result, ({"Idempotency-Key": key} if key else {}), bool(fault and fault.mode == "lost")
+        if key:
+            extra["Idempotency-Key"] = key
+        return status, result, extra, bool(fault and fault.mode == "lost")
 
-    def _route(self, method: str, path: str, params: dict[str, Any]) -> tuple[int, dict]:
+    def _route(self, method: str, path: str, params: dict[str, Any]) -> tuple[int, dict, dict[str, str]]:
         for route_method, pattern, func in self._routes:
             match = pattern.match(path)
             if match and route_method == method:
                 try:
-                    return 200, func(params, **match.groupdict())
+                    return 200, func(params, **match.groupdict()), {}
                 except StripeError as exc:
-                    return exc.status, exc.body()
+                    return exc.status, exc.body(), dict(exc.headers)
         err = StripeError(404, f"Unrecognized request URL ({method}: {path}).")
-        return 404, err.body()
+        return 404, err.body(), {}
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}{secrets.token_hex(5)}"
@@ -400,7 +428,8 @@ class FakeStripe:
         customer = {"id": self._new_id("cus"), "object": "customer", "created": self._now(), "livemode": False,
                     "email": params.get("email"), "name": params.get("name"),
                     "description": params.get("description"), "metadata": _metadata(params),
-                    "balance": 0, "currency": None, "delinquent": False}
+                    "balance": 0, "currency": None, "delinquent": False,
+                    "invoice_settings": {"default_payment_method": "pm_card_visa" if self.card_on_file else None}}
         self.state.customers[customer["id"]] = customer
         return customer
 
@@ -751,8 +780,9 @@ class FakeStripe:
         if len(identifier) > 100:
             raise _invalid("identifier", "identifier is limited to 100 characters.")
         if any(e["identifier"] == identifier and e["created"] > now - 24 * 3600 for e in self.state.meter_events):
-            raise StripeError(400, f"An event with identifier `{identifier}` was already received.",
-                              code="resource_already_exists", param="identifier")
+            # What Stripe answers (no documented code or param; it tells the SDK not to retry).
+            raise StripeError(400, f"An event already exists with identifier {identifier}.",
+                              headers={"Stripe-Should-Retry": "false"})
         event = {"object": "billing.meter_event", "created": now, "event_name": event_name,
                  "identifier": identifier, "livemode": False, "payload": payload, "timestamp": timestamp}
         self.state.meter_events.append(event)
@@ -827,7 +857,7 @@ class FakeStripe:
         customer_id = params.get("customer")
         if not customer_id:
             raise _missing("customer")
-        self._customer(customer_id, "customer", live=True)
+        customer = self._customer(customer_id, "customer", live=True)
         raw_items = _list_of(params, "items")
         if not raw_items:
             raise _missing("items")
@@ -851,15 +881,13 @@ class FakeStripe:
         anchor = params.get("billing_cycle_anchor_config")
         start, end = now, now + 30 * 86400
         if anchor is not None:
-            day = _int(anchor, "day_of_month", required=True, minimum=1)
-            if day > 31:
-                raise _invalid("billing_cycle_anchor_config[day_of_month]", "day_of_month must be 1-31.")
-            anchor = {"day_of_month": day, "hour": None, "minute": None, "month": None, "second": None}
-            end = _next_day_of_month(now, day)  # the first period is prorated up to the anchor
+            anchor = self._anchor_config(anchor, now)
+            end = _next_anchor(now, anchor["day_of_month"], anchor["hour"], anchor["minute"], anchor["second"])
+        status = self._first_status(customer, prices, collection, behavior)
         sub_id = self._new_id("sub")
         subscription = {
             "id": sub_id, "object": "subscription", "created": now, "livemode": False, "customer": customer_id,
-            "status": "incomplete" if behavior == "default_incomplete" else "active",
+            "status": status,
             "collection_method": collection, "days_until_due": _int(params, "days_until_due"),
             "billing_cycle_anchor": end if anchor else start, "billing_cycle_anchor_config": anchor,
             "cancel_at_period_end": False, "canceled_at": None, "ended_at": None, "start_date": now,
@@ -869,6 +897,39 @@ class FakeStripe:
         }
         self.state.subscriptions[sub_id] = subscription
         return subscription
+
+    @staticmethod
+    def _first_status(customer: dict, prices: list[dict], collection: str, behavior: str) -> str:
+        """`active` when the first invoice is paid at once (nothing due, a card on file, or sent as an
+        invoice); otherwise `incomplete` — or HTTP 402 with error_if_incomplete."""
+        amount_due = sum(p["unit_amount"] or 0 for p in prices if p["recurring"]["usage_type"] == "licensed")
+        if collection == "send_invoice" or amount_due == 0:
+            return "active"
+        if behavior == "default_incomplete":
+            return "incomplete"
+        if customer["invoice_settings"]["default_payment_method"]:
+            return "active"
+        if behavior == "error_if_incomplete":
+            raise StripeError(402, "This customer has no attached payment source or default payment method.",
+                              type_="card_error", code="resource_missing")
+        return "incomplete"
+
+    @staticmethod
+    def _anchor_config(raw: Any, now: int) -> dict:
+        """Stripe fills an unset hour/minute/second from the creation time, not with 0: without them a
+        subscription created at 14:28 renews at 14:28 on the anchor day (the first period is prorated)."""
+        if not isinstance(raw, dict):
+            raise StripeError(400, "Invalid object", code="parameter_invalid_object",
+                              param="billing_cycle_anchor_config")
+        created = datetime.fromtimestamp(now, timezone.utc)
+        config: dict[str, Any] = {"month": None}
+        for name, low, high, default in (("day_of_month", 1, 31, None), ("hour", 0, 23, created.hour),
+                                         ("minute", 0, 59, created.minute), ("second", 0, 59, created.second)):
+            value = _int(raw, name, required=default is None, minimum=low)
+            if value is not None and value > high:
+                raise _invalid(f"billing_cycle_anchor_config[{name}]", f"{name} must be {low}-{high}.")
+            config[name] = default if value is None else value
+        return config
 
     def _subscription(self, subscription_id: str) -> dict:
         if subscription_id not in self.state.subscriptions:
@@ -898,6 +959,9 @@ class FakeStripe:
         if subscription["status"] in ("canceled", "incomplete_expired"):
             raise StripeError(400, "A canceled subscription can only update its cancellation_details and "
                                    "metadata.", param="items" if "items" in params else None)
+        if subscription["status"] == "incomplete" and "items" in params:
+            raise StripeError(400, "A subscription with status `incomplete` can only have metadata and "
+                                   "default_source updated.", param="items")
         behavior = params.get("proration_behavior", "create_prorations")
         if behavior not in _PRORATION_BEHAVIORS:
             raise _invalid("proration_behavior", "Invalid proration_behavior")

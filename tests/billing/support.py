@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from tenant_provisioner import lifecycle, pipeline
+from tenant_provisioner.tenants import lifecycle, provisioning
 from tenant_provisioner.billing.steps import StripeStep
 
 TINY_TIERS_FILE = Path(__file__).resolve().parents[1] / "data" / "tiny_tiers.yaml"
@@ -16,9 +16,9 @@ WEBHOOK_SECRET = "whsec_fake_billing_tests_0000"
 
 def create_tenant(conn, client, settings, *extra_steps, tenant_id: str = "acme-corp", tier: str = "pro"):
     """Provision a tenant through the real pipeline with the Stripe step (and any extra steps)."""
-    request = pipeline.CreateRequest(tenant_id=tenant_id, tier=tier, admin_email="admin@acme.example",
+    request = provisioning.CreateRequest(tenant_id=tenant_id, tier=tier, admin_email="admin@acme.example",
                                      company_name="Acme")
-    steps = [pipeline.DatabaseStep(), StripeStep(client, settings), *extra_steps, pipeline.ActivateStep()]
+    steps = [provisioning.DatabaseStep(), StripeStep(client, settings), *extra_steps, provisioning.ActivateStep()]
     return lifecycle.create(conn, request, actor="test", steps=steps)
 
 

@@ -92,3 +92,20 @@ def test_sync_interrupted_midway_converges_without_duplicates(fake_stripe, clien
 def test_tier_prices_says_when_the_catalog_was_never_synced(client, settings, tiny_tiers):
     with pytest.raises(ConfigError, match="sync-catalog"):
         tier_prices(client, settings, load_tiers().get("pro"))
+
+
+def test_price_reverted_within_the_idempotency_window_gets_a_live_price(fake_stripe, client, settings, tmp_path,
+                                                                        tiny_tiers, monkeypatch):
+    """A → B → A in one day: the second A is a new price, not Stripe's replay of the archived first one."""
+    sync_catalog(client, load_tiers(), settings)
+    first = tier_prices(client, settings, load_tiers().get("pro"))
+    changed = tmp_path / "tiers.yaml"
+    changed.write_text(tiny_tiers.read_text().replace("price_usd_per_month: 49", "price_usd_per_month: 59"))
+    monkeypatch.setenv("TIERS_FILE", str(changed))
+    sync_catalog(client, load_tiers(), settings)
+    monkeypatch.setenv("TIERS_FILE", str(tiny_tiers))
+    sync_catalog(client, load_tiers(), settings)
+    reverted = tier_prices(client, settings, load_tiers().get("pro"))  # raised ConfigError before the fix
+    price = fake_stripe.state.prices[reverted.flat]
+    assert reverted.flat != first.flat and price["active"] and price["unit_amount"] == 4900
+    assert sync_catalog(client, load_tiers(), settings).actions == []  # converged: no loop

@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tenant_provisioner import lifecycle
-from tenant_provisioner.cli import app
+from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.cli.main import app
 from tests.billing.support import create_tenant
 
 runner = CliRunner()

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 
-from tenant_provisioner import lifecycle, pipeline
+from tenant_provisioner.tenants import lifecycle, provisioning
 from tenant_provisioner.billing import payments, webhooks
 from tenant_provisioner.billing.accounts import load_account
 from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.limits import RateLimiter
 from tenant_provisioner.limits.enforcer import registered_reporters, run_cycle
 from tenant_provisioner.limits.limiter import Reason
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tests.billing.support import WEBHOOK_SECRET
 from tests.billing.stripe_server import sign_webhook
 
@@ -23,7 +23,7 @@ def test_signup_usage_payment_failure_and_recovery(stripe_env, monkeypatch, fake
     monkeypatch.setenv("BILLING_PAYMENT_GRACE_DAYS", "0")  # grace ends at the failure itself
     settings = BillingSettings.from_env()  # as the webhook Lambda builds it
     request = CreateRequest.parse({"tenant_id": "acme-corp", "tier": "pro", "admin_email": "admin@acme.example"})
-    result = lifecycle.create(conn, request, actor="test", steps=pipeline.default_steps(None, None))
+    result = lifecycle.create(conn, request, actor="test", steps=provisioning.default_steps(None, None))
     customer = result.outputs["billing"]["stripe_customer_id"]
 
     limiter = RateLimiter(redis_client, key_prefix=redis_prefix)

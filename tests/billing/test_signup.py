@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 import pytest
 import stripe
 
-from tenant_provisioner import lifecycle, pipeline
+from tenant_provisioner.tenants import lifecycle, provisioning
 from tenant_provisioner.billing.accounts import Accounts, load_account
 from tenant_provisioner.billing.steps import provisioning_steps
 from tenant_provisioner.errors import ConfigError, TenantConflict, TransientError
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.support import FAKE_KEY, create_tenant, run_concurrently
 
@@ -59,15 +59,21 @@ def _assert_one_live(fake, tier_flat_price: str | None = None):
     return customers[0], live[0]
 
 
+def assert_calendar_month_periods(sub):
+    """Renewals at 00:00:00 UTC on the 1st: Stripe takes an unset hour/minute/second from the signup time."""
+    config = sub["billing_cycle_anchor_config"]
+    assert (config["day_of_month"], config["hour"], config["minute"], config["second"]) == (1, 0, 0, 0)
+    period_end = datetime.fromtimestamp(sub["items"]["data"][0]["current_period_end"], timezone.utc)
+    assert (period_end.day, period_end.hour, period_end.minute, period_end.second) == (1, 0, 0, 0)
+
+
 def test_signup_creates_customer_and_subscription_to_the_tier_prices(fake_stripe, client, settings, synced, conn):
     result = _create(conn, client, settings)
     customer, sub = _assert_one_live(fake_stripe)
     prices = {i["price"]["id"] for i in sub["items"]["data"]}
     assert prices == {synced.prices["pro"].flat, synced.prices["pro"].metered}
     assert sub["metadata"] == {"tenant_id": "acme-corp", "tier": "pro"}
-    assert sub["billing_cycle_anchor_config"]["day_of_month"] == 1
-    period_end = datetime.fromtimestamp(sub["items"]["data"][0]["current_period_end"], timezone.utc)
-    assert (period_end.day, period_end.hour, period_end.minute) == (1, 0, 0)  # periods are calendar months
+    assert_calendar_month_periods(sub)
     assert result.outputs["billing"] == {"stripe_customer_id": customer["id"], "stripe_subscription_id": sub["id"]}
     account = load_account(conn, "acme-corp")
     assert (account.stripe_customer_id, account.stripe_subscription_id, account.tier) == (
@@ -184,7 +190,7 @@ def test_offboarding_cancels_and_a_later_signup_gets_a_new_subscription(fake_str
 def test_without_a_key_the_step_is_skipped_loudly(monkeypatch, conn, capsys, tiny_tiers):
     for var in ("STRIPE_API_KEY", "STRIPE_API_KEY_SECRET_ID"):
         monkeypatch.delenv(var, raising=False)
-    steps = [pipeline.DatabaseStep(), *provisioning_steps(), pipeline.ActivateStep()]
+    steps = [provisioning.DatabaseStep(), *provisioning_steps(), provisioning.ActivateStep()]
     result = lifecycle.create(conn, _request(), actor="test", steps=steps)
     assert result.outputs["billing"] == "skipped"
     assert "BILLING SKIPPED" in capsys.readouterr().err
@@ -205,3 +211,46 @@ def test_signup_before_the_catalog_was_synced_fails_clearly_and_creates_nothing(
     with pytest.raises(ConfigError, match="sync-catalog"):
         _create(conn, client, settings)
     assert fake_stripe.state.customers == {} and lifecycle.list_tenants(conn) == []
+
+
+# --------------------------------------------- incomplete subscriptions (no payment method at signup)
+def test_signup_without_a_card_gets_an_incomplete_subscription_and_retries_reuse_it(fake_stripe, client, settings,
+                                                                                    synced, conn):
+    fake_stripe.without_card_on_file()
+    _create(conn, client, settings)
+    (sub,) = fake_stripe.state.subscriptions.values()
+    assert sub["status"] == "incomplete"
+    assert lifecycle.get(conn, "acme-corp").state == "active"  # usable while the first invoice waits
+    again = _create(conn, client, settings)  # the signup flow retries: same objects, nothing new
+    assert again.created is False and len(fake_stripe.state.subscriptions) == 1
+    fake_stripe.pay_first_invoice(sub["id"])
+    _assert_one_live(fake_stripe, synced.prices["pro"].flat)
+
+
+def test_signup_retried_after_the_incomplete_subscription_expired_gets_a_new_one(fake_stripe, client, settings,
+                                                                                 synced, conn):
+    fake_stripe.without_card_on_file()
+    accounts = Accounts(client, settings)
+    pro = load_tiers().get("pro")
+    first = accounts.ensure(conn, tenant_id="acme-corp", tier=pro, admin_email="admin@acme.example",
+                            company_name="Acme")
+    fake_stripe.expire_incomplete(first.stripe_subscription_id)
+    second = accounts.ensure(conn, tenant_id="acme-corp", tier=pro, admin_email="admin@acme.example",
+                             company_name="Acme")
+    assert second.stripe_subscription_id != first.stripe_subscription_id
+    assert second.stripe_customer_id == first.stripe_customer_id
+    assert fake_stripe.state.subscriptions[second.stripe_subscription_id]["status"] == "incomplete"
+
+
+def test_tier_change_of_an_incomplete_subscription_replaces_it(fake_stripe, client, settings, synced, conn):
+    fake_stripe.without_card_on_file()
+    _create(conn, client, settings, tier="starter")
+    old = load_account(conn, "acme-corp").stripe_subscription_id
+    assert Accounts(client, settings).change_tier(conn, "acme-corp", load_tiers().get("business")) is True
+    account = load_account(conn, "acme-corp")
+    assert fake_stripe.state.subscriptions[old]["status"] == "canceled"
+    new = fake_stripe.state.subscriptions[account.stripe_subscription_id]
+    assert new["status"] == "incomplete" and account.tier == "business"
+    assert {i["price"]["id"] for i in new["items"]["data"]} == {synced.prices["business"].flat,
+                                                                synced.prices["business"].metered}
+    assert [s["id"] for s in fake_stripe.state.subscriptions.values() if s["status"] != "canceled"] == [new["id"]]

@@ -103,8 +103,12 @@ def test_meter_events_dedupe_identifiers_and_enforce_the_time_window(fake_stripe
             "event_name": "api_calls", "payload": {"stripe_customer_id": customer.id, "value": "5"}, **extra})
 
     send(identifier="one")
-    for extra, code in [({"identifier": "one"}, "resource_already_exists"),
-                        ({"timestamp": int(time.time()) - 36 * 86400}, "timestamp_too_far_in_past"),
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        send(identifier="one")
+    assert (exc.value.http_status, exc.value.code, exc.value.param) == (400, None, None)
+    assert exc.value.user_message == "An event already exists with identifier one."
+    assert exc.value.headers["stripe-should-retry"] == "false"
+    for extra, code in [({"timestamp": int(time.time()) - 36 * 86400}, "timestamp_too_far_in_past"),
                         ({"timestamp": int(time.time()) + 600}, "timestamp_in_future")]:
         with pytest.raises(stripe.InvalidRequestError) as exc:
             send(**extra)

@@ -227,3 +227,14 @@ def test_concurrent_runs_over_many_tenants_neither_deadlock_nor_double_count(fak
     assert not run_concurrently(run, 3)
     assert {t: billed(fake_stripe, c) for t, c in customers.items()} == {
         f"tenant-{i:02d}": 100 + i for i in range(12)}
+
+
+def test_usage_of_a_tenant_with_an_incomplete_subscription_is_reported(fake_stripe, client, settings, conn,
+                                                                       synced):
+    """Stripe meters per customer: usage while the first invoice waits is billed once it is paid."""
+    fake_stripe.without_card_on_file()
+    customer = create_tenant(conn, client, settings).outputs["billing"]["stripe_customer_id"]
+    assert [s["status"] for s in fake_stripe.subscriptions_of(customer)] == ["incomplete"]
+    measure(conn, 250)
+    assert report_usage(conn, client, settings).units == 250
+    assert billed(fake_stripe, customer) == 250 and cursor(conn) == (250, None)

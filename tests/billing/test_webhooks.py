@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tenant_provisioner import audit, lifecycle
+from tenant_provisioner import audit
+from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.billing import payments, webhooks
 from tenant_provisioner.billing.accounts import Accounts, load_account
 from tenant_provisioner.tiers import load_tiers

@@ -16,9 +16,9 @@ import pytest
 from moto import mock_aws
 from psycopg import sql
 
-from tenant_provisioner import lifecycle
+from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.drills import fingerprint, restore
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tests.support import databases
 
 SOURCE = "saas-test-postgres"
@@ -266,7 +266,7 @@ def test_fingerprints_survive_the_json_round_trip_through_the_control_table():
 def _cli(monkeypatch, tenant_db, *args: str):
     from typer.testing import CliRunner
 
-    from tenant_provisioner.cli import app
+    from tenant_provisioner.cli.main import app
     monkeypatch.setenv("DATABASE_URL", tenant_db.url)
     monkeypatch.setenv("TENANT_PROVISIONER_ROLE", tenant_db.provisioner_role)
     return CliRunner().invoke(app, ["drill", *args], catch_exceptions=False)

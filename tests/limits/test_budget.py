@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from tenant_provisioner import lifecycle
+from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.limits.budget import (Actuators, BudgetLevel, NonProdTargets, SignupBlocked, Spend,
                                               enforce_budget, read_spend, signup_block_reason)
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 
 NOV = date(2026, 11, 1)

@@ -6,10 +6,10 @@ import json
 
 from typer.testing import CliRunner
 
-from tenant_provisioner import lifecycle
-from tenant_provisioner.cli import app
+from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.cli.main import app
 from tenant_provisioner.limits import RateLimiter
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 
 runner = CliRunner()
 

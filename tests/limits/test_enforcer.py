@@ -14,12 +14,13 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from tenant_provisioner import audit, lifecycle
+from tenant_provisioner import audit
+from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.limits import RateLimiter, Reason, TenantKeys
 from tenant_provisioner.limits.breakers import Level
 from tenant_provisioner.limits.enforcer import Notice, run_cycle
 from tenant_provisioner.limits.notify import AwsNotifier, describe
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 
 ACTOR = "test:limits"

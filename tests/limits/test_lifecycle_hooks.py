@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tenant_provisioner import lifecycle
+from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.limits import RateLimiter, Reason
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 
 ACTOR = "test:hooks"
 

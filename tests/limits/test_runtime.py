@@ -11,7 +11,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.db import database_url_from_env
-from tenant_provisioner.limits.runtime import redis_client
+from tenant_provisioner.runtime.clients import redis_client
 
 
 def test_urls_win_when_given():

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from tenant_provisioner.cli import app
+from tenant_provisioner.cli.main import app
 
 BAD_CREATES = [
     (["acme'; DROP TABLE control.tenants;--"], "tenant_id"),

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tenant_provisioner import lifecycle
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.tenants.provisioning import CreateRequest
 
 # 50 callers share 20 connections: the server's max_connections is shared with the whole suite.
 CALLERS, CONNECTIONS = 50, 20

@@ -10,8 +10,9 @@ import psycopg
 import pytest
 from moto import mock_aws
 
-from tenant_provisioner import audit, lifecycle, pipeline
-from tenant_provisioner.pipeline import CreateRequest, DbEndpoint
+from tenant_provisioner import audit
+from tenant_provisioner.tenants import lifecycle, provisioning
+from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint
 from tenant_provisioner.secrets import AwsSecretStore
 
 PREFIX = "/saas/test"
@@ -51,8 +52,8 @@ def store():
 
 
 def _steps(store, fault: FailingStep | None = None):
-    steps = [pipeline.DatabaseStep(), pipeline.SecretStep(store, DbEndpoint("db.internal", 5432, "app")),
-             pipeline.ActivateStep()]
+    steps = [provisioning.DatabaseStep(), provisioning.SecretStep(store, DbEndpoint("db.internal", 5432, "app")),
+             provisioning.ActivateStep()]
     return steps if fault is None else [*steps[:fault.at], fault, *steps[fault.at:]]
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import psycopg
 
-from tenant_provisioner import fleet, lifecycle, migrations
+from tenant_provisioner import migrations
+from tenant_provisioner.tenants import fleet, lifecycle
 from tenant_provisioner.migrations import Migration
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 
 NEXT = Migration(
     version=migrations.latest_version("tenant") + 1, name="tags",

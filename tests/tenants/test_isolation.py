@@ -7,9 +7,9 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tenant_provisioner import lifecycle
+from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.db import tenant_group_role
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 
 DENIED = (errors.InsufficientPrivilege,)
 

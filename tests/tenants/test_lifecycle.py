@@ -7,9 +7,10 @@ import json
 import psycopg
 import pytest
 
-from tenant_provisioner import audit, lifecycle, offboarding
+from tenant_provisioner import audit
+from tenant_provisioner.tenants import lifecycle, offboarding
 from tenant_provisioner.errors import InvalidInput, TenantConflict, TenantNotFound
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 
 ACTOR = "test"
 
@@ -131,7 +132,7 @@ def test_offboard_to_s3_and_the_secret_is_scheduled_for_deletion(db, tenant_ids)
     import boto3
     from moto import mock_aws
 
-    from tenant_provisioner.pipeline import DbEndpoint
+    from tenant_provisioner.tenants.provisioning import DbEndpoint
     from tenant_provisioner.secrets import AwsSecretStore
 
     tenant_id = tenant_ids("s3")
@@ -155,7 +156,7 @@ def test_offboard_to_s3_and_the_secret_is_scheduled_for_deletion(db, tenant_ids)
 def test_after_hooks_run_once_committed_and_cannot_undo_the_change(db, tenant_ids, monkeypatch):
     import types
 
-    from tenant_provisioner import pipeline
+    from tenant_provisioner.tenants import provisioning
 
     calls = []
 
@@ -165,7 +166,7 @@ def test_after_hooks_run_once_committed_and_cannot_undo_the_change(db, tenant_id
 
     hooks = types.SimpleNamespace(__name__="fake.hooks", after_suspend=after_suspend,
                                   after_resume=lambda conn, tenant: calls.append(("resume", tenant.state)))
-    monkeypatch.setattr(pipeline, "optional_modules", lambda names: [hooks] if names == pipeline.HOOK_MODULES else [])
+    monkeypatch.setattr(provisioning, "optional_modules", lambda names: [hooks] if names == provisioning.HOOK_MODULES else [])
     tenant_id = tenant_ids()
     with db.connection() as conn:
         _create(conn, tenant_id)

@@ -107,7 +107,7 @@ def test_scheduled_refill_publishes_tenants_by_state(handler, capsys):
 
 
 def test_daily_event_drops_offboardings_past_retention(handler, tenant_db, tmp_path):
-    from tenant_provisioner import offboarding
+    from tenant_provisioner.tenants import offboarding
 
     module, client = handler
     created = module.handler(_signup("leaving-co"), Context())

@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from tenant_provisioner import lifecycle, migrations, warm_pool
+from tenant_provisioner import migrations
+from tenant_provisioner.tenants import lifecycle, warm_pool
 from tenant_provisioner.errors import InvalidInput
-from tenant_provisioner.pipeline import CreateRequest
+from tenant_provisioner.tenants.provisioning import CreateRequest
 
 
 def _request(tenant_id):

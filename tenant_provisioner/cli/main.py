@@ -1,0 +1,248 @@
+"""Operator CLI: ``python -m tenant_provisioner`` (console script ``tenant-provisioner``).
+
+Exit codes: 0 success; 2 bad input (one line on stderr, nothing changed); 1 any other failure.
+The database comes from ``--database-url`` or ``DATABASE_URL``; the login user must be allowed to
+``SET ROLE`` to the provisioner role (``init`` arranges that). Tenant secrets go to AWS only with
+``--secrets aws``; locally they are skipped with a notice (the Lambda always writes them).
+Other components add their sub-apps below (``limits``, ``billing``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any, Optional
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tenant_provisioner import control, migrations, validation
+from tenant_provisioner.tenants import fleet, lifecycle, offboarding, warm_pool
+from tenant_provisioner.cli.errors import fail, handles_errors
+from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
+from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint
+from tenant_provisioner.secrets import AwsSecretStore, SecretStore
+from tenant_provisioner.tiers import load_tiers
+
+app = typer.Typer(name="tenant-provisioner", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False,
+                  help="Provision and operate tenants of the shared PostgreSQL database.")
+out = Console()
+err = Console(stderr=True)
+
+
+class SecretsMode(str, Enum):
+    skip = "skip"
+    aws = "aws"
+
+
+@dataclass
+class Settings:
+    database_url: str | None
+    provisioner_role: str
+
+    def database(self, max_size: int = 1) -> Database:
+        return Database(self.database_url or "", provisioner_role=self.provisioner_role, max_size=max_size)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.ensure_object(Settings)
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _store(mode: SecretsMode) -> SecretStore | None:
+    return AwsSecretStore.from_env() if mode is SecretsMode.aws else None
+
+
+def _notice(message: str) -> None:
+    err.print(f"notice: {message}", highlight=False, soft_wrap=True)
+
+
+def _endpoint(conn: psycopg.Connection) -> DbEndpoint:
+    """Where tenants connect: TENANT_DB_HOST/PORT (e.g. a proxy) or this connection's server."""
+    return DbEndpoint(host=os.environ.get("TENANT_DB_HOST") or conn.info.host,
+                      port=int(os.environ.get("TENANT_DB_PORT") or conn.info.port),
+                      database=conn.info.dbname)
+
+
+def _print_json(data: Any) -> None:
+    """Highlighted on a terminal; plain (one line, for jq and scripts) otherwise."""
+    text = json.dumps(data, default=str)
+    if out.is_terminal:
+        out.print_json(text)
+    else:
+        print(text)
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         database_url: Annotated[Optional[str], typer.Option(envvar="DATABASE_URL", show_envvar=True,
+                                                             help="PostgreSQL URL of the shared database")] = None,
+         provisioner_role: Annotated[Optional[str], typer.Option(envvar="TENANT_PROVISIONER_ROLE",
+                                                                 help="Role that owns tenant objects")] = None) -> None:
+    ctx.obj = Settings(database_url=database_url, provisioner_role=provisioner_role or provisioner_role_from_env())
+
+
+@app.command()
+@handles_errors
+def init(ctx: typer.Context) -> None:
+    """Create or upgrade roles, database hardening and the control schema (idempotent)."""
+    settings = _settings(ctx)
+    if not settings.database_url:
+        raise fail("no database: pass --database-url or set DATABASE_URL", 2)
+    with admin_connect(settings.database_url) as conn:
+        result = control.init(conn, settings.provisioner_role)
+    applied = ", ".join(result.applied) or "nothing new"
+    out.print(f"control schema at version {result.version}; applied: {applied}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def create(ctx: typer.Context, tenant_id: str,
+           tier: Annotated[str, typer.Option(help="Tier from config/tiers.yaml")],
+           admin_email: Annotated[str, typer.Option(help="The tenant admin's email")],
+           name: Annotated[Optional[str], typer.Option(help="Company name")] = None,
+           secrets: Annotated[SecretsMode, typer.Option(help="Where the tenant secret goes")] = SecretsMode.skip) -> None:
+    """Provision a tenant (idempotent) and print the result as one JSON object."""
+    request = CreateRequest.parse({"tenant_id": tenant_id, "tier": tier, "admin_email": admin_email,
+                                   "company_name": name})
+    store = _store(secrets)
+    if store is None:
+        _notice("tenant secret step skipped (local run; pass --secrets aws to write it to Secrets Manager): "
+                "the tenant role has no password until then")
+    with _settings(ctx).database() as db, db.connection() as conn:
+        result = lifecycle.create(conn, request, actor=_actor(), store=store, endpoint=_endpoint(conn))
+    print(json.dumps(result.to_dict()))
+
+
+@app.command()
+@handles_errors
+def show(ctx: typer.Context, tenant_id: str) -> None:
+    """Print one tenant as JSON."""
+    validation.tenant_id(tenant_id)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        _print_json(lifecycle.get(conn, tenant_id).to_dict())
+
+
+@app.command("list")
+@handles_errors
+def list_(ctx: typer.Context,
+          as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table")] = False,
+          state: Annotated[Optional[str], typer.Option(help="Only tenants in this state")] = None) -> None:
+    """List tenants."""
+    with _settings(ctx).database() as db, db.connection() as conn, \
+            err.status("reading tenants...", spinner="dots"):
+        found = lifecycle.list_tenants(conn, state=state)
+    if as_json:
+        print(json.dumps([t.to_dict() for t in found]))
+        return
+    table = Table("tenant", "state", "tier", "schema", "version", "admin", "created")
+    for t in found:
+        table.add_row(t.tenant_id, t.state, t.tier, t.schema_name, str(t.schema_version), t.admin_email,
+                      t.created_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+    out.print(f"{len(found)} tenant(s)", highlight=False)
+
+
+@app.command()
+@handles_errors
+def suspend(ctx: typer.Context, tenant_id: str,
+            reason: Annotated[str, typer.Option(help="Why (kept in the audit log)")]) -> None:
+    """Disable the tenant's database login and end its sessions."""
+    validation.tenant_id(tenant_id)
+    validation.text(reason, "reason", required=True)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        tenant = lifecycle.suspend(conn, tenant_id, reason=reason, actor=_actor())
+    out.print(f"{tenant.tenant_id}: {tenant.state} ({tenant.suspended_reason})", highlight=False)
+
+
+@app.command()
+@handles_errors
+def resume(ctx: typer.Context, tenant_id: str) -> None:
+    """Re-enable a suspended tenant."""
+    validation.tenant_id(tenant_id)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        tenant = lifecycle.resume(conn, tenant_id, actor=_actor())
+    out.print(f"{tenant.tenant_id}: {tenant.state}", highlight=False)
+
+
+@app.command("change-tier")
+@handles_errors
+def change_tier(ctx: typer.Context, tenant_id: str,
+                tier: Annotated[str, typer.Option(help="New tier from config/tiers.yaml")]) -> None:
+    """Move a tenant to another tier (connection limit follows)."""
+    validation.tenant_id(tenant_id)
+    load_tiers().get(tier)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        tenant = lifecycle.change_tier(conn, tenant_id, tier, actor=_actor())
+    out.print(f"{tenant.tenant_id}: tier {tenant.tier}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def offboard(ctx: typer.Context, tenant_id: str,
+             export_dir: Annotated[str, typer.Option(help="Directory or s3://bucket/prefix for the export")]
+             = "./tenant-exports",
+             secrets: Annotated[SecretsMode, typer.Option(help="Delete the tenant secret in AWS too")]
+             = SecretsMode.skip,
+             retention_days: Annotated[int, typer.Option(help="Keep schema and role this long after the export; "
+                                                              "run offboard again after it to drop them")] = 0) -> None:
+    """Export the tenant's tables (COPY, CSV), then drop its schema, role and secret."""
+    validation.tenant_id(tenant_id)
+    store = _store(secrets)
+    with _settings(ctx).database() as db, db.connection() as conn:
+        result = offboarding.offboard(conn, tenant_id, actor=_actor(), export_to=export_dir, store=store,
+                                      retention_days=retention_days)
+    if store is None and result.tenant.state == "offboarded":
+        _notice(f"tenant secret not deleted (local run; pass --secrets aws to delete {tenant_id}'s secret)")
+    print(json.dumps(result.to_dict()))
+
+
+@app.command()
+@handles_errors
+def migrate(ctx: typer.Context,
+            concurrency: Annotated[int, typer.Option(help="Tenants migrated in parallel (connections)")] = 4) -> None:
+    """Bring every tenant schema to the latest version (resumable; skips up-to-date tenants)."""
+    if not 1 <= concurrency <= fleet.MAX_CONCURRENCY:
+        raise fail(f"concurrency: must be between 1 and {fleet.MAX_CONCURRENCY}", 2)
+    with _settings(ctx).database(max_size=concurrency) as db:
+        with db.connection() as conn:
+            total = len(fleet.pending_tenants(conn, migrations.latest_version("tenant")))
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=False) as progress:
+            task = progress.add_task("migrating tenants", total=total)
+            report = fleet.migrate_all(db, actor=_actor(), concurrency=concurrency,
+                                       on_progress=lambda _tenant, _outcome: progress.advance(task))
+    print(json.dumps(report.to_dict()))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command("warm-pool")
+@handles_errors
+def warm_pool_(ctx: typer.Context,
+               size: Annotated[int, typer.Option(help="Pre-built schemas to keep waiting for signups")] = 20) -> None:
+    """Build tenant schemas ahead of signups (and drop pool schemas at an old version)."""
+    if not 0 <= size <= warm_pool.MAX_SIZE:
+        raise fail(f"size: must be between 0 and {warm_pool.MAX_SIZE}", 2)
+    with _settings(ctx).database() as db, db.connection() as conn, err.status("building warm pool..."):
+        result = warm_pool.refill(conn, size)
+    print(json.dumps(result.to_dict()))
+
+
+# Sub-apps of the other components (one line each).
+from tenant_provisioner.cli.limits import app as limits_app  # noqa: E402  (the limits component's sub-app)
+app.add_typer(limits_app, name="limits")
+from tenant_provisioner.cli.billing import app as billing_app  # noqa: E402  (the billing component's sub-app)
+app.add_typer(billing_app, name="billing")
+from tenant_provisioner.cli.drill import app as drill_app  # noqa: E402  (disaster-recovery drills)
+app.add_typer(drill_app, name="drill")

@@ -1,0 +1,1 @@
+"""How the library is put together at run time: settings read once, clients built once."""

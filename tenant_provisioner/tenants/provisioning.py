@@ -1,0 +1,289 @@
+"""The provisioning step pipeline: how a tenant is built, and how other components extend it.
+
+A step is any object with a ``name`` and two methods taking the shared `ProvisionContext`::
+
+    class StripeCustomerStep:
+        name = "stripe"
+        def apply(self, ctx): ...   # idempotent: on a re-run, finds its earlier work and stops
+        def undo(self, ctx): ...    # idempotent: removes what apply made, fine if nothing was made
+
+`run` applies the steps in order. If one raises, it undoes that step and every earlier one in
+reverse order, records ``tenant.provisioning_failed`` in the audit log and re-raises: nothing
+stays reachable. If the process dies instead (Lambda timeout, kill), nothing is undone but
+nothing is reachable either: the tenant role stays NOLOGIN and the row stays ``provisioning``
+until the final `ActivateStep`; a re-run of `create` finds that row and re-applies every step,
+which converges because each step is idempotent.
+
+Order: `DatabaseStep` (role, schema, tables, grants, control row, one transaction) →
+`SecretStep` (password + Secrets Manager, when a store is configured) → extension steps →
+`ActivateStep` (role LOGIN, state ``active``, ``tenant.created``).
+
+Extensions: a module listed in `EXTENSION_MODULES` (e.g. ``tenant_provisioner/billing/steps.py``)
+that exists defines ``provisioning_steps() -> Sequence[Step]``; its steps run after the secret
+and before activation. Steps use ``ctx.conn`` (autocommit; wrap writes in
+``ctx.conn.transaction()``), read ``ctx.tenant`` / ``ctx.request`` / ``ctx.tier`` and may put
+results into ``ctx.outputs`` (included in the create result).
+
+Lifecycle hooks: a module in `HOOK_MODULES` may define ``on_change_tier(conn, tenant, tier)`` and
+``on_offboard(conn, tenant)``; `run_hooks` calls them inside the change's transaction, before the
+database change, so a failing hook (e.g. Stripe down) leaves the tenant unchanged. It may also
+define ``after_suspend(conn, tenant)`` / ``after_resume(conn, tenant)``, called by
+`run_after_hooks` once the change is committed (failures logged, never undoing the change).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import secrets as random
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+import psycopg
+
+from tenant_provisioner import audit, migrations, validation
+from tenant_provisioner.tenants import records, schema, warm_pool
+from tenant_provisioner.db import tenant_group_role
+from tenant_provisioner.errors import PlatformError, TransientError
+from tenant_provisioner.secrets import SecretStore
+from tenant_provisioner.tenants.records import Tenant
+from tenant_provisioner.tiers import Tier, load_tiers
+
+log = logging.getLogger(__name__)
+
+EXTENSION_MODULES = ("tenant_provisioner.billing.steps", "tenant_provisioner.limits.steps")
+# Components that follow tier changes and offboarding outside the database (billing moves or
+# cancels the Stripe subscription); see `run_hooks`.
+HOOK_MODULES = ("tenant_provisioner.billing.listeners", "tenant_provisioner.limits.listeners")
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A validated signup: construct with `parse`, which raises `InvalidInput` on bad input."""
+
+    tenant_id: str
+    tier: str
+    admin_email: str
+    company_name: str | None = None
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> "CreateRequest":
+        tenant_id = validation.tenant_id(data.get("tenant_id"))
+        tier = load_tiers().get(data.get("tier")).name  # type: ignore[arg-type]
+        return cls(tenant_id=tenant_id, tier=tier, admin_email=validation.email(data.get("admin_email")),
+                   company_name=validation.text(data.get("company_name"), "company_name", required=False))
+
+
+@dataclass(frozen=True)
+class DbEndpoint:
+    """Where the tenant's app connects (the secret's host/port/database)."""
+
+    host: str
+    port: int
+    database: str
+
+
+@dataclass
+class ProvisionContext:
+    conn: psycopg.Connection
+    request: CreateRequest
+    tier: Tier
+    actor: str
+    provisioner_role: str
+    tenant: Tenant | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+class Step(Protocol):
+    name: str
+
+    def apply(self, ctx: ProvisionContext) -> None: ...
+
+    def undo(self, ctx: ProvisionContext) -> None: ...
+
+
+def _current(ctx: ProvisionContext) -> Tenant:
+    if ctx.tenant is None:
+        raise RuntimeError("the database step must run first")
+    return ctx.tenant
+
+
+class DatabaseStep:
+    """Role, schema (claimed from the warm pool or built), explicit grants and the
+    ``provisioning`` control row: one transaction."""
+
+    name = "database"
+
+    def apply(self, ctx: ProvisionContext) -> None:
+        if ctx.tenant is not None:
+            return  # a previous run committed this step
+        files = migrations.load("tenant")
+        req = ctx.request
+        with ctx.conn.transaction():
+            claimed = warm_pool.claim(ctx.conn, files[-1].version)
+            name = claimed or schema.new_schema_name()
+            schema.create(ctx.conn, schema=name, role=name, group=tenant_group_role(ctx.provisioner_role),
+                          connection_limit=ctx.tier.db_connections, build=None if claimed else files)
+            ctx.conn.execute(
+                "INSERT INTO control.tenants (tenant_id, schema_name, role_name, tier, state, schema_version,"
+                " admin_email, company_name) VALUES (%s, %s, %s, %s, 'provisioning', %s, %s, %s)",
+                (req.tenant_id, name, name, req.tier, migrations.latest_version("tenant"),
+                 req.admin_email, req.company_name))
+            ctx.tenant = records.require(ctx.conn, req.tenant_id)
+
+    def undo(self, ctx: ProvisionContext) -> None:
+        tenant = records.find(ctx.conn, ctx.request.tenant_id)
+        if tenant is None or tenant.state != "provisioning":
+            return
+        with ctx.conn.transaction():
+            schema.drop(ctx.conn, schema=tenant.schema_name, role=tenant.role_name)
+            ctx.conn.execute("DELETE FROM control.tenants WHERE tenant_id = %s AND state = 'provisioning'",
+                             (tenant.tenant_id,))
+        ctx.tenant = None
+
+
+class SecretStep:
+    """Set a fresh password (as a SCRAM verifier) and store the credentials. A secret that already
+    names this tenant's role (a re-run) is kept; one left over from an undone attempt, naming
+    another role, is overwritten."""
+
+    name = "secret"
+
+    def __init__(self, store: SecretStore, endpoint: DbEndpoint) -> None:
+        self.store = store
+        self.endpoint = endpoint
+
+    def apply(self, ctx: ProvisionContext) -> None:
+        tenant = _current(ctx)
+        ctx.outputs["secret_name"] = self.store.name_for(tenant.tenant_id)
+        current = self.store.get(tenant.tenant_id)
+        if current is not None and current.get("user") == tenant.role_name:
+            return
+        password = random.token_urlsafe(32)
+        schema.set_password(ctx.conn, tenant.role_name, password)
+        self.store.put(tenant.tenant_id, {
+            "engine": "postgres", "host": self.endpoint.host, "port": self.endpoint.port,
+            "database": self.endpoint.database, "user": tenant.role_name, "password": password,
+            "schema": tenant.schema_name, "tenant_id": tenant.tenant_id,
+        })
+
+    def undo(self, ctx: ProvisionContext) -> None:
+        self.store.delete(ctx.request.tenant_id, recovery_days=None)
+        if ctx.tenant is not None:
+            schema.set_password(ctx.conn, ctx.tenant.role_name, None)
+
+
+class ActivateStep:
+    """Let the role log in and mark the tenant active; the audit entry commits with it."""
+
+    name = "activate"
+
+    def apply(self, ctx: ProvisionContext) -> None:
+        tenant = _current(ctx)
+        with ctx.conn.transaction():
+            schema.set_login(ctx.conn, tenant.role_name, True)
+            ctx.conn.execute("UPDATE control.tenants SET state = 'active', updated_at = now()"
+                             " WHERE tenant_id = %s", (tenant.tenant_id,))
+            audit.record(ctx.conn, tenant_id=tenant.tenant_id, action="tenant.created", actor=ctx.actor,
+                         detail={"tier": tenant.tier, "schema": tenant.schema_name,
+                                 "schema_version": tenant.schema_version})
+            ctx.tenant = records.require(ctx.conn, tenant.tenant_id)
+
+    def undo(self, ctx: ProvisionContext) -> None:
+        tenant = ctx.tenant
+        if tenant is None:
+            return
+        with ctx.conn.transaction():
+            schema.set_login(ctx.conn, tenant.role_name, False)
+            ctx.conn.execute("UPDATE control.tenants SET state = 'provisioning', updated_at = now()"
+                             " WHERE tenant_id = %s AND state = 'active'", (tenant.tenant_id,))
+
+
+def optional_modules(module_names: Sequence[str]) -> list[Any]:
+    """The modules of `module_names` that exist (a component that is not there yet is skipped)."""
+    found = []
+    for module_name in module_names:
+        try:
+            found.append(importlib.import_module(module_name))
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that component has no extension (yet)
+            raise
+    return found
+
+
+def extension_steps() -> list[Step]:
+    """Steps contributed by the optional modules in `EXTENSION_MODULES` that exist."""
+    return [step for module in optional_modules(EXTENSION_MODULES) for step in module.provisioning_steps()]
+
+
+def run_hooks(event: str, *args: Any) -> None:
+    """Call `event` (``on_change_tier(conn, tenant, tier)``, ``on_offboard(conn, tenant)``) in every
+    module of `HOOK_MODULES` that defines it. Callers run hooks before their database change, so a
+    hook that fails (e.g. Stripe unavailable) leaves the tenant unchanged."""
+    for module in optional_modules(HOOK_MODULES):
+        hook = getattr(module, event, None)
+        if hook is not None:
+            hook(*args)
+
+
+def run_after_hooks(event: str, *args: Any) -> None:
+    """Call ``after_suspend(conn, tenant)`` / ``after_resume(conn, tenant)`` once the change is
+    committed (e.g. the limiter blocks a suspended tenant at once). The change stands whatever a
+    hook does, so a failing hook is logged, not raised; its component must converge on its own
+    (the enforcer re-pushes limiter state every cycle)."""
+    for module in optional_modules(HOOK_MODULES):
+        hook = getattr(module, event, None)
+        if hook is None:
+            continue
+        try:
+            hook(*args)
+        except Exception:  # the committed change must not be reported as failed
+            log.exception("%s hook of %s failed", event, module.__name__)
+
+
+def default_steps(store: SecretStore | None, endpoint: DbEndpoint | None) -> list[Step]:
+    secret: list[Step] = [SecretStep(store, endpoint)] if store is not None and endpoint is not None else []
+    return [DatabaseStep(), *secret, *extension_steps(), ActivateStep()]
+
+
+def run(steps: Sequence[Step], ctx: ProvisionContext) -> None:
+    """Apply `steps`; on failure undo them (the failed one included) in reverse and re-raise."""
+    started: list[Step] = []
+    for step in steps:
+        started.append(step)
+        try:
+            step.apply(ctx)
+        except Exception as exc:
+            undo_errors = _undo(reversed(started), ctx)
+            _record_failure(ctx, step.name, exc, undo_errors)
+            if undo_errors:
+                raise TransientError(
+                    f"provisioning {ctx.request.tenant_id!r} failed at step {step.name!r} ({exc}) and "
+                    f"undo failed at {', '.join(undo_errors)}; re-run create to converge") from exc
+            if isinstance(exc, psycopg.OperationalError):
+                raise TransientError(f"provisioning failed at step {step.name!r}: {exc}") from exc
+            raise
+
+
+def _undo(steps: Sequence[Step] | Any, ctx: ProvisionContext) -> list[str]:
+    failed: list[str] = []
+    for step in steps:
+        try:
+            step.undo(ctx)
+        except Exception:  # keep undoing the rest; the caller reports which steps failed
+            log.exception("undo of step %s failed for tenant %s", step.name, ctx.request.tenant_id)
+            failed.append(step.name)
+    return failed
+
+
+def _record_failure(ctx: ProvisionContext, step: str, exc: Exception, undo_errors: list[str]) -> None:
+    detail = {"step": step, "error": type(exc).__name__,
+              "code": exc.code if isinstance(exc, PlatformError) else None, "message": str(exc)[:500],
+              "undo_failed": undo_errors}
+    try:
+        with ctx.conn.transaction():
+            audit.record(ctx.conn, tenant_id=ctx.request.tenant_id, action="tenant.provisioning_failed",
+                         actor=ctx.actor, detail=detail)
+    except psycopg.Error:
+        log.exception("could not audit the failed provisioning of %s", ctx.request.tenant_id)

@@ -1,0 +1,1 @@
+"""Developer tools run by the Makefile on synthesized templates (summary, cost estimate)."""
