@@ -125,18 +125,22 @@ class Probe:
             self._stop.wait(self.interval)
 
     def _call(self, path: str) -> int | str:
-        request = urllib.request.Request(self.base_url.rstrip("/") + path, headers=dict(self.headers))
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:   # noqa: S310 - operator-given URL
-                response.read()
-                return response.status
-        except urllib.error.HTTPError as exc:
-            exc.read()
-            return exc.code
-        except TimeoutError:
-            return "timeout"
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            return "timeout" if isinstance(reason, TimeoutError) else type(reason).__name__
-        except (ConnectionError, OSError) as exc:
-            return type(exc).__name__
+        return http_status(self.base_url.rstrip("/") + path, headers=self.headers, timeout=self.timeout)
+
+
+def http_status(url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 2.0) -> int | str:
+    """The HTTP status of a GET of ``url``, or the error class when no answer came ("timeout", ...)."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:   # noqa: S310 - operator-given URL
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        exc.read()
+        return exc.code
+    except TimeoutError:
+        return "timeout"
+    except urllib.error.URLError as exc:
+        return "timeout" if isinstance(exc.reason, TimeoutError) else type(exc.reason).__name__
+    except OSError as exc:
+        return type(exc).__name__

@@ -1,0 +1,293 @@
+"""The failure drills: each breaks one dependency of the running platform under load, measures what
+clients saw, and checks the invariants that must hold whatever breaks.
+
+Every drill returns a :class:`DrillResult`: time to detect, time to recover, requests failed by
+status, data lost (acknowledged writes the database does not hold — must be 0) and its invariants.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from psycopg import sql
+
+from tenant_provisioner.db import admin_connect
+from tenant_provisioner.drills.interruption import Probe, measure
+from tenant_provisioner.errors import TransientError
+from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.tenants.provisioning import CreateRequest
+from drills.platform import ACTOR, TENANTS, LoadRun, Platform
+
+
+@dataclass
+class DrillResult:
+    name: str
+    what: str
+    figures: dict[str, Any]
+    data_lost: int
+    invariants: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.data_lost == 0 and all(passed for _, passed, _ in self.invariants)
+
+    def check(self, name: str, passed: bool, detail: str) -> None:
+        self.invariants.append((name, bool(passed), detail))
+
+
+def _server_failures(sample) -> bool:
+    """What a client calls broken: a 5xx or no answer. A 429 is the limiter deciding, not a failure."""
+    return not (isinstance(sample.status, int) and sample.status < 500)
+
+
+def _figures(run: LoadRun, fault_at: float, back_at: float) -> dict[str, Any]:
+    samples = run.as_samples()
+    figures = measure(samples, fault_at, counts_as_failure=_server_failures).to_json()
+    statuses = Counter(str(s.status) for s in samples if s.at >= fault_at)
+    figures["responses_by_status"] = dict(sorted(statuses.items()))
+    if figures["time_to_recover_s"] is not None:
+        figures["recovered_after_return_s"] = round(max(0.0, fault_at + figures["time_to_recover_s"] - back_at), 2)
+    return figures
+
+
+def _stack_traces(run: LoadRun) -> int:
+    return sum(1 for s in run.samples if s.get("stack_trace"))
+
+
+def _recovered_within(platform: Platform, figures: dict[str, Any], result: DrillResult) -> None:
+    after = figures.get("recovered_after_return_s")
+    bound = platform.timing.recover_within
+    result.check(f"back to normal within {bound:.0f} s of the return",
+                 figures["failed"] == 0 or (after is not None and after <= bound),
+                 "no request failed" if figures["failed"] == 0 else f"last failure {after} s after the return")
+
+
+def _admitted_above_limit(platform: Platform, run: LoadRun, start: float, end: float) -> list[str]:
+    """Tenants admitted (2xx) above tier rate x window + burst between ``start`` and ``end``."""
+    admitted: dict[str, int] = defaultdict(int)
+    for sample in run.samples:
+        if start <= sample["at"] <= end and isinstance(sample["status"], int) and 200 <= sample["status"] < 300 \
+                and " /v1/" in sample["name"]:
+            admitted[sample["tenant"]] += 1
+    over = []
+    tiers = dict(TENANTS)
+    for tenant, count in sorted(admitted.items()):
+        tier = platform.catalog.tiers[tiers[tenant]]
+        limit = tier.rate_per_second * (end - start) + tier.burst
+        if count > limit:
+            over.append(f"{tenant} admitted {count} > {limit:.0f}")
+    return over
+
+
+def redis_drill(platform: Platform) -> DrillResult:
+    """Redis killed (every key gone), then restarted empty."""
+    t = platform.timing
+    result = DrillResult("redis", f"Redis killed for {t.outage:.0f} s, then restarted empty ({t.users} users)", {}, 0)
+    with platform.load(t.warmup + t.outage + t.settle) as run, \
+            Probe(base_url=platform.api_url, paths=("/readyz",), interval=0.1, workers=1) as ready:
+        time.sleep(t.warmup)
+        fault_at, fault_mono = time.time(), time.monotonic()
+        platform.redis.kill()
+        time.sleep(t.outage)
+        back_at, back_mono = time.time(), time.monotonic()
+        platform.redis.start()
+        time.sleep(t.settle)
+    result.figures = _figures(run, fault_at, back_at)
+    result.figures["readyz"] = measure(ready.samples, fault_mono).to_json()
+    over = _admitted_above_limit(platform, run, fault_at, back_at)
+    result.check("strict, never open: no tenant admitted above rate x time + burst during the outage", not over,
+                 "; ".join(over) or "every tenant within its tier")
+    statuses = result.figures["responses_by_status"]
+    result.check("decisions continue without Redis (degraded limiter, no 5xx storm)",
+                 result.figures["failed"] <= 0.01 * max(1, result.figures["requests"]),
+                 f"{result.figures['failed']} of {result.figures['requests']} failed; statuses {statuses}")
+    _recovered_within(platform, _after_return(ready, back_mono, t.recover_within), result)
+    result.check("no 5xx carries a stack trace", _stack_traces(run) == 0, f"{_stack_traces(run)} with a trace")
+    lost = platform.lost_writes(run)
+    result.data_lost = len(lost)
+    result.figures["lost"] = lost[:5]
+    return result
+
+
+def _after_return(probe: Probe, back_mono: float, bound: float) -> dict[str, Any]:
+    """When /readyz answered 200 for good after the dependency returned."""
+    after = [s for s in probe.samples if s.at >= back_mono]
+    failures = [s for s in after if not s.ok]
+    last = failures[-1].at if failures else None
+    ok_after = next((s.at for s in after if s.ok and (last is None or s.at > last)), None)
+    return {"failed": len(failures), "recovered_after_return_s":
+            None if ok_after is None else round(ok_after - back_mono, 2), "bound": bound}
+
+
+def postgres_drill(platform: Platform) -> DrillResult:
+    """PostgreSQL stopped (clients disconnected), then started; a signup is in flight meanwhile."""
+    t = platform.timing
+    result = DrillResult("postgres", f"PostgreSQL stopped for {t.outage:.0f} s, then started ({t.users} users, "
+                                     "a signup in flight)", {}, 0)
+    api_pid = platform.api.pid
+    signup = _RetriedSignup(platform, "drill-signup-during-outage")
+    with platform.load(t.warmup + t.outage + t.settle) as run, \
+            Probe(base_url=platform.api_url, paths=("/readyz",), interval=0.1, workers=1) as ready:
+        time.sleep(t.warmup)
+        signup.start()
+        fault_at, fault_mono = time.time(), time.monotonic()
+        platform.pg.stop("fast")
+        time.sleep(t.outage)
+        back_at, back_mono = time.time(), time.monotonic()
+        platform.pg.start()
+        time.sleep(t.settle)
+    signup.join(timeout=30)
+    result.figures = _figures(run, fault_at, back_at)
+    result.figures["readyz"] = measure(ready.samples, fault_mono).to_json()
+    during = [s for s in ready.samples if fault_mono + 1.0 <= s.at <= back_mono]
+    not_503 = Counter(str(s.status) for s in during if s.status != 503)
+    result.check("/readyz answers 503 while PostgreSQL is away", during and not not_503,
+                 f"{len(during)} probes, others: {dict(not_503)}" if not_503 else f"{len(during)} probes, all 503")
+    traces = _stack_traces(run)
+    result.check("no 500 carries a stack trace", traces == 0, f"{traces} 5xx bodies with a trace; statuses "
+                                                             f"{result.figures['responses_by_status']}")
+    _recovered_within(platform, _after_return(ready, back_mono, t.recover_within), result)
+    result.check("pools recover without a restart", platform.api.poll() is None and platform.api.pid == api_pid,
+                 f"API pid {api_pid} still serving" if platform.api.poll() is None else "the API exited")
+    result.check("the signup in flight converges when retried", signup.converged, signup.detail)
+    lost = platform.lost_writes(run)
+    result.data_lost = len(lost)
+    result.figures["lost"] = lost[:5]
+    result.figures["signup_attempts"] = signup.attempts
+    return result
+
+
+class _RetriedSignup(threading.Thread):
+    """What a signup caller does: try, and on a transient error retry (the same request) until done."""
+
+    def __init__(self, platform: Platform, tenant_id: str, give_up_after: float = 60) -> None:
+        super().__init__(daemon=True)
+        self.platform, self.tenant_id, self.give_up_after = platform, tenant_id, give_up_after
+        self.attempts, self.converged, self.detail = 0, False, "not finished"
+
+    def run(self) -> None:
+        request = CreateRequest.parse({"tenant_id": self.tenant_id, "tier": "starter", "admin_email": "a@example.com"})
+        deadline = time.monotonic() + self.give_up_after
+        while time.monotonic() < deadline:
+            self.attempts += 1
+            try:
+                with self.platform.database() as db, db.connection() as conn:
+                    lifecycle.create(conn, request, actor=ACTOR)
+                break
+            except TransientError:
+                time.sleep(0.5)
+        self.converged, self.detail = self._verify()
+
+    def _verify(self) -> tuple[bool, str]:
+        with self.platform.database() as db, db.connection() as conn:
+            again = lifecycle.create(conn, CreateRequest.parse(
+                {"tenant_id": self.tenant_id, "tier": "starter", "admin_email": "a@example.com"}), actor=ACTOR)
+            row = conn.execute("SELECT state, schema_name, role_name FROM control.tenants WHERE tenant_id = %s",
+                               (self.tenant_id,)).fetchone()
+            if row is None:
+                return False, f"no tenant after {self.attempts} attempts"
+            state, schema, role = row
+            has_schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+            has_role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        ok = state == "active" and bool(has_schema) and bool(has_role) and not again.created
+        return ok, (f"{self.attempts} attempt(s); state {state}, schema {'present' if has_schema else 'MISSING'}, "
+                    f"role {'present' if has_role else 'MISSING'}, retry after success created nothing: "
+                    f"{not again.created}")
+
+
+WORKER_TENANT = "drill-business-a"
+WORKER_BUDGETS = 150
+
+
+def worker_drill(platform: Platform) -> DrillResult:
+    """The worker killed (SIGKILL) while it runs a tenant's budget evaluation, then restarted."""
+    t = platform.timing
+    result = DrillResult("worker", f"worker killed mid-job (SIGKILL), restarted after {t.outage:.0f} s "
+                                   f"({t.users} users)", {}, 0)
+    project = platform.call("POST", "/v1/projects", WORKER_TENANT, {"name": "budgets"})["id"]
+    budgets = [platform.call("POST", "/v1/budgets", WORKER_TENANT, {"project_id": project, "amount_usd": "1.00"})["id"]
+               for _ in range(WORKER_BUDGETS)]
+    platform.call("POST", "/v1/usage", WORKER_TENANT, {"project_id": project, "provider": "openai", "model": "gpt-4o",
+                                                      "cost_usd": "5.00"})
+    with platform.load(t.warmup + t.outage + t.settle) as run:
+        time.sleep(t.warmup)
+        # The usage above queued an evaluation of every budget: kill the worker while it runs it.
+        platform.start_worker()
+        job_id, attempts = _wait_for_running_job(platform, WORKER_TENANT)
+        fault_at, fault_mono = time.time(), time.monotonic()
+        platform.kill_worker()
+        time.sleep(t.outage)
+        back_at = time.time()
+        platform.start_worker()
+        reclaimed_mono, done_mono = _wait_for_job(platform, job_id, attempts, t.recover_within + t.outage + 10)
+        time.sleep(max(0.0, t.settle - (time.monotonic() - fault_mono - t.outage)))
+    result.figures = _figures(run, fault_at, back_at)
+    result.figures["job"] = {"id": job_id, "killed_in_attempt": attempts,
+                             "time_to_detect_s": None if reclaimed_mono is None else round(reclaimed_mono - fault_mono, 2),
+                             "time_to_recover_s": None if done_mono is None else round(done_mono - fault_mono, 2)}
+    result.figures["time_to_detect_s"] = result.figures["job"]["time_to_detect_s"]
+    result.figures["time_to_recover_s"] = result.figures["job"]["time_to_recover_s"]
+    final_attempts, state = _job_state(platform, job_id)
+    result.check("the killed job runs again and finishes", state == "done" and final_attempts > attempts,
+                 f"job {job_id}: state {state}, attempts {final_attempts} (killed in attempt {attempts})")
+    alerts = _alerts_per_budget(platform, WORKER_TENANT)
+    duplicates = {b: n for b, n in alerts.items() if n > 2}
+    missing = [b for b in budgets if alerts.get(b, 0) < 2]
+    result.check("its effect happens once: one warning and one exceeded alert per budget",
+                 not duplicates and not missing,
+                 f"{len(budgets)} budgets, {sum(alerts.values())} alerts; duplicated: {len(duplicates)}, "
+                 f"missing: {len(missing)}")
+    result.check("the API is unaffected by the worker's death", result.figures["failed"] == 0,
+                 f"{result.figures['failed']} failed requests")
+    lost = platform.lost_writes(run)
+    result.data_lost = len(lost) + len(missing)
+    result.figures["lost"] = (lost + [f"alerts of budget {b}" for b in missing])[:5]
+    return result
+
+
+def _wait_for_running_job(platform: Platform, tenant_id: str, seconds: float = 60) -> tuple[int, int]:
+    deadline = time.monotonic() + seconds
+    with platform.database() as db, db.connection() as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT id, attempts FROM control.jobs WHERE tenant_id = %s AND state = 'running'"
+                               " AND kind = 'evaluate_budgets'", (tenant_id,)).fetchone()
+            if row is not None:
+                return row[0], row[1]
+            time.sleep(0.005)
+    raise RuntimeError(f"no running evaluate_budgets job of {tenant_id} within {seconds:.0f}s")
+
+
+def _job_state(platform: Platform, job_id: int) -> tuple[int, str]:
+    with platform.database() as db, db.connection() as conn:
+        return conn.execute("SELECT attempts, state FROM control.jobs WHERE id = %s", (job_id,)).fetchone()
+
+
+def _wait_for_job(platform: Platform, job_id: int, attempts: int, seconds: float) -> tuple[float | None, float | None]:
+    """When the job was claimed again (a later attempt) and when it was done (monotonic)."""
+    reclaimed = done = None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and done is None:
+        now_attempts, state = _job_state(platform, job_id)
+        if reclaimed is None and now_attempts > attempts:
+            reclaimed = time.monotonic()
+        if state == "done":
+            done = time.monotonic()
+            reclaimed = reclaimed or done
+        time.sleep(0.05)
+    return reclaimed, done
+
+
+def _alerts_per_budget(platform: Platform, tenant_id: str) -> dict[int, int]:
+    with admin_connect(platform.database_url) as conn:
+        schema = conn.execute("SELECT schema_name FROM control.tenants WHERE tenant_id = %s", (tenant_id,)).fetchone()[0]
+        rows = conn.execute(sql.SQL("SELECT budget_id, count(*) FROM {}.alerts GROUP BY budget_id").format(
+            sql.Identifier(schema))).fetchall()
+    return {budget: count for budget, count in rows}
+
+
+DRILLS: dict[str, Callable[[Platform], DrillResult]] = {
+    "redis": redis_drill, "postgres": postgres_drill, "worker": worker_drill}
