@@ -58,11 +58,11 @@ class TenantUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.tenant = next(_tenants)
-        self.client.headers = {"Authorization": f"Bearer {KEYS[self.tenant]}"}
+        self.auth = {"Authorization": f"Bearer {KEYS[self.tenant]}"}
         self.project_id = None
         while self.project_id is None:   # the load starts on a healthy platform; retry only a 429
             response = self.client.post("/v1/projects", json={"name": f"load-{random.randrange(10**9)}"},
-                                        name="POST /v1/projects", context={"tenant": self.tenant})
+                                        name="POST /v1/projects", context={"tenant": self.tenant}, headers=self.auth)
             if response.status_code == 201:
                 self.project_id = response.json()["id"]
             else:
@@ -70,11 +70,12 @@ class TenantUser(FastHttpUser):
 
     @task(6)
     def list_projects(self) -> None:
-        self.client.get("/v1/projects?limit=20", name="GET /v1/projects", context={"tenant": self.tenant})
+        self.client.get("/v1/projects?limit=20", name="GET /v1/projects", context={"tenant": self.tenant},
+                        headers=self.auth)
 
     @task(3)
     def record_usage(self) -> None:
-        self.client.post("/v1/usage", name="POST /v1/usage", context={"tenant": self.tenant}, json={
+        self.client.post("/v1/usage", name="POST /v1/usage", context={"tenant": self.tenant}, headers=self.auth, json={
             "project_id": self.project_id, "provider": "openai", "model": "gpt-4o-mini",
             "input_tokens": random.randint(10, 2000), "output_tokens": random.randint(10, 800),
             "cost_usd": "0.0012"})
@@ -82,4 +83,4 @@ class TenantUser(FastHttpUser):
     @task(1)
     def create_project(self) -> None:
         self.client.post("/v1/projects", name="POST /v1/projects", context={"tenant": self.tenant},
-                         json={"name": f"load-{random.randrange(10**9)}"})
+                         headers=self.auth, json={"name": f"load-{random.randrange(10**9)}"})

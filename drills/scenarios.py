@@ -54,6 +54,16 @@ def _figures(run: LoadRun, fault_at: float, back_at: float) -> dict[str, Any]:
     return figures
 
 
+def _baseline(result: DrillResult, run: LoadRun, fault_at: float) -> None:
+    """The drill means something only if the load worked before the fault: 2xx (and 429s)."""
+    before = [s["status"] for s in run.samples if s["at"] < fault_at and " /v1/" in s["name"]]
+    served = sum(1 for status in before if isinstance(status, int) and (200 <= status < 300 or status == 429))
+    ok = sum(1 for status in before if isinstance(status, int) and 200 <= status < 300)
+    result.check("the load was served before the fault", before and served >= 0.99 * len(before) and ok >= 20,
+                 f"{ok} admitted, {served - ok} rate-limited of {len(before)} requests; others: "
+                 f"{dict(Counter(str(x) for x in before if not (isinstance(x, int) and (200 <= x < 300 or x == 429))))}")
+
+
 def _stack_traces(run: LoadRun) -> int:
     return sum(1 for s in run.samples if s.get("stack_trace"))
 
@@ -96,6 +106,7 @@ def redis_drill(platform: Platform) -> DrillResult:
         back_at, back_mono = time.time(), time.monotonic()
         platform.redis.start()
         time.sleep(t.settle)
+    _baseline(result, run, fault_at)
     result.figures = _figures(run, fault_at, back_at)
     result.figures["readyz"] = measure(ready.samples, fault_mono).to_json()
     over = _admitted_above_limit(platform, run, fault_at, back_at)
@@ -141,6 +152,7 @@ def postgres_drill(platform: Platform) -> DrillResult:
         platform.pg.start()
         time.sleep(t.settle)
     signup.join(timeout=30)
+    _baseline(result, run, fault_at)
     result.figures = _figures(run, fault_at, back_at)
     result.figures["readyz"] = measure(ready.samples, fault_mono).to_json()
     during = [s for s in ready.samples if fault_mono + 1.0 <= s.at <= back_mono]
@@ -225,6 +237,7 @@ def worker_drill(platform: Platform) -> DrillResult:
         platform.start_worker()
         reclaimed_mono, done_mono = _wait_for_job(platform, job_id, attempts, t.recover_within + t.outage + 10)
         time.sleep(max(0.0, t.settle - (time.monotonic() - fault_mono - t.outage)))
+    _baseline(result, run, fault_at)
     result.figures = _figures(run, fault_at, back_at)
     result.figures["job"] = {"id": job_id, "killed_in_attempt": attempts,
                              "time_to_detect_s": None if reclaimed_mono is None else round(reclaimed_mono - fault_mono, 2),
