@@ -44,6 +44,19 @@ def _record(request_type, name, response_time, response_length, response, except
     _records.append(record)
 
 
+_started = False
+
+
+@events.request.add_listener
+def _mark_started(**_):
+    """The first answer: the drill waits for it before it starts its clock (locust takes seconds to start)."""
+    global _started
+    if not _started:
+        _started = True
+        with open(SAMPLES_FILE + ".started", "w", encoding="utf-8") as marker:
+            marker.write(str(time.time()))
+
+
 @events.quitting.add_listener
 def _write(environment, **_):
     with open(SAMPLES_FILE, "w", encoding="utf-8") as out:

@@ -162,10 +162,16 @@ class Platform:
         users = str(self.timing.users)
         locust = subprocess.Popen(
             [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", users, "-r", users,
-             "-t", f"{int(seconds)}s", "--host", self.api_url, "--only-summary", "--stop-timeout", "3",
+             "-t", f"{int(seconds) + 3}s", "--host", self.api_url, "--only-summary", "--stop-timeout", "3",
              "--loglevel", "ERROR", "--skip-log-setup"],
             env=env, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "locust.log", "ab"))
         try:
+            started = Path(f"{samples}.started")
+            deadline = time.monotonic() + 60
+            while not started.exists():
+                if locust.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the load did not start; see {self.workdir / 'locust.log'}")
+                time.sleep(0.1)
             yield run
         finally:
             try:
