@@ -142,7 +142,7 @@ class Platform:
         self.worker.send_signal(signal.SIGKILL)
         self.worker.wait()
 
-    def wait_ready(self, url: str, process: subprocess.Popen, what: str, seconds: float = 30) -> None:
+    def wait_ready(self, url: str, process: subprocess.Popen, what: str, seconds: float = 90) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if process.poll() is not None:
