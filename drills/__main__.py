@@ -20,9 +20,14 @@ from drills.scenarios import DRILLS, DrillResult
 
 def render(result: DrillResult) -> str:
     f = result.figures
-    lines = [f"== {result.name}: {result.what}",
-             f"   time to detect {_s(f.get('time_to_detect_s'))} · time to recover {_s(f.get('time_to_recover_s'))}"
-             f" · client-visible interruption {_s(f.get('interruption_s'))}",
+    if f.get("failed") or "readyz" not in f:
+        timing = (f"time to detect {_s(f.get('time_to_detect_s'))} · time to recover {_s(f.get('time_to_recover_s'))}"
+                  f" · client-visible interruption {_s(f.get('interruption_s'))}")
+    else:   # clients saw nothing: the figures are readiness's (what an orchestrator sees)
+        ready = f["readyz"]
+        timing = (f"no client request failed; /readyz: time to detect {_s(ready.get('time_to_detect_s'))} · "
+                  f"time to recover {_s(ready.get('time_to_recover_s'))}")
+    lines = [f"== {result.name}: {result.what}", f"   {timing}",
              f"   requests after the fault {f.get('requests', 0)}, failed {f.get('failed', 0)} by status "
              f"{json.dumps(f.get('failed_by_status', {}))}; all responses {json.dumps(f.get('responses_by_status', {}))}",
              f"   data lost: {result.data_lost}" + (f" ({', '.join(f['lost'])})" if f.get("lost") else "")]

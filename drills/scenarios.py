@@ -143,7 +143,7 @@ def postgres_drill(platform: Platform) -> DrillResult:
     api_pid = platform.api.pid
     signup = _RetriedSignup(platform, "drill-signup-during-outage")
     with platform.load(t.warmup + t.outage + t.settle) as run, \
-            Probe(base_url=platform.api_url, paths=("/readyz",), interval=0.1, workers=1) as ready:
+            Probe(base_url=platform.api_url, paths=("/readyz",), interval=0.1, workers=3) as ready:
         time.sleep(t.warmup)
         signup.start()
         fault_at, fault_mono = time.time(), time.monotonic()
@@ -156,10 +156,12 @@ def postgres_drill(platform: Platform) -> DrillResult:
     _baseline(result, run, fault_at)
     result.figures = _figures(run, fault_at, back_at)
     result.figures["readyz"] = measure(ready.samples, fault_mono).to_json()
-    during = [s for s in ready.samples if fault_mono + 1.0 <= s.at <= back_mono]
-    not_503 = Counter(str(s.status) for s in during if s.status != 503)
-    result.check("/readyz answers 503 while PostgreSQL is away", during and not not_503,
-                 f"{len(during)} probes, others: {dict(not_503)}" if not_503 else f"{len(during)} probes, all 503")
+    # The kubelet's readiness probe (k8s/chart.py) gives up after 2 s, as this probe does: a
+    # timeout is "not ready" to Kubernetes too. Never 200, never another error.
+    during = Counter(str(s.status) for s in ready.samples if fault_mono + 1.0 <= s.at <= back_mono)
+    wrong = {status: n for status, n in during.items() if status not in ("503", "timeout")}
+    result.check("/readyz says not ready (503, or no answer within the 2 s probe timeout) while PostgreSQL is away",
+                 during and not wrong, f"{sum(during.values())} probes: {dict(during)}")
     traces = _stack_traces(run)
     result.check("no 500 carries a stack trace", traces == 0, f"{traces} 5xx bodies with a trace; statuses "
                                                              f"{result.figures['responses_by_status']}")
