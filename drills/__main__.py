@@ -31,7 +31,7 @@ def render(result: DrillResult) -> str:
              f"   requests after the fault {f.get('requests', 0)}, failed {f.get('failed', 0)} by status "
              f"{json.dumps(f.get('failed_by_status', {}))}; all responses {json.dumps(f.get('responses_by_status', {}))}",
              f"   data lost: {result.data_lost}" + (f" ({', '.join(f['lost'])})" if f.get("lost") else "")]
-    for extra in ("readyz", "job"):
+    for extra in ("readyz", "job", "usage"):
         if extra in f:
             lines.append(f"   {extra}: {json.dumps(f[extra])}")
     for name, passed, detail in result.invariants:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[DrillResult] = []
     started = time.monotonic()
     for name in args.names or list(DRILLS):
-        with Platform(timing) as platform:
+        with Platform(timing, billing=name == "stripe") as platform:
             result = DRILLS[name](platform)
         results.append(result)
         print(render(result), flush=True)

@@ -22,21 +22,28 @@ from pathlib import Path
 from typing import Iterator
 
 import psycopg
+import stripe
 from psycopg import sql
 
 from tenant_provisioner import control
+from tenant_provisioner.billing.catalog import sync_catalog
+from tenant_provisioner.billing.settings import BillingSettings
+from tenant_provisioner.billing.steps import StripeStep
 from tenant_provisioner.db import Database, admin_connect
 from tenant_provisioner.drills.interruption import Sample, http_status
 from tenant_provisioner.gateway import keys
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.tenants import lifecycle, provisioning
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
+from tests.billing.stripe_server import FakeStripe
 from tests.support.databases import url_for_database
 from tests.support.services import ThrowawayPostgres, ThrowawayRedis, _free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 PROVISIONER_ROLE = "tenant_provisioner"
+STRIPE_KEY = "sk_test_drill_0000"
+STRIPE_WEBHOOK_SECRET = "whsec_drill_0000"
 ACTOR = "drill"
 # Tenants of every paid tier; the load's users are spread over them round robin.
 TENANTS = (("drill-starter-a", "starter"), ("drill-starter-b", "starter"), ("drill-pro-a", "pro"),
@@ -72,7 +79,7 @@ class LoadRun:
 class Platform:
     """Servers, schema, tenants, API (and optionally the worker) — and their removal."""
 
-    def __init__(self, timing: Timing, *, workdir: Path | None = None) -> None:
+    def __init__(self, timing: Timing, *, workdir: Path | None = None, billing: bool = False) -> None:
         self.timing = timing
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="drill-"))
         self.pg: ThrowawayPostgres | None = None
@@ -84,6 +91,10 @@ class Platform:
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.keys: dict[str, str] = {}
         self.catalog = load_tiers()
+        # billing: tenants get Stripe customers and subscriptions in the stateful test Stripe server.
+        self.stripe: FakeStripe | None = FakeStripe() if billing else None
+        self.billing_settings: BillingSettings | None = None
+        self.stripe_client: stripe.StripeClient | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> "Platform":
@@ -95,10 +106,12 @@ class Platform:
             self.database_url = url_for_database(self.pg.url, "app")
             with admin_connect(self.database_url) as conn:
                 control.init(conn, PROVISIONER_ROLE)
+            steps = self._billing_steps()
             with self.database() as db, db.connection() as conn:
                 for tenant_id, tier in TENANTS:
                     lifecycle.create(conn, CreateRequest.parse(
-                        {"tenant_id": tenant_id, "tier": tier, "admin_email": "ops@example.com"}), actor=ACTOR)
+                        {"tenant_id": tenant_id, "tier": tier, "admin_email": "ops@example.com"}), actor=ACTOR,
+                        steps=steps)
                     self.keys[tenant_id] = keys.create(conn, tenant_id, name="drill", actor=ACTOR).api_key
             self.start_api()
         except BaseException:
@@ -106,11 +119,25 @@ class Platform:
             raise
         return self
 
+    def _billing_steps(self) -> list | None:
+        """The provisioning steps with the Stripe step (catalog synced first), or the default."""
+        if self.stripe is None:
+            return None
+        self.stripe.start()
+        self.billing_settings = BillingSettings(api_base=self.stripe.url, max_network_retries=0)
+        self.stripe_client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": self.stripe.url},
+                                                 max_network_retries=0)
+        sync_catalog(self.stripe_client, self.catalog, self.billing_settings)
+        return [provisioning.DatabaseStep(), StripeStep(self.stripe_client, self.billing_settings),
+                provisioning.ActivateStep()]
+
     def __exit__(self, *exc: object) -> None:
         for process in (self.api, self.worker):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+        if self.stripe is not None:
+            self.stripe.stop()
         if self.redis is not None:
             self.redis.remove()
         if self.pg is not None:
