@@ -350,3 +350,64 @@ def stripe_drill(platform: Platform) -> DrillResult:
                 redelivery = webhooks.handle(conn, *event, secret=STRIPE_WEBHOOK_SECRET,
                                              settings=platform.billing_settings)
             time.sleep(t.settle)
+        final = report()          # the load has ended: everything admitted is measured and reported now
+        again = report()
+    _baseline(result, run, fault_at)
+    result.figures = _figures(run, fault_at, back_at)
+    result.figures["time_to_detect_s"] = round(reports[1][0] - fault_mono, 2) if during.stripe_unavailable else None
+    result.figures["time_to_recover_s"] = round(recovered_mono - fault_mono, 2)
+    result.figures["usage"] = {"before": baseline.units, "during_outage_reported": during.units,
+                               "deferred_during_outage": len(during.deferred), "after_return": final.units}
+    result.check("usage reporting sees the outage and defers (the cursor does not move)",
+                 during.stripe_unavailable and during.units == 0, f"{len(during.deferred)} interval(s) deferred, "
+                                                                  f"{during.units} units reported")
+    unreported = _unreported_usage(platform)
+    result.check("every admitted request is reported to Stripe once it is back",
+                 not unreported, "; ".join(unreported) or "Stripe's meter totals equal the admitted counts")
+    result.check("reported once: a further run sends nothing", again.sent == 0 and again.units == 0,
+                 f"second run after recovery sent {again.sent} event(s)")
+    applied = _webhook_applications(platform, event_id=json.loads(event[0])["id"])
+    result.check("the webhook delivered during the outage and again after is applied once",
+                 first_delivery.status == 200 and redelivery.status == 200 and applied == 1,
+                 f"deliveries answered {first_delivery.status}/{redelivery.status} "
+                 f"('{redelivery.outcome}'); effect recorded {applied} time(s)")
+    result.check("the API is unaffected by Stripe's outage", result.figures["failed"] == 0,
+                 f"{result.figures['failed']} failed requests")
+    lost = platform.lost_writes(run)
+    result.data_lost = len(lost) + len(unreported)
+    result.figures["lost"] = (lost + unreported)[:5]
+    redis_client.close()
+    return result
+
+
+def _payment_failed_event(platform: Platform) -> tuple[bytes, str]:
+    """A signed ``invoice.payment_failed`` for the first tenant, as Stripe would deliver it."""
+    with platform.database() as db, db.connection() as conn:
+        customer = conn.execute("SELECT stripe_customer_id FROM control.billing_accounts WHERE tenant_id = %s",
+                                (TENANTS[0][0],)).fetchone()[0]
+    payload = json.dumps({"id": f"evt_drill_{time.time_ns()}", "type": "invoice.payment_failed",
+                          "created": int(time.time()), "data": {"object": {
+                              "id": "in_drill", "object": "invoice", "customer": customer, "amount_due": 900,
+                              "attempt_count": 1}}}).encode()
+    return payload, sign_webhook(payload, STRIPE_WEBHOOK_SECRET)
+
+
+def _unreported_usage(platform: Platform) -> list[str]:
+    with platform.database() as db, db.connection() as conn:
+        rows = conn.execute("SELECT u.tenant_id, a.stripe_customer_id, sum(u.admitted) FROM control.tenant_usage u"
+                            " JOIN control.billing_accounts a USING (tenant_id) WHERE u.quantity = 'api_requests'"
+                            " GROUP BY 1, 2 ORDER BY 1").fetchall()
+    event_name = platform.billing_settings.meter_event_name
+    return [f"{tenant}: admitted {admitted}, Stripe has {platform.stripe.metered_total(event_name, customer):.0f}"
+            for tenant, customer, admitted in rows
+            if platform.stripe.metered_total(event_name, customer) != admitted]
+
+
+def _webhook_applications(platform: Platform, *, event_id: str) -> int:
+    with platform.database() as db, db.connection() as conn:
+        return conn.execute("SELECT count(*) FROM control.audit_log WHERE action = 'billing.payment_failed'"
+                            " AND detail->>'event_id' = %s", (event_id,)).fetchone()[0]
+
+
+DRILLS: dict[str, Callable[[Platform], DrillResult]] = {
+    "redis": redis_drill, "postgres": postgres_drill, "worker": worker_drill, "stripe": stripe_drill}
