@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth scan test cost bench clean logical-ids
+.PHONY: synth scan test cost bench clean logical-ids serve worker loadtest
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
@@ -20,7 +20,7 @@ CDK_OUT := cdk.out
 OFFLINE := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
            -u CDK_DEFAULT_ACCOUNT -u CDK_DEFAULT_REGION AWS_EC2_METADATA_DISABLED=true CDK_DISABLE_VERSION_CHECK=1
 
-$(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
+$(STAMP): requirements.txt requirements-dev.txt services/requirements.txt package.json package-lock.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
@@ -67,6 +67,19 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/provision.py
 	$(PY) bench/ratelimit.py
+
+# The reference services against local PostgreSQL/Redis (DATABASE_URL, REDIS_URL; PORT 8000,
+# HEALTH_PORT 8001). See README "Running the API and worker locally".
+serve: $(STAMP)
+	$(PY) -m services.api
+
+worker: $(STAMP)
+	$(PY) -m services.worker
+
+# Locust (headless) against the API and the floor on 127.0.0.1: stages of 10/50/200 users, about
+# 3 minutes; prints a markdown table. LOADTEST_ARGS="--server granian --seconds 30" to vary it.
+loadtest: $(STAMP)
+	$(PY) bench/loadtest.py $(LOADTEST_ARGS)
 
 clean:
 	rm -rf cdk.out .pytest_cache build

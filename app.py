@@ -14,9 +14,10 @@ from pathlib import Path
 
 import aws_cdk as cdk
 
-from stacks.config import ENVIRONMENTS, load_config
+from stacks.config import ENVIRONMENTS, PLACEHOLDER_ACCOUNT, load_config
 from stacks.nag import register_gates
-from stacks.platform import build_platform
+from stacks.placeholders import PlaceholderConfigError, check_deployable
+from stacks.platform import build_platform, build_shared_account
 
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -39,14 +40,27 @@ def selected_environments(choice: str) -> list[str]:
 
 
 def build_app(app: cdk.App) -> cdk.App:
-    """Register the gates and build every selected environment into ``app``."""
+    """Register the gates and build every selected environment into ``app``.
+
+    For a real account (anything but the placeholder), every configuration value still at its
+    example is refused first, all of them in one :class:`PlaceholderConfigError`.
+    """
     register_gates(app)
     account = app.node.try_get_context("account") or os.environ.get("CDK_DEFAULT_ACCOUNT")
     region = app.node.try_get_context("region") or os.environ.get("CDK_DEFAULT_REGION")
-    for name in selected_environments(app.node.try_get_context("env") or "all"):
-        build_platform(app, load_config(name, account=account, region=region))
+    every = [load_config(name, account=account, region=region) for name in ENVIRONMENTS]
+    selected = [config for config in every
+                if config.name in selected_environments(app.node.try_get_context("env") or "all")]
+    if selected[0].account != PLACEHOLDER_ACCOUNT:
+        check_deployable(every)   # the shared-account stack carries every environment's senders
+    shared = build_shared_account(app, every)   # identical whichever environment is selected
+    for config in selected:
+        build_platform(app, config, shared=shared)
     return app
 
 
 if __name__ == "__main__":
-    build_app(cdk.App()).synth()
+    try:
+        build_app(cdk.App()).synth()
+    except PlaceholderConfigError as error:
+        raise SystemExit(f"error: {error}") from None

@@ -1,4 +1,4 @@
-"""GitHub Actions → AWS through OIDC: the identity provider and two least-privilege roles.
+"""GitHub Actions → AWS through OIDC: least-privilege roles trusting the account's OIDC provider.
 
 The roles do no deployment work themselves: they may only assume the CDK bootstrap roles of this
 account and region, and CloudFormation's execution role does the rest (notes/cdk.md §6).
@@ -16,25 +16,20 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from stacks.account_stack import GITHUB_OIDC_HOST, github_oidc_provider_arn
 from stacks.config import EnvConfig
 
-GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
-GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 DEPLOY_BOOTSTRAP_ROLES = ("deploy", "file-publishing", "image-publishing", "lookup")
 DIFF_BOOTSTRAP_ROLES = ("lookup",)
 
 
 class CicdStack(cdk.Stack):
-    """OIDC provider (or the existing one) and the deploy / PR-diff roles of one environment."""
+    """The deploy / PR-diff roles of one environment, trusting the account's GitHub OIDC provider."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         cicd = config.cicd
-        if cicd.create_oidc_provider:
-            provider_arn = iam.OidcProviderNative(
-                self, "GitHubOidc", url=GITHUB_OIDC_URL, client_ids=["sts.amazonaws.com"]).oidc_provider_arn
-        else:
-            provider_arn = f"arn:{self.partition}:iam::{self.account}:oidc-provider/{GITHUB_OIDC_HOST}"
+        provider_arn = github_oidc_provider_arn(self)   # the account's one provider (stacks/account_stack.py)
         repo = cicd.github_repository
         self.deploy_role = self._role(
             "DeployRole", provider_arn, f"repo:{repo}:environment:{cicd.github_environment}",

@@ -76,7 +76,12 @@ class ClusterConfig:
     app_namespace: str = "app"
     api_service_account: str = "api"
     worker_service_account: str = "worker"
-    admin_role_arns: tuple[str, ...] = ()         # IAM roles granted cluster-admin access entries
+    # EKS access entries (docs/runbooks/cluster-access.md): IAM role ARNs of the people who operate the
+    # cluster. Administrators get cluster-admin; viewers read every object except Secrets.
+    admin_role_arns: tuple[str, ...] = ()
+    viewer_role_arns: tuple[str, ...] = ()
+    # The SSM tunnel: the only network path for people to the private API endpoint.
+    tunnel_instance_type: str = "t4g.nano"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +106,7 @@ class LimitsConfig:
     waf_window_seconds: int = 60          # WAF rate-rule evaluation window: 60, 120, 300 or 600
     waf_anonymous_ip_limit: int = 300     # requests per window per IP that carry no API key
     api_key_header: str = "x-api-key"     # WAF tier rules key on it; API keys start with "<tier>_"
-    notification_sender: str = "limits@example.com"   # SES identity of breaker emails to tenant admins
+    notification_sender: str     # SES identity of breaker emails to tenant admins
     nonprod_db_instances: tuple[str, ...] = ()        # RDS instances stopped at 100 % of the budget
     nonprod_nodegroups: tuple[str, ...] = ()          # "cluster/nodegroup" scaled to 0 at 100 %
 
@@ -161,9 +166,6 @@ class CicdConfig:
 
     github_repository: str                 # "owner/name"
     github_environment: str                # the GitHub environment whose jobs may deploy here
-    # One IAM OIDC provider per account and URL: set False for the second environment when two
-    # environments share an account (it is then imported by its well-known ARN).
-    create_oidc_provider: bool = True
     cdk_qualifier: str = "hnb659fds"       # the CDK bootstrap qualifier of the target account
 
 
@@ -193,9 +195,20 @@ class EnvConfig:
 # (-c account=... -c region=...) or CDK_DEFAULT_ACCOUNT / CDK_DEFAULT_REGION at deploy time.
 PLACEHOLDER_ACCOUNT = "111111111111"
 PLACEHOLDER_REGION = "us-east-1"
+# Stacks of account-level singletons shared by every environment are named saas-<this>-<component>.
+SHARED_SCOPE = "shared"
 
-_OPS = ("ops@example.com",)
-_REPOSITORY = "example-org/saas-platform"
+# ---- Your organisation's values -------------------------------------------------------------------
+# They ship as examples so that the offline synth and the tests run; synthesizing for a real account
+# refuses every value still at its example, in one message (stacks/placeholders.py). Every value is
+# described in docs/configuration.md.
+_OPS = ("ops@example.com",)                  # alarms and limits notices (SNS email subscriptions)
+_CEO = ("ceo@example.com",)                  # the daily cost report
+_REPORT_SENDER = "reports@example.com"       # SES identity sending the cost report
+_LIMITS_SENDER = "limits@example.com"        # SES identity sending breaker notices to tenant admins
+_REPOSITORY = "example-org/saas-platform"    # the GitHub repository whose workflows deploy (OIDC trust)
+_ADMINS: tuple[str, ...] = ()                # IAM role ARNs with cluster-admin access (at least one)
+_VIEWERS: tuple[str, ...] = ()               # IAM role ARNs with read-only cluster access (no Secrets)
 
 
 def _dev(account: str, region: str) -> EnvConfig:
@@ -205,13 +218,19 @@ def _dev(account: str, region: str) -> EnvConfig:
         database=DatabaseConfig(instance_type="t4g.medium", allocated_storage_gb=20,
                                 max_allocated_storage_gb=100, multi_az=False, backup_retention_days=7,
                                 deletion_protection=False, snapshot_on_delete=False),
+<<<<<<< HEAD
         cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1,
                           snapshot_on_delete=False),
         cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1,
                               node_instance_types=("t4g.large",)),
+=======
+        cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1),
+        cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1, node_instance_types=("t4g.large",),
+                              admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
+>>>>>>> main
         tenants=TenantsConfig(secrets_prefix="/saas/dev"),
-        limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS),
-        cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
+        limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
+        cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=14),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev"),
         tags=(("environment", "dev"),),
@@ -225,12 +244,17 @@ def _prod(account: str, region: str) -> EnvConfig:
         database=DatabaseConfig(instance_type="m7g.large", allocated_storage_gb=100,
                                 max_allocated_storage_gb=1000, multi_az=True, backup_retention_days=30,
                                 deletion_protection=True, snapshot_on_delete=True),
+<<<<<<< HEAD
         cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7,
                           snapshot_on_delete=True),
         cluster=ClusterConfig(),
+=======
+        cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7),
+        cluster=ClusterConfig(admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
+>>>>>>> main
         tenants=TenantsConfig(secrets_prefix="/saas/prod"),
-        limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS),
-        cost_report=CostReportConfig(recipients=("ceo@example.com",), sender="reports@example.com"),
+        limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
+        cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=90, container_insights=True,
                                           betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production"),

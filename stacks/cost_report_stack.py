@@ -16,9 +16,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
-from aws_cdk import aws_ses as ses
 from constructs import Construct
 
+from stacks.account_stack import sender_identity
 from stacks.config import CostReportConfig, EnvConfig
 from stacks.constructs.dead_letter_queue import DeadLetterQueue
 from stacks.constructs.python_function import PythonFunction
@@ -37,7 +37,7 @@ class CostReportStack(cdk.Stack):
         report = config.cost_report
         _check_schedule(report)
 
-        self.sender_identity = ses.EmailIdentity(self, "SenderIdentity", identity=ses.Identity.email(report.sender))
+        self.sender_identity = sender_identity(self, "SenderIdentity", report.sender)
         self.idempotency_table = dynamodb.TableV2(
             self, "Idempotency",
             partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),

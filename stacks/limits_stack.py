@@ -22,11 +22,11 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as event_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_ses as ses
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from stacks.account_stack import sender_identity
 from stacks.billing_stack import BillingStack
 from stacks.config import EnvConfig
 from stacks.constructs.dead_letter_queue import DeadLetterQueue
@@ -67,7 +67,7 @@ class LimitsStack(cdk.Stack):
             self, "DeadLetters", purpose="enforcer schedule, limits Lambdas, budget-topic subscription")
         for service in ("events.amazonaws.com", "sns.amazonaws.com"):  # the schedule, the budget subscription
             self.dead_letter_queue.allow_delivery_from(service)
-        self.sender = ses.EmailIdentity(self, "SenderIdentity", identity=ses.Identity.email(limits.notification_sender))
+        self.sender = sender_identity(self, "SenderIdentity", limits.notification_sender)
 
         database_env = {"DATABASE_SECRET_ARN": data.database_secret.secret_arn,
                         "DATABASE_NAME": config.tenants.database_name,

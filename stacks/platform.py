@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from constructs import Construct
 
+from stacks.account_stack import STACK_ID as SHARED_ACCOUNT_STACK_ID
+from stacks.account_stack import SharedAccountStack
 from stacks.billing_stack import BillingStack
 from stacks.cicd_stack import CicdStack
 from stacks.cluster_stack import ClusterStack
@@ -37,7 +39,20 @@ class Platform:
     cicd: CicdStack
 
 
-def build_platform(scope: Construct, config: EnvConfig) -> Platform:
+def build_shared_account(scope: Construct, configs: list[EnvConfig]) -> SharedAccountStack:
+    """The account-level singletons (OIDC provider, SES identities) for every environment in ``configs``,
+    which must all target one account and region."""
+    targets = {(config.account, config.region) for config in configs}
+    if len(targets) != 1:
+        raise ValueError(f"the shared-account stack serves one account and region, got {sorted(targets)}")
+    ((account, region),) = targets
+    stack = SharedAccountStack(scope, SHARED_ACCOUNT_STACK_ID, configs=configs,
+                               env=cdk.Environment(account=account, region=region))
+    cdk.Tags.of(stack).add("platform", "saas")
+    return stack
+
+
+def build_platform(scope: Construct, config: EnvConfig, *, shared: SharedAccountStack) -> Platform:
     """Instantiate every stack of ``config``'s environment under ``scope`` (an App or Stage)."""
     env = cdk.Environment(account=config.account, region=config.region)
     security = SecurityStack(scope, config.stack_id("security"), config=config, env=env)
@@ -46,12 +61,13 @@ def build_platform(scope: Construct, config: EnvConfig) -> Platform:
     cluster = ClusterStack(scope, config.stack_id("cluster"), config=config, network=network, security=security,
                            data=data, env=env)
     cicd = CicdStack(scope, config.stack_id("cicd"), config=config, env=env)
+    cicd.add_stack_dependency(shared)
 
     # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
     billing = BillingStack(scope, config.stack_id("billing"), config=config, security=security, data=data, env=env)
     TenantsStack(scope, config.stack_id("tenants"), config=config, security=security, data=data, billing=billing, env=env)
-    CostReportStack(scope, config.stack_id("cost-report"), config=config, security=security, data=data, env=env)
-    LimitsStack(scope, config.stack_id("limits"), config=config, security=security, data=data, billing=billing, env=env)
+    CostReportStack(scope, config.stack_id("cost-report"), config=config, security=security, data=data, env=env).add_stack_dependency(shared)
+    LimitsStack(scope, config.stack_id("limits"), config=config, security=security, data=data, billing=billing, env=env).add_stack_dependency(shared)
     EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
     DrStack(scope, config.stack_id("dr"), config=config, security=security, data=data, env=env)
     ObservabilityStack(scope, config.stack_id("observability"), config=config, security=security, data=data, cluster=cluster, env=env)  # last: watches the stacks above

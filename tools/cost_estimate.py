@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
+from stacks.config import SHARED_SCOPE
 from tenant_provisioner.errors import ConfigError, InvalidInput, PlatformError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -354,6 +355,8 @@ def estimate(templates: Mapping[tuple[str, str], dict], prices: PriceBook) -> Es
             elif kind not in FREE_TYPES and not kind.startswith(FREE_PREFIXES):
                 result.unpriced.append((env, component, kind))
     for env, env_templates in sorted(by_env.items()):
+        if env == SHARED_SCOPE:   # account singletons (OIDC provider, SES identities): no usage of their own
+            continue
         result.lines += [Line(env, kind, detail, monthly, assumed=True)
                          for kind, detail, monthly in _usage_lines(env, env_templates, prices)]
     return result

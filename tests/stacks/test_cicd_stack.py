@@ -12,10 +12,17 @@ def _roles(template_json, env):
     return {name: r for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"}, resources
 
 
-@pytest.mark.parametrize("env", ["dev", "prod"])
-def test_github_oidc_provider(templates, env):
-    templates[(env, "cicd")].has_resource_properties("AWS::IAM::OIDCProvider", {
+def test_github_oidc_provider_is_the_shared_account_stack_s(templates):
+    templates[("shared", "account")].has_resource_properties("AWS::IAM::OIDCProvider", {
         "Url": f"https://{GITHUB}", "ClientIdList": ["sts.amazonaws.com"]})
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_roles_trust_the_account_s_provider_by_its_well_known_arn(template_json, env):
+    roles, _ = _roles(template_json, env)
+    for role in roles.values():
+        (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Principal"]["Federated"] == f"arn:aws:iam::111111111111:oidc-provider/{GITHUB}"
 
 
 @pytest.mark.parametrize(("env", "github_environment"), [("dev", "dev"), ("prod", "production")])

@@ -51,8 +51,12 @@ def test_function_gets_its_configuration_from_the_environment(templates, env):
     })
     templates[(env, "cost-report")].has_resource_properties("AWS::Lambda::EventInvokeConfig", {
         "MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 6 * 3600})
-    templates[(env, "cost-report")].has_resource_properties("AWS::SES::EmailIdentity", {
+    templates[("shared", "account")].has_resource_properties("AWS::SES::EmailIdentity", {
         "EmailIdentity": config.cost_report.sender})
+    templates[(env, "cost-report")].has_resource_properties("AWS::IAM::Policy", {
+        "PolicyDocument": {"Statement": assertions.Match.array_with([assertions.Match.object_like({
+            "Action": ["ses:SendEmail", "ses:SendRawEmail"],
+            "Resource": f"arn:aws:ses:us-east-1:111111111111:identity/{config.cost_report.sender}"})])}})
 
 
 @pytest.mark.parametrize("env", ENVS)

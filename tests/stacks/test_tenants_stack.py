@@ -124,12 +124,12 @@ def test_invoker_roles_from_config_get_a_resource_policy():
     import aws_cdk as cdk
 
     from app import project_context
-    from stacks.platform import build_platform
+    from stacks.platform import build_platform, build_shared_account
 
     base = load_config("dev")
     config = replace(base, tenants=replace(base.tenants, invoker_role_arns=("arn:aws:iam::111111111111:role/api",)))
     app = cdk.App(context={**project_context(), "aws:cdk:bundling-stacks": []})
-    build_platform(app, config)
+    build_platform(app, config, shared=build_shared_account(app, [config]))
     stack = next(c for c in app.node.children if getattr(c, "node", None) and c.node.id == config.stack_id("tenants"))
     assertions.Template.from_stack(stack).has_resource_properties("AWS::Lambda::Permission", {
         "Action": "lambda:InvokeFunction", "Principal": "arn:aws:iam::111111111111:role/api"})

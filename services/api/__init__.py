@@ -1,0 +1,1 @@
+"""The reference tenant API: ``python -m services.api`` (docs/request-path.md)."""

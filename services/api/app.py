@@ -1,0 +1,128 @@
+"""The API's composition: settings → clients → middleware → routes (`create_app`).
+
+Middleware, outermost first: `RequestContext` (request id, JSON log line) →
+`TenantAuthMiddleware` (key → tenant, 401/403) → `RateLimitMiddleware` (one FCALL, 429/403,
+RateLimit fields; its admitted-request counters are what the enforcer meters for billing) →
+FastAPI. Probes and /openapi.json are outside ``/v1/`` and need no key.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from starlette.responses import JSONResponse, Response
+
+from services.api import problems, routes
+from services.settings import ServiceSettings
+from tenant_provisioner.gateway.jobs import JobQueue
+from tenant_provisioner.gateway.middleware import PROBLEM_BASE, KeyResolver, RequestContext, TenantAuthMiddleware
+from tenant_provisioner.gateway.sessions import ControlPlane, TenantPools
+from tenant_provisioner.limits.limiter import AsyncRateLimiter
+from tenant_provisioner.limits.middleware import RateLimitMiddleware
+from tenant_provisioner.tiers import load_tiers
+
+log = logging.getLogger("saas.api")
+
+
+class Runtime:
+    """The clients one API process holds, built once from settings."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.catalog = load_tiers(settings.tiers_file)
+        self.control = ControlPlane(settings.database_url, provisioner_role=settings.provisioner_role,
+                                    max_size=settings.control_pool_size)
+        self.pools = TenantPools(settings.database_url, catalog=self.catalog, deriver=settings.password_deriver,
+                                 total=settings.pool_total, per_tenant=settings.pool_per_tenant,
+                                 replicas=settings.replicas, idle_seconds=settings.pool_idle_seconds,
+                                 wait_seconds=settings.pool_wait_seconds)
+        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_seconds,
+                                             socket_connect_timeout=settings.redis_timeout_seconds,
+                                             retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.limiter = AsyncRateLimiter(self.redis, key_prefix=settings.redis_key_prefix, catalog=self.catalog)
+        self.resolver = KeyResolver(self.control, ttl=settings.key_cache_seconds)
+        self.jobs = JobQueue(self.control)
+        self.draining = False
+
+    async def start(self) -> None:
+        await self.control.open()
+        self.pools.start()
+        await self.limiter.load()
+
+    async def stop(self) -> None:
+        await self.pools.close()
+        await self.control.close()
+        await self.redis.aclose()
+
+    async def unready_reasons(self) -> list[str]:
+        if self.draining:
+            return ["shutting down"]
+        reasons: list[str] = []
+        try:
+            reasons += await self.control.unready_reasons()
+        except Exception as exc:  # any failure means not ready; the reason is reported
+            reasons.append(f"PostgreSQL: {type(exc).__name__}: {exc}")
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            reasons.append(f"Redis: {type(exc).__name__}: {exc}")
+        return reasons
+
+
+def create_app(settings: ServiceSettings | None = None, *, runtime: Runtime | None = None) -> Any:
+    """The ASGI application (FastAPI wrapped in the tenant middleware)."""
+    runtime = runtime or Runtime(settings or ServiceSettings.from_env())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    api = FastAPI(title="AI cost API", version="1.0.0", lifespan=lifespan,
+                  description="Tenant API of the AI-cost-optimization SaaS. Authenticate with "
+                              "`Authorization: Bearer <api key>`; errors are RFC 9457 problem+json.")
+    api.state.runtime = runtime
+    api.state.pools = runtime.pools
+    api.state.jobs = runtime.jobs
+    problems.install(api)
+    api.include_router(routes.router)
+
+    @api.get("/healthz", tags=["probes"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process serves requests (no dependency is checked)."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["probes"], responses={503: problems.PROBLEM_RESPONSES[503]})
+    async def readyz(request: Request) -> Response:
+        """Readiness: PostgreSQL and Redis answer, migrations at head, not shutting down."""
+        reasons = await request.app.state.runtime.unready_reasons()
+        if reasons:
+            return problems.problem(503, "not-ready", "Not ready", "; ".join(reasons), {"Retry-After": "5"})
+        return JSONResponse({"status": "ready"})
+
+    limited = RateLimitMiddleware(api, limiter=runtime.limiter, problem_base=PROBLEM_BASE)
+    app = RequestContext(TenantAuthMiddleware(_only_v1(limited, api), resolver=runtime.resolver))
+    app.api = api  # type: ignore[attr-defined]  # tests and the load-test floor reach the FastAPI app
+    app.runtime = runtime  # type: ignore[attr-defined]
+    return app
+
+
+def _only_v1(limited: Any, api: FastAPI) -> Any:
+    """Tenant requests (with a principal) go through the limiter; probes, docs and lifespan do not."""
+
+    async def route(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await limited(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return route

@@ -1,0 +1,1 @@
+"""The reference tenant worker: ``python -m services.worker`` (docs/request-path.md)."""
