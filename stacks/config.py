@@ -218,16 +218,10 @@ def _dev(account: str, region: str) -> EnvConfig:
         database=DatabaseConfig(instance_type="t4g.medium", allocated_storage_gb=20,
                                 max_allocated_storage_gb=100, multi_az=False, backup_retention_days=7,
                                 deletion_protection=False, snapshot_on_delete=False),
-<<<<<<< HEAD
         cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1,
                           snapshot_on_delete=False),
-        cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1,
-                              node_instance_types=("t4g.large",)),
-=======
-        cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1),
         cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1, node_instance_types=("t4g.large",),
                               admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
->>>>>>> main
         tenants=TenantsConfig(secrets_prefix="/saas/dev"),
         limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
         cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
@@ -244,14 +238,9 @@ def _prod(account: str, region: str) -> EnvConfig:
         database=DatabaseConfig(instance_type="m7g.large", allocated_storage_gb=100,
                                 max_allocated_storage_gb=1000, multi_az=True, backup_retention_days=30,
                                 deletion_protection=True, snapshot_on_delete=True),
-<<<<<<< HEAD
         cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7,
                           snapshot_on_delete=True),
-        cluster=ClusterConfig(),
-=======
-        cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7),
         cluster=ClusterConfig(admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
->>>>>>> main
         tenants=TenantsConfig(secrets_prefix="/saas/prod"),
         limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
         cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
