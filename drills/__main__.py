@@ -27,6 +27,9 @@ def render(result: DrillResult) -> str:
         ready = f["readyz"]
         timing = (f"no client request failed; /readyz: time to detect {_s(ready.get('time_to_detect_s'))} · "
                   f"time to recover {_s(ready.get('time_to_recover_s'))}")
+    clients = f.get("clients_recovered_after_return_s")
+    timing += (f" · tenant requests normal again "
+               f"{'n/a' if clients is None else f'{clients:.0f} s'} after the dependency returned")
     lines = [f"== {result.name}: {result.what}", f"   {timing}",
              f"   requests after the fault {f.get('requests', 0)}, failed {f.get('failed', 0)} by status "
              f"{json.dumps(f.get('failed_by_status', {}))}; all responses {json.dumps(f.get('responses_by_status', {}))}",

@@ -61,8 +61,8 @@ class Timing:
     recover_within: float  # the stated bound: back to normal within this many seconds
 
 
-FULL = Timing(users=50, warmup=10, outage=15, settle=20, recover_within=15)
-SHORT = Timing(users=10, warmup=3, outage=4, settle=8, recover_within=15)
+FULL = Timing(users=50, warmup=10, outage=15, settle=30, recover_within=15)
+SHORT = Timing(users=10, warmup=4, outage=4, settle=12, recover_within=8)
 
 
 @dataclass
