@@ -12,7 +12,7 @@ import pytest
 from app import PROJECT_DIR, build_app, project_context
 from stacks.config import ENVIRONMENTS, PLACEHOLDER_ACCOUNT, EnvConfig, load_config
 from stacks.placeholders import PlaceholderConfigError, check_deployable, example_values
-from stacks.synth_summary import concurrency_quota_lines, reserved_concurrency
+from tools.synth_summary import concurrency_quota_lines, reserved_concurrency
 
 REAL_ACCOUNT = "123456789012"
 ADMIN = f"arn:aws:iam::{REAL_ACCOUNT}:role/platform-admins"
