@@ -23,51 +23,65 @@ from tenant_provisioner.drills.settings import RestoreDrillSettings
 from tenant_provisioner.errors import InvalidInput
 
 logger = Logger()
-_settings = RestoreDrillSettings.from_env()
-_drill = RestoreDrill(rds=boto3.client("rds"), cloudwatch=boto3.client("cloudwatch"),
-                      source=_settings.source_instance)
+# Built on the first invocation and reused by warm ones.
+_settings: RestoreDrillSettings | None = None
+_drill: RestoreDrill | None = None
 
 
-def _source() -> Database:
-    url = database_url_from_env({"DATABASE_SECRET_ARN": _settings.database_secret_arn,
-                                 "DATABASE_NAME": _settings.database_name}, application_name="restore-drill")
-    return Database(url, provisioner_role=_settings.provisioner_role, max_size=1)
+def _runtime() -> tuple[RestoreDrillSettings, RestoreDrill]:
+    global _settings, _drill
+    if _settings is None or _drill is None:
+        _settings = RestoreDrillSettings.from_env()
+        _drill = RestoreDrill(rds=boto3.client("rds"), cloudwatch=boto3.client("cloudwatch"),
+                              source=_settings.source_instance)
+    return _settings, _drill
 
 
-def _connect_restored(*, host: str, port: int, user: str, password: str) -> psycopg.Connection:
-    """The restored copy, over TLS (its parameter group forces it), acting as the provisioner role."""
-    conn = psycopg.connect(host=host, port=port, user=user, password=password, dbname=_settings.database_name,
-                           sslmode="require", connect_timeout=15, autocommit=True,
-                           application_name="restore-drill")
-    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(_settings.provisioner_role)))
-    return conn
+def _source(settings: RestoreDrillSettings) -> Database:
+    url = database_url_from_env({"DATABASE_SECRET_ARN": settings.database_secret_arn,
+                                 "DATABASE_NAME": settings.database_name}, application_name="restore-drill")
+    return Database(url, provisioner_role=settings.provisioner_role, max_size=1)
+
+
+def _restored_connector(settings: RestoreDrillSettings):
+    def connect(*, host: str, port: int, user: str, password: str) -> psycopg.Connection:
+        """The restored copy, over TLS (its parameter group forces it), acting as the provisioner role."""
+        conn = psycopg.connect(host=host, port=port, user=user, password=password, dbname=settings.database_name,
+                               sslmode="require", connect_timeout=15, autocommit=True,
+                               application_name="restore-drill")
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.provisioner_role)))
+        return conn
+    return connect
+
+
+STEPS = ("capture", "restorable", "start_restore", "status", "verify", "cleanup", "report")
 
 
 def _step(action: str, state: dict[str, Any]) -> dict[str, Any]:
+    if action not in STEPS:
+        raise InvalidInput("action", f"unknown restore-drill step {action!r}; one of {', '.join(STEPS)}")
+    settings, drill = _runtime()
     if action == "restorable":
-        return {"restorable": _drill.restorable(state)}
+        return {"restorable": drill.restorable(state)}
     if action == "start_restore":
-        return _drill.start_restore(state)
+        return drill.start_restore(state)
     if action == "status":
-        return {"status": _drill.status(state)}
+        return {"status": drill.status(state)}
     if action == "cleanup":
-        return _drill.cleanup(state)
-    with _source() as db, db.connection() as conn:
+        return drill.cleanup(state)
+    with _source(settings) as db, db.connection() as conn:
         if action == "capture":
-            return _drill.capture(conn)
+            return drill.capture(conn)
         if action == "verify":
-            return _drill.verify(state, conn, _connect_restored)
-        if action == "report":
-            return _drill.report(state, conn)
-    raise InvalidInput("action", f"unknown restore-drill step {action!r}")
+            return drill.verify(state, conn, _restored_connector(settings))
+        return drill.report(state, conn)
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     action = event.get("action")
     if not isinstance(action, str):
-        raise InvalidInput("action", "missing: one of capture, restorable, start_restore, status, verify, "
-                                     "cleanup, report")
+        raise InvalidInput("action", f"missing: one of {', '.join(STEPS)}")
     state = dict(event.get("state") or {})
     if event.get("error"):   # the failure path: the step that failed, for the report
         state["error"] = str(event["error"])[:2000]

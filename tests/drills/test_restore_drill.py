@@ -296,3 +296,21 @@ def test_restore_needs_exactly_one_way_to_run(aws, fresh_tenant_db, monkeypatch,
 def test_restore_for_an_environment_without_the_dr_stack_says_what_to_deploy(aws, fresh_tenant_db, monkeypatch):
     result = _cli(monkeypatch, fresh_tenant_db, "restore", "--env", "prod")
     assert result.exit_code == 2 and "deploy the saas-prod-dr stack" in result.output
+
+
+def test_the_lambda_runs_one_step_per_invocation(aws, monkeypatch):
+    from lambdas.restore_drill import handler as drill_lambda
+    from tests.support.lambda_context import LambdaContext
+    monkeypatch.setenv("DRILL_SOURCE_INSTANCE", SOURCE)
+    monkeypatch.setenv("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:111111111111:secret:x")
+    monkeypatch.setenv("DATABASE_NAME", "app")
+    monkeypatch.setattr(drill_lambda, "_settings", None)
+    monkeypatch.setattr(drill_lambda, "_drill", None)
+    state = {"drill_id": "t2", "target": f"{SOURCE}-drill-t2", "restore_time": "2000-01-01T00:00:00+00:00"}
+    assert drill_lambda.handler({"action": "restorable", "state": state}, LambdaContext()) == {"restorable": True}
+    started = drill_lambda.handler({"action": "start_restore", "state": state}, LambdaContext())
+    assert drill_lambda.handler({"action": "status", "state": started}, LambdaContext()) == {"status": "available"}
+    cleaned = drill_lambda.handler({"action": "cleanup", "state": started, "error": "boom"}, LambdaContext())
+    assert cleaned["cleanup"] == "deleting" and cleaned["error"] == "boom"
+    with pytest.raises(restore.PlatformError, match="unknown restore-drill step"):
+        drill_lambda.handler({"action": "explode", "state": state}, LambdaContext())
