@@ -62,7 +62,7 @@ class Timing:
 
 
 FULL = Timing(users=50, warmup=10, outage=15, settle=30, recover_within=15)
-SHORT = Timing(users=10, warmup=4, outage=4, settle=12, recover_within=8)
+SHORT = Timing(users=10, warmup=8, outage=4, settle=15, recover_within=12)
 
 
 @dataclass
