@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tenant_provisioner import control, migrations  # noqa: E402
 from tenant_provisioner.tenants import fleet, lifecycle, provisioning, schema, warm_pool  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect, tenant_group_role  # noqa: E402
+from tenant_provisioner.gateway.sessions import gateway_role  # noqa: E402
 from tenant_provisioner.migrations import Migration  # noqa: E402
 from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
 from tests.support import services  # noqa: E402
@@ -98,7 +99,7 @@ def _cleanup(admin_url: str, url: str, provisioner: str) -> None:
             " JOIN pg_roles r ON r.oid = m.member WHERE g.rolname = %s AND r.rolname <> %s", (group, provisioner))]
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(conninfo_to_dict(url)["dbname"])))
-        for role in [*members, group, provisioner]:
+        for role in [*members, group, gateway_role(provisioner), provisioner]:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 

@@ -20,6 +20,20 @@ class NetworkConfig:
     endpoint_azs: int = 3
 
 
+# Memory of the RDS instance classes this project uses (GiB; AWS instance-class table).
+INSTANCE_MEMORY_GIB = {
+    "t4g.micro": 1, "t4g.small": 2, "t4g.medium": 4, "t4g.large": 8, "t4g.xlarge": 16,
+    "m7g.large": 8, "m7g.xlarge": 16, "m7g.2xlarge": 32, "r7g.large": 16, "r7g.xlarge": 32, "r7g.2xlarge": 64,
+}
+# RDS's own default: LEAST({DBInstanceClassMemory/9531392}, 5000) (about 9.1 MB of memory per connection).
+BYTES_PER_CONNECTION = 9531392
+MAX_CONNECTIONS_CAP = 5000
+# One shared lock-table slot (LOCK + PROCLOCK entries) costs about 533 bytes of shared memory
+# (measured: 1000 connections x 1024 locks = 546 MB). The table gets this share of memory.
+BYTES_PER_LOCK_SLOT = 533
+LOCK_TABLE_MEMORY_SHARE = 0.02
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackupReplicationConfig:
     """RDS automated-backup replication to a second region (snapshots and transaction logs), so a
@@ -33,21 +47,63 @@ class BackupReplicationConfig:
 @dataclass(frozen=True, kw_only=True)
 class DatabaseConfig:
     engine_version: str = "16.13"
-    instance_type: str          # e.g. "m7g.large" (Graviton)
+    instance_type: str          # e.g. "m7g.large" (Graviton); a key of INSTANCE_MEMORY_GIB
     allocated_storage_gb: int
     max_allocated_storage_gb: int
     multi_az: bool
     backup_retention_days: int
     deletion_protection: bool
     snapshot_on_delete: bool    # RemovalPolicy.SNAPSHOT instead of DESTROY
-    max_locks_per_transaction: int = 1024
-    max_connections: int = 1000
     performance_insights_retention_days: int = 7
     monitoring_interval_seconds: int = 60
     master_secret_rotation_days: int = 30
     rds_proxy: bool = False
     # None: backups stay in the environment's region. Priced by `make cost` when set.
     backup_replication: BackupReplicationConfig | None = None
+    # Server-side guards against a hostile tenant (docs/tenants.md, threat model). A tenant can
+    # lower or lift the timeouts for its own session (they are user-settable): the session reaper
+    # is the guard it cannot lift; these defaults protect against careless clients.
+    temp_file_limit_mb: int = 5120          # per process; only a superuser may change it
+    idle_in_transaction_timeout_s: int = 60
+    statement_timeout_s: int = 60
+
+    def __post_init__(self) -> None:
+        if self.instance_type not in INSTANCE_MEMORY_GIB:
+            raise ValueError(f"unknown RDS instance class {self.instance_type!r}: add its memory to "
+                             "INSTANCE_MEMORY_GIB in stacks/config.py")
+
+    @property
+    def memory_bytes(self) -> int:
+        return INSTANCE_MEMORY_GIB[self.instance_type] * 1024 ** 3
+
+    @property
+    def max_connections(self) -> int:
+        """RDS's memory-based default, written explicitly so alarms and capacity use the same number."""
+        return min(self.memory_bytes // BYTES_PER_CONNECTION, MAX_CONNECTIONS_CAP)
+
+    @property
+    def max_locks_per_transaction(self) -> int:
+        """The shared lock table (max_connections x this many slots) gets LOCK_TABLE_MEMORY_SHARE of
+        memory; at least PostgreSQL's default 64. Per-tenant transactions need far fewer (a tenant
+        drop about 2,000 in total, a fleet migration one tenant at a time); the reaper ends tenant
+        sessions holding more than its threshold."""
+        slots = int(self.memory_bytes * LOCK_TABLE_MEMORY_SHARE) // BYTES_PER_LOCK_SLOT
+        return max(64, slots // self.max_connections)
+
+    def server_parameters(self) -> dict[str, str]:
+        """The parameter-group values that are plain PostgreSQL settings (the test server runs with
+        them too, see tests/support/services.py)."""
+        return {
+            "max_connections": str(self.max_connections),
+            "max_locks_per_transaction": str(self.max_locks_per_transaction),
+            "temp_file_limit": str(self.temp_file_limit_mb * 1024),          # kB
+            "idle_in_transaction_session_timeout": str(self.idle_in_transaction_timeout_s * 1000),
+            "statement_timeout": str(self.statement_timeout_s * 1000),
+            "log_lock_waits": "1",
+            "log_min_duration_statement": "1000",
+            "log_connections": "1",
+            "log_disconnections": "1",
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +149,8 @@ class TenantsConfig:
     max_concurrent_provisions: int = 10            # reserved concurrency: bounds DDL lock use on RDS
     signup_event_source: str = "saas.signup"       # EventBridge source of `tenant.signup` events
     invoker_role_arns: tuple[str, ...] = ()        # roles allowed to invoke provisioning synchronously
+    operator_role_arns: tuple[str, ...] = ()       # roles allowed to invoke tenant_operations (init, migrate, ...)
+    operations_timeout_seconds: int = 900          # a fleet migration in the Lambda (large fleets: the CLI)
     warm_pool_size: int = 20                       # pre-built tenant schemas kept ready (0 = no pool)
     warm_pool_refill_minutes: int = 5
 
@@ -109,6 +167,11 @@ class LimitsConfig:
     notification_sender: str     # SES identity of breaker emails to tenant admins
     nonprod_db_instances: tuple[str, ...] = ()        # RDS instances stopped at 100 % of the budget
     nonprod_nodegroups: tuple[str, ...] = ()          # "cluster/nodegroup" scaled to 0 at 100 %
+    # Session reaper (runs with every enforcement): tenant sessions beyond these are terminated.
+    reaper_idle_in_transaction_seconds: int = 60
+    reaper_statement_seconds: int = 300
+    reaper_transaction_seconds: int = 900    # an open transaction holds back vacuum for every tenant
+    reaper_max_locks: int = 500              # the lock table is shared by the whole cluster
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,7 @@ from stacks.constructs.dead_letter_queue import DeadLetterQueue
 from stacks.constructs.python_function import PythonFunction
 from stacks.data_stack import DataStack
 from stacks.security_stack import SecurityStack
+from tenant_provisioner.limits.reaper import ReaperSettings
 
 BUDGET_THRESHOLDS = (("ACTUAL", 90), ("ACTUAL", 100), ("ACTUAL", 200), ("FORECASTED", 100))
 RETRY_WINDOW = cdk.Duration.hours(1)
@@ -79,7 +80,11 @@ class LimitsStack(cdk.Stack):
             description="Quota enforcer: measure usage, apply 90/100/200 % breakers, push state to Redis",
             environment={**database_env, "REDIS_HOST": data.cache_endpoint_address, "REDIS_PORT": str(data.cache_port),
                          "REDIS_AUTH_SECRET_ARN": data.cache_auth_secret.secret_arn,
-                         "LIMITS_SENDER_EMAIL": limits.notification_sender},
+                         "LIMITS_SENDER_EMAIL": limits.notification_sender,
+                         **ReaperSettings(idle_in_transaction_s=limits.reaper_idle_in_transaction_seconds,
+                                          statement_s=limits.reaper_statement_seconds,
+                                          transaction_s=limits.reaper_transaction_seconds,
+                                          max_locks=limits.reaper_max_locks).to_env()},
             timeout=cdk.Duration.minutes(4), memory_size=512, network=data.control_plane_network,
             log_key=security.logs_key,
             reserved_concurrency=2,  # a slow run may overlap the next one (safe); never more

@@ -1,13 +1,17 @@
 """`init`: create or upgrade the control plane of the shared database; safe to run any time.
 
 Run as the database's admin login (RDS master user, or a superuser locally). In one transaction,
-under an advisory lock (so concurrent runs queue instead of racing), it:
+holding a lock on ``control.schema_migrations`` (so concurrent runs queue instead of racing; not
+an advisory lock, whose keys every tenant can take), it:
 
 1. creates the provisioner role (NOLOGIN, CREATEROLE, member of ``pg_signal_backend`` so it can
    end a suspended tenant's sessions) and grants it to the login user, who works through
    ``SET ROLE``; and the tenant group role, which holds only CONNECT on this database;
 2. hardens the database: PUBLIC loses CONNECT/TEMP on it and every right on schema ``public``;
-   functions the provisioner creates are not executable by PUBLIC (default privileges);
+   functions the provisioner creates are not executable by PUBLIC (default privileges); every
+   other database of the cluster (``postgres``, ``template1``) loses PUBLIC's CONNECT/TEMP where
+   the login may change it (on RDS ``rdsadmin`` and ``template0`` do not allow it: the result
+   lists them and the session reaper ends tenant sessions outside the app database);
 3. creates schema ``control`` owned by the provisioner and applies the pending files of
    ``migrations/control`` in version order, as the provisioner with ``search_path = control``,
    recording each in ``control.schema_migrations`` with its checksum.
@@ -26,10 +30,22 @@ import psycopg
 from psycopg import sql
 
 from tenant_provisioner import migrations
-from tenant_provisioner.db import LOCK_NAMESPACE, tenant_group_role
+from tenant_provisioner.tenants import schema
+from tenant_provisioner.db import tenant_group_role
 from tenant_provisioner.errors import ConfigError
 
-_INIT_LOCK = 1
+INIT_LOCK_TIMEOUT = "60s"
+# Two first-ever inits racing on an empty database collide on catalog rows; the loser retries.
+_FIRST_INIT_RACES = (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject,
+                     psycopg.errors.DuplicateSchema, psycopg.errors.InternalError_)
+_INIT_ATTEMPTS = 3
+# Databases other than this one where PUBLIC still holds a right (NULL acl = the defaults).
+_OTHER_OPEN_DATABASES = """
+SELECT d.datname FROM pg_database d
+WHERE d.datallowconn AND d.datname <> current_database()
+  AND (d.datacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(d.datacl) a WHERE a.grantee = 0))
+ORDER BY d.datname
+"""
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS control.schema_migrations (
@@ -45,6 +61,8 @@ CREATE TABLE IF NOT EXISTS control.schema_migrations (
 class InitResult:
     applied: tuple[str, ...]
     version: int
+    # Other databases whose PUBLIC rights could not be revoked here, with the server's reason.
+    unhardened: tuple[str, ...] = ()
 
 
 def _create_role_if_missing(conn: psycopg.Connection, role: str, options: sql.Composable) -> None:
@@ -82,15 +100,53 @@ def _ensure_roles_and_hardening(conn: psycopg.Connection, provisioner: str) -> N
         conn.execute(statement)
 
 
+def _harden_other_databases(conn: psycopg.Connection) -> tuple[str, ...]:
+    """PUBLIC loses CONNECT/TEMP on every other database (a tenant could log in to ``postgres`` and
+    keep TEMP tables and large objects there, or sit in ``template1`` and make CREATE DATABASE
+    fail). The login keeps CONNECT explicitly: offboarding drops tenant objects there."""
+    refused = []
+    for (name,) in conn.execute(_OTHER_OPEN_DATABASES).fetchall():
+        database = sql.Identifier(name)
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO CURRENT_USER").format(database))
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            refused.append(f"{name}: {str(exc).strip()}")
+    return tuple(refused)
+
+
+def _inherit_tenant_roles(conn: psycopg.Connection) -> None:
+    """Tenants created before the provisioner inherited its tenant roles get that membership now
+    (schema.provisioner_membership says why)."""
+    missing = [r[0] for r in conn.execute(
+        "SELECT t.role_name FROM control.tenants t JOIN pg_roles r ON r.rolname = t.role_name"
+        " WHERE NOT pg_has_role(current_user, r.oid, 'USAGE')")]
+    schema.run_batch(conn, [schema.provisioner_membership(conn, role) for role in missing])
+
+
 def init(conn: psycopg.Connection, provisioner_role: str) -> InitResult:
     """Create/upgrade roles, hardening and the control schema; returns the files applied now."""
     if not provisioner_role or len(provisioner_role) > 40:
         raise ConfigError("provisioner role name must be 1-40 characters")
+    for attempt in range(1, _INIT_ATTEMPTS + 1):
+        try:
+            return _init_once(conn, provisioner_role)
+        except _FIRST_INIT_RACES:
+            if attempt == _INIT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _init_once(conn: psycopg.Connection, provisioner_role: str) -> InitResult:
     files = migrations.load("control")
     applied_now: list[str] = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, _INIT_LOCK))
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (INIT_LOCK_TIMEOUT,))
+        if conn.execute("SELECT to_regclass('control.schema_migrations')").fetchone()[0] is not None:
+            conn.execute("LOCK TABLE control.schema_migrations IN SHARE ROW EXCLUSIVE MODE")
         _ensure_roles_and_hardening(conn, provisioner_role)
+        unhardened = _harden_other_databases(conn)
         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(provisioner_role)))
         conn.execute("SET LOCAL search_path = control")
         conn.execute(_BOOTSTRAP)
@@ -106,4 +162,6 @@ def init(conn: psycopg.Connection, provisioner_role: str) -> InitResult:
             conn.execute("INSERT INTO control.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                          (migration.version, migration.name, migration.checksum))
             applied_now.append(f"{migration.version:04d}_{migration.name}")
-    return InitResult(applied=tuple(applied_now), version=files[-1].version if files else 0)
+        _inherit_tenant_roles(conn)
+    return InitResult(applied=tuple(applied_now), version=files[-1].version if files else 0,
+                      unhardened=unhardened)

@@ -16,16 +16,19 @@ from typing import Any, Iterator, Mapping
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tenant_provisioner.errors import ConfigError, TransientError
 
 DEFAULT_PROVISIONER_ROLE = "tenant_provisioner"
 APPLICATION_NAME = "tenant-provisioner"
-# First key of every two-int advisory lock we take (`pg_advisory_lock(int, int)`), so our locks
-# never collide with another component's.
-LOCK_NAMESPACE = 0x7E4A
+# Every control-plane session waits at most this long for a lock and runs a statement at most
+# this long: a tenant holding a lock on its own tables or its role (LOCK TABLE, an open ALTER ROLE)
+# makes one control-plane step fail fast instead of stalling it, and the next run retries.
+# Long by design (a fleet migration's ALTER, an export's COPY) but never unbounded.
+CONTROL_LOCK_TIMEOUT = "5s"
+CONTROL_STATEMENT_TIMEOUT = "15min"
 
 
 SECRET_MAX_AGE_SECONDS = 300
@@ -68,6 +71,22 @@ def tenant_group_role(provisioner_role: str) -> str:
     return f"{provisioner_role}_tenants"
 
 
+def _missing_database(exc: psycopg.OperationalError, url: str) -> str | None:
+    """What to do when the server says the database does not exist (instead of its raw FATAL)."""
+    message = " ".join(str(exc).split())
+    if exc.sqlstate != "3D000" and not ("database" in message and "does not exist" in message):
+        return None
+    name = conninfo_to_dict(url).get("dbname") or "(default)"
+    return (f"database {name!r} does not exist on that server: create it first (as an admin: "
+            f"CREATE DATABASE {name}; or `createdb {name}`), or point --database-url / DATABASE_URL "
+            "at an existing database")
+
+
+def _unavailable(exc: psycopg.OperationalError, url: str) -> TransientError:
+    """A failed connection; retryable for a running service (the database may be restarting)."""
+    return TransientError(_missing_database(exc, url) or f"database unavailable: {' '.join(str(exc).split())}")
+
+
 class Database:
     """A small connection pool whose connections act as the provisioner role.
 
@@ -90,6 +109,8 @@ class Database:
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self.provisioner_role)))
+        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                     (CONTROL_LOCK_TIMEOUT, CONTROL_STATEMENT_TIMEOUT))
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
@@ -110,7 +131,7 @@ class Database:
             with psycopg.connect(self.url, connect_timeout=10, application_name=APPLICATION_NAME) as probe:
                 self._configure(probe)
         except psycopg.OperationalError as exc:
-            raise TransientError(f"database unavailable: {str(exc).strip()}") from exc
+            raise _unavailable(exc, self.url) from exc
         except (psycopg.errors.InvalidParameterValue, psycopg.errors.InsufficientPrivilege) as exc:
             raise ConfigError(f"cannot act as provisioner role {self.provisioner_role!r} ({str(exc).strip()}); "
                               "run `tenant-provisioner init` as the database admin first") from exc
@@ -131,5 +152,8 @@ def admin_connect(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, application_name=APPLICATION_NAME, connect_timeout=10, autocommit=True)
     except psycopg.OperationalError as exc:
-        raise TransientError(f"database unavailable: {exc}") from exc
+        missing = _missing_database(exc, url)
+        if missing:  # `init` is where a new database is first used: the operator's to fix (exit 2)
+            raise ConfigError(missing) from exc
+        raise _unavailable(exc, url) from exc
 

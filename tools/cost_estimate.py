@@ -450,6 +450,30 @@ def write_prices(path: Path, differences: list[tuple[str, Decimal, Decimal | Non
     return changed
 
 
+LAUNCH_TABLE_START = "<!-- launch cost: python -m tools.cost_estimate cdk.out --markdown -->"
+LAUNCH_TABLE_END = "<!-- end of launch cost -->"
+
+
+def launch_total(result: Estimate) -> str:
+    """The launch cost as the README quotes it, e.g. "$1,387 / month for prod + dev"."""
+    return f"${result.total():,.0f} / month for prod + dev"
+
+
+def markdown(result: Estimate) -> str:
+    """The launch-cost table of docs/cost.md (and the README's figure), between its markers: the
+    docs quote the estimator, so they cannot disagree with `make cost`."""
+    envs = result.environments
+    rows = ["| | " + " | ".join(envs) + " | total |", "| --- |" + " ---: |" * (len(envs) + 1)]
+    rows += [f"| {kind} | " + " | ".join(f"{result.total(env, kind):,.2f}" for env in envs)
+             + f" | {result.total(kind=kind):,.2f} |" for kind in KINDS if result.total(kind=kind)]
+    rows.append("| **total** | " + " | ".join(f"**{result.total(env):,.2f}**" for env in envs)
+                + f" | **{result.total():,.2f}** |")
+    assumed = sum((x.monthly_usd for x in result.lines if x.assumed), Decimal(0))
+    return "\n".join([LAUNCH_TABLE_START, *rows, "",
+                      f"Launch cost: **{launch_total(result)}**, of which ${assumed:,.0f} are usage assumptions.",
+                      LAUNCH_TABLE_END])
+
+
 def render(result: Estimate, budgets: Mapping[str, Decimal], prices: PriceBook, *, details: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -496,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cdk_out", nargs="?", default="cdk.out", type=Path)
     parser.add_argument("--prices", default=PRICES_FILE, type=Path)
     parser.add_argument("--details", action="store_true", help="print every line item")
+    parser.add_argument("--markdown", action="store_true", help="print docs/cost.md's launch-cost block")
     parser.add_argument("--check-prices", action="store_true",
                         help="compare the file's instance prices with the AWS Price List API (needs credentials)")
     parser.add_argument("--write", action="store_true", help="with --check-prices: update the file's prices")
@@ -505,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_prices:
             return _report_price_check(prices, write=args.write)
         result = estimate(load_templates(args.cdk_out), prices)
+        if args.markdown:
+            print(markdown(result))
+            return 0
         budgets = environment_budgets(result.environments)
         render(result, budgets, prices, details=args.details)
     except PlatformError as exc:

@@ -51,15 +51,9 @@ class PostgresDatabase(Construct):
                                                 description=f"{identifier}: PostgreSQL clients only")
         parameters = rds.ParameterGroup(
             self, "Parameters", engine=engine, description=f"{identifier}: TLS only, sized for many schemas",
-            parameters={
-                "rds.force_ssl": "1",
-                # Each tenant schema adds tables; fleet migrations lock many of them in one transaction.
-                "max_locks_per_transaction": str(config.max_locks_per_transaction),
-                "max_connections": str(config.max_connections),
-                "log_min_duration_statement": "1000",
-                "log_connections": "1",
-                "log_disconnections": "1",
-            },
+            # Connections and the lock table sized from the instance class's memory; temp files and
+            # timeouts bounded for every session (DatabaseConfig.server_parameters says why).
+            parameters={"rds.force_ssl": "1", **config.server_parameters()},
         )
         # Create the export log groups ourselves (CMK, retention) instead of a LogRetention Lambda.
         log_groups = [

@@ -25,7 +25,9 @@ from psycopg.rows import dict_row
 from tenant_provisioner.billing.catalog import METERED, TierPrices, tier_prices
 from tenant_provisioner.billing.errors import StripeRejected
 from tenant_provisioner.billing.settings import BillingSettings, translate, unless_missing
+from tenant_provisioner import audit
 from tenant_provisioner.errors import TenantConflict
+from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import Tier
 
 _DEAD_SUBSCRIPTION = ("canceled", "incomplete_expired")
@@ -173,6 +175,22 @@ class Accounts:
             self._end_subscription(account.stripe_subscription_id, invoice_now=False)
         unless_missing("deleting the customer", lambda: self.client.v1.customers.delete(account.stripe_customer_id))
         _next_attempt(conn, tenant_id, account.attempt, keep_customer=False)
+
+    def attach(self, conn: psycopg.Connection, tenant: Tenant, tier: Tier, *, actor: str) -> tuple[BillingAccount, bool]:
+        """Bill a tenant created while billing was skipped (no Stripe key then): the customer and
+        subscription its signup would have made. Idempotent: (account, False) when it already was billed."""
+        if tenant.state not in ("active", "suspended"):
+            raise TenantConflict(f"tenant {tenant.tenant_id!r} is {tenant.state}; only active or suspended "
+                                 "tenants can be attached to billing")
+        before = load_account(conn, tenant.tenant_id)
+        account = self.ensure(conn, tenant_id=tenant.tenant_id, tier=tier, admin_email=tenant.admin_email,
+                              company_name=tenant.company_name)
+        attached = before is None or before.stripe_subscription_id != account.stripe_subscription_id
+        if attached:
+            audit.record(conn, tenant_id=tenant.tenant_id, action="billing.attached", actor=actor,
+                         detail={"stripe_customer_id": account.stripe_customer_id,
+                                 "stripe_subscription_id": account.stripe_subscription_id})
+        return account, attached
 
     # --------------------------------------------------------------------------- later in life
     def change_tier(self, conn: psycopg.Connection, tenant_id: str, tier: Tier) -> bool:

@@ -3,8 +3,11 @@ resumption when the invoice is paid. Every change is written to the audit log.
 
 Grace starts at the first failed payment and is not extended by Stripe's retries of the same
 debt; `enforce_payment_grace` (run by the enforcer each cycle, or ``billing enforce-grace``)
-suspends tenants whose grace ended. Only a suspension *for non-payment* is lifted by a payment:
-a tenant suspended by the quota breaker or an operator stays suspended.
+suspends tenants whose grace ended. Every invoice whose payment failed is remembered
+(``control.billing_unpaid_invoices``); grace ends, and a non-payment suspension is lifted, only
+when all of them are paid (or voided) — any other paid invoice, even a $0 one, changes nothing.
+Only a suspension *for non-payment* is lifted by a payment: a tenant suspended by the quota
+breaker or an operator stays suspended.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ def claim_newest(conn: psycopg.Connection, tenant_id: str, created: datetime, *,
     return row is not None
 
 
-def payment_failed(conn: psycopg.Connection, tenant_id: str, *, created: datetime, grace_days: int, actor: str,
-                   detail: dict[str, Any]) -> str:
-    """Start (or keep) the payment grace period; returns the outcome for the event log."""
+def payment_failed(conn: psycopg.Connection, tenant_id: str, *, invoice_id: str, created: datetime,
+                   grace_days: int, actor: str, detail: dict[str, Any]) -> str:
+    """Remember the unpaid invoice; start (or keep) the payment grace period."""
     if not claim_newest(conn, tenant_id, created):
         return "ignored: older than the last payment event applied"
+    conn.execute("INSERT INTO control.billing_unpaid_invoices (invoice_id, tenant_id, failed_at) VALUES (%s, %s, %s)"
+                 " ON CONFLICT (invoice_id) DO NOTHING", (invoice_id, tenant_id, created))
     row = conn.execute(
         "UPDATE control.billing_accounts SET"
         " payment_state = CASE WHEN payment_state = 'ok' THEN 'grace' ELSE payment_state END,"
@@ -55,15 +60,27 @@ def payment_failed(conn: psycopg.Connection, tenant_id: str, *, created: datetim
     return f"grace until {row[0].isoformat()}"
 
 
-def payment_succeeded(conn: psycopg.Connection, tenant_id: str, *, created: datetime, actor: str,
-                      detail: dict[str, Any]) -> str:
-    """End any grace period; resume the tenant if (and only if) it was suspended for non-payment."""
+def invoice_settled(conn: psycopg.Connection, tenant_id: str, *, invoice_id: str, settled_by: str,
+                    created: datetime, actor: str, detail: dict[str, Any]) -> str:
+    """An invoice was paid or voided. Only when no invoice whose payment failed stays open does the
+    grace end and a non-payment suspension lift."""
     if not claim_newest(conn, tenant_id, created):
         return "ignored: older than the last payment event applied"
+    settled = conn.execute("UPDATE control.billing_unpaid_invoices SET settled_at = %s, settled_by = %s"
+                           " WHERE invoice_id = %s AND tenant_id = %s AND settled_at IS NULL RETURNING 1",
+                           (created, settled_by, invoice_id, tenant_id)).fetchone() is not None
     previous = conn.execute("SELECT payment_state FROM control.billing_accounts WHERE tenant_id = %s",
                             (tenant_id,)).fetchone()
     if previous is None or previous[0] == "ok":
-        return "paid (account in good standing)"
+        return f"{settled_by} (account in good standing)"
+    still_open = [r[0] for r in conn.execute(
+        "SELECT invoice_id FROM control.billing_unpaid_invoices WHERE tenant_id = %s AND settled_at IS NULL"
+        " ORDER BY failed_at", (tenant_id,))]
+    if still_open:
+        audit.record(conn, tenant_id=tenant_id, action="billing.payment_not_recovered", actor=actor,
+                     detail={**detail, "settled_unpaid_invoice": settled, "still_unpaid": still_open})
+        return (f"{settled_by} {invoice_id}; still unpaid: {', '.join(still_open)} "
+                f"(account stays {previous[0]})")
     conn.execute("UPDATE control.billing_accounts SET payment_state = 'ok', grace_until = NULL WHERE tenant_id = %s",
                  (tenant_id,))
     tenant = records.find(conn, tenant_id)

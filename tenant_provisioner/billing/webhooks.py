@@ -9,8 +9,8 @@ of types we do not act on, are recorded and acknowledged too, so Stripe stops re
 
 | event | effect |
 | --- | --- |
-| ``invoice.payment_failed`` | payment grace (configured days), then suspension by the enforcer |
-| ``invoice.paid`` | grace ended; resumed if it was suspended for non-payment |
+| ``invoice.payment_failed`` | invoice remembered as unpaid; payment grace (configured days), then suspension by the enforcer |
+| ``invoice.paid``, ``invoice.voided`` | that invoice settled; once no failed invoice is open: grace ended, resumed if suspended for non-payment |
 | ``customer.subscription.updated`` | tenant moved to the tier of its flat price; ``incomplete_expired`` as deleted |
 | ``customer.subscription.deleted`` | service stopped, offboarding scheduled |
 """
@@ -58,14 +58,17 @@ def verify(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]
     if not signature:
         raise InvalidInput("Stripe-Signature", "header missing")
     try:
-        stripe.Webhook.construct_event(payload, signature, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS)
+        text = payload.decode("utf-8")
+        stripe.WebhookSignature.verify_header(text, signature, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS)
+        event = json.loads(text)
     except stripe.SignatureVerificationError:
         raise InvalidInput("Stripe-Signature", "signature does not match the payload") from None
-    except ValueError:
+    except ValueError:  # not UTF-8, not JSON
         raise InvalidInput("body", "not a JSON Stripe event") from None
-    event = json.loads(payload)
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or "data" not in event:
-        raise InvalidInput("body", "not a Stripe event")
+    data = event.get("data") if isinstance(event, dict) else None
+    if (not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(data, dict)
+            or not isinstance(data.get("object"), dict) or not isinstance(event.get("type"), str)):
+        raise InvalidInput("body", "not a Stripe event (a JSON object with id, type and data.object)")
     return event
 
 
@@ -93,6 +96,7 @@ class _Dispatcher:
         self.handlers: dict[str, Callable[[BillingAccount], str]] = {
             "invoice.payment_failed": self.payment_failed,
             "invoice.paid": self.paid,
+            "invoice.voided": self.voided,
             "customer.subscription.updated": self.subscription_updated,
             "customer.subscription.deleted": self.subscription_deleted,
         }
@@ -113,15 +117,26 @@ class _Dispatcher:
             return account.tenant_id, "ignored: tenant no longer exists"
         return account.tenant_id, handler(account)
 
+    def invoice_id(self) -> str:
+        invoice_id = self.obj.get("id")
+        if not isinstance(invoice_id, str) or not invoice_id:
+            raise InvalidInput("data.object.id", "an invoice event without an invoice id")
+        return invoice_id
+
     def payment_failed(self, account: BillingAccount) -> str:
         return payments.payment_failed(
-            self.conn, account.tenant_id, created=self.created, grace_days=self.settings.payment_grace_days,
-            actor=ACTOR, detail=self.detail(amount_due=self.obj.get("amount_due"),
-                                            attempt_count=self.obj.get("attempt_count")))
+            self.conn, account.tenant_id, invoice_id=self.invoice_id(), created=self.created,
+            grace_days=self.settings.payment_grace_days, actor=ACTOR,
+            detail=self.detail(amount_due=self.obj.get("amount_due"), attempt_count=self.obj.get("attempt_count")))
 
     def paid(self, account: BillingAccount) -> str:
-        return payments.payment_succeeded(self.conn, account.tenant_id, created=self.created, actor=ACTOR,
-                                          detail=self.detail(amount_paid=self.obj.get("amount_paid")))
+        return payments.invoice_settled(self.conn, account.tenant_id, invoice_id=self.invoice_id(), settled_by="paid",
+                                        created=self.created, actor=ACTOR,
+                                        detail=self.detail(amount_paid=self.obj.get("amount_paid")))
+
+    def voided(self, account: BillingAccount) -> str:
+        return payments.invoice_settled(self.conn, account.tenant_id, invoice_id=self.invoice_id(),
+                                        settled_by="voided", created=self.created, actor=ACTOR, detail=self.detail())
 
     def _stale_subscription_event(self, account: BillingAccount) -> str | None:
         """Why this subscription event must not be applied, if it must not."""
@@ -193,10 +208,9 @@ def handle(conn: psycopg.Connection, payload: bytes, signature: str | None, *, s
            settings: BillingSettings) -> WebhookResult:
     """Verify and apply one delivery; the result's status is the HTTP status to answer Stripe with."""
     try:
-        event = verify(payload, signature, secret)
+        return apply(conn, verify(payload, signature, secret), settings)
     except InvalidInput as exc:
         return rejected(exc)
-    return apply(conn, event, settings)
 
 
 def forget_old_events(conn: psycopg.Connection, *, now: datetime | None = None) -> int:

@@ -25,13 +25,15 @@ from rich.table import Table
 
 from tenant_provisioner import validation
 from tenant_provisioner.billing import payments
+from tenant_provisioner.billing.accounts import Accounts
 from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client, translate
 from tenant_provisioner.billing import usage
 from tenant_provisioner.billing.usage import report_usage
-from tenant_provisioner.cli.errors import handles_errors
+from tenant_provisioner.cli.errors import handles_errors, print_table
 from tenant_provisioner.db import Database, provisioner_role_from_env
 from tenant_provisioner.errors import ConfigError, InvalidInput, TenantNotFound
+from tenant_provisioner.tenants import records
 from tenant_provisioner.tiers import load_tiers
 
 app = typer.Typer(name="billing", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -176,7 +178,8 @@ def enforce_grace_command(ctx: typer.Context) -> None:
 
 
 _STATUS = """
-SELECT a.tenant_id, t.state, a.tier, a.stripe_customer_id, a.stripe_subscription_id, a.payment_state,
+SELECT t.tenant_id, t.state, coalesce(a.tier, t.tier) AS tier, a.stripe_customer_id, a.stripe_subscription_id,
+       CASE WHEN a.stripe_subscription_id IS NULL THEN 'not billed' ELSE a.payment_state END AS payment_state,
        a.grace_until, a.offboard_after,
        (SELECT c.reported FROM control.billing_usage_cursor c WHERE c.tenant_id = a.tenant_id
          ORDER BY c.period_start DESC LIMIT 1) AS reported_this_period,
@@ -184,10 +187,10 @@ SELECT a.tenant_id, t.state, a.tier, a.stripe_customer_id, a.stripe_subscription
          AND c.pending_to IS NOT NULL AND c.failed_at IS NULL) AS pending_reports,
        (SELECT count(*) FROM control.billing_usage_cursor c WHERE c.tenant_id = a.tenant_id
          AND c.failed_at IS NOT NULL) AS failed_reports
-FROM control.billing_accounts a LEFT JOIN control.tenants t USING (tenant_id)
-WHERE (%(tenant)s::text IS NULL OR a.tenant_id = %(tenant)s)
-  AND (%(tenant)s::text IS NOT NULL OR a.stripe_customer_id IS NOT NULL)
-ORDER BY a.tenant_id
+FROM control.tenants t LEFT JOIN control.billing_accounts a USING (tenant_id)
+WHERE (%(tenant)s::text IS NULL OR t.tenant_id = %(tenant)s)
+  AND (%(tenant)s::text IS NOT NULL OR t.state <> 'offboarded')
+ORDER BY t.tenant_id
 """
 
 
@@ -195,7 +198,8 @@ ORDER BY a.tenant_id
 @handles_errors
 def status(ctx: typer.Context, tenant_id: Annotated[str | None, typer.Argument(help="One tenant")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False) -> None:
-    """Stripe ids, payment state, grace and pending usage reports per tenant."""
+    """Stripe ids, payment state, grace and pending usage reports of every tenant ("not billed" when it
+    has no subscription: attach it with `billing attach`)."""
     tenant_id = _optional_tenant(tenant_id)
     with _connection(ctx) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_STATUS, {"tenant": tenant_id}).fetchall()
@@ -213,6 +217,36 @@ def status(ctx: typer.Context, tenant_id: Annotated[str | None, typer.Argument(h
         table.add_column(column.replace("_", " "))
     for record in records:
         table.add_row(*(str(record[c]) if record[c] is not None else "-" for c in columns))
-    out.print(table)
+    print_table(table)
     if due:
         out.print(f"offboarding due (run `offboard` with an export location): {', '.join(due)}", highlight=False)
+
+
+@app.command()
+@handles_errors
+def attach(ctx: typer.Context,
+           tenant_ids: Annotated[list[str] | None, typer.Argument(help="Tenants to bill")] = None,
+           all_unbilled: Annotated[bool, typer.Option("--all-unbilled", help="Every active or suspended tenant "
+                                                                              "without a subscription")] = False
+           ) -> None:
+    """Give tenants created while billing was skipped their Stripe customer and subscription (idempotent)."""
+    if bool(tenant_ids) == all_unbilled:
+        raise InvalidInput("tenant_ids", "name the tenants to attach, or pass --all-unbilled (not both)")
+    tenant_ids = [validation.tenant_id(t) for t in tenant_ids or []]
+    settings = BillingSettings.from_env()
+    accounts = Accounts(_client(settings, "attach"), settings)
+    catalog = load_tiers()
+    results = []
+    with _connection(ctx) as conn:
+        if all_unbilled:
+            tenant_ids = [row[0] for row in conn.execute(
+                "SELECT t.tenant_id FROM control.tenants t LEFT JOIN control.billing_accounts a USING (tenant_id)"
+                " WHERE t.state IN ('active', 'suspended') AND a.stripe_subscription_id IS NULL"
+                " ORDER BY t.tenant_id")]
+        for tenant_id in tenant_ids:
+            tenant = records.require(conn, tenant_id)
+            account, attached = accounts.attach(conn, tenant, catalog.get(tenant.tier), actor=_actor())
+            results.append({"tenant_id": tenant_id, "attached": attached,
+                            "stripe_customer_id": account.stripe_customer_id,
+                            "stripe_subscription_id": account.stripe_subscription_id})
+    print(json.dumps(results))

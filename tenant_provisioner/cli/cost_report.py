@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tenant_provisioner.costs.cost_explorer import FixtureClient
 from tenant_provisioner.costs.delivery import send_report
@@ -23,25 +24,38 @@ from tenant_provisioner.costs.platform_data import PlatformSnapshot
 from tenant_provisioner.costs.render import render_html, render_text
 from tenant_provisioner.costs.service import ReportRun, cost_source, parse_report_date, platform_loader, summary
 from tenant_provisioner.costs.settings import ReportSettings
-from tenant_provisioner.errors import PlatformError
+from tenant_provisioner.errors import ConfigError, PlatformError
+
+DEFAULT_ENVIRONMENT = "prod"   # the CEO's report is about production unless told otherwise
 
 app = typer.Typer(add_completion=False, help=__doc__)
 err = Console(stderr=True)
 
 
+def _configured_budget(environment: str) -> str:
+    """The budget CDK gives the deployed function of `environment` (stacks/config.py, the one source)."""
+    from stacks.config import ENVIRONMENTS, load_config  # plain dataclasses, no CDK import
+
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(f"no configured budget for environment {environment!r} (known: "
+                          f"{', '.join(ENVIRONMENTS)}): pass --budget-usd or set MONTHLY_BUDGET_USD")
+    return str(load_config(environment).limits.monthly_budget_usd)
+
+
 def _settings(fixture: dict[str, Any], environment: Optional[str], budget: Optional[float],
               dry_run: bool) -> ReportSettings:
-    """Environment settings, with fixture values and harmless addresses filling gaps for dry runs."""
+    """Environment settings, with fixture values, the environment's configured budget and harmless
+    addresses (dry runs) filling gaps."""
     env = dict(os.environ)
-    defaults = {"ENVIRONMENT_NAME": fixture.get("environment", "local"),
-                "MONTHLY_BUDGET_USD": str(fixture.get("monthly_budget_usd", "")),
-                "REPORT_TIMEZONE": fixture.get("timezone", "UTC")}
+    name = environment or env.get("ENVIRONMENT_NAME") or fixture.get("environment") or DEFAULT_ENVIRONMENT
+    if budget is None and not env.get("MONTHLY_BUDGET_USD"):
+        budget = fixture.get("monthly_budget_usd") or _configured_budget(name)
+    defaults = {"ENVIRONMENT_NAME": name, "REPORT_TIMEZONE": fixture.get("timezone", "UTC")}
     if dry_run:
         defaults |= {"REPORT_RECIPIENTS": "dry-run@example.com", "REPORT_SENDER": "dry-run@example.com"}
     for key, value in defaults.items():
         env.setdefault(key, value)
-    if environment:
-        env["ENVIRONMENT_NAME"] = environment
+    env["ENVIRONMENT_NAME"] = name
     if budget is not None:
         env["MONTHLY_BUDGET_USD"] = str(budget)
     return ReportSettings.from_env(env)
@@ -54,8 +68,10 @@ def main(
     out: Path = typer.Option(Path("report.html"), "--out", help="Where to write the HTML."),
     text_out: Optional[Path] = typer.Option(None, "--text-out", help="Also write the plain-text part."),
     fixture: Optional[Path] = typer.Option(None, "--fixture", help="JSON fixture instead of Cost Explorer."),
-    environment: Optional[str] = typer.Option(None, help="Environment name shown in the report."),
-    budget_usd: Optional[float] = typer.Option(None, help="Monthly budget (default: MONTHLY_BUDGET_USD)."),
+    environment: Optional[str] = typer.Option(None, help="Environment (default: ENVIRONMENT_NAME, the fixture's, "
+                                                          "else prod); its budget comes from stacks/config.py."),
+    budget_usd: Optional[float] = typer.Option(None, help="Monthly budget (default: MONTHLY_BUDGET_USD, else the "
+                                                          "environment's configured budget)."),
 ) -> None:
     """Render the daily cost report to a file (and send it unless --dry-run)."""
     try:
@@ -77,7 +93,7 @@ def main(
             text_out.write_text(render_text(report))
         message_id = None if dry_run else send_report(report, settings)
     except PlatformError as exc:
-        err.print(f"[red]error ({exc.code}):[/red] {exc}")
+        err.print(f"[red]error ({exc.code}):[/red] {escape(str(exc))}")
         raise typer.Exit(exc.exit_code) from None
     typer.echo(json.dumps({**summary(report, message_id), "out": str(out)}, indent=2))
 

@@ -12,11 +12,15 @@ from typing import Any, Callable, TypeVar
 import psycopg
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from tenant_provisioner.errors import PlatformError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _err = Console(stderr=True)
+# Without a terminal rich would lay tables out in 80 columns and cut cells; a pipe or a file gets
+# each table at its natural width instead.
+_UNLIMITED_WIDTH = 10_000
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -38,3 +42,14 @@ def handles_errors(command: F) -> F:
             raise fail(f"database: {str(exc) or type(exc).__name__}", 1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_table(table: Table) -> None:
+    """Print a table without ever cutting a cell: on a terminal long cells fold onto a second line
+    (no "…" in an id or a number); elsewhere the table keeps its natural width."""
+    for column in table.columns:
+        column.overflow = "fold"
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=_UNLIMITED_WIDTH)
+    console.print(table)

@@ -18,12 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from tenant_provisioner import validation
-from tenant_provisioner.cli.errors import handles_errors
+from tenant_provisioner.cli.errors import handles_errors, print_table
 from tenant_provisioner.db import Database
-from tenant_provisioner.errors import TenantNotFound, TransientError
+from tenant_provisioner.errors import ConfigError, TenantNotFound, TransientError
 from tenant_provisioner.limits import state as redis_state
 from tenant_provisioner.limits.breakers import hard_limit_of
 from tenant_provisioner.limits.enforcer import Notice, registered_reporters, run_cycle
+from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.limits.notify import AwsNotifier, describe
 from tenant_provisioner.tiers import TierCatalog, load_tiers
 
@@ -33,6 +34,9 @@ out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 RedisUrl = Annotated[str, typer.Option(envvar="REDIS_URL", show_envvar=True, help="The limiter's Redis")]
+# The same variable the suspend/resume hooks read: status and enforce must look at the limiter's keys.
+KeyPrefix = Annotated[str, typer.Option(envvar="LIMITER_KEY_PREFIX", show_envvar=True,
+                                        help="Limiter key prefix (empty in production)")]
 
 
 class NotifyMode(str, Enum):
@@ -66,7 +70,16 @@ def _redis(url: str) -> redis.Redis:
 
 def _print_notice(notice: Notice) -> None:
     subject, body = describe(notice)
-    err.print(f"[bold]notice (not sent, --notify print):[/bold] {subject}\n{body}", highlight=False)
+    err.print("notice (not sent, --notify print): ", style="bold", end="", highlight=False)
+    err.print(f"{subject}\n{body}", markup=False, highlight=False)  # "[tenant-id]" is text, not markup
+
+
+def _aws_notifier() -> AwsNotifier:
+    try:
+        return AwsNotifier.from_env()
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; to run locally without sending anything, pass --notify print "
+                          "(notices are shown on stderr)") from None
 
 
 @app.command()
@@ -75,12 +88,12 @@ def enforce(ctx: typer.Context, redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
             tenant: Annotated[Optional[list[str]], typer.Option(help="Only these tenants (repeatable)")] = None,
             notify: Annotated[NotifyMode, typer.Option(help="aws: SES + SNS (LIMITS_SENDER_EMAIL, OPS_TOPIC_ARN); "
                                                             "print: show notices on stderr")] = NotifyMode.aws,
-            key_prefix: Annotated[str, typer.Option(help="Limiter key prefix")] = "") -> None:
+            key_prefix: KeyPrefix = "") -> None:
     """Run one enforcement cycle now; prints the summary as JSON."""
-    notifier = AwsNotifier.from_env() if notify is NotifyMode.aws else _print_notice
+    notifier = _aws_notifier() if notify is NotifyMode.aws else _print_notice
     with _database(ctx) as db:
         result = run_cycle(db, _redis(redis_url), notifier=notifier, key_prefix=key_prefix, actor="cli:limits",
-                           tenant_ids=tenant, reporters=registered_reporters())
+                           tenant_ids=tenant, reporters=registered_reporters(), reaper=ReaperSettings.from_env())
     print(json.dumps(result.to_dict()))
     if result.errors:
         raise typer.Exit(1)
@@ -101,7 +114,7 @@ ORDER BY t.tenant_id, b.quantity
 @_typed_errors
 def status(ctx: typer.Context, tenant_id: Annotated[Optional[str], typer.Argument(help="One tenant")] = None,
            redis_url: RedisUrl = "redis://127.0.0.1:6379/0",
-           key_prefix: Annotated[str, typer.Option(help="Limiter key prefix")] = "",
+           key_prefix: KeyPrefix = "",
            as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False) -> None:
     """Breaker level and usage per tenant and quantity, with live API counters from Redis."""
     if tenant_id is not None:
@@ -134,7 +147,7 @@ def status(ctx: typer.Context, tenant_id: Annotated[Optional[str], typer.Argumen
         share = f"{r['used_share']:.0%}" if r["used_share"] is not None else "-"
         table.add_row(r["tenant_id"], r["tier"], r["state"], r["quantity"], r["level"], _n(r["admitted"]),
                       _n(r["attempted"]), _n(r["hard_limit"]), share)
-    out.print(table)
+    print_table(table)
 
 
 def _n(value: int | None) -> str:

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from tenant_provisioner import control, migrations, validation
 from tenant_provisioner.tenants import fleet, lifecycle, offboarding, warm_pool
-from tenant_provisioner.cli.errors import fail, handles_errors
+from tenant_provisioner.cli.errors import fail, handles_errors, print_table
 from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
 from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint
 from tenant_provisioner.secrets import AwsSecretStore, SecretStore
@@ -103,6 +103,9 @@ def init(ctx: typer.Context) -> None:
         result = control.init(conn, settings.provisioner_role)
     applied = ", ".join(result.applied) or "nothing new"
     out.print(f"control schema at version {result.version}; applied: {applied}", highlight=False)
+    for refused in result.unhardened:
+        out.print(f"warning: PUBLIC keeps its rights on database {refused} (docs/tenants.md, threat model)",
+                  highlight=False, markup=False)
 
 
 @app.command()
@@ -116,11 +119,11 @@ def create(ctx: typer.Context, tenant_id: str,
     request = CreateRequest.parse({"tenant_id": tenant_id, "tier": tier, "admin_email": admin_email,
                                    "company_name": name})
     store = _store(secrets)
-    if store is None:
-        _notice("tenant secret step skipped (local run; pass --secrets aws to write it to Secrets Manager): "
-                "the tenant role has no password until then")
     with _settings(ctx).database() as db, db.connection() as conn:
         result = lifecycle.create(conn, request, actor=_actor(), store=store, endpoint=_endpoint(conn))
+    if store is None:  # said after success only: a refused create shows its own error and nothing else
+        _notice("tenant secret step skipped (local run; pass --secrets aws to write it to Secrets Manager): "
+                "the tenant role has no password until then")
     print(json.dumps(result.to_dict()))
 
 
@@ -149,7 +152,7 @@ def list_(ctx: typer.Context,
     for t in found:
         table.add_row(t.tenant_id, t.state, t.tier, t.schema_name, str(t.schema_version), t.admin_email,
                       t.created_at.strftime("%Y-%m-%d %H:%M"))
-    out.print(table)
+    print_table(table)
     out.print(f"{len(found)} tenant(s)", highlight=False)
 
 
@@ -194,10 +197,17 @@ def offboard(ctx: typer.Context, tenant_id: str,
              = "./tenant-exports",
              secrets: Annotated[SecretsMode, typer.Option(help="Delete the tenant secret in AWS too")]
              = SecretsMode.skip,
-             retention_days: Annotated[int, typer.Option(help="Keep schema and role this long after the export; "
-                                                              "run offboard again after it to drop them")] = 0) -> None:
-    """Export the tenant's tables (COPY, CSV), then drop its schema, role and secret."""
+             retention_days: Annotated[Optional[int], typer.Option(
+                 envvar="OFFBOARD_RETENTION_DAYS", show_envvar=True,
+                 help=f"Keep schema and role this long after the export (default "
+                      f"{offboarding.DEFAULT_RETENTION_DAYS}); the daily schedule, or offboard again, drops them "
+                      "after it")] = None,
+             drop_now: Annotated[bool, typer.Option(
+                 "--drop-now", help="Confirm dropping schema, role and secret right after the export "
+                                    "(no retention; cannot be undone)")] = False) -> None:
+    """Export the tenant's tables (COPY, CSV); drop its schema, role and secret after the retention."""
     validation.tenant_id(tenant_id)
+    retention_days = _retention(retention_days, drop_now)
     store = _store(secrets)
     with _settings(ctx).database() as db, db.connection() as conn:
         result = offboarding.offboard(conn, tenant_id, actor=_actor(), export_to=export_dir, store=store,
@@ -205,6 +215,19 @@ def offboard(ctx: typer.Context, tenant_id: str,
     if store is None and result.tenant.state == "offboarded":
         _notice(f"tenant secret not deleted (local run; pass --secrets aws to delete {tenant_id}'s secret)")
     print(json.dumps(result.to_dict()))
+
+
+def _retention(retention_days: int | None, drop_now: bool) -> int:
+    """The configured retention unless the operator explicitly confirmed an immediate drop."""
+    if drop_now:
+        if retention_days:
+            raise fail("--drop-now drops at once; it cannot be combined with --retention-days "
+                       f"{retention_days}", 2)
+        return 0
+    if retention_days == 0:
+        raise fail("--retention-days 0 drops the tenant's data right after the export: add --drop-now to "
+                   "confirm, or keep the default retention", 2)
+    return offboarding.DEFAULT_RETENTION_DAYS if retention_days is None else retention_days
 
 
 @app.command()

@@ -11,10 +11,19 @@ import calendar
 from decimal import ROUND_HALF_UP, Decimal
 from html import escape
 
-from tenant_provisioner.costs.report import Report, ServiceLine, gross_margin
+from tenant_provisioner.costs.report import Report, ServiceLine, UnitEconomics, gross_margin
 
 LEVEL_COLOURS = {"ok": ("#1a7f37", "#ffffff"), "warning": ("#b26a00", "#ffffff"),
-                 "hard limit": ("#c62828", "#ffffff"), "emergency": ("#5c0000", "#ffffff")}
+                 "hard limit": ("#c62828", "#ffffff"), "emergency": ("#5c0000", "#ffffff"),
+                 "on target": ("#1a7f37", "#ffffff"), "above target": ("#1d4ed8", "#ffffff"),
+                 "below target": ("#c62828", "#ffffff"), "no revenue": ("#c62828", "#ffffff")}
+FORECAST_SOURCES = {"cost-explorer": "Cost Explorer forecast",
+                    "extrapolated": "extrapolated from the last 7 days",
+                    "month complete": "month complete"}
+# Bars are drawn to scale up to this multiple of the median day (or the daily budget pace): one
+# spike must not flatten the other 29 days into slivers. A day above it is drawn full width and
+# marked off scale; its amount is printed as always.
+SPIKE_FACTOR = Decimal(3)
 TENANT_ROWS = 25
 BAR = "#4a7bd0"
 BAR_OVER = "#c62828"
@@ -38,9 +47,31 @@ def pct(value: Decimal | None, signed: bool = False) -> str:
 
 
 def subject(report: Report) -> str:
-    b = report.budget
+    b, low, high = report.budget, *report.margin_target
     return (f"[{report.environment}] AWS cost {report.report_date}: {usd(report.yesterday)}; "
-            f"month to date {usd(b.month_to_date)} = {pct(b.share)} of budget ({b.level.upper()})")
+            f"month to date {usd(b.month_to_date)} = {pct(b.share)} of budget ({b.level.upper()}); "
+            f"margin {pct(report.economics.margin)} vs target {pct(low)} to {pct(high)}")
+
+
+def _break_even(e: UnitEconomics, low: Decimal) -> str:
+    """How many paying tenants the platform needs at current prices, in one sentence."""
+    if not e.paying_tenants:
+        return "No paying tenants yet: break-even cannot be estimated."
+    now = (f"{e.paying_tenants} paying tenants now, each paying {usd(e.revenue_per_tenant)} and causing "
+           f"{usd(e.direct_cost_per_tenant)} of direct cost month to date, against {usd(e.shared_cost)} "
+           "of shared cost")
+    if e.break_even_tenants is None:
+        return f"Never breaks even at current prices: a tenant costs more than it pays ({now})."
+    target = (f"{e.target_tenants:,} reach the {pct(low)} margin target" if e.target_tenants is not None
+              else f"the {pct(low)} margin target is out of reach at current prices")
+    return f"Breaks even at {e.break_even_tenants:,} paying tenants at current prices; {target} ({now})."
+
+
+def _headline(report: Report) -> tuple[str, str]:
+    """(margin sentence, break-even sentence): unit economics first, before spend."""
+    e, (low, high) = report.economics, report.margin_target
+    margin = f"Margin month to date: {pct(e.margin)} vs target {pct(low)} to {pct(high)}"
+    return margin, _break_even(e, low)
 
 
 def _daily_pace(report: Report) -> Decimal:
@@ -75,13 +106,23 @@ def _service_change(s: ServiceLine) -> str:
     return f"{usd(s.change)} ({pct(s.change_share, signed=True)})"
 
 
+def _chart_scale(report: Report) -> Decimal:
+    """The amount drawn as a full-width bar: the highest day, unless one spikes far above the rest."""
+    pace = _daily_pace(report)
+    amounts = sorted(amount for _, amount in report.chart)
+    median = amounts[len(amounts) // 2] if amounts else Decimal(0)
+    peak = max([*amounts[-1:], pace, Decimal("0.01")])
+    return min(peak, max(median * SPIKE_FACTOR, pace, Decimal("0.01")))
+
+
 def _chart_html(report: Report) -> str:
     pace = _daily_pace(report)
-    peak = max([amount for _, amount in report.chart] + [pace, Decimal("0.01")])
+    scale = _chart_scale(report)
     rows = []
     for day, amount in report.chart:
-        width = int((amount / peak * 100).to_integral_value(ROUND_HALF_UP))
+        width = min(100, int((amount / scale * 100).to_integral_value(ROUND_HALF_UP)))
         colour = BAR_OVER if amount > pace else BAR
+        off_scale = " &#9650; off scale" if amount > scale else ""
         bar = (f'<td width="{width}%" bgcolor="{colour}" style="background:{colour};height:12px;'
                f'font-size:0;line-height:0;">&nbsp;</td>' if width > 0 else "")
         rows.append(
@@ -89,17 +130,20 @@ def _chart_html(report: Report) -> str:
             f'{day:%a %d %b}</td><td width="100%" style="padding:1px 0;"><table role="presentation" '
             f'width="100%" cellpadding="0" cellspacing="0" border="0"><tr>{bar}<td style="font-size:0;'
             f'line-height:0;">&nbsp;</td></tr></table></td><td style="font-size:11px;text-align:right;'
-            f'padding:1px 0 1px 6px;white-space:nowrap;">{usd(amount)}</td></tr>')
+            f'padding:1px 0 1px 6px;white-space:nowrap;">{usd(amount)}{off_scale}</td></tr>')
     legend = (f'<p style="font-size:11px;color:#4b5563;margin:4px 0 0 0;">Bars in '
               f'<span style="color:{BAR_OVER};font-weight:600;">red</span> are above the daily budget pace of '
-              f'{usd(pace)} (monthly budget / days in the month).</p>')
+              f'{usd(pace)} (monthly budget / days in the month).'
+              + (f' Full width = {usd(scale)}; days above it are marked off scale.'
+                 if any(amount > scale for _, amount in report.chart) else "") + '</p>')
     return (f'<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" '
             f'style="max-width:640px;">{"".join(rows)}</table>{legend}')
 
 
 def _summary_rows(report: Report) -> list[tuple[str, str]]:
     b = report.budget
-    forecast = f"{usd(b.forecast.month_end_usd)} = {pct(b.forecast_share)} of budget ({b.forecast.source})"
+    source = FORECAST_SOURCES.get(b.forecast.source, b.forecast.source)
+    forecast = f"{usd(b.forecast.month_end_usd)} = {pct(b.forecast_share)} of budget ({source})"
     return [
         ("Yesterday", f"{usd(report.yesterday)} ({pct(report.change_vs_average, signed=True)} vs the 7-day "
                       f"average of {usd(report.seven_day_average)})"),
@@ -164,8 +208,12 @@ EVENT_HEADERS = ["At", "Tenant", "Event", "Actor"]
 
 def render_html(report: Report) -> str:
     b = report.budget
+    margin, break_even = _headline(report)
     parts = [f'<h1 style="font-size:20px;margin:0 0 4px 0;">AWS cost report: {escape(report.environment)}, '
              f'{report.report_date:%A %d %B %Y}</h1>',
+             f'<p style="margin:0 0 4px 0;font-size:15px;"><b>{escape(margin)}</b> '
+             f'{_badge(report.economics.status)}</p>',
+             f'<p style="margin:0 0 8px 0;">{escape(break_even)}</p>',
              f'<p style="margin:0 0 12px 0;">Budget level: {_badge(b.level)} &nbsp; Forecast level: '
              f'{_badge(b.forecast_level)}</p>']
     if report.estimated:
@@ -211,15 +259,18 @@ def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 def _text_chart(report: Report, width: int = 40) -> list[str]:
     pace = _daily_pace(report)
-    peak = max([amount for _, amount in report.chart] + [pace, Decimal("0.01")])
-    return [f"{day:%a %d %b}  {'#' * int(amount / peak * width):<{width}}  {usd(amount):>10}"
-            f"{'  over pace' if amount > pace else ''}" for day, amount in report.chart]
+    scale = _chart_scale(report)
+    return [f"{day:%a %d %b}  {'#' * min(width, int(amount / scale * width)):<{width}}  {usd(amount):>10}"
+            f"{'  over pace' if amount > pace else ''}{'  off scale' if amount > scale else ''}"
+            for day, amount in report.chart]
 
 
 def render_text(report: Report) -> str:
     """The plain-text part: same content as the HTML, for clients and filters that prefer it."""
     b = report.budget
+    margin, break_even = _headline(report)
     lines = [f"AWS cost report: {report.environment}, {report.report_date:%A %d %B %Y}",
+             f"{margin} ({report.economics.status.upper()})", break_even,
              f"Budget level: {b.level.upper()}   Forecast level: {b.forecast_level.upper()}", ""]
     if report.estimated:
         lines += [ESTIMATE_NOTE, ""]

@@ -6,6 +6,7 @@ Pure functions over plain data: no I/O, so every figure is tested directly. Mone
 from __future__ import annotations
 
 import calendar
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -69,6 +70,60 @@ class TenantLine:
         return gross_margin(self.revenue, self.cost)
 
 
+def margin_status(margin: Decimal | None, low: Decimal, high: Decimal) -> str:
+    """Where a margin stands against the target band."""
+    if margin is None:
+        return "no revenue"
+    return "below target" if margin < low else "above target" if margin > high else "on target"
+
+
+@dataclass(frozen=True)
+class UnitEconomics:
+    """The platform as a business, month to date: its margin against the target band, and how many
+    paying tenants — at today's average revenue and direct cost per tenant — would carry the shared
+    cost (break even) or reach the bottom of the target band."""
+
+    revenue: Decimal
+    cost: Decimal
+    paying_tenants: int
+    revenue_per_tenant: Decimal
+    direct_cost_per_tenant: Decimal
+    shared_cost: Decimal            # everything paying tenants do not cause directly
+    status: str
+    break_even_tenants: int | None  # None: a tenant costs at least what it pays at current prices
+    target_tenants: int | None      # None: the target is out of reach at current prices
+
+    @property
+    def margin(self) -> Decimal | None:
+        return gross_margin(self.revenue, self.cost)
+
+
+def _tenants_needed(shared: Decimal, per_tenant: Decimal) -> int | None:
+    """Tenants whose contribution (`per_tenant` each) covers `shared`; None if they never do."""
+    if per_tenant <= 0:
+        return None
+    return max(1, math.ceil(shared / per_tenant))
+
+
+def unit_economics(tenants: tuple[TenantLine, ...], month_to_date: Decimal,
+                   target: tuple[Decimal, Decimal]) -> UnitEconomics:
+    paying = [t for t in tenants if t.revenue > 0]
+    revenue = sum((t.revenue for t in paying), ZERO)
+    direct = sum((t.direct for t in paying), ZERO)
+    count = len(paying)
+    per_revenue = revenue / count if count else ZERO
+    per_direct = direct / count if count else ZERO
+    shared = max(month_to_date - direct, ZERO)
+    low, high = target
+    return UnitEconomics(
+        revenue=revenue, cost=month_to_date, paying_tenants=count, revenue_per_tenant=per_revenue,
+        direct_cost_per_tenant=per_direct, shared_cost=shared,
+        status=margin_status(gross_margin(revenue, month_to_date), low, high),
+        break_even_tenants=_tenants_needed(shared, per_revenue - per_direct) if count else None,
+        # margin >= low  <=>  N * (revenue per tenant * (1 - low) - direct per tenant) >= shared
+        target_tenants=_tenants_needed(shared, per_revenue * (1 - low) - per_direct) if count else None)
+
+
 @dataclass(frozen=True)
 class TierLine:
     tier: str
@@ -98,6 +153,7 @@ class Report:
     tiers: tuple[TierLine, ...]
     unallocated: Decimal        # shared cost with no tenant to carry it
     margin_target: tuple[Decimal, Decimal]
+    economics: UnitEconomics
     events: tuple[AuditEvent, ...]
     events_since: datetime
     platform_unavailable: str | None
@@ -184,11 +240,7 @@ def _tiers(lines: tuple[TenantLine, ...], catalog: TierCatalog) -> tuple[TierLin
         members = [line for line in lines if line.tier == name]
         revenue = sum((m.revenue for m in members), ZERO)
         cost = sum((m.cost for m in members), ZERO)
-        margin = gross_margin(revenue, cost)
-        if margin is None:
-            status = "no revenue"
-        else:
-            status = "below target" if margin < low else "above target" if margin > high else "on target"
+        status = margin_status(gross_margin(revenue, cost), low, high)
         result.append(TierLine(name, tier.display_name, len(members), revenue, cost, status))
     return tuple(result)
 
@@ -206,6 +258,7 @@ def build_report(costs: CostData, platform: PlatformSnapshot, catalog: TierCatal
     budget = settings.monthly_budget_usd
     services, other = _services(costs, settings)
     tenants, unallocated = _tenants(costs, platform, catalog, notes)
+    target = (Decimal(str(catalog.margin_min)), Decimal(str(catalog.margin_max)))
     return Report(
         environment=settings.environment,
         report_date=day,
@@ -222,7 +275,8 @@ def build_report(costs: CostData, platform: PlatformSnapshot, catalog: TierCatal
         tenants=tenants,
         tiers=_tiers(tenants, catalog),
         unallocated=unallocated,
-        margin_target=(Decimal(str(catalog.margin_min)), Decimal(str(catalog.margin_max))),
+        margin_target=target,
+        economics=unit_economics(tenants, mtd, target),
         events=platform.events,
         events_since=events_since,
         platform_unavailable=platform.unavailable,

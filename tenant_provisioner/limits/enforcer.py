@@ -3,13 +3,16 @@
 ``run_cycle(db, redis_client, notifier=...)`` (the Lambda every 5 minutes, ``limits enforce``):
 
 1. the billing period comes from the Redis server clock, the clock the limiter counts with;
-2. usage per tenant: API requests admitted/attempted from Redis (one pipelined read; the
-   previous period's totals are closed too), storage as ``pg_total_relation_size`` over the
-   tenant's schema, seats as the active rows of its ``users`` table;
+2. usage per tenant, each measured on its own: API requests admitted/attempted from Redis (one
+   pipelined read; the previous period's totals are closed too), storage as
+   ``pg_total_relation_size`` over the tenant's schema plus its large objects, seats as the active
+   rows of its ``users`` table; never waiting on a lock the tenant holds (`measure_database`);
 3. per tenant, one transaction holding the tenant's row lock: usage rows upserted (never
    lowered), `breakers.step` per quantity, each transition inserted under its unique key with
    its audit entry, and a suspension done through ``lifecycle.suspend`` in the same transaction;
    the tenant's state then goes to Redis so the limiter acts at once;
+0. the session reaper (limits/reaper.py) ends tenant sessions over its thresholds and repairs
+   role settings and passwords, so no tenant lock or open transaction outlives it;
 4. notifications from the transition outbox (rows claimed with ``FOR UPDATE SKIP LOCKED`` and
    marked sent), so two cycles running at once never notify twice;
 5. post-cycle reporters: callables ``reporter(result: CycleResult, conn)`` run after the
@@ -42,6 +45,7 @@ from tenant_provisioner.tenants import lifecycle, records, schema
 from tenant_provisioner.db import Database
 from tenant_provisioner.errors import InvalidInput, PlatformError
 from tenant_provisioner.limits import state as redis_state
+from tenant_provisioner.limits.reaper import ReaperSettings, Terminated, reap_sessions, repair_roles
 from tenant_provisioner.limits.breakers import QUANTITIES, BreakerState, Level, Transition, Usage, hard_limit_of, step
 from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import TierCatalog, load_tiers
@@ -51,13 +55,29 @@ log = logging.getLogger(__name__)
 ENFORCED_STATES = ("active", "suspended")
 SEATS_TABLE = "users"  # tenant migration 0001: a seat is a user row that is not deactivated
 
-_STORAGE = """
-SELECT t.tenant_id, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
-FROM control.tenants t
-LEFT JOIN pg_namespace n ON n.nspname = t.schema_name
-LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm')
-WHERE t.state = ANY(%s)
-GROUP BY t.tenant_id
+# How long a measurement waits for a tenant's table lock before it falls back (a tenant may hold
+# LOCK TABLE ... ACCESS EXCLUSIVE on its own tables for as long as its session lives).
+MEASURE_LOCK_TIMEOUT = "200ms"
+_EXACT_STORAGE = """
+SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+FROM pg_class c WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'm')
+"""
+# Lock-free estimate from the catalog (pages as of the last VACUUM/ANALYZE/index build): tables,
+# their TOAST tables and indexes.
+_ESTIMATED_STORAGE = """
+SELECT ((coalesce(sum(c.relpages), 0) + coalesce(sum(t.relpages), 0))
+        * current_setting('block_size')::bigint)::bigint
+FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'm', 'i')
+"""
+# Large objects live outside every schema; their owner is the tenant role, whose privileges the
+# provisioner inherits (schema.create). lo_lseek64 to the end reads the size from the last page.
+_LARGE_OBJECT_BYTES = """
+SELECT coalesce(sum(lo_lseek64(lo_open(m.oid, 262144), 0, 2)), 0)::bigint
+FROM pg_largeobject_metadata m WHERE m.lomowner = %s::regrole
+"""
+_STORED_SEATS = """
+SELECT admitted FROM control.tenant_usage WHERE tenant_id = %s AND period_start = %s AND quantity = 'seats'
 """
 _UPSERT_USAGE = """
 INSERT INTO control.tenant_usage (tenant_id, period_start, quantity, admitted, attempted)
@@ -135,10 +155,13 @@ class CycleResult:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     notified: int = 0
     errors: list[str] = field(default_factory=list)
+    terminated: list[Terminated] = field(default_factory=list)
+    roles_repaired: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"period_start": self.period_start.isoformat(), "tenants": len(self.usage),
-                "transitions": self.transitions, "notified": self.notified, "errors": self.errors}
+                "transitions": self.transitions, "notified": self.notified, "errors": self.errors,
+                "sessions_terminated": [t.to_dict() for t in self.terminated], "roles_repaired": self.roles_repaired}
 
 
 Reporter = Callable[[CycleResult, psycopg.Connection], None]
@@ -159,17 +182,33 @@ def registered_reporters() -> list[Reporter]:
     return found
 
 
-def _storage_bytes(conn: psycopg.Connection) -> dict[str, int]:
-    return {tenant_id: int(size) for tenant_id, size in conn.execute(_STORAGE, (list(ENFORCED_STATES),))}
+def _scalar(conn: psycopg.Connection, query: str | sql.Composable, params: Sequence[Any] = ()) -> int:
+    row = conn.execute(query, params).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _seats(conn: psycopg.Connection, tenant: Tenant) -> int:
     table = sql.Identifier(tenant.schema_name, SEATS_TABLE)
-    exists = conn.execute("SELECT to_regclass(%s)", (f"{tenant.schema_name}.{SEATS_TABLE}",)).fetchone()
-    if not exists or exists[0] is None:
+    if conn.execute("SELECT to_regclass(%s)", (f"{tenant.schema_name}.{SEATS_TABLE}",)).fetchone()[0] is None:
         return 0
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE deactivated_at IS NULL").format(table)).fetchone()
-    return int(row[0]) if row else 0
+    return _scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE deactivated_at IS NULL").format(table))
+
+
+def measure_database(conn: psycopg.Connection, tenant: Tenant, period_start: date) -> tuple[int, int]:
+    """(storage bytes incl. large objects, seats) of one tenant, never waiting on its locks.
+
+    Exact sizes and the seat count need a share lock on the tenant's tables; when the tenant holds
+    a conflicting lock, storage comes from the catalog estimate and seats from the last measurement."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (MEASURE_LOCK_TIMEOUT,))
+        large_objects = _scalar(conn, _LARGE_OBJECT_BYTES, (tenant.role_name,))
+        try:
+            with conn.transaction():
+                return _scalar(conn, _EXACT_STORAGE, (tenant.schema_name,)) + large_objects, _seats(conn, tenant)
+        except psycopg.errors.LockNotAvailable:
+            log.warning("tenant %s holds a lock on its tables; storage estimated from the catalog", tenant.tenant_id)
+            return (_scalar(conn, _ESTIMATED_STORAGE, (tenant.schema_name,)) + large_objects,
+                    _scalar(conn, _STORED_SEATS, (tenant.tenant_id, period_start)))
 
 
 def measure(conn: psycopg.Connection, client: redis.Redis, tenant_list: Sequence[Tenant], period_start: date,
@@ -177,23 +216,23 @@ def measure(conn: psycopg.Connection, client: redis.Redis, tenant_list: Sequence
             ) -> tuple[list[TenantUsage], dict[str, tuple[int, int]]]:
     """This period's usage of every tenant, and the previous period's API totals Redis still has.
 
-    A tenant on a tier the tiers file no longer has is left out and reported in `errors`."""
+    Each tenant is measured on its own: one on a tier the tiers file no longer has, or whose
+    measurement fails, is left out and reported in `errors`; the others are measured."""
     counters = redis_state.read_counters(client, [t.tenant_id for t in tenant_list], period_start, key_prefix)
-    storage = _storage_bytes(conn)
     measured: list[TenantUsage] = []
     previous: dict[str, tuple[int, int]] = {}
     for tenant in tenant_list:
         try:
             tier = catalog.get(tenant.tier)
-        except InvalidInput as exc:
-            log.error("tenant %s is on an unknown tier: %s", tenant.tenant_id, exc)
+            size, seats = measure_database(conn, tenant, period_start)
+        except (InvalidInput, psycopg.Error) as exc:
+            log.error("measuring tenant %s failed: %s", tenant.tenant_id, exc)
             if errors is not None:
-                errors.append(f"measure {tenant.tenant_id}: {exc}")
+                errors.append(f"measure {tenant.tenant_id}: {type(exc).__name__}: {exc}")
             continue
         api = counters[tenant.tenant_id]
         if api.previous is not None:
             previous[tenant.tenant_id] = api.previous
-        size, seats = storage.get(tenant.tenant_id, 0), _seats(conn, tenant)
         usage = {
             "api_requests": Usage("api_requests", api.current[0], api.current[1],
                                   hard_limit_of(tier, "api_requests")),
@@ -300,12 +339,15 @@ def send_notices(conn: psycopg.Connection, notifier: Notifier) -> tuple[int, lis
 
 def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog: TierCatalog | None = None,
               key_prefix: str = "", actor: str = "enforcer", tenant_ids: Iterable[str] | None = None,
-              reporters: Sequence[Reporter] = ()) -> CycleResult:
-    """Run one enforcement cycle over every active or suspended tenant (or just `tenant_ids`)."""
+              reporters: Sequence[Reporter] = (), reaper: ReaperSettings | None = None) -> CycleResult:
+    """Run one enforcement cycle over every active or suspended tenant (or just `tenant_ids`),
+    after the session reaper (`reaper`, when given: the Lambda and the CLI always give it)."""
     catalog = catalog or load_tiers()
     period_start = redis_state.server_period(client)
     result = CycleResult(period_start=period_start)
     with db.connection() as conn:
+        if reaper is not None:
+            _reap(conn, reaper, actor, result)
         tenant_list = [t for t in records.all_tenants(conn) if t.state in ENFORCED_STATES]
         if tenant_ids is not None:
             wanted = set(tenant_ids)
@@ -340,6 +382,15 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
         if reporters:
             _push_lifecycle_changes(conn, client, pushed, key_prefix)
     return result
+
+
+def _reap(conn: psycopg.Connection, reaper: ReaperSettings, actor: str, result: CycleResult) -> None:
+    try:
+        result.terminated = reap_sessions(conn, reaper, actor=actor)
+        result.roles_repaired = repair_roles(conn)
+    except psycopg.Error as exc:  # enforcement still runs; the error fails the invocation afterwards
+        log.exception("session reaper failed")
+        result.errors.append(f"reaper: {type(exc).__name__}: {exc}")
 
 
 def _push_lifecycle_changes(conn: psycopg.Connection, client: redis.Redis, pushed: dict[str, bool],

@@ -106,8 +106,8 @@ def _tenant_keys(tenant_id: str, prefix: str) -> TenantKeys:
     return TenantKeys(gcra=f"{base}:gcra", quota=f"{base}:quota", state=f"{base}:state")
 
 
-def period_hint(now: float | None = None) -> tuple[str, str, str]:
-    """The UTC month containing `now` as (yyyymm, start, end) epoch seconds, for the FCALL hint."""
+def billing_month(now: float | None = None) -> tuple[str, str, str]:
+    """The UTC month containing `now` as (yyyymm, start, end) epoch seconds."""
     moment = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
     start = datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)
     end = datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=timezone.utc)
@@ -135,9 +135,8 @@ class TierPlan:
         return cls(tier=tier, emission_us=emission, tolerance_us=emission * tier.burst,
                    burst_window_s=max(1, delta_seconds(tier.burst / tier.rate_per_second)))
 
-    def args(self, cost: int, hint: tuple[str, str, str]) -> list[str]:
-        return [repr(self.emission_us), repr(self.tolerance_us), str(cost), str(self.tier.api_requests.hard_limit),
-                *hint]
+    def args(self, cost: int) -> list[str]:
+        return [repr(self.emission_us), repr(self.tolerance_us), str(cost), str(self.tier.api_requests.hard_limit)]
 
     def decide(self, tenant_id: str, reply: Sequence[Any]) -> Decision:
         code, retry_ms, remaining, reset_ms, used, attempted, period_ms, period, period_len = (int(v) for v in reply)
@@ -175,8 +174,6 @@ class _Core:
     redis_down_until: float = 0.0
     retry_redis_after_s: float = REDIS_RETRY_AFTER_FAILURE_S
     _plans: dict[str, TierPlan] = field(default_factory=dict)
-    _hint: tuple[str, str, str] = ("", "", "")
-    _hint_valid: tuple[float, float] = (0.0, 0.0)
 
     def prepare(self, tenant_id: str, tier: str | Tier, cost: int) -> tuple[TenantKeys, TierPlan]:
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
@@ -190,13 +187,6 @@ class _Core:
         if plan is None or plan.tier != tier_obj:
             plan = self._plans[tier_obj.name] = TierPlan.of(tier_obj)
         return keys, plan
-
-    def period_hint(self) -> tuple[str, str, str]:
-        """Cached until the local clock leaves the month; the server checks it against TIME."""
-        if not (self._hint_valid[0] <= time.time() < self._hint_valid[1]):
-            hint = period_hint()
-            self._hint, self._hint_valid = hint, (float(hint[1]), float(hint[2]))
-        return self._hint
 
     def redis_usable(self) -> bool:
         return time.monotonic() >= self.redis_down_until
@@ -263,7 +253,7 @@ class _LimiterBase:
 
     def _begin(self, tenant_id: str, tier: str | Tier, cost: int) -> tuple[TenantKeys, TierPlan, list[str]]:
         keys, plan = self._core.prepare(tenant_id, tier, cost)
-        return keys, plan, plan.args(cost, self._core.period_hint())
+        return keys, plan, plan.args(cost)
 
 
 def _reload_needed(exc: redis.ResponseError) -> bool:

@@ -41,7 +41,9 @@ def describe(notice: Notice) -> tuple[str, str]:
     name = notice.company_name or notice.tenant_id
     quantity = _QUANTITY.get(notice.quantity, notice.quantity)
     period = f"{notice.period_start:%B %Y}"
-    subject = f"[{notice.tenant_id}] {quantity}: {notice.level.label.replace('_', ' ')} ({share} of {notice.tier} limit)"
+    # A suspension is decided on attempted usage: the subject quotes the share the body explains.
+    shown = f"{attempted_share} attempted" if notice.level is Level.SUSPENDED else share
+    subject = f"[{notice.tenant_id}] {quantity}: {notice.level.label.replace('_', ' ')} ({shown} of {notice.tier} limit)"
     body = (f"Tenant {name} ({notice.tenant_id}, {notice.tier} plan) "
             + _WHAT[notice.level].format(share=share, attempted_share=attempted_share, quantity=quantity,
                                          period=period, consequence=_CONSEQUENCE[notice.quantity])

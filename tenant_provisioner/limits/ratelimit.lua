@@ -7,14 +7,13 @@ Contract (see docs/ratelimit-fcall.md): every key is passed in KEYS and shares t
 never from the client; the billing period is the UTC calendar month of the server clock.
 
   FCALL tp_acquire 3 <gcra key> <quota key> <state key> <emission_us> <tolerance_us> <cost> <hard_limit>
-        [<period yyyymm> <period start epoch s> <period end epoch s>]
 
   emission_us   microseconds per request (1e6 / rate_per_second)
   tolerance_us  emission_us * burst (an idle tenant may send `burst` requests at once)
   cost          requests this call consumes (0 = peek: read the state, change nothing)
   hard_limit    admitted requests allowed in the billing period
-  period hint   optional: the UTC month the caller believes current; used only if the server
-                clock falls inside it, otherwise the server computes the month itself
+  (further arguments are ignored: the billing period is never the caller's to choose; a made-up
+  period whose window contains now would otherwise get a fresh quota, counted where nobody reads)
 
 Reply (all integers):
   1 code          0 ok, 1 rate_limited, 2 quota_exceeded, 3 suspended
@@ -81,12 +80,7 @@ local function acquire(keys, args)
   local t = redis.call('TIME')
   local now_s = tonumber(t[1])
   local now = now_s * 1000000 + tonumber(t[2])
-  -- The caller may pass the period it believes current (a hint that saves the calendar maths);
-  -- it is used only if the server clock agrees, so a skewed client clock changes nothing.
-  local period, start_s, end_s = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
-  if not (period and start_s and end_s) or now_s < start_s or now_s >= end_s then
-    period, start_s, end_s = month_of(now_s)
-  end
+  local period, start_s, end_s = month_of(now_s)
   local period_ms = math.ceil((end_s * 1000000 - now) / 1000)
   local period_len = end_s - start_s
 

@@ -13,7 +13,7 @@ from datetime import date
 import redis
 
 from tenant_provisioner.limits.breakers import Level
-from tenant_provisioner.limits.limiter import TenantKeys, period_hint
+from tenant_provisioner.limits.limiter import TenantKeys, billing_month
 
 STATE_SLACK_S = 35 * 86400
 
@@ -29,7 +29,7 @@ def period_start_of(period: int) -> date:
 def server_period(client: redis.Redis) -> date:
     """The billing period by the Redis server's clock: the same clock the limiter counts with."""
     seconds, _ = client.time()
-    return period_start_of(int(period_hint(seconds)[0]))
+    return period_start_of(int(billing_month(seconds)[0]))
 
 
 def push_state(client: redis.Redis, tenant_id: str, *, suspended: bool, level: Level, period_start: date,

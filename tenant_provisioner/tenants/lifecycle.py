@@ -21,8 +21,6 @@ offboarded tenant, or creating an existing id with another tier), `TransientErro
 
 from __future__ import annotations
 
-import contextlib
-
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,16 +28,17 @@ from typing import Any, Iterator, Sequence
 
 import psycopg
 
-from tenant_provisioner import audit, validation
+from tenant_provisioner import audit, leases, validation
 from tenant_provisioner.tenants import provisioning, records, schema
-from tenant_provisioner.db import LOCK_NAMESPACE
 from tenant_provisioner.errors import InvalidInput, TenantConflict, TransientError
 from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint, ProvisionContext, Step
 from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants.records import STATES, Tenant
 from tenant_provisioner.tiers import load_tiers
 
-CREATE_LOCK_TIMEOUT_MS = 30_000
+CREATE_LOCK_TIMEOUT_S = 30.0
+# Longer than a create can take (the Lambda's timeout is 60 s); a crashed create blocks its id at most this long.
+CREATE_LEASE_TTL_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -59,19 +58,11 @@ class CreateResult:
 
 @contextmanager
 def _create_lock(conn: psycopg.Connection, tenant_id: str) -> Iterator[None]:
-    """Serialize creates of one id across processes (session advisory lock, bounded wait)."""
-    key = (LOCK_NAMESPACE, tenant_id)
-    try:
-        with conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CREATE_LOCK_TIMEOUT_MS}ms",))
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
-    except psycopg.errors.LockNotAvailable as exc:
-        raise TransientError(f"another create of {tenant_id!r} is still running; retry") from exc
-    try:
+    """Serialize creates of one id across processes (a lease row, bounded wait)."""
+    with leases.held(conn, f"create:{tenant_id}", ttl_s=CREATE_LEASE_TTL_S, wait_s=CREATE_LOCK_TIMEOUT_S) as held:
+        if not held:
+            raise TransientError(f"another create of {tenant_id!r} is still running; retry")
         yield
-    finally:
-        with contextlib.suppress(psycopg.OperationalError):  # a lost session released its lock already
-            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
 
 
 def create(conn: psycopg.Connection, request: CreateRequest, *, actor: str, store: SecretStore | None = None,

@@ -98,16 +98,34 @@ def create(conn: psycopg.Connection, *, schema: str, role: str, group: str, conn
     """Create the role (NOLOGIN until activation) and grant it the schema, building the schema
     from `build` first unless it is a pre-built warm-pool schema (`build` None); caller's txn."""
     ident_role, ident_schema = sql.Identifier(role), sql.Identifier(schema)
-    membership = (sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET FALSE")  # PG16+: no SET ROLE group
-                  if conn.info.server_version >= 160000 else sql.SQL("GRANT {} TO {}"))
     run_batch(conn, [
         *(build_statements(schema, build) if build is not None else []),
         sql.SQL("CREATE ROLE {} NOLOGIN CONNECTION LIMIT {}").format(ident_role, sql.Literal(int(connection_limit))),
-        membership.format(sql.Identifier(group), ident_role),
+        _membership(conn).format(sql.Identifier(group), ident_role),
+        provisioner_membership(conn, role),
         sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident_role, ident_schema),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident_schema, ident_role),
     ])
     run_batch(conn, grant_statements(conn, schema, role))
+
+
+def _membership(conn: psycopg.Connection) -> sql.SQL:
+    """Inherit the granted role's rights but never become it (PG16+; PG15 cannot say SET FALSE)."""
+    return (sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET FALSE") if conn.info.server_version >= 160000
+            else sql.SQL("GRANT {} TO {}"))
+
+
+def provisioner_membership(conn: psycopg.Connection, role: str) -> sql.Composable:
+    """The provisioner (current role) inherits the tenant role's privileges: it must be able to read
+    the sizes of the tenant's large objects, see its sessions in pg_stat_activity, and
+    ``DROP OWNED BY`` it at offboarding. The tenant gains nothing from it."""
+    return _membership(conn).format(sql.Identifier(role), sql.SQL("CURRENT_USER"))
+
+
+def drop_owned_statement(role: str) -> sql.Composable:
+    """Remove everything `role` owns in the current database (large objects, default privileges)
+    and every privilege granted to it, so the role can be dropped."""
+    return sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role))
 
 
 def drop_schema_statement(schema: str) -> sql.Composable:
@@ -115,8 +133,12 @@ def drop_schema_statement(schema: str) -> sql.Composable:
 
 
 def drop(conn: psycopg.Connection, *, schema: str, role: str) -> None:
-    """Drop schema (with its tables) and role if they exist; in the caller's transaction."""
-    run_batch(conn, [drop_schema_statement(schema), sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role))])
+    """Drop schema (with its tables), whatever the role owns here, and the role if they exist; in
+    the caller's transaction. Objects the role owns in other databases must be gone already."""
+    statements = [drop_schema_statement(schema)]
+    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+        statements.append(drop_owned_statement(role))
+    run_batch(conn, [*statements, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role))])
 
 
 def set_login(conn: psycopg.Connection, role: str, enabled: bool) -> None:
@@ -127,13 +149,24 @@ def set_connection_limit(conn: psycopg.Connection, role: str, limit: int) -> Non
     conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(sql.Identifier(role), sql.Literal(int(limit))))
 
 
+def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
+    """The SCRAM verifier of `password`, computed client-side: the password never reaches the server."""
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+
+
+def password_statement(role: str, verifier: str | None) -> sql.Composable:
+    if verifier is None:
+        return sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(role))
+    return sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
+
+
 def set_password(conn: psycopg.Connection, role: str, password: str | None) -> None:
-    """Store a SCRAM verifier computed client-side, so the password never reaches the server log."""
-    if password is None:
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(role)))
-        return
-    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
-    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+    """Set (or remove) the role's password, and record its verifier in ``control.tenants``: the
+    session reaper re-applies the recorded one every cycle (a tenant can change its own password),
+    so every platform change of a tenant password must come through here."""
+    verifier = None if password is None else scram_verifier(conn, role, password)
+    conn.execute(password_statement(role, verifier))
+    conn.execute("UPDATE control.tenants SET password_verifier = %s WHERE role_name = %s", (verifier, role))
 
 
 def terminate_sessions(conn: psycopg.Connection, role: str) -> int:

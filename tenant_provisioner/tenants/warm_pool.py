@@ -7,7 +7,7 @@ pool is optional: with it empty, a create builds its schema inline, as before.
 
 `refill` (CLI ``warm-pool``, and the Lambda's scheduled ``refill_warm_pool`` event) drops pool
 schemas built at an older tenant-migration version, then builds new ones up to ``size``; one
-refill runs at a time per database (advisory lock), each schema in its own short transaction.
+refill runs at a time per database (a lease row), each schema in its own short transaction.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import psycopg
 
-from tenant_provisioner import migrations
+from tenant_provisioner import leases, migrations
 from tenant_provisioner.tenants import schema
-from tenant_provisioner.db import LOCK_NAMESPACE
 from tenant_provisioner.errors import InvalidInput
 
-_REFILL_LOCK = 2
+_REFILL_LEASE = "warm_pool_refill"
+_REFILL_LEASE_TTL_S = 600.0
 MAX_SIZE = 500
 
 
@@ -56,10 +56,9 @@ def refill(conn: psycopg.Connection, target: int) -> RefillResult:
         raise InvalidInput("size", f"must be between 0 and {MAX_SIZE}")
     files = migrations.load("tenant")
     version = files[-1].version
-    locked = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, _REFILL_LOCK)).fetchone()
-    if not locked or not locked[0]:
-        return RefillResult(built=0, dropped_stale=0, size=size(conn, version), ran=False)
-    try:
+    with leases.held(conn, _REFILL_LEASE, ttl_s=_REFILL_LEASE_TTL_S) as held:
+        if not held:
+            return RefillResult(built=0, dropped_stale=0, size=size(conn, version), ran=False)
         stale = [r[0] for r in conn.execute(
             "SELECT schema_name FROM control.warm_schemas WHERE schema_version <> %s", (version,))]
         for name in stale:
@@ -75,5 +74,3 @@ def refill(conn: psycopg.Connection, target: int) -> RefillResult:
                              (name, version))
             built += 1
         return RefillResult(built=built, dropped_stale=len(stale), size=size(conn, version), ran=True)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, _REFILL_LOCK))

@@ -7,11 +7,16 @@ keeps state and follows the API reference for the endpoints the billing code use
 - ``Authorization: Bearer sk_test_...`` required (401 otherwise);
 - ``Idempotency-Key`` on POST: the first response for a key is stored and replayed (with
   ``Idempotent-Replayed: true``); the same key with other parameters is an ``idempotency_error``;
+- every request's parameters checked against stripe-python's generated request type of its
+  endpoint (``stripe/params/``: nested keys, required keys, enum values; `stripe_params.py`);
 - Stripe-shaped errors ``{"error": {"type", "code", "message", "param"}}`` with Stripe's status
   codes, and validation of required/enumerated parameters for customers, products, prices
   (lookup keys, tiers, metered prices on a meter), subscriptions (create, update with
   proration_behavior, cancel, list), billing meters, meter events (``identifier`` dedupe, the
-  35-day / 5-minute timestamp window) and meter event summaries (minute-aligned bounds).
+  35-day / 5-minute timestamp window; a reused identifier refused as Stripe does, HTTP 400 "An event
+  already exists with identifier …" without code or param) and meter event summaries (minute-aligned
+  bounds); subscriptions start `incomplete` when the first invoice is due and the customer has no
+  payment method (`without_card_on_file`), as with ``payment_behavior=allow_incomplete``.
 
 Fault injection for tests: `fail_next` answers matching requests with a 500 before doing
 anything, `lose_response_next` does the work (and stores the idempotent result) and then drops
@@ -36,6 +41,10 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
+
+from stripe import params
+
+from tests.billing.stripe_params import ParamError, validate
 
 _KEY_RE = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _MAX_EVENT_AGE_SECONDS = 35 * 24 * 3600
@@ -225,30 +234,39 @@ class FakeStripe:
         self.card_on_file = True
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Any]]] = [
-            ("POST", re.compile(r"^/v1/customers$"), self._create_customer),
-            ("GET", re.compile(r"^/v1/customers$"), self._list_customers),
-            ("GET", re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), self._get_customer),
-            ("POST", re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), self._update_customer),
-            ("DELETE", re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), self._delete_customer),
-            ("POST", re.compile(r"^/v1/products$"), self._create_product),
-            ("GET", re.compile(r"^/v1/products$"), self._list_products),
-            ("GET", re.compile(r"^/v1/products/(?P<id>[^/]+)$"), self._get_product),
-            ("POST", re.compile(r"^/v1/products/(?P<id>[^/]+)$"), self._update_product),
-            ("POST", re.compile(r"^/v1/prices$"), self._create_price),
-            ("GET", re.compile(r"^/v1/prices$"), self._list_prices),
-            ("GET", re.compile(r"^/v1/prices/(?P<id>[^/]+)$"), self._get_price),
-            ("POST", re.compile(r"^/v1/prices/(?P<id>[^/]+)$"), self._update_price),
-            ("POST", re.compile(r"^/v1/billing/meters$"), self._create_meter),
-            ("GET", re.compile(r"^/v1/billing/meters$"), self._list_meters),
-            ("GET", re.compile(r"^/v1/billing/meters/(?P<id>[^/]+)$"), self._get_meter),
-            ("GET", re.compile(r"^/v1/billing/meters/(?P<id>[^/]+)/event_summaries$"), self._event_summaries),
-            ("POST", re.compile(r"^/v1/billing/meter_events$"), self._create_meter_event),
-            ("POST", re.compile(r"^/v1/subscriptions$"), self._create_subscription),
-            ("GET", re.compile(r"^/v1/subscriptions$"), self._list_subscriptions),
-            ("GET", re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), self._get_subscription),
-            ("POST", re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), self._update_subscription),
-            ("DELETE", re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), self._cancel_subscription),
+        # (method, path, handler, the request type stripe-python generates for the endpoint)
+        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Any], type]] = [
+            ("POST", re.compile(r"^/v1/customers$"), self._create_customer, params.CustomerCreateParams),
+            ("GET", re.compile(r"^/v1/customers$"), self._list_customers, params.CustomerListParams),
+            ("GET", re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), self._get_customer, params.CustomerRetrieveParams),
+            ("POST", re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), self._update_customer,
+             params.CustomerUpdateParams),
+            ("DELETE", re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), self._delete_customer,
+             params.CustomerDeleteParams),
+            ("POST", re.compile(r"^/v1/products$"), self._create_product, params.ProductCreateParams),
+            ("GET", re.compile(r"^/v1/products$"), self._list_products, params.ProductListParams),
+            ("GET", re.compile(r"^/v1/products/(?P<id>[^/]+)$"), self._get_product, params.ProductRetrieveParams),
+            ("POST", re.compile(r"^/v1/products/(?P<id>[^/]+)$"), self._update_product, params.ProductUpdateParams),
+            ("POST", re.compile(r"^/v1/prices$"), self._create_price, params.PriceCreateParams),
+            ("GET", re.compile(r"^/v1/prices$"), self._list_prices, params.PriceListParams),
+            ("GET", re.compile(r"^/v1/prices/(?P<id>[^/]+)$"), self._get_price, params.PriceRetrieveParams),
+            ("POST", re.compile(r"^/v1/prices/(?P<id>[^/]+)$"), self._update_price, params.PriceUpdateParams),
+            ("POST", re.compile(r"^/v1/billing/meters$"), self._create_meter, params.billing.MeterCreateParams),
+            ("GET", re.compile(r"^/v1/billing/meters$"), self._list_meters, params.billing.MeterListParams),
+            ("GET", re.compile(r"^/v1/billing/meters/(?P<id>[^/]+)$"), self._get_meter,
+             params.billing.MeterRetrieveParams),
+            ("GET", re.compile(r"^/v1/billing/meters/(?P<id>[^/]+)/event_summaries$"), self._event_summaries,
+             params.billing.MeterListEventSummariesParams),
+            ("POST", re.compile(r"^/v1/billing/meter_events$"), self._create_meter_event,
+             params.billing.MeterEventCreateParams),
+            ("POST", re.compile(r"^/v1/subscriptions$"), self._create_subscription, params.SubscriptionCreateParams),
+            ("GET", re.compile(r"^/v1/subscriptions$"), self._list_subscriptions, params.SubscriptionListParams),
+            ("GET", re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), self._get_subscription,
+             params.SubscriptionRetrieveParams),
+            ("POST", re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), self._update_subscription,
+             params.SubscriptionUpdateParams),
+            ("DELETE", re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), self._cancel_subscription,
+             params.SubscriptionCancelParams),
         ]
 
     # ----------------------------------------------------------------- lifecycle and test controls
@@ -393,11 +411,15 @@ class FakeStripe:
         return status, result, extra, bool(fault and fault.mode == "lost")
 
     def _route(self, method: str, path: str, params: dict[str, Any]) -> tuple[int, dict, dict[str, str]]:
-        for route_method, pattern, func in self._routes:
+        for route_method, pattern, func, request_type in self._routes:
             match = pattern.match(path)
             if match and route_method == method:
                 try:
+                    validate(params, request_type)
                     return 200, func(params, **match.groupdict()), {}
+                except ParamError as exc:
+                    err = StripeError(400, exc.message, code=exc.code, param=exc.param)
+                    return err.status, err.body(), {}
                 except StripeError as exc:
                     return exc.status, exc.body(), dict(exc.headers)
         err = StripeError(404, f"Unrecognized request URL ({method}: {path}).")

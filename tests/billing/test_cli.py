@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.cli.main import app
-from tests.billing.support import create_tenant
+from tests.billing.support import FAKE_KEY, create_tenant
 
 runner = CliRunner()
 
@@ -111,3 +111,41 @@ def test_parked_usage_is_listed_and_marked_billed(stripe_env, fake_stripe, contr
     assert marked.exit_code == 0, marked.output
     assert json.loads(run("usage-failures", control_url=control_url).output) == []
     assert run("mark-billed", "nope", control_url=control_url).exit_code == 2
+
+
+def test_tenants_created_without_billing_can_be_attached_and_status_answers_for_all(
+        stripe_env, fake_stripe, control_url, conn, synced, tiny_tiers, monkeypatch):
+    monkeypatch.delenv("STRIPE_API_KEY")  # billing skipped at signup (local work, a missing key)
+    for tenant_id in ("unbilled-co", "other-co"):
+        created = runner.invoke(app, ["--database-url", control_url, "create", tenant_id, "--tier", "pro",
+                                      "--admin-email", "it@unbilled.example", "--name", "Unbilled"])
+        assert created.exit_code == 0, created.output
+    before = run("status", "unbilled-co", "--json", control_url=control_url)
+    assert before.exit_code == 0, before.output  # was "tenant does not exist"
+    (account,) = json.loads(before.stdout)["accounts"]
+    assert (account["payment_state"], account["stripe_customer_id"]) == ("not billed", None)
+    listed = json.loads(run("status", "--json", control_url=control_url).stdout)["accounts"]
+    assert [a["tenant_id"] for a in listed] == ["other-co", "unbilled-co"]
+
+    monkeypatch.setenv("STRIPE_API_KEY", FAKE_KEY)
+    attached = run("attach", "unbilled-co", control_url=control_url)
+    assert attached.exit_code == 0, attached.output
+    (result,) = json.loads(attached.stdout)
+    assert result["attached"] is True
+    (customer,) = fake_stripe.live_customers(tenant_id="unbilled-co")
+    assert customer["email"] == "it@unbilled.example" and customer["name"] == "Unbilled"
+    (sub,) = fake_stripe.subscriptions_of(customer["id"])
+    assert {i["price"]["id"] for i in sub["items"]["data"]} == {synced.prices["pro"].flat,
+                                                                synced.prices["pro"].metered}
+    again = json.loads(run("attach", "unbilled-co", control_url=control_url).stdout)
+    assert again[0]["attached"] is False and len(fake_stripe.state.subscriptions) == 1  # idempotent
+
+    rest = json.loads(run("attach", "--all-unbilled", control_url=control_url).stdout)
+    assert [(r["tenant_id"], r["attached"]) for r in rest] == [("other-co", True)]
+    states = {a["tenant_id"]: a["payment_state"]
+              for a in json.loads(run("status", "--json", control_url=control_url).stdout)["accounts"]}
+    assert states == {"other-co": "ok", "unbilled-co": "ok"}
+    table = run("status", control_url=control_url).stdout
+    assert sub["id"] in table and customer["id"] in table  # ids never cut, whatever the width
+    assert run("attach", control_url=control_url).exit_code == 2
+    assert run("attach", "nobody-here", control_url=control_url).exit_code == 2

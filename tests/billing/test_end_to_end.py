@@ -51,8 +51,7 @@ def test_signup_usage_payment_failure_and_recovery(stripe_env, monkeypatch, fake
     cycle()  # the next cycle pushes the suspension to the limiter
     assert limiter.acquire("acme-corp", "pro").reason is Reason.SUSPENDED
 
-    paid = fake_stripe.event("invoice.paid", fake_stripe.invoice(customer, account.stripe_subscription_id,
-                                                                 status="paid"))
+    paid = fake_stripe.event("invoice.paid", dict(failed["data"]["object"], status="paid"))  # that invoice, paid
     body = json.dumps(paid).encode()
     webhooks.handle(conn, body, sign_webhook(body, WEBHOOK_SECRET), secret=WEBHOOK_SECRET, settings=settings)
     assert lifecycle.get(conn, "acme-corp").state == "active"

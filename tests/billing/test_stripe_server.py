@@ -58,6 +58,42 @@ def test_unknown_url_and_unknown_parameter(fake_stripe, client):
     assert exc.value.code == "parameter_unknown" and exc.value.param == "emali"
 
 
+@pytest.mark.parametrize(("body", "param", "says"), [
+    # misspelt nested keys: Stripe answers 400 parameter_unknown (they returned 200 before)
+    ("currency=usd&product=p&unit_amount=1&recurring[interval]=month&recurring[usage_typ]=metered",
+     "recurring[usage_typ]", "Received unknown parameter"),
+    ("currency=usd&product=p&billing_scheme=tiered&tiers_mode=graduated&tiers[0][up_to]=inf"
+     "&tiers[0][flat_amnt]=5", "tiers[0][flat_amnt]", "Received unknown parameter"),
+    # enums and required nested keys, as stripe-python's request types declare them
+    ("currency=usd&product=p&unit_amount=1&recurring[interval]=month&recurring[usage_type]=metred",
+     "recurring[usage_type]", "must be one of 'licensed' or 'metered'"),
+    ("currency=usd&product=p&unit_amount=1&recurring[interval]=fortnight", "recurring[interval]", "must be one of"),
+    ("currency=usd&product=p&unit_amount=1&recurring[usage_type]=licensed", "recurring[interval]",
+     "Missing required param"),
+    ("currency=usd&product=p&unit_amount=ten", "unit_amount", "Invalid integer"),
+])
+def test_prices_are_validated_against_the_sdks_request_types(fake_stripe, body, param, says):
+    status, answer = _raw(fake_stripe, "POST", "/v1/prices", body)
+    assert status == 400 and answer["error"]["param"] == param and says in answer["error"]["message"]
+    assert not fake_stripe.state.prices
+
+
+def test_subscription_items_and_enums_are_validated(fake_stripe, client, customer):
+    for params, param in [({"customer": customer.id, "items": [{"prise": "price_x"}]}, "items[0][prise]"),
+                          ({"customer": customer.id, "items": [{"price": "price_x"}],
+                            "payment_behavior": "allow_incompleet"}, "payment_behavior"),
+                          ({"customer": customer.id, "items": [{"price": "price_x"}],
+                            "billing_cycle_anchor_config": {"day_of_month": 1, "hours": 0}},
+                           "billing_cycle_anchor_config[hours]")]:
+        with pytest.raises(stripe.InvalidRequestError) as exc:
+            client.v1.subscriptions.create(params=params)
+        assert exc.value.param == param and exc.value.http_status == 400
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.billing.meter_events.create(params={"event_name": "e", "payload": {"value": "1"},
+                                                      "identifer": "typo"})
+    assert exc.value.param == "identifer"
+
+
 def test_idempotency_key_replays_the_first_response_and_rejects_other_parameters(fake_stripe, client):
     first = client.v1.customers.create(params={"email": "a@example.com"}, options={"idempotency_key": "k"})
     again = client.v1.customers.create(params={"email": "a@example.com"}, options={"idempotency_key": "k"})

@@ -39,14 +39,16 @@ def actions(conn):
     return [e["action"] for e in audit.entries(conn, "acme-corp") if e["action"].startswith("billing.")]
 
 
-def failed_invoice(fake, account, *, created=None):
-    invoice = fake.invoice(account.stripe_customer_id, account.stripe_subscription_id, status="open")
+def failed_invoice(fake, account, *, created=None, invoice=None):
+    invoice = invoice or fake.invoice(account.stripe_customer_id, account.stripe_subscription_id, status="open")
     return fake.event("invoice.payment_failed", invoice, created=created)
 
 
-def paid_invoice(fake, account, *, created=None):
-    invoice = fake.invoice(account.stripe_customer_id, account.stripe_subscription_id, status="paid")
-    return fake.event("invoice.paid", invoice, created=created)
+def paid_invoice(fake, account, *, created=None, of=None, event_type="invoice.paid"):
+    """`of`: the failed-payment event whose invoice is now paid; None: some other invoice."""
+    invoice = (dict(of["data"]["object"], status="paid") if of is not None
+               else fake.invoice(account.stripe_customer_id, account.stripe_subscription_id, status="paid"))
+    return fake.event(event_type, invoice, created=created)
 
 
 def test_payment_failed_starts_grace_then_the_enforcer_suspends(fake_stripe, conn, settings, tenant):
@@ -72,19 +74,46 @@ def test_grace_is_not_extended_by_stripe_retrying_the_same_debt(fake_stripe, con
 
 
 def test_paid_invoice_resumes_a_tenant_suspended_for_non_payment(fake_stripe, conn, settings, tenant):
-    deliver(conn, settings, failed_invoice(fake_stripe, tenant, created=int(time.time()) - 10))
+    failed = failed_invoice(fake_stripe, tenant, created=int(time.time()) - 10)
+    deliver(conn, settings, failed)
     payments.enforce_payment_grace(conn, now=datetime.now(timezone.utc) + timedelta(days=8))
-    result = deliver(conn, settings, paid_invoice(fake_stripe, tenant))
+    result = deliver(conn, settings, paid_invoice(fake_stripe, tenant, of=failed))
     assert result.outcome == "payment recovered; tenant resumed"
     assert state(conn) == ("active", "pro", None)
     assert conn.execute("SELECT payment_state, grace_until FROM control.billing_accounts").fetchone() == ("ok", None)
     assert actions(conn)[-1] == "billing.payment_recovered"
 
 
+def test_an_unrelated_paid_invoice_does_not_lift_a_non_payment_suspension(fake_stripe, conn, settings, tenant):
+    """Issue 10: any signed invoice.paid (even an unrelated $0 one) used to resume the tenant."""
+    first = failed_invoice(fake_stripe, tenant, created=int(time.time()) - 20)
+    second = failed_invoice(fake_stripe, tenant, created=int(time.time()) - 15)
+    deliver(conn, settings, first)
+    deliver(conn, settings, second)
+    payments.enforce_payment_grace(conn, now=datetime.now(timezone.utc) + timedelta(days=8))
+    zero = fake_stripe.invoice(tenant.stripe_customer_id, tenant.stripe_subscription_id, status="paid", amount_due=0)
+    result = deliver(conn, settings, fake_stripe.event("invoice.paid", zero, created=int(time.time()) - 10))
+    assert "still unpaid" in result.outcome
+    assert state(conn) == ("suspended", "pro", payments.NON_PAYMENT_REASON)
+    deliver(conn, settings, paid_invoice(fake_stripe, tenant, of=first, created=int(time.time()) - 5))
+    assert state(conn) == ("suspended", "pro", payments.NON_PAYMENT_REASON)  # the second is still unpaid
+    result = deliver(conn, settings, paid_invoice(fake_stripe, tenant, of=second, event_type="invoice.voided"))
+    assert result.outcome == "payment recovered; tenant resumed"
+    assert state(conn) == ("active", "pro", None)
+
+
+@pytest.mark.parametrize("body", [b"[]", b"null", b'"evt"', b"42", b'{"id": "evt_1", "type": "x", "data": []}',
+                                  b"\xff\xfe"])
+def test_a_validly_signed_body_that_is_not_an_event_object_is_400(fake_stripe, conn, settings, tenant, body):
+    result = webhooks.handle(conn, body, sign_webhook(body, WEBHOOK_SECRET), secret=WEBHOOK_SECRET, settings=settings)
+    assert result.status == 400 and "Stripe event" in result.outcome
+
+
 def test_paid_invoice_does_not_lift_another_suspension(fake_stripe, conn, settings, tenant):
-    deliver(conn, settings, failed_invoice(fake_stripe, tenant, created=int(time.time()) - 10))
+    failed = failed_invoice(fake_stripe, tenant, created=int(time.time()) - 10)
+    deliver(conn, settings, failed)
     lifecycle.suspend(conn, "acme-corp", reason="breaker: API requests at 200 %", actor="enforcer")
-    deliver(conn, settings, paid_invoice(fake_stripe, tenant))
+    deliver(conn, settings, paid_invoice(fake_stripe, tenant, of=failed))
     assert state(conn) == ("suspended", "pro", "breaker: API requests at 200 %")
 
 

@@ -51,3 +51,31 @@ def test_bad_input_exits_2_with_the_reason(tmp_path):
     missing = runner.invoke(app, ["--fixture", str(tmp_path / "nope.json"), "--dry-run"])
     assert missing.exit_code == 2 and "file not found" in missing.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_readme_cost_explorer_command_needs_only_credentials(tmp_path, monkeypatch):
+    """README: `python -m lambdas.cost_report --date 2026-11-22 --dry-run --out report.html`. Without
+    MONTHLY_BUDGET_USD the budget is the configured one; offline it stops at the missing credentials."""
+    for key in ("MONTHLY_BUDGET_USD", "ENVIRONMENT_NAME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN", "AWS_PROFILE", "DATABASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    result = runner.invoke(app, ["--date", "2026-11-22", "--dry-run", "--out", str(tmp_path / "report.html")])
+    assert "MONTHLY_BUDGET_USD" not in result.output  # failed on it before
+    assert result.exit_code != 0 and "credentials" in result.output
+
+
+def test_a_fixture_without_a_budget_uses_the_environments_configured_budget(tmp_path, monkeypatch, sample_data):
+    monkeypatch.delenv("MONTHLY_BUDGET_USD", raising=False)
+    monkeypatch.delenv("ENVIRONMENT_NAME", raising=False)
+    fixture = tmp_path / "no-budget.json"
+    fixture.write_text(json.dumps({k: v for k, v in sample_data.items() if k != "monthly_budget_usd"}))
+    result = runner.invoke(app, ["--fixture", str(fixture), "--dry-run", "--out", str(tmp_path / "r.html"),
+                                 "--environment", "dev"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["budget_level"] == "emergency"  # $1,058 of dev's configured $500
+    unknown = runner.invoke(app, ["--fixture", str(fixture), "--dry-run", "--out", str(tmp_path / "r.html"),
+                                  "--environment", "staging"])
+    assert unknown.exit_code == 2 and "--budget-usd" in unknown.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from html.parser import HTMLParser
 
@@ -95,3 +96,30 @@ def test_a_long_tenant_list_is_cut_to_the_costliest(sample, settings):
     assert "tenant-039" in text and "tenant-015" in text and "tenant-014" not in text   # 25 costliest
     assert "15 more tenants" in text and "15 more tenants" in render_html(report)
     assert len(render_html(report).encode()) < 102 * 1024   # Gmail clips larger messages
+
+
+def test_headline_puts_unit_economics_first(report):
+    """The CEO's first line is the margin against its target and the break-even tenant count."""
+    html, text = render_html(report), render_text(report)
+    body = html[html.index("<body"):]
+    margin = body.index("Margin month to date:")
+    assert margin < body.index("Budget level:") and "BELOW TARGET" in body[margin:body.index("Budget level:")]
+    assert "vs target 85.0 % to 95.0 %" in body and "Breaks even at " in body and "paying tenants" in body
+    assert text.splitlines()[1].startswith("Margin month to date:") and "(BELOW TARGET)" in text.splitlines()[1]
+    assert text.splitlines()[2].startswith("Breaks even at ")
+    assert "margin " in subject(report) and "vs target 85.0 % to 95.0 %" in subject(report)
+
+
+def test_forecast_is_named_for_people(report):
+    for part in (render_html(report), render_text(report)):
+        assert "(Cost Explorer forecast)" in part and "cost-explorer" not in part
+
+
+def test_one_spiking_day_leaves_the_other_bars_readable(report):
+    spike = tuple((day, amount * 20 if day == DAY - timedelta(days=10) else amount) for day, amount in report.chart)
+    spiky = replace(report, chart=spike)
+    bars = [int(w) for w, _ in re.findall(r'<td width="(\d+)%" bgcolor="(#[0-9a-f]{6})"', render_html(spiky))]
+    ordinary = [w for (day, _), w in zip(spike, bars) if day != DAY - timedelta(days=10)]
+    assert min(ordinary) >= 20                    # were 4-6 % wide (slivers) scaled to the spike
+    assert bars[-11] == 100 and render_html(spiky).count("off scale") == 2  # the bar's mark + the legend
+    assert sum("off scale" in line for line in render_text(spiky).splitlines()) == 1

@@ -139,3 +139,33 @@ def test_every_dollar_is_carried_exactly_once(tenants, shared):
     assert abs(carried - total) < Decimal("0.0000001")
     assert all(t.shared >= 0 and t.revenue >= 0 for t in report.tenants)
     assert sum(t.tenants for t in report.tiers) == len(tenants)
+
+
+def test_unit_economics_of_the_sample(sample_costs, sample, settings):
+    """-388.8 % margin month to date: the headline says how many paying tenants would change that."""
+    report = _build(sample_costs, PlatformSnapshot.from_mapping(sample["platform"]), settings)
+    e = report.economics
+    paying = [t for t in report.tenants if t.revenue > 0]
+    assert e.paying_tenants == len(paying) == 7 and e.status == "below target"
+    assert e.cost == report.budget.month_to_date and e.revenue == sum((t.revenue for t in paying), Decimal(0))
+    assert e.shared_cost == e.cost - sum((t.direct for t in paying), Decimal(0))
+    contribution = e.revenue_per_tenant - e.direct_cost_per_tenant
+    assert e.break_even_tenants == 36
+    assert (e.break_even_tenants - 1) * contribution < e.shared_cost <= e.break_even_tenants * contribution
+    # at the target count the margin reaches the bottom of the band, one tenant fewer it does not
+    def margin_with(n):
+        return (n * e.revenue_per_tenant - e.shared_cost - n * e.direct_cost_per_tenant) / (n * e.revenue_per_tenant)
+    assert margin_with(e.target_tenants) >= Decimal("0.85") > margin_with(e.target_tenants - 1)
+
+
+@given(revenue=st.decimals(min_value=0, max_value=500, places=2), direct=st.decimals(min_value=0, max_value=500,
+                                                                                       places=2))
+@hsettings(max_examples=50)
+def test_break_even_is_absent_exactly_when_a_tenant_costs_what_it_pays(revenue, direct):
+    from tenant_provisioner.costs.report import TenantLine, unit_economics
+    tenant = TenantLine("t", "pro", "active", direct, Decimal(0), revenue)
+    e = unit_economics((tenant,), direct + Decimal(100), (Decimal("0.85"), Decimal("0.95")))
+    if revenue == 0:
+        assert e.paying_tenants == 0 and e.break_even_tenants is None and e.status == "no revenue"
+    else:
+        assert (e.break_even_tenants is None) == (revenue <= direct)

@@ -164,6 +164,15 @@ def test_notice_text_fits_the_quantity():
     assert "429" in body and len(subject) <= 100 and "November 2026" in body
     assert "users" in describe(notice("seats", Level.HARD_LIMIT))[1]
     assert "suspended" in describe(notice("api_requests", Level.SUSPENDED))[1]
+
+
+def test_a_suspension_subject_quotes_the_share_its_body_explains():
+    suspended = Notice(transition_id=1, tenant_id="delta-co", quantity="api_requests", period_start=date(2026, 11, 1),
+                       level=Level.SUSPENDED, admitted=100, attempted=213, hard_limit=100, admin_email="a@d.test",
+                       company_name="Delta", tier="starter")
+    subject, body = describe(suspended)
+    assert subject.startswith("[delta-co] API requests: suspended (213% attempted of starter limit)")
+    assert "213%" in body and "100%" not in subject
     assert "password" not in body.lower()
 
 

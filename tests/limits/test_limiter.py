@@ -237,15 +237,21 @@ def test_lua_billing_month_matches_python(redis_server_url, now_s):
     assert (period, start_s, end_s) == (now.year * 100 + now.month, int(start.timestamp()), int(nxt.timestamp()))
 
 
-def test_a_wrong_period_hint_from_a_skewed_client_clock_is_ignored(limiter, redis_client):
-    from tenant_provisioner.limits.limiter import FUNCTION_NAME, TierPlan, period_hint
+def test_a_caller_supplied_period_gets_no_fresh_quota(limiter, redis_client):
+    """Issue 10: the function once took the caller's period id if its window contained now, so a
+    made-up period got a fresh monthly quota, counted under a period nobody bills."""
+    from tenant_provisioner.limits.limiter import FUNCTION_NAME, TierPlan, billing_month
 
-    plan = TierPlan.of(make_tier())
+    tier = make_tier(hard_limit=3)
+    for _ in range(3):
+        assert limiter.acquire("acme-co", tier).allowed
+    assert limiter.acquire("acme-co", tier).reason is Reason.QUOTA_EXCEEDED
     keys = TenantKeys.of("acme-co", limiter.key_prefix).as_list()
+    forged = ("209912", "0", str(2 ** 40))  # a period whose window contains now
+    reply = redis_client.fcall(FUNCTION_NAME, 3, *keys, *TierPlan.of(tier).args(1), *forged)
     server_now = redis_client.time()[0]
-    stale = period_hint(server_now - 40 * 86400)
-    reply = redis_client.fcall(FUNCTION_NAME, 3, *keys, *plan.args(1, stale))
-    assert reply[7] == int(period_hint(server_now)[0])
+    assert reply[0] == 2 and reply[7] == int(billing_month(server_now)[0])  # refused, in the real period
+    assert redis_client.hget(keys[1], "p") == billing_month(server_now)[0].encode()
 
 
 def test_set_suspended_blocks_and_unblocks_at_once(limiter, redis_client):

@@ -196,3 +196,25 @@ def test_layer_bundle_reuses_the_installed_dependencies_under_python(tmp_path, m
     out = tmp_path / "layer"
     pf._LayerBundler().try_bundle(str(out), None)  # type: ignore[arg-type]  # no pip: the cache is there
     assert (out / "python" / "redis" / "__init__.py").is_file()
+
+
+def test_layer_ships_no_bytecode_of_the_host_interpreter(tmp_path, monkeypatch):
+    """pip --target compiles .pyc for the host (cpython-311): Python 3.14 never loads them."""
+    monkeypatch.setattr(pf, "DEPENDENCY_CACHE", tmp_path / "cache")
+    installed = tmp_path / "cache" / pf.dependencies_hash()[:20] / "stripe"
+    (installed / "__pycache__").mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    (installed / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\0" * 16)
+    out = tmp_path / "layer"
+    pf._LayerBundler().try_bundle(str(out), None)  # type: ignore[arg-type]
+    assert (out / "python" / "stripe" / "__init__.py").is_file()
+    assert not list(out.rglob("*.pyc")) and not list(out.rglob("__pycache__"))
+
+
+def test_dependencies_are_installed_without_compiling_bytecode(tmp_path, monkeypatch):
+    monkeypatch.setattr(pf, "DEPENDENCY_CACHE", tmp_path / "cache")
+    commands = []
+    monkeypatch.setattr(pf.subprocess, "run", lambda cmd, check: commands.append(cmd))
+    pf.installed_dependencies()
+    (pip,) = commands
+    assert "--no-compile" in pip and pip[pip.index("--python-version") + 1] == pf.PYTHON_VERSION

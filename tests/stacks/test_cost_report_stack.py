@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from aws_cdk import assertions
 
@@ -146,3 +148,15 @@ def test_a_bad_schedule_fails_the_synth(change, message):
     from stacks.cost_report_stack import _check_schedule
     with pytest.raises(ValueError, match=message):
         _check_schedule(replace(load_config("dev").cost_report, **change))
+
+
+def test_readme_and_cost_doc_quote_the_estimators_launch_cost(cost_estimate):
+    """One source: README and docs/cost.md quote `make cost`'s figures (they had drifted: $1,450 vs $1,387.25)."""
+    from tools.cost_estimate import launch_total, markdown
+
+    root = Path(__file__).resolve().parents[2]
+    assert launch_total(cost_estimate) in (root / "README.md").read_text(), (
+        "update the README's launch cost to the estimator's total")
+    assert markdown(cost_estimate) in (root / "docs" / "cost.md").read_text(), (
+        "docs/cost.md is stale: replace its launch-cost block with "
+        "`python -m tools.cost_estimate cdk.out --markdown` after `make synth`")

@@ -7,6 +7,8 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
+from stacks.config import load_config
+
 ENVS = ("dev", "prod")
 CMK = Match.object_like({"Fn::GetStackOutput": Match.object_like({"StackName": Match.string_like_regexp("-security$")})})
 
@@ -81,11 +83,29 @@ def test_database_lives_in_the_isolated_subnets(template_json, env):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_parameter_group_forces_tls_and_raises_lock_table(templates, env):
+def test_parameter_group_forces_tls_sizes_from_memory_and_bounds_sessions(templates, env):
     templates[(env, "data")].has_resource_properties("AWS::RDS::DBParameterGroup", {
         "Family": "postgres16",
-        "Parameters": Match.object_like({"rds.force_ssl": "1", "max_locks_per_transaction": "1024"}),
+        "Parameters": Match.object_like({"rds.force_ssl": "1", **load_config(env).database.server_parameters()}),
     })
+
+
+def test_dev_t4g_medium_is_sized_from_its_4_gib_not_for_a_large_server():
+    """Issue 11.18: 1000 connections x 1024 locks took 546 MB of a 4 GiB instance's shared memory."""
+    database = load_config("dev").database
+    assert database.instance_type == "t4g.medium"
+    assert database.max_connections == 4 * 1024 ** 3 // 9531392 == 450      # RDS's own memory formula
+    lock_table_mb = database.max_connections * database.max_locks_per_transaction * 533 / 2 ** 20
+    assert lock_table_mb <= 0.02 * 4 * 1024 and database.max_locks_per_transaction >= 64
+    prod = load_config("prod").database
+    assert prod.max_connections == 901 and prod.max_connections > database.max_connections
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_session_is_bounded_by_the_parameter_group(env):
+    parameters = load_config(env).database.server_parameters()
+    assert int(parameters["temp_file_limit"]) > 0
+    assert int(parameters["idle_in_transaction_session_timeout"]) > 0 and int(parameters["statement_timeout"]) > 0
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -32,7 +32,10 @@ def test_enforcer_runs_every_five_minutes_with_retries_and_a_dlq(templates, env)
         "VpcConfig": M.object_like({"SubnetIds": M.any_value()}),
         "Environment": {"Variables": M.object_like({
             "REDIS_HOST": M.any_value(), "REDIS_AUTH_SECRET_ARN": M.any_value(), "DATABASE_SECRET_ARN": M.any_value(),
-            "LIMITS_SENDER_EMAIL": load_config(env).limits.notification_sender, "OPS_TOPIC_ARN": M.any_value()})},
+            "LIMITS_SENDER_EMAIL": load_config(env).limits.notification_sender, "OPS_TOPIC_ARN": M.any_value(),
+            # the session reaper's thresholds come from config
+            "REAPER_IDLE_IN_TRANSACTION_S": str(load_config(env).limits.reaper_idle_in_transaction_seconds),
+            "REAPER_MAX_LOCKS": str(load_config(env).limits.reaper_max_locks)})},
     })
 
 

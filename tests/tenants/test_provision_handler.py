@@ -35,6 +35,15 @@ def handler(tenant_db, monkeypatch):
         module._store = None
 
 
+@pytest.fixture()
+def operations(handler, tenant_db, monkeypatch):
+    """The tenant_operations function, in the same environment (DATABASE_URL: no TLS locally)."""
+    monkeypatch.setenv("DATABASE_URL", tenant_db.url)
+    from lambdas.tenant_operations import handler as module
+
+    return module
+
+
 def _signup(tenant_id="lambda-co", **overrides):
     return {"tenant_id": tenant_id, "tier": "pro", "admin_email": "a@lambda.example",
             "company_name": "Lambda Co", **overrides}
@@ -86,18 +95,18 @@ def test_conflict_is_rejected_and_a_dead_database_raises(handler, monkeypatch):
         module.handler(_signup("later-co"), Context())
 
 
-def test_scheduled_event_refills_the_warm_pool(handler):
+def test_scheduled_event_refills_the_warm_pool(handler, operations):
     module, _ = handler
-    result = module.handler({"action": "refill_warm_pool", "size": 2}, Context())
+    result = operations.handler({"action": "refill_warm_pool", "size": 2}, Context())
     assert result["ran"] is True and result["size"] == 2
     assert module.handler(_signup("pooled-co"), Context())["created"] is True
 
 
-def test_scheduled_refill_publishes_tenants_by_state(handler, capsys):
+def test_scheduled_refill_publishes_tenants_by_state(handler, operations, capsys):
     module, _ = handler
     module.handler(_signup("counted-co"), Context())
     capsys.readouterr()
-    result = module.handler({"action": "refill_warm_pool", "size": 0}, Context())
+    result = operations.handler({"action": "refill_warm_pool", "size": 0}, Context())
     counts = result["tenants_by_state"]
     assert set(counts) == {"provisioning", "active", "suspended", "offboarding", "offboarded"}
     assert counts["active"] >= 1 and counts["provisioning"] == 0
@@ -106,27 +115,49 @@ def test_scheduled_refill_publishes_tenants_by_state(handler, capsys):
     assert gauges == {state: [float(n)] for state, n in counts.items()}  # one gauge per state, zeros too
 
 
-def test_daily_event_drops_offboardings_past_retention(handler, tenant_db, tmp_path):
+def test_daily_event_drops_offboardings_past_retention(handler, operations, tenant_db, tmp_path):
     from tenant_provisioner.tenants import offboarding
 
     module, client = handler
     created = module.handler(_signup("leaving-co"), Context())
     with tenant_db.database() as db, db.connection() as conn:
         offboarding.offboard(conn, "leaving-co", actor="t", export_to=str(tmp_path), retention_days=30)
-        assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": []}
+        assert operations.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": [], "failed": {}}
         conn.execute("UPDATE control.tenants SET drop_after = now() WHERE tenant_id = 'leaving-co'")
-    assert module.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": ["leaving-co"]}
+    assert operations.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": ["leaving-co"],
+                                                                                    "failed": {}}
     assert "DeletedDate" in client.describe_secret(SecretId=created["secret_name"])
 
 
-def test_operator_actions_init_and_migrate(handler):
-    module, _ = handler
-    initialised = module.handler({"action": "init"}, Context())
-    assert initialised["applied"] == [] and initialised["version"] >= 1
-    migrated = module.handler({"action": "migrate", "concurrency": 2}, Context())
+def test_operator_actions_init_and_migrate(operations):
+    initialised = operations.handler({"action": "init"}, Context())
+    assert initialised["applied"] == [] and initialised["version"] >= 1 and initialised["unhardened"] == []
+    migrated = operations.handler({"action": "migrate", "concurrency": 2}, Context())
     assert migrated["pending"] == 0 and migrated["failed"] == {}
-    unknown = module.handler({"action": "rm -rf"}, Context())
+    unknown = operations.handler({"action": "rm -rf"}, Context())
     assert unknown["status"] == "rejected" and unknown["error"]["field"] == "action"
     for concurrency in (0, "4"):
-        bad = module.handler({"action": "migrate", "concurrency": concurrency}, Context())
+        bad = operations.handler({"action": "migrate", "concurrency": concurrency}, Context())
         assert bad["error"]["field"] == "concurrency"
+
+
+@pytest.mark.parametrize("action", ["refill_warm_pool", "init", "migrate", "drop_due_offboardings"])
+def test_the_provisioning_function_runs_no_operator_action(handler, tenant_db, action):
+    """Issue 10: a signup-shaped event with an `action` key ran operator actions, so the API's
+    invoker role could do what only operators should."""
+    module, _ = handler
+    with tenant_db.database() as db, db.connection() as conn:
+        pool = conn.execute("SELECT count(*) FROM control.warm_schemas").fetchone()
+        result = module.handler({**_signup("smuggler-co"), "action": action, "size": 3}, Context())
+        assert result["status"] == "rejected" and result["error"]["field"] == "action"
+        assert conn.execute("SELECT count(*) FROM control.warm_schemas").fetchone() == pool
+        assert conn.execute("SELECT count(*) FROM control.tenants WHERE tenant_id = 'smuggler-co'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("event", [None, "init", ["init"], 42, {"action": None}, {"action": ["init"]},
+                                   {"action": {"name": "init"}}, {"detail-type": "tenant.signup", "detail": "x"}])
+def test_events_that_are_not_objects_or_carry_odd_actions_are_rejected_not_type_errors(handler, operations, event):
+    module, _ = handler
+    for function in (module, operations):
+        result = function.handler(event, Context())
+        assert result["status"] == "rejected" and result["error"]["code"] == "invalid_input"

@@ -1,0 +1,326 @@
+"""A hostile tenant (issue 10): every attack runs AS THE TENANT'S OWN ROLE — the position of an
+attacker who found SQL injection in one tenant's request — against the real PostgreSQL 16.13 the
+suite runs on (started with production's parameter group, tests/support/services.py).
+
+Each test failed on the code before issue 10 and passes with its fix (docs/tenants.md, threat model).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tenant_provisioner import audit, control
+from tenant_provisioner.tenants import lifecycle, offboarding, provisioning, schema, warm_pool
+from tenant_provisioner.db import admin_connect
+from tenant_provisioner.limits.enforcer import measure_database
+from tenant_provisioner.limits.reaper import ReaperSettings, reap_sessions, repair_roles
+from tenant_provisioner.tenants.provisioning import CreateRequest
+from tests.support import databases
+
+OLD_LOCK_NAMESPACE = 32330  # the advisory-lock keys the control plane used before issue 10
+FAST = ReaperSettings(idle_in_transaction_s=0.5, statement_s=1, transaction_s=60, max_locks=500)
+FOUR_MB = 4 * 1024 * 1024
+
+
+def _create(db, tenant_id: str, tier: str = "starter"):
+    with db.connection() as conn:
+        request = CreateRequest.parse({"tenant_id": tenant_id, "tier": tier, "admin_email": "a@example.com"})
+        return lifecycle.create(conn, request, actor="test").tenant
+
+
+@contextmanager
+def _as_tenant(tenant_db, tenant, dbname: str | None = None):
+    url = tenant_db.login_url(tenant.role_name)
+    if dbname:
+        url = databases.url_for_database(url, dbname)
+    conn = psycopg.connect(url, autocommit=True)
+    try:
+        yield conn
+    finally:
+        conn.close()  # not `with`: a session the reaper ended cannot commit on the way out
+
+
+def _finishes(work: Callable[[], object], within_s: float) -> object:
+    """Run `work` in a thread; fail if it is still running after `within_s` (it would hang)."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(within_s)
+    assert not thread.is_alive(), f"still blocked after {within_s}s"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")
+
+
+def _dead(conn: psycopg.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+# 1. Stalls -------------------------------------------------------------------------------------
+
+def test_lock_table_on_its_own_tables_does_not_stall_measurement(tenant_db, db, tenant_ids):
+    attacker, other = _create(db, tenant_ids("locker")), _create(db, tenant_ids("bystander"))
+    with _as_tenant(tenant_db, attacker) as evil:
+        evil.execute("BEGIN")
+        evil.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")  # and stays idle
+
+        def measure_both():
+            with db.connection() as conn:
+                return [measure_database(conn, tenant, conn.execute("SELECT current_date").fetchone()[0])
+                        for tenant in (attacker, other)]
+
+        (locked_size, locked_seats), (size, seats) = _finishes(measure_both, within_s=10)
+        assert size > 0 and seats == 0
+        assert locked_size > 0 and locked_seats == 0  # estimated from the catalog, never waited for
+        evil.execute("ROLLBACK")
+
+
+def test_old_advisory_keys_held_by_a_tenant_stall_nothing(tenant_db, db, tenant_ids):
+    attacker = _create(db, tenant_ids("squatter"))
+    victim = tenant_ids("victim")
+    with _as_tenant(tenant_db, attacker) as evil:
+        for key in (1, 2):
+            evil.execute("SELECT pg_advisory_lock(%s, %s)", (OLD_LOCK_NAMESPACE, key))
+        evil.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (OLD_LOCK_NAMESPACE, victim))
+
+        def init():
+            with admin_connect(tenant_db.url) as conn:
+                return control.init(conn, tenant_db.provisioner_role)
+
+        _finishes(init, within_s=10)
+        with db.connection() as conn:
+            assert warm_pool.refill(conn, 1).ran
+        started = time.monotonic()
+        assert _create(db, victim).state == "active"
+        assert time.monotonic() - started < 5
+
+
+def test_a_tenant_cannot_see_who_is_signing_up(tenant_db, db, tenant_ids):
+    spy = _create(db, tenant_ids("spy"))
+    seen: list[tuple] = []
+
+    class LookAtLocks:
+        name = "look"
+
+        def apply(self, ctx):  # mid-signup, the spy reads the lock table
+            with _as_tenant(tenant_db, spy) as conn:
+                seen.extend(conn.execute("SELECT locktype, classid, objid FROM pg_locks"
+                                         " WHERE locktype = 'advisory'").fetchall())
+
+        def undo(self, ctx):
+            pass
+
+    with db.connection() as conn:
+        request = CreateRequest.parse({"tenant_id": tenant_ids("secret"), "tier": "pro", "admin_email": "a@b.io"})
+        lifecycle.create(conn, request, actor="test",
+                         steps=(provisioning.DatabaseStep(), LookAtLocks(), provisioning.ActivateStep()))
+    assert seen == []
+
+
+def test_a_session_filling_the_shared_lock_table_is_terminated(tenant_db, db, tenant_ids):
+    attacker = _create(db, tenant_ids("hoarder"))
+    with _as_tenant(tenant_db, attacker) as evil:
+        evil.execute("SELECT count(pg_advisory_lock(i)) FROM generate_series(1, 2000) i")
+        with db.connection() as conn:
+            ended = reap_sessions(conn, FAST, actor="test")
+            assert [(t.tenant_id, t.reason.split(" (")[0]) for t in ended] == [
+                (attacker.tenant_id, "holds 2000 locks")]
+            assert audit.entries(conn, attacker.tenant_id, action="tenant.session_terminated")
+        assert _dead(evil)
+
+
+# 2. Undeletable ---------------------------------------------------------------------------------
+
+def test_large_objects_and_default_privileges_do_not_make_a_tenant_undeletable(tenant_db, db, tenant_ids, tmp_path):
+    attacker = _create(db, tenant_ids("limpet"))
+    with _as_tenant(tenant_db, attacker) as evil:
+        oid = evil.execute("SELECT lo_from_bytea(0, 'x')").fetchone()[0]
+        evil.execute("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC")
+    # What a tenant could leave in another database before `init` closed it (here made as admin).
+    with psycopg.connect(databases.url_for_database(tenant_db.admin_url, "postgres"), autocommit=True) as admin:
+        elsewhere = admin.execute("SELECT lo_from_bytea(0, 'y')").fetchone()[0]
+        admin.execute(sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(
+            sql.Literal(elsewhere), sql.Identifier(attacker.role_name)))
+    with db.connection() as conn:
+        result = offboarding.offboard(conn, attacker.tenant_id, actor="test", export_to=str(tmp_path))
+        assert result.tenant.state == "offboarded" and result.rows["large_objects"] == 1
+        assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (attacker.role_name,)).fetchone() is None
+        assert conn.execute("SELECT 1 FROM pg_largeobject_metadata WHERE oid = %s", (oid,)).fetchone() is None
+    exported = next(tmp_path.iterdir()) / "large_objects" / f"{oid}.bin"
+    assert exported.read_bytes() == b"x"
+
+
+def test_one_tenant_that_cannot_be_dropped_does_not_keep_the_others(tenant_db, db, tenant_ids, tmp_path):
+    stuck, leaving = _create(db, tenant_ids("stuck")), _create(db, tenant_ids("leaving"))
+    unreachable = databases.create_database(tenant_db.admin_url, prefix="unreachable")
+    name = psycopg.conninfo.conninfo_to_dict(unreachable)["dbname"]
+    with psycopg.connect(unreachable, autocommit=True) as admin:  # like rdsadmin: objects we cannot reach
+        lo = admin.execute("SELECT lo_from_bytea(0, 'z')").fetchone()[0]
+        admin.execute(sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(
+            sql.Literal(lo), sql.Identifier(stuck.role_name)))
+    with psycopg.connect(tenant_db.admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+    try:
+        with db.connection() as conn:
+            for tenant in (stuck, leaving):
+                offboarding.offboard(conn, tenant.tenant_id, actor="test", export_to=str(tmp_path), retention_days=1)
+            conn.execute("UPDATE control.tenants SET drop_after = now() - interval '1 minute'"
+                         " WHERE tenant_id = ANY(%s)", ([stuck.tenant_id, leaving.tenant_id],))
+            result = offboarding.drop_due(conn, actor="test")
+        assert leaving.tenant_id in result.dropped
+        assert list(result.failed) == [stuck.tenant_id] and name in result.failed[stuck.tenant_id]
+    finally:
+        with psycopg.connect(tenant_db.admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
+# 3. Storage outside the quota ------------------------------------------------------------------
+
+def test_large_objects_count_towards_the_storage_quota(tenant_db, db, tenant_ids):
+    attacker = _create(db, tenant_ids("hider"))
+    with db.connection() as conn:
+        today = conn.execute("SELECT current_date").fetchone()[0]
+        before, _ = measure_database(conn, attacker, today)
+    with _as_tenant(tenant_db, attacker) as evil:
+        evil.execute("SELECT lo_from_bytea(0, decode(repeat('ab', %s), 'hex'))", (FOUR_MB,))
+    with db.connection() as conn:
+        after, _ = measure_database(conn, attacker, today)
+    assert after - before >= FOUR_MB
+
+
+# 4. Shared resources ---------------------------------------------------------------------------
+
+def test_temp_files_are_bounded_and_the_bound_cannot_be_lifted(tenant_db, db, tenant_ids):
+    attacker = _create(db, tenant_ids("spiller"))
+    with _as_tenant(tenant_db, attacker) as evil:
+        evil.execute("SET work_mem = '64kB'")
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded, match="temp_file_limit"):
+            evil.execute("SELECT count(*) FROM (SELECT g FROM generate_series(1, 2000000) g ORDER BY g DESC) s")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            evil.execute("SET temp_file_limit = -1")
+
+
+def test_a_statement_with_raised_work_mem_and_no_timeout_does_not_outlive_the_reaper(tenant_db, db, tenant_ids):
+    attacker = _create(db, tenant_ids("hog"))
+    with _as_tenant(tenant_db, attacker) as evil:
+        evil.execute("SET work_mem = '8GB'")          # accepted: PostgreSQL cannot cap a user setting
+        evil.execute("SET statement_timeout = 0")
+        worker = threading.Thread(target=lambda: _dead_after(evil, "SELECT pg_sleep(60)"), daemon=True)
+        worker.start()
+        time.sleep(FAST.statement_s + 0.5)
+        with db.connection() as conn:
+            ended = reap_sessions(conn, FAST, actor="test")
+        worker.join(10)
+        assert not worker.is_alive()
+        assert [t.tenant_id for t in ended] == [attacker.tenant_id] and "statement running" in ended[0].reason
+
+
+def _dead_after(conn: psycopg.Connection, statement: str) -> None:
+    try:
+        conn.execute(statement)
+    except psycopg.OperationalError:
+        pass
+
+
+def test_an_idle_transaction_holding_the_xmin_horizon_is_ended(tenant_db, db, tenant_ids):
+    attacker = _create(db, tenant_ids("holder"))
+    with _as_tenant(tenant_db, attacker) as evil:
+        evil.execute("SET idle_in_transaction_session_timeout = 0")  # lifts the parameter group's default
+        evil.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        evil.execute("SELECT count(*) FROM users")
+        with db.connection() as conn:
+            held = conn.execute("SELECT backend_xmin IS NOT NULL FROM pg_stat_activity WHERE pid = %s",
+                                (evil.info.backend_pid,)).fetchone()
+            assert held == (True,)
+            time.sleep(FAST.idle_in_transaction_s + 0.3)
+            ended = reap_sessions(conn, FAST, actor="test")
+            assert [t.tenant_id for t in ended] == [attacker.tenant_id] and "idle in transaction" in ended[0].reason
+            assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                (evil.info.backend_pid,)).fetchone() == (0,)
+
+
+def test_alter_role_current_user_is_put_back(tenant_db, db, tenant_ids):
+    attacker = _create(db, tenant_ids("drifter"))
+    with db.connection() as conn:  # the verifier the platform stored at provisioning
+        stored = schema.scram_verifier(conn, attacker.role_name, "stored-password")
+        conn.execute("UPDATE control.tenants SET password_verifier = %s WHERE tenant_id = %s",
+                     (stored, attacker.tenant_id))
+    with _as_tenant(tenant_db, attacker) as evil:
+        evil.execute("ALTER ROLE CURRENT_USER SET statement_timeout = 0")
+        evil.execute("ALTER ROLE CURRENT_USER SET work_mem = '8GB'")
+        evil.execute(sql.SQL("ALTER ROLE CURRENT_USER IN DATABASE {} SET work_mem = '8GB'").format(
+            sql.Identifier(evil.info.dbname)))
+        evil.execute("ALTER ROLE CURRENT_USER PASSWORD 'hijacked'")
+    with db.connection() as conn:
+        assert repair_roles(conn) >= 1
+    with psycopg.connect(tenant_db.admin_url, autocommit=True) as admin:
+        settings = admin.execute("SELECT s.setdatabase, s.setconfig FROM pg_db_role_setting s"
+                                 " WHERE s.setrole = %s::regrole", (attacker.role_name,)).fetchall()
+        password = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                                 (attacker.role_name,)).fetchone()[0]
+    assert settings == [(0, [f"search_path={attacker.schema_name}"])]
+    assert password == stored
+
+
+# 5. Other databases ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("database", ["postgres", "template1"])
+def test_a_tenant_cannot_log_in_to_the_other_databases(tenant_db, db, tenant_ids, database):
+    attacker = _create(db, tenant_ids("roamer"))
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        with _as_tenant(tenant_db, attacker, dbname=database):
+            pass
+
+
+def test_where_connect_cannot_be_revoked_the_reaper_ends_the_session(tenant_db, db, tenant_ids):
+    """RDS does not let the master user revoke CONNECT on every database (rdsadmin's): simulated
+    by giving template1 back to PUBLIC; a tenant session there would make CREATE DATABASE fail."""
+    attacker = _create(db, tenant_ids("sitter"))
+    with psycopg.connect(tenant_db.admin_url, autocommit=True) as admin:
+        admin.execute("GRANT CONNECT ON DATABASE template1 TO PUBLIC")
+        try:
+            with _as_tenant(tenant_db, attacker, dbname="template1") as evil:
+                with db.connection() as conn:
+                    ended = reap_sessions(conn, FAST, actor="test")
+                assert [t.tenant_id for t in ended] == [attacker.tenant_id] and "template1" in ended[0].reason
+                assert _dead(evil)
+        finally:
+            admin.execute("REVOKE ALL ON DATABASE template1 FROM PUBLIC")
+
+
+# 9. Exports ------------------------------------------------------------------------------------
+
+def test_offboarding_exports_are_readable_by_their_owner_only(db, tenant_ids, tmp_path):
+    leaving = _create(db, tenant_ids("exported"))
+    previous = os.umask(0o022)  # the usual umask: before issue 10 the export was world-readable
+    try:
+        with db.connection() as conn:
+            offboarding.offboard(conn, leaving.tenant_id, actor="test", export_to=str(tmp_path / "exports"),
+                                 retention_days=30)
+    finally:
+        os.umask(previous)
+    (folder,) = (tmp_path / "exports").iterdir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+    assert "manifest.json" in modes and "users.csv" in modes
+    assert set(modes.values()) == {0o600}
