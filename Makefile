@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth scan test cost bench clean logical-ids serve worker loadtest drills
+.PHONY: synth scan test cost bench clean logical-ids serve worker loadtest images drills
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
@@ -28,13 +28,29 @@ $(STAMP): requirements.txt requirements-dev.txt services/requirements.txt packag
 	$(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	@touch $(STAMP)
 
+# checkov (cloudformation, kubernetes and dockerfile frameworks) in its own virtualenv: checkov pins
+# versions of boto3 & co. that must not leak into the project's. Always run with --skip-download: no
+# call to checkov's vendor API (offline it printed a network traceback; its guidelines only add links).
+CHECKOV_VERSION := 3.3.30
+CHECKOV := build/checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv build/checkov
+	build/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+
 # Every stack of every environment (-c env=all) through the pinned CDK CLI; cdk-nag and CDK's built-in
-# validation fail the synth itself, then cfn-lint (.cfnlintrc lists ignored warnings), then a summary.
-synth: $(STAMP)
+# validation fail the synth itself, then cfn-lint (.cfnlintrc lists ignored warnings); then the
+# Kubernetes manifests of each environment into $(K8S_OUT)/<env>/ (offline stand-ins for endpoints
+# and digests, k8s/values.py), validated against the cluster version's schemas (--strict), the
+# project's policy and checkov's kubernetes checks; then a summary.
+K8S_OUT := $(CDK_OUT)/k8s
+synth: $(STAMP) $(CHECKOV)
 	rm -rf $(CDK_OUT)
 	$(OFFLINE) $(BIN)/npx --no-install cdk synth --quiet --no-lookups --no-notices \
 		-c env=all -c account=$(ACCOUNT) -c region=$(REGION) --output $(CDK_OUT)
 	$(BIN)/cfn-lint -- $(CDK_OUT)/*.template.json
+	$(PY) -m k8s.render --env all --out $(K8S_OUT) --unreleased --account $(ACCOUNT) --region $(REGION)
+	$(PY) -m k8s.validate $(K8S_OUT)
+	$(CHECKOV) --directory $(K8S_OUT) --framework kubernetes --quiet --compact --skip-download
 	$(PY) -m tools.synth_summary $(CDK_OUT)
 
 # Pre-deploy monthly cost estimate of freshly synthesized templates (prices: config/prices.yaml);
@@ -42,28 +58,27 @@ synth: $(STAMP)
 cost: synth
 	$(PY) -m tools.cost_estimate $(CDK_OUT) --details
 
-# checkov over the synthesized templates. Own virtualenv: checkov pins versions of boto3 & co.
-# that must not leak into the project's. Skips are per resource (stacks/nag.py:skip_checkov).
-# --skip-download: no call to checkov's vendor API (offline it printed a network traceback; its
-# guidelines only add links to the output).
-CHECKOV_VERSION := 3.3.30
-CHECKOV := build/checkov/bin/checkov
-$(CHECKOV):
-	$(PYTHON) -m venv build/checkov
-	build/checkov/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
-
 # Would a deploy replace resources? Logical ids (and types) of every stack at git revision BASE
 # against the working tree, both synthesized offline; exits non-zero on any difference.
 BASE ?= main
 logical-ids: $(STAMP)
 	$(OFFLINE) $(PY) -m tools.logical_ids --base $(BASE)
 
+# checkov over the synthesized templates; skips are per resource (stacks/nag.py:skip_checkov).
 scan: $(CHECKOV)
 	@test -f $(CDK_OUT)/manifest.json || $(MAKE) synth
 	$(CHECKOV) --directory $(CDK_OUT) --framework cloudformation --quiet --compact --skip-download
 
-test: $(STAMP)
+# The Dockerfile and manifest tests run checkov (dockerfile and kubernetes frameworks) from its venv.
+test: $(STAMP) $(CHECKOV)
 	$(PY) -m pytest
+
+# Build and push the API and worker images (linux/arm64 + linux/amd64) to ENV's ECR repositories,
+# tagged IMAGE_TAG, digests to build/images/digests.json: the release workflow runs exactly this.
+ENV ?= dev
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD)
+images: $(STAMP)
+	$(PY) -m k8s.images --env $(ENV) --account $(ACCOUNT) --region $(REGION) --tag $(IMAGE_TAG)
 
 # Benchmarks print figures (medians, p95/p99, ratios to the named peers); they are never tests.
 bench: $(STAMP)

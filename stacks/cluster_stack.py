@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
@@ -9,7 +11,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.config import EnvConfig
+from stacks.config import EnvConfig, require_standard_support
 from stacks.constructs.outputs import publish
 from stacks.constructs.retention import retention_days
 from stacks.constructs.workload_identity import PodIdentity
@@ -46,9 +48,11 @@ class ClusterStack(cdk.Stack):
     """Private control plane, KMS-encrypted Kubernetes secrets, Graviton capacity, Pod Identity."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
-                 security: SecurityStack, data: DataStack, **kwargs) -> None:
+                 security: SecurityStack, data: DataStack, today: dt.date | None = None, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         cfg = config.cluster
+        # Synth refuses a version about to leave standard support (the dated table in stacks/config.py).
+        require_standard_support(cfg.kubernetes_version, today=today or dt.datetime.now(dt.timezone.utc).date())
         cluster_name = f"saas-{config.name}"
         # EKS would create this group itself: unencrypted and never expiring. Create it first instead.
         control_plane_logs = logs.LogGroup(
@@ -84,6 +88,8 @@ class ClusterStack(cdk.Stack):
         for index, principal in enumerate(cfg.admin_role_arns):
             self.cluster.grant_access(f"Admin{index}", principal, [eks.AccessPolicy.from_access_policy_name(
                 CLUSTER_ADMIN_POLICY, access_scope_type=eks.AccessScopeType.CLUSTER)])
+        # The HPAs' CPU metrics (metrics.k8s.io); an EKS community add-on, not built into Auto Mode.
+        self.metrics_server = eks.Addon(self, "MetricsServer", cluster=self.cluster, addon_name="metrics-server")
         data.admit(self.cluster.cluster_security_group, f"EKS cluster saas-{config.name}")
 
         tenant_secrets = _tenant_secrets_arn(config, self.partition)
@@ -98,6 +104,10 @@ class ClusterStack(cdk.Stack):
             acknowledge(policy, f"AwsSolutions-IAM5[Resource::{_tenant_secrets_arn(config, partition_in_findings(self))}]",
                         "Tenants are created at runtime, so their secrets can only be named by the prefix "
                         "reserved for tenant secrets; no other secret lives under it.")
+            tracing = identity.allow_tracing()
+            acknowledge(tracing, "AwsSolutions-IAM5[Resource::*]",
+                        "X-Ray's PutTraceSegments/PutSpans/sampling actions support no resource-level "
+                        "permissions; the policy holds only these write and sampling actions.")
             self.workloads[name.lower()] = identity
 
         publish(self, config.name, "cluster-name", self.cluster.cluster_name, "EKS cluster name")

@@ -6,6 +6,7 @@ environment's name. Choose the environment with ``-c env=dev|prod`` (``all`` syn
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 
@@ -64,6 +65,9 @@ class DatabaseConfig:
     # lower or lift the timeouts for its own session (they are user-settable): the session reaper
     # is the guard it cannot lift; these defaults protect against careless clients.
     temp_file_limit_mb: int = 5120          # per process; only a superuser may change it
+    # Tenants rarely use every connection their tier allows: the sum of their CONNECTION LIMITs
+    # may exceed max_connections by this factor before the capacity alarm asks for a larger class.
+    connection_overcommit: float = 3.0
     idle_in_transaction_timeout_s: int = 60
     statement_timeout_s: int = 60
 
@@ -118,17 +122,64 @@ class CacheConfig:
     snapshot_window: str = "01:00-02:00"   # UTC, before the RDS backup window and the maintenance window
 
 
+# Amazon EKS Kubernetes release calendar: end of STANDARD support per minor (UTC). Source: the EKS
+# user guide, "Understand the Kubernetes version lifecycle on EKS", release calendar table
+# (docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html), read 2026-11-29. 1.36's exact
+# date was not yet in the copy read: its entry is the EKS release month + 14 months, taken at the
+# month's first day (earliest possible), and marked approximate. Update this table when AWS
+# publishes dates; docs/runbooks/kubernetes-upgrade.md says how.
+KUBERNETES_CALENDAR_CHECKED = dt.date(2026, 11, 29)
+KUBERNETES_STANDARD_SUPPORT_ENDS: dict[str, dt.date] = {
+    "1.33": dt.date(2026, 7, 29),
+    "1.34": dt.date(2026, 12, 2),
+    "1.35": dt.date(2027, 3, 27),
+    "1.36": dt.date(2027, 7, 1),   # approximate (see above)
+}
+KUBERNETES_APPROXIMATE_DATES = frozenset({"1.36"})
+MIN_STANDARD_SUPPORT_DAYS = 60
+
+
+class UnsupportedKubernetesVersion(ValueError):
+    """The configured Kubernetes minor leaves EKS standard support too soon (or is unknown)."""
+
+
+def require_standard_support(version: str, *, today: dt.date,
+                             min_days: int = MIN_STANDARD_SUPPORT_DAYS) -> dt.date:
+    """End of standard support of ``version``; refuses a version that leaves it within ``min_days``:
+    past that date EKS upgrades the control plane by itself (UpgradePolicy STANDARD) and leaves
+    add-ons and workloads' API versions behind, or bills extended support at 6x."""
+    ends = KUBERNETES_STANDARD_SUPPORT_ENDS.get(version)
+    if ends is None:
+        raise UnsupportedKubernetesVersion(
+            f"cluster.kubernetes_version {version!r} is not in KUBERNETES_STANDARD_SUPPORT_ENDS "
+            f"(stacks/config.py; known: {', '.join(sorted(KUBERNETES_STANDARD_SUPPORT_ENDS))}): add its EKS "
+            f"end-of-standard-support date from the EKS release calendar first")
+    left = (ends - today).days
+    if left < min_days:
+        newest = max(KUBERNETES_STANDARD_SUPPORT_ENDS, key=lambda v: tuple(map(int, v.split("."))))
+        raise UnsupportedKubernetesVersion(
+            f"Kubernetes {version} leaves EKS standard support on {ends.isoformat()} ({left} days from "
+            f"{today.isoformat()}, fewer than {min_days}): upgrade cluster.kubernetes_version (newest known: "
+            f"{newest}) following docs/runbooks/kubernetes-upgrade.md")
+    return ends
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
-    kubernetes_version: str = "1.34"
+    kubernetes_version: str = "1.36"
     endpoint_public_cidrs: tuple[str, ...] = ()   # empty = private endpoint only
-    # False: an AL2023 arm64 managed node group (Graviton guaranteed, no Auto Mode fee);
-    # True: EKS Auto Mode with the built-in node pools.
-    auto_mode: bool = False
+    # True: EKS Auto Mode: its built-in load balancing (the API's ALB), node autoscaling (Karpenter
+    # inside EKS) and Pod Identity agent, upgraded with the control plane; nodes bill ~12 % on top.
+    # False: an AL2023 arm64 managed node group (no ALB controller, no node autoscaling).
+    auto_mode: bool = True
     node_instance_types: tuple[str, ...] = ("m7g.large",)
     node_min: int = 2
     node_max: int = 6
     node_desired: int = 2
+    # Auto Mode: the ceiling of the Graviton node pool the workloads run on (k8s/: NodePool limits),
+    # so a runaway HPA cannot buy more than this many vCPUs / GiB.
+    node_pool_max_vcpus: int = 16
+    node_pool_max_memory_gib: int = 64
     app_namespace: str = "app"
     api_service_account: str = "api"
     worker_service_account: str = "worker"
@@ -138,6 +189,41 @@ class ClusterConfig:
     viewer_role_arns: tuple[str, ...] = ()
     # The SSM tunnel: the only network path for people to the private API endpoint.
     tunnel_instance_type: str = "t4g.nano"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    """One Deployment: replicas (HPA bounds), resources per pod, HPA and PDB targets."""
+
+    min_replicas: int
+    max_replicas: int
+    cpu_request_millicores: int
+    cpu_limit_millicores: int
+    memory_request_mib: int
+    memory_limit_mib: int
+    target_cpu_percent: int = 70
+    max_unavailable: int = 1              # PodDisruptionBudget
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadsConfig:
+    """The API and worker on the cluster (manifests in k8s/, images in ECR)."""
+
+    api: ServiceConfig
+    worker: ServiceConfig
+    api_domain: str                       # the public host name of the API (Ingress rule host)
+    certificate_arn: str                  # ACM certificate of api_domain, in the cluster's region
+    # ALB listener TLS policy: TLS 1.3 + 1.2 with forward-secret AEAD ciphers only.
+    tls_policy: str = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
+    api_port: int = 8000                  # services.api's PORT
+    worker_health_port: int = 8001        # services.worker's HEALTH_PORT
+    shutdown_grace_seconds: int = 20      # SHUTDOWN_GRACE_SECONDS: the services' drain on SIGTERM
+    # Per-pod requests/second target of the API's HPA; needs an external metrics adapter for the
+    # ALB's RequestCountPerTarget, so it is rendered only when set (CPU always scales).
+    api_target_requests_per_second: int | None = None
+    image_repository_prefix: str = "saas"  # ECR repositories <prefix>-<env>/api and /worker
+    untagged_image_days: int = 7           # ECR lifecycle: untagged images expire after this
+    kept_release_images: int = 30          # ECR lifecycle: newest release images kept per repository
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,8 +290,10 @@ class ObservabilityConfig:
     signup_budget_seconds: int = 120                  # a signup must be usable well within this
     # The API ingress ALB's CloudWatch dimension ("app/<name>/<id>"): the ALB is created by the
     # cluster's load-balancer controller, so its name is known only after the app's first deploy.
-    # Set, the SLO is measured on the ALB's 5xx ratio; unset, on the provisioning Lambda's success ratio.
+    # Set, a second SLO (same objective) is measured on the ALB's 5xx ratio, with p99 latency and
+    # healthy-target alarms; the signup SLO (provisioning Lambda's success ratio) always stays.
     api_load_balancer: str | None = None
+    api_p99_seconds: float = 1.0                      # the API's target p99 (ALB TargetResponseTime) alarm
     # Node CPU/memory/failed-node metrics need Container Insights (the amazon-cloudwatch-observability
     # EKS add-on, billed per observation); EKS's free AWS/EKS metrics cover only the control plane.
     container_insights: bool = False
@@ -248,10 +336,15 @@ class EnvConfig:
     dr: DrConfig = field(default_factory=DrConfig)
     observability: ObservabilityConfig
     cicd: CicdConfig
+    workloads: WorkloadsConfig
     tags: tuple[tuple[str, str], ...] = ()
 
     def stack_id(self, component: str) -> str:
         return f"saas-{self.name}-{component}"
+
+    def image_repository(self, service: str) -> str:
+        """ECR repository name of ``service`` (``api`` / ``worker``) in this environment."""
+        return f"{self.workloads.image_repository_prefix}-{self.name}/{service}"
 
 
 # Placeholder account/region make offline synth deterministic; real values come from context
@@ -272,6 +365,10 @@ _LIMITS_SENDER = "limits@example.com"        # SES identity sending breaker noti
 _REPOSITORY = "example-org/saas-platform"    # the GitHub repository whose workflows deploy (OIDC trust)
 _ADMINS: tuple[str, ...] = ()                # IAM role ARNs with cluster-admin access (at least one)
 _VIEWERS: tuple[str, ...] = ()               # IAM role ARNs with read-only cluster access (no Secrets)
+_API_DOMAIN = "api.example.com"              # the API's public host name (dev: api.dev.<domain>)
+# ACM certificate of the API's host name, in the cluster's region (the Ingress's HTTPS listener); the
+# example names the placeholder account so that a real-account synth refuses it (stacks/placeholders.py).
+_CERTIFICATE = "arn:aws:acm:{region}:111111111111:certificate/00000000-0000-4000-8000-000000000000"
 
 
 def _dev(account: str, region: str) -> EnvConfig:
@@ -284,12 +381,20 @@ def _dev(account: str, region: str) -> EnvConfig:
         cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1,
                           snapshot_on_delete=False),
         cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1, node_instance_types=("t4g.large",),
+                              node_pool_max_vcpus=8, node_pool_max_memory_gib=32,
                               admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
         tenants=TenantsConfig(secrets_prefix="/saas/dev"),
         limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
         cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=14),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev"),
+        workloads=WorkloadsConfig(
+            api=ServiceConfig(min_replicas=2, max_replicas=4, cpu_request_millicores=250, cpu_limit_millicores=1000,
+                              memory_request_mib=256, memory_limit_mib=512),
+            worker=ServiceConfig(min_replicas=1, max_replicas=2, cpu_request_millicores=100, cpu_limit_millicores=500,
+                                 memory_request_mib=192, memory_limit_mib=384),
+            api_domain=f"api.dev.{_API_DOMAIN.removeprefix('api.')}",
+            certificate_arn=_CERTIFICATE.format(region=region)),
         tags=(("environment", "dev"),),
     )
 
@@ -310,6 +415,13 @@ def _prod(account: str, region: str) -> EnvConfig:
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=90, container_insights=True,
                                           betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
         cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production"),
+        workloads=WorkloadsConfig(
+            api=ServiceConfig(min_replicas=3, max_replicas=12, cpu_request_millicores=500, cpu_limit_millicores=1000,
+                              memory_request_mib=512, memory_limit_mib=1024),
+            worker=ServiceConfig(min_replicas=2, max_replicas=6, cpu_request_millicores=250, cpu_limit_millicores=1000,
+                                 memory_request_mib=256, memory_limit_mib=512),
+            api_domain=_API_DOMAIN,
+            certificate_arn=_CERTIFICATE.format(region=region)),
         tags=(("environment", "prod"),),
     )
 

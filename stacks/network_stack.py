@@ -14,7 +14,8 @@ from stacks.security_stack import SecurityStack
 
 # Interface endpoints keep control-plane and node traffic to these services off the NAT (cost and
 # exposure): Secrets Manager (tenant/RDS/cache secrets), STS (Pod Identity, IRSA), ECR (image
-# pulls), CloudWatch Logs (Lambda and flow logs) and EKS Auth (Pod Identity credential exchange).
+# pulls), CloudWatch Logs (Lambda and flow logs), EKS Auth (Pod Identity credential exchange) and
+# X-Ray (the services' traces: their NetworkPolicies allow HTTPS only inside the VPC).
 INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
     "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
@@ -22,6 +23,7 @@ INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
     "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
     "EksAuth": ec2.InterfaceVpcEndpointAwsService.EKS_AUTH,
+    "XRay": ec2.InterfaceVpcEndpointAwsService.XRAY,
 }
 
 

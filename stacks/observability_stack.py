@@ -19,7 +19,7 @@ from constructs import Construct
 from stacks.cluster_stack import ClusterStack
 from stacks.config import EnvConfig, ObservabilityConfig
 from stacks.constructs.observability import (
-    AlarmTopic, Alarms, ContainerInsights, Sli, WatchedFunction, burn_rate_alarms, discover, function_sli,
+    AlarmTopic, Alarms, ContainerInsights, Sli, WatchedFunction, api_alarms, burn_rate_alarms, discover, function_sli,
     load_balancer_sli)
 from stacks.data_stack import DataStack
 from stacks.limits_stack import BUDGET_THRESHOLDS
@@ -59,7 +59,7 @@ RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 
 # Lambdas (lambdas/<name>) whose own Powertools metrics are watched beyond errors and throttles,
 # with the namespace each publishes to (the metric contract of the tenants, cost-report and limits code).
-PROVISIONER, TENANTS_NAMESPACE = "provision_tenant", "SaaS/Tenants"
+PROVISIONER, TENANT_OPERATIONS, TENANTS_NAMESPACE = "provision_tenant", "tenant_operations", "SaaS/Tenants"
 COST_REPORT, COST_REPORT_NAMESPACE = "cost_report", "SaaS/CostReport"
 ENFORCER = "enforce_limits"
 BUDGET_BREAKER = "budget_breaker"   # its PlatformBudgetLevel is a BudgetLevel (0 ok ... 3 emergency)
@@ -98,10 +98,11 @@ class ObservabilityStack(cdk.Stack):
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=prefix,
                                               default_interval=cdk.Duration.days(1))
 
-        sli = self._sli(config)
+        sli = function_sli(self.control_plane.function(PROVISIONER).function, "signups (provisioning Lambda)")
         burn_rate_alarms(self.alarms, sli, objective=obs.slo_availability)
         rows = [
             self._slo_row(sli, obs.slo_availability),
+            *self._api_rows(config),
             self._tenants_row(config),
             self._spend_row(config),
             self._limits_row(),
@@ -113,7 +114,8 @@ class ObservabilityStack(cdk.Stack):
             *self._lambda_rows(),
         ]
         header = cloudwatch.TextWidget(width=24, height=2, markdown=(
-            f"# saas {config.name}\nSLO {obs.slo_availability:.1%} on {sli.name} · alarms → SNS "
+            f"# saas {config.name}\nSLO {obs.slo_availability:.1%} on {sli.name}"
+            f"{' and the API (ALB)' if obs.api_load_balancer else ''} · alarms → SNS "
             f"(email{' + BetterStack' if obs.betterstack_webhook_secret_name else ''}) · "
             "what to do: `docs/runbooks/alarms.md`"))
         status = cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms.all, width=24,
@@ -134,11 +136,42 @@ class ObservabilityStack(cdk.Stack):
 
     # --- SLO ---------------------------------------------------------------------------------
 
-    def _sli(self, config: EnvConfig) -> Sli:
-        """The API's ALB 5xx ratio when its name is configured, else the signup path."""
-        alb = config.observability.api_load_balancer
-        return load_balancer_sli(alb) if alb else function_sli(self.control_plane.function(PROVISIONER).function,
-                                                               "signups (provisioning Lambda)")
+    def _api_rows(self, config: EnvConfig) -> list[list[cloudwatch.IWidget]]:
+        """What users of the API see, at its ALB (created by Auto Mode for the Ingress, named
+        ``saas-<env>-api`` by k8s/chart.py). The graphs find it by name (SEARCH) from the first
+        deploy on; alarms need its exact dimension, so the SLO burn, p99 and healthy-target alarms
+        start once ``observability.api_load_balancer`` is set (docs/kubernetes.md, "After the first release")."""
+        obs = config.observability
+        name = f"app/saas-{config.name}-api/"
+
+        def search(metric: str, statistic: str, label: str) -> cloudwatch.MathExpression:
+            return cloudwatch.MathExpression(
+                expression=f"SEARCH('{{AWS/ApplicationELB,LoadBalancer}} MetricName=\"{metric}\" "
+                           f"LoadBalancer=\"{name}\"', '{statistic}', 300)",
+                using_metrics={}, label=label, period=FIVE_MINUTES)
+
+        def healthy(statistic: str) -> cloudwatch.MathExpression:
+            return cloudwatch.MathExpression(
+                expression=f"SEARCH('{{AWS/ApplicationELB,LoadBalancer,TargetGroup}} MetricName=\"{statistic}\" "
+                           f"LoadBalancer=\"{name}\"', 'Minimum', 300)",
+                using_metrics={}, label=statistic, period=FIVE_MINUTES)
+
+        graphs: list[cloudwatch.IWidget] = [
+            cloudwatch.GraphWidget(title="API requests and 5xx (ALB)", width=8, left=[
+                search("RequestCount", "Sum", "requests")], right=[
+                search("HTTPCode_Target_5XX_Count", "Sum", "target 5xx"),
+                search("HTTPCode_ELB_5XX_Count", "Sum", "ALB 5xx")]),
+            cloudwatch.GraphWidget(title="API target response time (s)", width=8, left=[
+                search("TargetResponseTime", stat, stat) for stat in ("p50", "p90", "p99")],
+                left_annotations=[cloudwatch.HorizontalAnnotation(value=obs.api_p99_seconds, label="p99 alarm")]),
+            cloudwatch.GraphWidget(title="API targets", width=8, left=[
+                healthy("HealthyHostCount"), healthy("UnHealthyHostCount")]),
+        ]
+        if not obs.api_load_balancer:
+            return [graphs]
+        api = api_alarms(self.alarms, load_balancer=obs.api_load_balancer, objective=obs.slo_availability,
+                         p99_seconds=obs.api_p99_seconds, min_targets=config.workloads.api.min_replicas)
+        return [self._slo_row(api, obs.slo_availability), graphs]
 
     def _slo_row(self, sli: Sli, objective: float) -> list[cloudwatch.IWidget]:
         availability = cloudwatch.MathExpression(
@@ -160,6 +193,7 @@ class ObservabilityStack(cdk.Stack):
 
     def _tenants_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
         provisioner = self.control_plane.function(PROVISIONER, namespace=TENANTS_NAMESPACE)
+        operations = self.control_plane.function(TENANT_OPERATIONS, namespace=TENANTS_NAMESPACE)  # refills the pool
         budget_ms = config.observability.signup_budget_seconds * 1000
         threshold_ms = budget_ms * PROVISIONING_BUDGET_SHARE
         self.alarms.add(
@@ -168,6 +202,15 @@ class ObservabilityStack(cdk.Stack):
             threshold=threshold_ms, missing=NOT_BREACHING,
             summary=f"p95 of a provisioning attempt above {threshold_ms / 1000:.0f} s over 15 min: a retried signup "
                     f"would miss the {budget_ms / 1000:.0f} s budget.")
+
+        database = config.database
+        capacity = database.max_connections * database.connection_overcommit
+        committed = operations.metric("TenantConnectionLimits", statistic="Maximum", period=cdk.Duration.minutes(15))
+        self.alarms.add(
+            "tenant-connection-capacity", metric=committed, threshold=capacity, missing=NOT_BREACHING,
+            summary=f"The tenants' connection limits add up to more than {database.connection_overcommit:g} x "
+                    f"max_connections ({database.max_connections}, sized from the {database.instance_type} memory): "
+                    "a busy hour can exhaust the instance. Move to a larger instance class or a second database.")
 
         def count(name: str) -> cloudwatch.Metric:
             return provisioner.metric(name, statistic="Sum", period=FIVE_MINUTES)
@@ -184,9 +227,12 @@ class ObservabilityStack(cdk.Stack):
             cloudwatch.GraphWidget(title="Signups / warm pool", width=8, left=[
                 count(name).with_(label=name) for name in ("TenantsCreated", "ProvisioningRejected",
                                                            "ProvisioningFailed")],
-                right=[provisioner.metric("WarmPoolSize", statistic="Minimum",
-                                          period=FIVE_MINUTES).with_(label="warm pool size")]),
-            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True),
+                right=[operations.metric("WarmPoolSize", statistic="Minimum",
+                                         period=FIVE_MINUTES).with_(label="warm pool size")]),
+            cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True,
+                                   right=[committed.with_(label="sum of tenant connection limits")],
+                                   right_annotations=[cloudwatch.HorizontalAnnotation(
+                                       value=capacity, label="capacity alarm")]),
         ]
 
     def _spend_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:

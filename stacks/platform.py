@@ -24,6 +24,7 @@ from stacks.edge_stack import EdgeStack
 from stacks.limits_stack import LimitsStack
 from stacks.network_stack import NetworkStack
 from stacks.observability_stack import ObservabilityStack
+from stacks.registry_stack import RegistryStack
 from stacks.security_stack import SecurityStack
 from stacks.tenants_stack import TenantsStack
 
@@ -70,6 +71,7 @@ def build_platform(scope: Construct, config: EnvConfig, *, shared: SharedAccount
     LimitsStack(scope, config.stack_id("limits"), config=config, security=security, data=data, billing=billing, env=env).add_stack_dependency(shared)
     EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
     DrStack(scope, config.stack_id("dr"), config=config, security=security, data=data, env=env)
+    RegistryStack(scope, config.stack_id("registry"), config=config, security=security, env=env)
     ObservabilityStack(scope, config.stack_id("observability"), config=config, security=security, data=data, cluster=cluster, env=env)  # last: watches the stacks above
 
     _tag_environment(scope, config)

@@ -11,7 +11,7 @@ from stacks.config import EnvConfig
 
 
 class SecurityStack(cdk.Stack):
-    """Keys for data at rest (RDS, ElastiCache, PI), secrets, EKS secrets and CloudWatch Logs."""
+    """Keys for data at rest (RDS, ElastiCache, PI), secrets, EKS secrets, CloudWatch Logs and images."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -19,6 +19,7 @@ class SecurityStack(cdk.Stack):
         self.secrets_key = self._key("Secrets", config, "Secrets Manager secrets (RDS master, cache AUTH, tenants)")
         self.eks_key = self._key("Eks", config, "envelope encryption of Kubernetes secrets in EKS")
         self.logs_key = self._key("Logs", config, "CloudWatch Logs log groups (flow logs, Lambda, EKS)")
+        self.images_key = self._key("Images", config, "ECR repositories of the API and worker images")
         self._allow_cloudwatch_logs(self.logs_key)
 
     def _key(self, name: str, config: EnvConfig, purpose: str) -> kms.Key:

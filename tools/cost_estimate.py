@@ -325,8 +325,20 @@ def _usage_lines(env: str, templates: Mapping[str, dict], prices: PriceBook) -> 
             nodes = usage["auto_mode_nodes"]
             hourly = prices.price("ec2_instance_per_hour", nodes["instance_type"])
             fee = 1 + prices.price("eks", "auto_mode_fee_share")
-            yield NODES, f"Auto Mode baseline {nodes['count']} x {nodes['instance_type']} incl. management fee", \
-                int(nodes["count"]) * hourly * fee * prices.hours
+            yield NODES, f"Auto Mode nodes (autoscaled; baseline) {nodes['count']} x {nodes['instance_type']} " \
+                f"incl. management fee", int(nodes["count"]) * hourly * fee * prices.hours
+            disk = _dec(nodes.get("disk_gb", 0), "auto_mode_nodes.disk_gb") * int(nodes["count"])
+            if disk:
+                yield NODES, f"{disk} GB Auto Mode node volumes", disk * prices.price("eks", "node_disk_gb_month")
+    traces = _dec(usage.get("xray_million_traces", 0), "xray_million_traces")
+    if traces and "AWS::EKS::Cluster" in types:
+        yield CLOUDWATCH, f"{traces}M X-Ray traces recorded (API, worker, Lambdas; sampled)", traces * prices.price(
+            "xray", "per_million_traces")
+    repositories = types.count("AWS::ECR::Repository")
+    if repositories:
+        stored = _dec(usage.get("ecr_gb_per_repository", 0), "ecr_gb_per_repository") * repositories
+        yield OTHER, f"{stored} GB of images in {repositories} ECR repositories", stored * prices.price(
+            "ecr", "storage_gb_month")
     drill_hours = _dec(usage.get("restore_drill_hours", 0), "restore_drill_hours")
     if drill_hours and "AWS::StepFunctions::StateMachine" in types:
         for resource in resources:

@@ -9,7 +9,8 @@ Events (every action is idempotent):
 
 - ``{"action": "init"}``: after a deploy, create/upgrade roles, hardening and the control schema;
 - ``{"action": "migrate", "concurrency": N}``: fleet migration (large fleets: the CLI, no 15-min cap);
-- ``{"action": "refill_warm_pool", "size": N}``: the 5-minute schedule (also the tenants gauge);
+- ``{"action": "refill_warm_pool", "size": N}``: the 5-minute schedule (also the tenants-by-state
+  gauge and ``TenantConnectionLimits``, the sum of the tenants' connection limits);
 - ``{"action": "drop_due_offboardings"}``: the daily schedule; each tenant on its own, and the
   invocation fails (error alarm, retries, dead-letter queue) when any could not be dropped.
 
@@ -62,13 +63,17 @@ def _refill(event: dict[str, Any], url: str) -> dict[str, Any]:
     with Database(url) as database, database.connection() as conn:
         result = warm_pool.refill(conn, size)
         by_state = records.count_by_state(conn)
+        committed = records.committed_connections(conn)
     metrics.add_metric(name="WarmPoolBuilt", unit=MetricUnit.Count, value=result.built)
     metrics.add_metric(name="WarmPoolSize", unit=MetricUnit.Count, value=result.size)
+    # Capacity: the tenants' CONNECTION LIMITs summed, alarmed against max_connections x overcommit.
+    metrics.add_metric(name="TenantConnectionLimits", unit=MetricUnit.Count, value=committed)
     for state, count in by_state.items():  # the dashboard's "tenants by state" gauge
         with single_metric(name="Tenants", unit=MetricUnit.Count, value=count, namespace=metrics.namespace) as metric:
             metric.add_dimension(name="state", value=state)
-    logger.info("warm pool refilled", extra={**result.to_dict(), "tenants_by_state": by_state})
-    return {**result.to_dict(), "tenants_by_state": by_state}
+    summary = {**result.to_dict(), "tenants_by_state": by_state, "tenant_connection_limits": committed}
+    logger.info("warm pool refilled", extra=summary)
+    return summary
 
 
 def _drop_due_offboardings(event: dict[str, Any], url: str) -> dict[str, Any]:

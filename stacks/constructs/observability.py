@@ -133,10 +133,11 @@ class Alarms:
             self._notify(alarm)
         return alarm
 
-    def composite(self, slug: str, *, rule: cloudwatch.IAlarmRule, summary: str) -> cloudwatch.CompositeAlarm:
+    def composite(self, slug: str, *, rule: cloudwatch.IAlarmRule, summary: str,
+                  runbook: str | None = None) -> cloudwatch.CompositeAlarm:
         alarm = cloudwatch.CompositeAlarm(
             self._scope, _construct_id(slug), composite_alarm_name=f"{self._prefix}-{slug}", alarm_rule=rule,
-            alarm_description=f"{summary} Runbook: {RUNBOOK}#{slug}")
+            alarm_description=f"{summary} Runbook: {RUNBOOK}#{runbook or slug}")
         self._notify(alarm)
         return alarm
 
@@ -205,23 +206,49 @@ def function_sli(function: lambda_.IFunction, name: str) -> Sli:
                total={"invocations": function.metric_invocations(), "throttles": function.metric_throttles()})
 
 
-def burn_rate_alarms(alarms: Alarms, sli: Sli, *, objective: float) -> list[cloudwatch.CompositeAlarm]:
-    """One composite alarm per burn window; its two window alarms only feed it (no actions)."""
+def burn_rate_alarms(alarms: Alarms, sli: Sli, *, objective: float, prefix: str = "") -> list[cloudwatch.CompositeAlarm]:
+    """One composite alarm per burn window; its two window alarms only feed it (no actions).
+    ``prefix`` tells apart the alarms of a second SLO (e.g. ``api-``); the runbook section is shared."""
     if not 0 < objective < 1:
         raise ValueError(f"SLO availability must be between 0 and 1 (exclusive), got {objective}")
     budget = 1 - objective
     composites = []
     for window in BURN_WINDOWS:
         threshold = window.burn_rate * budget
-        children = [alarms.add(f"{window.slug}-{which}", metric=sli.error_rate(duration), threshold=threshold,
+        children = [alarms.add(f"{prefix}{window.slug}-{which}", metric=sli.error_rate(duration), threshold=threshold,
                                missing=cloudwatch.TreatMissingData.NOT_BREACHING, notify=False, runbook=window.slug,
                                summary=f"{sli.name}: error rate over {duration.to_human_string()} above "
                                        f"{window.burn_rate} x the error budget ({threshold:.2%}).")
                     for which, duration in (("long", window.long), ("short", window.short))]
         composites.append(alarms.composite(
-            window.slug, rule=cloudwatch.AlarmRule.all_of(*children),
+            f"{prefix}{window.slug}", runbook=window.slug, rule=cloudwatch.AlarmRule.all_of(*children),
             summary=f"SLO {objective:.1%} on {sli.name}: {window.meaning}."))
     return composites
+
+
+def api_alarms(alarms: Alarms, *, load_balancer: str, objective: float, p99_seconds: float,
+               min_targets: int) -> Sli:
+    """What users of the API see at its ALB: the SLO's burn alarms on its 5xx ratio, the targets'
+    p99 latency, and healthy targets (all target groups of the ALB, a Metrics Insights query:
+    Auto Mode names the target group, so only the load balancer is known)."""
+    sli = load_balancer_sli(load_balancer)
+    burn_rate_alarms(alarms, sli, objective=objective, prefix="api-")
+    five_minutes = cdk.Duration.minutes(5)
+    alarms.add(
+        "api-latency-p99", periods=3, missing=cloudwatch.TreatMissingData.NOT_BREACHING, threshold=p99_seconds,
+        metric=cloudwatch.Metric(namespace="AWS/ApplicationELB", metric_name="TargetResponseTime",
+                                 statistic="p99", period=five_minutes, dimensions_map={"LoadBalancer": load_balancer}),
+        summary=f"p99 of the API's target response time above {p99_seconds} s for 15 min.")
+    alarms.add(
+        "api-healthy-targets", periods=2, threshold=min_targets, above=False,
+        missing=cloudwatch.TreatMissingData.BREACHING,
+        metric=cloudwatch.MathExpression(
+            expression=f'SELECT MIN(HealthyHostCount) FROM SCHEMA("AWS/ApplicationELB", LoadBalancer, TargetGroup) '
+                       f"WHERE LoadBalancer = '{load_balancer}'",
+            using_metrics={}, label="healthy API targets", period=five_minutes),
+        summary=f"Fewer healthy API targets than the {min_targets} minimum replicas for 10 min "
+                "(pods failing /readyz, or not scheduled).")
+    return sli
 
 
 @dataclass(frozen=True)

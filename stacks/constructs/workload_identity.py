@@ -35,3 +35,13 @@ class PodIdentity(Construct):
         ])
         policy.attach_to_role(self.role)
         return policy
+
+    def allow_tracing(self) -> iam.Policy:
+        """Send trace segments and OTLP spans to X-Ray (ADOT in the images); X-Ray's write actions
+        have no resource-level permissions, so the resource is ``*``."""
+        policy = iam.Policy(self, "TracingPolicy", statements=[iam.PolicyStatement(
+            actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:PutSpans",
+                     "xray:GetSamplingRules", "xray:GetSamplingTargets"],
+            resources=["*"])])
+        policy.attach_to_role(self.role)
+        return policy

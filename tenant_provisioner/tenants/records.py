@@ -65,3 +65,13 @@ def count_by_state(conn: psycopg.Connection) -> dict[str, int]:
     for state, count in conn.execute("SELECT state, count(*) FROM control.tenants GROUP BY state"):
         counts[state] = int(count)
     return counts
+
+
+def committed_connections(conn: psycopg.Connection) -> int:
+    """The sum of the ``CONNECTION LIMIT`` of every tenant role that may log in now or again
+    (provisioning, active, suspended): what the tenants could open at once, to compare with the
+    instance's memory-sized ``max_connections``."""
+    row = conn.execute(
+        "SELECT coalesce(sum(r.rolconnlimit), 0) FROM control.tenants t JOIN pg_roles r ON r.rolname = t.role_name"
+        " WHERE t.state IN ('provisioning', 'active', 'suspended') AND r.rolconnlimit > 0").fetchone()
+    return int(row[0]) if row else 0

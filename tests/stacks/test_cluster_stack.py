@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import aws_cdk as cdk
 import pytest
@@ -10,7 +11,7 @@ from aws_cdk.assertions import Match
 
 from app import project_context
 from stacks.cluster_stack import ClusterStack
-from stacks.config import load_config
+from stacks.config import UnsupportedKubernetesVersion, load_config
 from stacks.data_stack import DataStack
 from stacks.nag import register_gates
 from stacks.network_stack import NetworkStack
@@ -45,23 +46,41 @@ def test_no_kubectl_lambda_or_custom_resource(template_json, env):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_control_plane_and_nodes_in_private_subnets(template_json, env):
+def test_control_plane_in_private_subnets(template_json, env):
     (cluster,) = _resources(template_json, env, "AWS::EKS::Cluster")
-    (nodegroup,) = _resources(template_json, env, "AWS::EKS::Nodegroup")
-    for subnets in (cluster["Properties"]["ResourcesVpcConfig"]["SubnetIds"], nodegroup["Properties"]["Subnets"]):
-        names = [s["Fn::GetStackOutput"]["OutputName"] for s in subnets]
-        assert len(names) == 3 and all("privateSubnet" in n for n in names)
+    names = [s["Fn::GetStackOutput"]["OutputName"] for s in cluster["Properties"]["ResourcesVpcConfig"]["SubnetIds"]]
+    assert len(names) == 3 and all("privateSubnet" in n for n in names)
 
 
-@pytest.mark.parametrize(("env", "instance_type", "scaling"), [
-    ("dev", "t4g.large", {"MinSize": 1, "MaxSize": 3, "DesiredSize": 1}),
-    ("prod", "m7g.large", {"MinSize": 2, "MaxSize": 6, "DesiredSize": 2}),
-])
-def test_graviton_al2023_managed_nodes_with_pod_identity_agent(templates, env, instance_type, scaling):
-    template = templates[(env, "cluster")]
-    template.has_resource_properties("AWS::EKS::Nodegroup", {
-        "AmiType": "AL2023_ARM_64_STANDARD", "InstanceTypes": [instance_type], "ScalingConfig": scaling})
-    template.has_resource_properties("AWS::EKS::Addon", {"AddonName": "eks-pod-identity-agent"})
+@pytest.mark.parametrize("env", ENVS)
+def test_auto_mode_brings_load_balancing_node_autoscaling_and_metrics_server(template_json, env):
+    """Auto Mode: the ALB for the Ingress, Karpenter-based node pools, EBS; metrics-server for the HPAs."""
+    (cluster,) = _resources(template_json, env, "AWS::EKS::Cluster")
+    props = cluster["Properties"]
+    assert props["Version"] == "1.36"
+    assert props["ComputeConfig"]["Enabled"] is True
+    assert props["ComputeConfig"]["NodePools"] == ["system", "general-purpose"]
+    assert props["KubernetesNetworkConfig"]["ElasticLoadBalancing"] == {"Enabled": True}
+    assert props["StorageConfig"]["BlockStorage"] == {"Enabled": True}
+    assert not _resources(template_json, env, "AWS::EKS::Nodegroup")
+    addons = {r["Properties"]["AddonName"] for r in _resources(template_json, env, "AWS::EKS::Addon")}
+    assert addons == {"metrics-server"}   # Pod Identity agent, CNI, CoreDNS, kube-proxy: built into Auto Mode
+
+
+def test_synth_refuses_a_kubernetes_version_leaving_standard_support_within_60_days():
+    config = load_config("dev")
+    config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, kubernetes_version="1.35"))
+    app = cdk.App(context={**project_context(), "aws:cdk:bundling-stacks": []})
+    env = cdk.Environment(account=config.account, region=config.region)
+    security = SecurityStack(app, "security", config=config, env=env)
+    network = NetworkStack(app, "network", config=config, security=security, env=env)
+    data = DataStack(app, "data", config=config, network=network, security=security, env=env)
+    with pytest.raises(UnsupportedKubernetesVersion, match=r"1\.35 leaves EKS standard support on 2027-03-27"):
+        ClusterStack(app, "cluster", config=config, network=network, security=security, data=data, env=env,
+                     today=dt.date(2027, 2, 1))
+    # The same version two months earlier is accepted.
+    ClusterStack(app, "cluster-earlier", config=config, network=network, security=security, data=data, env=env,
+                 today=dt.date(2026, 11, 29))
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -105,12 +124,12 @@ def test_cluster_name_and_roles_published(template_json, env):
 
 @pytest.fixture(scope="module")
 def variant(tmp_path_factory):
-    """The other config branches (Auto Mode, public endpoint limited to CIDRs, admin access entry, RDS Proxy),
+    """The other config branches (managed node group, public endpoint limited to CIDRs, admin access entry, RDS Proxy),
     synthesized once with the nag gate on, foundation stacks only."""
     base = load_config("prod")
     config = dataclasses.replace(base, database=dataclasses.replace(base.database, rds_proxy=True),
                                  cluster=dataclasses.replace(
-        base.cluster, auto_mode=True, endpoint_public_cidrs=("203.0.113.0/24",),
+        base.cluster, auto_mode=False, endpoint_public_cidrs=("203.0.113.0/24",),
         admin_role_arns=("arn:aws:iam::111111111111:role/platform-admin",)))
     app = cdk.App(outdir=str(tmp_path_factory.mktemp("auto-mode")),
                   context={**project_context(), "aws:cdk:bundling-stacks": []})
@@ -124,14 +143,18 @@ def variant(tmp_path_factory):
     return {stack.node.id: assembly.get_stack_artifact(stack.artifact_id).template for stack in (data, cluster)}
 
 
-def test_auto_mode_variant(variant):
+def test_managed_node_group_variant(variant):
     template = variant["cluster"]
     resources = template["Resources"].values()
     (cluster,) = [r["Properties"] for r in resources if r["Type"] == "AWS::EKS::Cluster"]
-    assert cluster["ComputeConfig"]["Enabled"] is True
-    assert cluster["ComputeConfig"]["NodePools"] == ["system", "general-purpose"]
+    assert "ComputeConfig" not in cluster or not cluster["ComputeConfig"].get("Enabled")
     assert cluster["ResourcesVpcConfig"]["PublicAccessCidrs"] == ["203.0.113.0/24"]
-    assert not [r for r in resources if r["Type"] in ("AWS::EKS::Nodegroup", "AWS::EKS::Addon")]
+    (nodegroup,) = [r["Properties"] for r in resources if r["Type"] == "AWS::EKS::Nodegroup"]
+    assert nodegroup["AmiType"] == "AL2023_ARM_64_STANDARD" and nodegroup["InstanceTypes"] == ["m7g.large"]
+    assert nodegroup["ScalingConfig"] == {"MinSize": 2, "MaxSize": 6, "DesiredSize": 2}
+    assert all("privateSubnet" in s["Fn::GetStackOutput"]["OutputName"] for s in nodegroup["Subnets"])
+    addons = {r["Properties"]["AddonName"] for r in resources if r["Type"] == "AWS::EKS::Addon"}
+    assert addons == {"eks-pod-identity-agent", "metrics-server"}
     (entry,) = [r["Properties"] for r in resources if r["Type"] == "AWS::EKS::AccessEntry"]
     assert entry["PrincipalArn"] == "arn:aws:iam::111111111111:role/platform-admin"
     assert entry["AccessPolicies"][0]["AccessScope"] == {"Type": "cluster"}
@@ -171,3 +194,13 @@ def test_cluster_role_may_use_the_eks_key_for_envelope_encryption(template_json,
     actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant"} <= actions
     assert all(s["Resource"]["Fn::GetStackOutput"]["StackName"] == f"saas-{env}-security" for s in statements)
+
+
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("service_account", ["api", "worker"])
+def test_pod_identity_roles_may_send_traces_to_xray_only(template_json, env, service_account):
+    (statements,) = [p["Properties"]["PolicyDocument"]["Statement"] for p in _resources(template_json, env, "AWS::IAM::Policy")
+                     if p["Properties"]["PolicyName"].startswith(f"{service_account.capitalize()}IdentityTracingPolicy")]
+    (statement,) = statements
+    assert all(action.startswith("xray:") for action in statement["Action"])
+    assert {"xray:PutTraceSegments", "xray:PutSpans"} <= set(statement["Action"])

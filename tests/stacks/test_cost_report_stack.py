@@ -156,7 +156,7 @@ def test_readme_and_cost_doc_quote_the_estimators_launch_cost(cost_estimate):
 
     root = Path(__file__).resolve().parents[2]
     assert launch_total(cost_estimate) in (root / "README.md").read_text(), (
-        "update the README's launch cost to the estimator's total")
+        f"the README's launch cost must read {launch_total(cost_estimate)!r} (the estimator's total)")
     assert markdown(cost_estimate) in (root / "docs" / "cost.md").read_text(), (
         "docs/cost.md is stale: replace its launch-cost block with "
         "`python -m tools.cost_estimate cdk.out --markdown` after `make synth`")

@@ -56,7 +56,8 @@ def test_s3_gateway_and_interface_endpoints(templates, template_json, env):
     assert names == {f"com.amazonaws.us-east-1.{service.short_name}" for service in INTERFACE_ENDPOINTS.values()}
     assert {"com.amazonaws.us-east-1.secretsmanager", "com.amazonaws.us-east-1.sts",
             "com.amazonaws.us-east-1.ecr.api", "com.amazonaws.us-east-1.ecr.dkr",
-            "com.amazonaws.us-east-1.logs", "com.amazonaws.us-east-1.eks-auth"} == names
+            "com.amazonaws.us-east-1.logs", "com.amazonaws.us-east-1.eks-auth",
+            "com.amazonaws.us-east-1.xray"} == names
     assert all(p["PrivateDnsEnabled"] for p in interface)
 
 

@@ -15,7 +15,8 @@ from aws_cdk import aws_lambda as lambda_
 from app import PROJECT_DIR
 from stacks.config import load_config
 from stacks.constructs.observability import (
-    BURN_WINDOWS, RUNBOOK, Alarms, ControlPlane, burn_rate_alarms, discover, function_sli, load_balancer_sli)
+    BURN_WINDOWS, RUNBOOK, Alarms, ControlPlane, api_alarms, burn_rate_alarms, discover, function_sli,
+    load_balancer_sli)
 from stacks.observability_stack import (
     CACHE_MEMORY_PERCENT, DB_CONNECTIONS_SHARE, NEAR_TIMEOUT_SHARE, PROVISIONING_BUDGET_SHARE, check_config)
 from tenant_provisioner.limits.degraded import METRIC_NAME, METRIC_NAMESPACE
@@ -237,6 +238,17 @@ def test_dashboard_has_a_row_per_area_with_spend_against_the_budget_levels(templ
     for level in (0.9, 1.0, 2.0):
         assert re.search(rf'"value":{budget * level:g}(\.0)?,"label":"{level:.0%} of budget"', body), level
     assert 'GROUP BY state' in body and '"MonthToDateUSD"' in body
+    # the warm pool is refilled (and its size published) by tenant_operations, not provisioning
+    assert re.search(r'"SaaS/Tenants","WarmPoolSize","service","tenant_operations"', body)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_tenant_connection_limits_are_alarmed_against_the_memory_sized_max_connections(template_json, env):
+    database = load_config(env).database
+    alarm = next(a["Properties"] for a in _of(template_json[(env, "observability")], "AWS::CloudWatch::Alarm").values()
+                 if a["Properties"].get("MetricName") == "TenantConnectionLimits")
+    assert alarm["Threshold"] == database.max_connections * database.connection_overcommit
+    assert {"Name": "service", "Value": "tenant_operations"} in alarm["Dimensions"]
 
 
 # --- units (no synthesis of the app) -------------------------------------------------------------
@@ -291,6 +303,27 @@ def test_load_balancer_sli_counts_target_and_alb_5xx_over_requests():
              for alarm in template.find_resources("AWS::CloudWatch::Alarm").values()
              for m in alarm["Properties"]["Metrics"] if "MetricStat" in m}
     assert names == {"HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count", "RequestCount"}
+
+
+def test_api_alarms_burn_the_slo_on_alb_5xx_and_watch_p99_and_healthy_targets():
+    stack = _stack()
+    alarms = Alarms(stack, prefix="unit", topic=cdk.aws_sns.Topic(stack, "T"))
+    alb = "app/saas-prod-api/0123456789abcdef"
+    api_alarms(alarms, load_balancer=alb, objective=0.995, p99_seconds=0.8, min_targets=3)
+    template = assertions.Template.from_stack(stack)
+    composites = template.find_resources("AWS::CloudWatch::CompositeAlarm")
+    assert {c["Properties"]["AlarmName"] for c in composites.values()} == {"unit-api-slo-fast-burn",
+                                                                           "unit-api-slo-slow-burn"}
+    assert all(c["Properties"]["AlarmDescription"].endswith(f"#{c['Properties']['AlarmName'][9:]}")
+               for c in composites.values())   # the shared runbook sections slo-fast-burn / slo-slow-burn
+    template.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": "unit-api-latency-p99", "MetricName": "TargetResponseTime", "ExtendedStatistic": "p99",
+        "Threshold": 0.8, "EvaluationPeriods": 3, "Dimensions": [{"Name": "LoadBalancer", "Value": alb}]})
+    template.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": "unit-api-healthy-targets", "Threshold": 3, "ComparisonOperator": "LessThanThreshold",
+        "TreatMissingData": "breaching",
+        "Metrics": [M.object_like({"Expression": M.string_like_regexp(
+            f"SELECT MIN\\(HealthyHostCount\\) .* WHERE LoadBalancer = '{alb}'")})]})
 
 
 def test_function_sli_counts_throttled_calls_as_failed_calls():

@@ -27,6 +27,8 @@ def _real(config: EnvConfig) -> EnvConfig:
         observability=dataclasses.replace(config.observability, alarm_emails=("ops@acme.io",)),
         cicd=dataclasses.replace(config.cicd, github_repository="acme/saas-platform"),
         cluster=dataclasses.replace(config.cluster, admin_role_arns=(ADMIN,)),
+        workloads=dataclasses.replace(config.workloads, api_domain=f"api.{config.name}.acme.io",
+                                      certificate_arn=f"arn:aws:acm:us-east-1:{REAL_ACCOUNT}:certificate/abc"),
     )
 
 
@@ -44,7 +46,7 @@ def test_synth_for_a_real_account_lists_every_example_value_in_one_error(env):
     for name in ENVIRONMENTS:
         for path in ("limits.ops_emails", "limits.notification_sender", "cost_report.recipients",
                      "cost_report.sender", "observability.alarm_emails", "cicd.github_repository",
-                     "cluster.admin_role_arns"):
+                     "cluster.admin_role_arns", "workloads.api_domain", "workloads.certificate_arn"):
             assert f"{name}: {path} " in message
     assert "docs/configuration.md" in message
 

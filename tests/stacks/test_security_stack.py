@@ -9,15 +9,15 @@ ENVS = ("dev", "prod")
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_four_customer_managed_keys_all_rotating_and_retained(templates, template_json, env):
+def test_five_customer_managed_keys_all_rotating_and_retained(templates, template_json, env):
     template = templates[(env, "security")]
-    template.resource_count_is("AWS::KMS::Key", 4)
+    template.resource_count_is("AWS::KMS::Key", 5)
     keys = template.find_resources("AWS::KMS::Key", {"Properties": {"EnableKeyRotation": True}})
-    assert len(keys) == 4
+    assert len(keys) == 5
     assert all(key["DeletionPolicy"] == "Retain" for key in keys.values())
     aliases = {r["Properties"]["AliasName"] for r in template_json[(env, "security")]["Resources"].values()
                if r["Type"] == "AWS::KMS::Alias"}
-    assert aliases == {f"alias/saas-{env}-{kind}" for kind in ("data", "secrets", "eks", "logs")}
+    assert aliases == {f"alias/saas-{env}-{kind}" for kind in ("data", "secrets", "eks", "logs", "images")}
 
 
 @pytest.mark.parametrize("env", ENVS)

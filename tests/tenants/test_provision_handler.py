@@ -102,7 +102,7 @@ def test_scheduled_event_refills_the_warm_pool(handler, operations):
     assert module.handler(_signup("pooled-co"), Context())["created"] is True
 
 
-def test_scheduled_refill_publishes_tenants_by_state(handler, operations, capsys):
+def test_scheduled_refill_publishes_tenants_by_state(handler, operations, tenant_db, capsys):
     module, _ = handler
     module.handler(_signup("counted-co"), Context())
     capsys.readouterr()
@@ -113,6 +113,12 @@ def test_scheduled_refill_publishes_tenants_by_state(handler, operations, capsys
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     gauges = {m["state"]: m["Tenants"] for m in emitted if "Tenants" in m}
     assert gauges == {state: [float(n)] for state, n in counts.items()}  # one gauge per state, zeros too
+    # capacity: the live tenants' connection limits summed (counted-co is on pro: 20)
+    with tenant_db.database() as db, db.connection() as conn:
+        expected = conn.execute("SELECT sum(r.rolconnlimit) FROM control.tenants t JOIN pg_roles r"
+                                " ON r.rolname = t.role_name WHERE t.state = 'active'").fetchone()[0]
+    assert result["tenant_connection_limits"] == expected >= 20
+    assert [m["TenantConnectionLimits"] for m in emitted if "TenantConnectionLimits" in m] == [[float(expected)]]
 
 
 def test_daily_event_drops_offboardings_past_retention(handler, operations, tenant_db, tmp_path):

@@ -189,3 +189,20 @@ def test_write_prices_updates_values_in_place(tmp_path):
     assert updated.price("ec2_instance_per_hour", "m7g.large") == Decimal("0.082")
     assert updated.price("elasticache", "node_per_hour", "cache.m7g.large") == Decimal("0.158")   # untouched
     assert updated.as_of == "2027-01-02" and "# AWS list prices" in path.read_text()   # comments kept
+
+
+def test_auto_mode_nodes_with_fee_and_volumes_ecr_storage_and_xray_traces():
+    result = estimate({("prod", "cluster"): _template(
+        ("AWS::EKS::Cluster", {"ComputeConfig": {"Enabled": True}, "UpgradePolicy": {"SupportType": "STANDARD"}})),
+        ("prod", "registry"): _template(("AWS::ECR::Repository", {}), ("AWS::ECR::Repository", {}))}, PRICES)
+    lines = {line.detail: line.monthly_usd for line in result.lines if line.assumed}
+    usage = PRICES.usage("prod")
+    nodes = usage["auto_mode_nodes"]
+    fee = 1 + PRICES.price("eks", "auto_mode_fee_share")
+    node_line = next(v for k, v in lines.items() if k.startswith("Auto Mode nodes"))
+    assert node_line == nodes["count"] * PRICES.price("ec2_instance_per_hour", nodes["instance_type"]) * fee * HOURS
+    assert lines[f"{nodes['count'] * nodes['disk_gb']} GB Auto Mode node volumes"] > 0
+    stored = Decimal(usage["ecr_gb_per_repository"]) * 2
+    assert lines[f"{stored} GB of images in 2 ECR repositories"] == stored * PRICES.price("ecr", "storage_gb_month")
+    traces = Decimal(str(usage["xray_million_traces"]))
+    assert next(v for k, v in lines.items() if "X-Ray traces" in k) == traces * PRICES.price("xray", "per_million_traces")
