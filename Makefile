@@ -83,6 +83,7 @@ images: $(STAMP)
 # Benchmarks print figures (medians, p95/p99, ratios to the named peers); they are never tests.
 bench: $(STAMP)
 	$(PY) bench/provision.py
+	$(PY) bench/signup_exclusion.py
 	$(PY) bench/ratelimit.py
 
 # The reference services against local PostgreSQL/Redis (DATABASE_URL, REDIS_URL; PORT 8000,

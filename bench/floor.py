@@ -47,6 +47,10 @@ def create_floor_app(url: str, schema: str, pool_size: int) -> Any:
     api.dependency_overrides[routes.tenant_db] = shared_db
     api.state.jobs = _NoJobs()
 
+    @api.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     async def no_tenant(scope: dict, receive: Any, send: Any) -> None:
         scope.setdefault("state", {})["tenant"] = None
         await api(scope, receive, send)

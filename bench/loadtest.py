@@ -38,7 +38,7 @@ from tenant_provisioner import control, migrations  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect  # noqa: E402
 from tenant_provisioner.gateway import keys  # noqa: E402
 from tenant_provisioner.limits.limiter import TenantKeys  # noqa: E402
-from tenant_provisioner.tenants import lifecycle  # noqa: E402
+from tenant_provisioner.runtime import compose  # noqa: E402
 from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
 from tenant_provisioner.tiers import load_tiers  # noqa: E402
 from tests.support import databases, services  # noqa: E402
@@ -58,6 +58,7 @@ def free_port() -> int:
 def seed(url: str, role: str) -> list[dict]:
     """Tenants of every tier with one key, projects, a budget and some usage history each."""
     plan = []
+    lifecycle = compose.lifecycle()   # no Stripe, no Redis: billing skipped for load-test tenants
     with Database(url, provisioner_role=role, max_size=1) as db, db.connection() as conn:
         for tier, (count, weight) in TIER_MIX.items():
             for n in range(count):
@@ -121,6 +122,28 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live descendants (granian serves from a child
+    process): a load-independent cost, unlike req/s on a busy machine."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    family, total = {pid}, 0.0
+    changed = True
+    while changed:
+        changed = False
+        for child, (parent, _) in stats.items():
+            if parent in family and child not in family:
+                family.add(child)
+                changed = True
+    return sum(stats[p][1] for p in family if p in stats)
 
 
 def run_stage(url: str, plan: list[dict], users: int, seconds: int, workdir: Path, label: str) -> dict:
@@ -207,9 +230,9 @@ def main() -> int:
                 target_plan = plan if target == "tenant" else floor_plan
                 results[target] = []
                 for users in stages:
-                    before = admitted(rclient, plan, prefix)
+                    before, cpu_before = admitted(rclient, plan, prefix), cpu_seconds(proc.pid)
                     stage = run_stage(f"http://127.0.0.1:{port}", target_plan, users, args.seconds, workdir, target)
-                    after = admitted(rclient, plan, prefix)
+                    after, cpu_used = admitted(rclient, plan, prefix), cpu_seconds(proc.pid) - cpu_before
                     over = []
                     if target == "tenant":
                         for tenant in plan:
@@ -218,7 +241,9 @@ def main() -> int:
                             bound = tier.rate_per_second * (stage["elapsed"] + 1) + tier.burst
                             if got > bound:
                                 over.append((tenant["tenant_id"], got, round(bound)))
-                    results[target].append((users, summarize(stage), {"over_admitted": over}))
+                    summary = summarize(stage)
+                    summary["cpu_ms_per_request"] = cpu_used * 1000 / max(1, summary["requests"])
+                    results[target].append((users, summary, {"over_admitted": over}))
                     print(f"  {target:6} {users:4} users: done", flush=True)
             finally:
                 stop(proc)
@@ -230,15 +255,16 @@ def main() -> int:
 
 def report(results: dict, args: argparse.Namespace) -> None:
     print(f"\nload test: {args.seconds}s per stage, think time {args.wait}s, server {args.server}, 127.0.0.1\n")
-    print("| target | users | req/s | admitted req/s | read p50 / p95 / p99 ms | all p50 / p95 / p99 ms "
-          "| errors | 429 share per tier | over-admitted tenants |")
-    print("| --- | ---: | ---: | ---: | --- | --- | --- | --- | --- |")
+    print(f"machine load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print("| target | users | req/s | admitted req/s | server CPU ms/req | read p50 / p95 / p99 ms "
+          "| all p50 / p95 / p99 ms | errors | 429 share per tier | over-admitted tenants |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |")
     for target, stages in results.items():
         for users, s, extra in stages:
             share = ", ".join(f"{tier} {v:.0%}" for tier, v in s["share_429"].items())
             over = "n/a" if target == "floor" else (str(len(extra["over_admitted"])) + (
                 f" {extra['over_admitted'][:3]}" if extra["over_admitted"] else ""))
-            print(f"| {target} | {users} | {s['rps']:.0f} | {s['admitted_rps']:.0f} | "
+            print(f"| {target} | {users} | {s['rps']:.0f} | {s['admitted_rps']:.0f} | {s['cpu_ms_per_request']:.2f} | "
                   f"{s['read_p50']:.1f} / {s['read_p95']:.1f} / {s['read_p99']:.1f} | "
                   f"{s['all_p50']:.1f} / {s['all_p95']:.1f} / {s['all_p99']:.1f} | "
                   f"{s['errors']} ({s['error_rate']:.2%}){' ' + str(s['error_statuses']) if s['errors'] else ''} | "
@@ -247,7 +273,8 @@ def report(results: dict, args: argparse.Namespace) -> None:
         print()
         for (users, tenant, _), (_, floor, _) in zip(results["tenant"], results["floor"]):
             print(f"{users:4} users: tenant path / floor throughput = {tenant['rps'] / floor['rps']:.0%} "
-                  f"(admitted only: {tenant['admitted_rps'] / floor['rps']:.0%})")
+                  f"(admitted only: {tenant['admitted_rps'] / floor['rps']:.0%}); server CPU per request: floor / "
+                  f"tenant = {floor['cpu_ms_per_request'] / tenant['cpu_ms_per_request']:.0%}")
 
 
 if __name__ == "__main__":

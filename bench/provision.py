@@ -30,12 +30,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tenant_provisioner import control, migrations  # noqa: E402
-from tenant_provisioner.tenants import fleet, lifecycle, provisioning, schema, warm_pool  # noqa: E402
+from tenant_provisioner.tenants import fleet, provisioning, records, schema, warm_pool  # noqa: E402
+from tenant_provisioner.runtime import compose  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect, tenant_group_role  # noqa: E402
 from tenant_provisioner.gateway.sessions import gateway_role  # noqa: E402
 from tenant_provisioner.migrations import Migration  # noqa: E402
 from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
 from tests.support import services  # noqa: E402
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 DB_STEPS = (provisioning.DatabaseStep(), provisioning.ActivateStep())
 
@@ -68,7 +71,7 @@ def _sample(db: Database, samples: int, *, pooled: bool) -> list[float]:
         for i in range(samples):
             tenant_id = f"sample-{uuid.uuid4().hex[:10]}"
             times.append(_create(conn, tenant_id))
-            tenant = lifecycle.get(conn, tenant_id)
+            tenant = records.require(conn, tenant_id)
             with conn.transaction():
                 schema.drop(conn, schema=tenant.schema_name, role=tenant.role_name)
                 conn.execute("DELETE FROM control.tenants WHERE tenant_id = %s", (tenant_id,))

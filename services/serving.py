@@ -1,14 +1,18 @@
 """Run an ASGI app with uvicorn (default) or granian, draining on SIGTERM.
 
-Graceful shutdown: on SIGTERM/SIGINT readiness turns 503 at once (``runtime.draining``), the
-listening socket closes (no new connections), in-flight requests get up to
-``SHUTDOWN_GRACE_SECONDS`` to finish, then the lifespan closes the pools. Kubernetes should give
-the pod ``terminationGracePeriodSeconds`` > the grace (issue 13's manifests do).
+Graceful shutdown: on SIGTERM/SIGINT readiness turns 503 at once (``runtime.draining``) while
+requests are still served for ``SHUTDOWN_DELAY_SECONDS`` (the time Kubernetes needs to take the
+pod out of its Service endpoints; 0 = none), then the listening socket closes, in-flight requests
+get up to ``SHUTDOWN_GRACE_SECONDS`` to finish, and the lifespan closes the pools. Connections
+still in the kernel's accept queue when the socket closes are reset, which is why the delay
+exists: the pod must stop receiving traffic before it stops listening. Give the pod a
+``terminationGracePeriodSeconds`` above delay + grace.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from services.settings import ServiceSettings
@@ -20,12 +24,20 @@ def serve_uvicorn(app: Any, settings: ServiceSettings, *, on_exit: Any = None) -
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
+        draining = False
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             if on_exit is not None:
                 on_exit()
-            log.info("signal received: draining", extra={"fields": {"signal": sig,
-                                                                    "grace_s": settings.shutdown_grace_seconds}})
-            super().handle_exit(sig, frame)
+            if self.draining or settings.shutdown_delay_seconds <= 0:
+                super().handle_exit(sig, frame)  # no delay, or a second signal: stop accepting now
+                return
+            self.draining = True
+            log.info("signal received: draining", extra={"fields": {
+                "signal": sig, "delay_s": settings.shutdown_delay_seconds, "grace_s": settings.shutdown_grace_seconds}})
+            timer = threading.Timer(settings.shutdown_delay_seconds, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
 
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
                             lifespan="on", log_config=None, access_log=False, server_header=False,

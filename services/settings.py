@@ -51,6 +51,7 @@ class ServiceSettings:
     port: int
     health_port: int
     shutdown_grace_seconds: float
+    shutdown_delay_seconds: float
     provisioner_role: str
     redis_key_prefix: str
     redis_timeout_seconds: float
@@ -84,6 +85,7 @@ class ServiceSettings:
             host=env.get("HOST", "0.0.0.0"),
             port=_int(env, "PORT", 8000, 1), health_port=_int(env, "HEALTH_PORT", 8001, 1),
             shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 20.0),
+            shutdown_delay_seconds=_float(env, "SHUTDOWN_DELAY_SECONDS", 0.0),
             provisioner_role=env.get("TENANT_PROVISIONER_ROLE") or DEFAULT_PROVISIONER_ROLE,
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", ""),
             redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.25, 0.001),

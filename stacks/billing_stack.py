@@ -13,6 +13,8 @@ burst of deliveries can open.
 
 from __future__ import annotations
 
+import dataclasses
+
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -21,10 +23,12 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.config import EnvConfig
-from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.control_plane_function import ControlPlaneFunction, via_service
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, skip_checkov
 from stacks.security_stack import SecurityStack
+from tenant_provisioner.billing.settings import BillingSettings
+from tenant_provisioner.runtime.settings import StripeWebhookSettings
 
 WEBHOOK_CONCURRENCY = 5
 _ROTATION_REASON = ("{what} is issued by Stripe, not by AWS: it is rotated by rolling it in the Stripe "
@@ -43,31 +47,17 @@ class BillingStack(cdk.Stack):
             "WebhookSigningSecret", f"{prefix}/webhook-signing-secret",
             "Signing secret (whsec_...) of this environment's Stripe webhook endpoint", security.secrets_key)
         self._secrets_key = security.secrets_key
-        self._environment = self.billing_environment(config)
+        self._billing = config.billing
 
-        webhook = PythonFunction(
+        webhook = ControlPlaneFunction(
             self, "StripeWebhook", name="stripe_webhook",
             description="Stripe webhook: verify signature, apply invoice/subscription events to tenants",
-            environment={
-                "ENVIRONMENT_NAME": config.name,
-                "STRIPE_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,
-                "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
-                "DATABASE_NAME": config.tenants.database_name,
-                **self._environment,
-                "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Billing",
-            },
-            timeout=cdk.Duration.seconds(20),
-            memory_size=256,
-            network=data.control_plane_network,
-            log_key=security.logs_key,
-            reserved_concurrency=WEBHOOK_CONCURRENCY,
-        )
+            settings=StripeWebhookSettings(database=data.database_settings, billing=dataclasses.replace(
+                config.billing, webhook_secret_id=self.webhook_secret.secret_arn)),
+            network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
+            timeout=cdk.Duration.seconds(20), memory_size=256, reserved_concurrency=WEBHOOK_CONCURRENCY)
         self.webhook_function = webhook.function
-        iam.Policy(self, "WebhookReads", roles=[webhook.role], statements=[
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
-                                resources=[self.webhook_secret.secret_arn, data.database_secret.secret_arn]),
-            self.decrypt_via_secrets_manager(),
-        ])
+        webhook.read_secrets("WebhookReads", [self.webhook_secret.secret_arn, data.database_secret.secret_arn])
         self.webhook_url = self.webhook_function.add_function_url(auth_type=lambda_.FunctionUrlAuthType.NONE)
         skip_checkov(self.webhook_url.node.default_child, "CKV_AWS_258",
                      "Stripe cannot sign AWS (SigV4) requests; every request is authenticated by its "
@@ -83,12 +73,9 @@ class BillingStack(cdk.Stack):
         cdk.CfnOutput(self, "WebhookSigningSecretName", value=prefix + "/webhook-signing-secret",
                       description="Put the webhook endpoint's whsec_... signing secret here after deploy")
 
-    @staticmethod
-    def billing_environment(config: EnvConfig) -> dict[str, str]:
-        """What every function running billing code reads (`BillingSettings.from_env`)."""
-        return {"BILLING_PAYMENT_GRACE_DAYS": str(config.billing.payment_grace_days),
-                "BILLING_OFFBOARD_AFTER_DAYS": str(config.billing.offboard_after_days),
-                "STRIPE_API_VERSION": config.billing.stripe_api_version}
+    def stripe_settings(self) -> BillingSettings:
+        """Billing settings of a function that calls Stripe (with `grant_api_key_read` on its role)."""
+        return dataclasses.replace(self._billing, api_key_secret_id=self.api_key_secret.secret_arn)
 
     def _placeholder_secret(self, construct_id: str, name: str, description: str,
                             key: kms.IKey) -> secretsmanager.Secret:
@@ -102,18 +89,12 @@ class BillingStack(cdk.Stack):
         skip_checkov(secret.node.default_child, "CKV2_AWS_57", _ROTATION_REASON.format(what=description))
         return secret
 
-    def decrypt_via_secrets_manager(self) -> iam.PolicyStatement:
-        """kms:Decrypt of the secrets key, only when Secrets Manager asks for it in this region."""
-        return iam.PolicyStatement(actions=["kms:Decrypt"], resources=[self._secrets_key.key_arn], conditions={
-            "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}})
-
-    def grant_api_key_read(self, role: iam.IRole) -> dict[str, str]:
-        """Let another control-plane function (provisioning, enforcer) use the Stripe API key.
+    def grant_api_key_read(self, role: iam.IRole) -> None:
+        """Let another control-plane function (provisioning, enforcer) read the Stripe API key.
 
         The statements go into `role`'s own policy (in its stack), so that stack depends on this
-        one and never the other way round. Returns the environment variables the function needs.
+        one and never the other way round; its environment comes from `stripe_settings`.
         """
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["secretsmanager:GetSecretValue"], resources=[self.api_key_secret.secret_arn]))
-        role.add_to_principal_policy(self.decrypt_via_secrets_manager())
-        return {"STRIPE_API_KEY_SECRET_ID": self.api_key_secret.secret_arn, **self._environment}
+        role.add_to_principal_policy(via_service(self, self._secrets_key, "secretsmanager", ["kms:Decrypt"]))

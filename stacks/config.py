@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from tenant_provisioner.billing.settings import BillingSettings
+
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
@@ -249,7 +251,10 @@ class LimitsConfig:
     ops_emails: tuple[str, ...] = ()
     waf_window_seconds: int = 60          # WAF rate-rule evaluation window: 60, 120, 300 or 600
     waf_anonymous_ip_limit: int = 300     # requests per window per IP that carry no API key
-    api_key_header: str = "x-api-key"     # WAF tier rules key on it; API keys start with "<tier>_"
+    # WAF tier rules key on this header; its value must start with api_key_scheme + "<tier>_" (matched
+    # lower-cased): the services take keys as `Authorization: Bearer <tier>_<key id>_<secret>`.
+    api_key_header: str = "authorization"
+    api_key_scheme: str = "bearer "
     notification_sender: str     # SES identity of breaker emails to tenant admins
     nonprod_db_instances: tuple[str, ...] = ()        # RDS instances stopped at 100 % of the budget
     nonprod_nodegroups: tuple[str, ...] = ()          # "cluster/nodegroup" scaled to 0 at 100 %
@@ -272,13 +277,6 @@ class CostReportConfig:
     tenant_tag_key: str = "tenant"             # cost-allocation tag carrying the tenant id (activate in Billing)
     scope_tag_key: str | None = None           # e.g. "environment" when dev and prod share one AWS account:
                                                # the report then counts only cost tagged <key>=<env name>
-
-
-@dataclass(frozen=True, kw_only=True)
-class BillingConfig:
-    payment_grace_days: int = 7                     # first failed payment -> suspension
-    offboard_after_days: int = 30                   # subscription deleted in Stripe -> offboarding due
-    stripe_api_version: str = "2026-10-28.endive"   # the version stripe==16.1.0 is built for; webhook endpoint too
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -332,7 +330,7 @@ class EnvConfig:
     tenants: TenantsConfig
     limits: LimitsConfig
     cost_report: CostReportConfig
-    billing: BillingConfig = field(default_factory=BillingConfig)
+    billing: BillingSettings = field(default_factory=BillingSettings)   # defaults: tenant_provisioner/billing
     dr: DrConfig = field(default_factory=DrConfig)
     observability: ObservabilityConfig
     cicd: CicdConfig

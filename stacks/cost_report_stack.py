@@ -8,12 +8,12 @@ Scheduler and by Lambda's asynchronous retries) and then land in one dead-letter
 
 from __future__ import annotations
 
+from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from constructs import Construct
@@ -21,10 +21,11 @@ from constructs import Construct
 from stacks.account_stack import sender_identity
 from stacks.config import CostReportConfig, EnvConfig
 from stacks.constructs.dead_letter_queue import DeadLetterQueue
-from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.control_plane_function import ControlPlaneFunction, via_service
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge
 from stacks.security_stack import SecurityStack
+from tenant_provisioner.costs.settings import ReportSettings
 
 # Every retry of one date ends well within this; the idempotency record must outlive them.
 RETRY_WINDOW = cdk.Duration.hours(6)
@@ -50,34 +51,23 @@ class CostReportStack(cdk.Stack):
         )
         self.dead_letter_queue = DeadLetterQueue(self, "DeadLetters", purpose="cost-report Lambda and its schedule")
 
-        function = PythonFunction(
+        function = ControlPlaneFunction(
             self, "CostReport", name="cost_report",
             description="Daily AWS cost report: Cost Explorer -> tenant unit economics -> SES email",
-            environment={
-                "ENVIRONMENT_NAME": config.name,
-                "REPORT_RECIPIENTS": ",".join(report.recipients),
-                "REPORT_SENDER": report.sender,
-                "REPORT_TIMEZONE": report.timezone,
-                "MONTHLY_BUDGET_USD": str(config.limits.monthly_budget_usd),
-                "ANOMALY_MIN_SHARE": str(report.anomaly_min_increase_share),
-                "ANOMALY_MIN_USD": str(report.anomaly_min_increase_usd),
-                "COST_TAG_KEY": report.tenant_tag_key,
-                **({"COST_SCOPE_TAG": report.scope_tag_key} if report.scope_tag_key else {}),
-                "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
-                "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
-                "DATABASE_NAME": config.tenants.database_name,
-            },
-            timeout=cdk.Duration.minutes(5),
-            memory_size=512,
-            network=data.control_plane_network,
-            log_key=security.logs_key,
+            settings=ReportSettings(
+                environment=config.name, recipients=tuple(report.recipients), sender=report.sender,
+                monthly_budget_usd=Decimal(str(config.limits.monthly_budget_usd)),
+                timezone=ZoneInfo(report.timezone),
+                anomaly_min_share=Decimal(str(report.anomaly_min_increase_share)),
+                anomaly_min_usd=Decimal(str(report.anomaly_min_increase_usd)),
+                tag_key=report.tenant_tag_key, scope_tag=report.scope_tag_key,
+                idempotency_table=self.idempotency_table.table_name, database=data.database_settings),
+            network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
+            timeout=cdk.Duration.minutes(5), memory_size=512,
             reserved_concurrency=1,   # one run at a time: a retry waits for the run it repeats
-            dead_letter_queue=self.dead_letter_queue,
-        )
+            dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.function = function.function
-        self.dead_letter_queue.grant_encrypted_send(function.role)
-        self.function.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
-        self._grant(function.role, security, data)
+        self._grant(function, security, data)
 
         scheduler_role = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal(
             "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": self.account}}),
@@ -106,7 +96,7 @@ class CostReportStack(cdk.Stack):
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
                       description="Failed cost-report runs (see docs/runbooks/cost-spike.md)")
 
-    def _grant(self, role: iam.IRole, security: SecurityStack, data: DataStack) -> None:
+    def _grant(self, function: ControlPlaneFunction, security: SecurityStack, data: DataStack) -> None:
         """Exactly what a run does: read costs, read the DB secret, keep its idempotency record, send.
 
         Written as statements on the role (not ``key.grant_*``), so the keys' policies in the
@@ -114,21 +104,18 @@ class CostReportStack(cdk.Stack):
         """
         costs = iam.Policy(self, "CostExplorerRead", statements=[iam.PolicyStatement(
             actions=["ce:GetCostAndUsage", "ce:GetCostForecast"], resources=["*"])])
-        costs.attach_to_role(role)
+        costs.attach_to_role(function.role)
         acknowledge(costs, "AwsSolutions-IAM5[Resource::*]",
                     "Cost Explorer has no resource-level permissions: GetCostAndUsage and GetCostForecast "
                     "accept only Resource '*' (Service Authorization Reference); the statement allows these two "
                     "read actions only")
-        iam.Policy(self, "RunPermissions", roles=[role], statements=[
+        function.read_secrets("RunPermissions", [data.database_secret.secret_arn], statements=[
             iam.PolicyStatement(
                 actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
                 resources=[self.idempotency_table.table_arn]),
-            _via(self, "dynamodb", security.data_key, ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]),
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                                resources=[data.database_secret.secret_arn]),
-            _via(self, "secretsmanager", security.secrets_key, ["kms:Decrypt"]),
+            via_service(self, security.data_key, "dynamodb", ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]),
         ])
-        self.sender_identity.grant_send_email(role)
+        self.sender_identity.grant_send_email(function.role)
 
 
 def _check_schedule(report: CostReportConfig) -> None:
@@ -140,8 +127,3 @@ def _check_schedule(report: CostReportConfig) -> None:
     if not (0 <= report.schedule_hour <= 23 and 0 <= report.schedule_minute <= 59):
         raise ValueError(f"cost_report schedule {report.schedule_hour}:{report.schedule_minute} is not a time of day")
 
-
-def _via(stack: cdk.Stack, service: str, key: kms.IKey, actions: list[str]) -> iam.PolicyStatement:
-    """Use of `key` only on behalf of `service` in this region."""
-    return iam.PolicyStatement(actions=actions, resources=[key.key_arn], conditions={
-        "StringEquals": {"kms:ViaService": f"{service}.{stack.region}.amazonaws.com"}})

@@ -13,6 +13,8 @@ from stacks.constructs.outputs import publish
 from stacks.constructs.python_function import LambdaNetwork
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
+from tenant_provisioner.db import DatabaseSettings
+from tenant_provisioner.runtime.settings import RedisSettings
 
 
 class DataStack(cdk.Stack):
@@ -53,6 +55,12 @@ class DataStack(cdk.Stack):
         self.control_plane_network = LambdaNetwork(
             vpc=vpc, subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             security_groups=[self.control_plane_security_group])
+        # How a control-plane function reaches both (its settings class writes the variables).
+        self.database_settings = DatabaseSettings(
+            secret_arn=self.database_secret.secret_arn, name=config.tenants.database_name,
+            provisioner_role=config.tenants.provisioner_role)
+        self.redis_settings = RedisSettings(host=self.cache_endpoint_address, port=self.cache_port,
+                                            auth_secret_arn=self.cache_auth_secret.secret_arn)
 
         env = config.name
         publish(self, env, "db-endpoint", self.database.db_instance_endpoint_address, "PostgreSQL endpoint address")

@@ -2,9 +2,10 @@
 
 The Redis limiter is the real limit; WAF only stops floods before they reach the pods:
 
-- one rate-based rule per tier from the tiers file, keyed on the API-key header and scoped to
-  that tier's keys (API keys start with ``<tier>_``), at ``waf_rate_multiplier`` × the tier rate
-  over ``waf_window_seconds``;
+- one rate-based rule per tier from the tiers file, keyed on the API-key header
+  (``Authorization``) and scoped to that tier's keys (``Bearer <tier>_…``: keys carry their tier
+  at issue as a public prefix, tenant_provisioner/gateway/keys.py), at ``waf_rate_multiplier`` ×
+  the tier rate over ``waf_window_seconds``;
 - one IP-keyed rule for requests without the header (WAF does not count requests that lack an
   aggregation key, so without it they would be unlimited at the edge);
 - AWS managed rule groups: common rule set, known bad inputs, Amazon IP reputation.
@@ -47,6 +48,8 @@ def _header(name: str) -> wafv2.CfnWebACL.FieldToMatchProperty:
 
 
 _NO_TRANSFORM = [wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")]
+# The scheme ("Bearer") is case-insensitive in HTTP; keys themselves are lower-case.
+_LOWERCASE = [wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="LOWERCASE")]
 
 
 class EdgeStack(cdk.Stack):
@@ -78,7 +81,8 @@ class EdgeStack(cdk.Stack):
                     scope_down_statement=wafv2.CfnWebACL.StatementProperty(
                         byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
                             field_to_match=_header(header), positional_constraint="STARTS_WITH",
-                            search_string=f"{tier.name}_", text_transformations=_NO_TRANSFORM)))),
+                            search_string=f"{limits.api_key_scheme}{tier.name}_".lower(),
+                            text_transformations=_LOWERCASE)))),
                 visibility_config=_visibility(name)))
         rules.append(wafv2.CfnWebACL.RuleProperty(
             name="rate-ip-without-api-key", priority=200, action=wafv2.CfnWebACL.RuleActionProperty(block={}),

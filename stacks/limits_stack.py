@@ -30,10 +30,12 @@ from stacks.account_stack import sender_identity
 from stacks.billing_stack import BillingStack
 from stacks.config import EnvConfig
 from stacks.constructs.dead_letter_queue import DeadLetterQueue
-from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.control_plane_function import ControlPlaneFunction, via_service
 from stacks.data_stack import DataStack
 from stacks.security_stack import SecurityStack
 from tenant_provisioner.limits.reaper import ReaperSettings
+from tenant_provisioner.runtime.settings import (BudgetBreakerSettings, BudgetSettings, EnforceLimitsSettings,
+                                                 NotifierSettings)
 
 BUDGET_THRESHOLDS = (("ACTUAL", 90), ("ACTUAL", 100), ("ACTUAL", 200), ("FORECASTED", 100))
 RETRY_WINDOW = cdk.Duration.hours(1)
@@ -70,54 +72,48 @@ class LimitsStack(cdk.Stack):
             self.dead_letter_queue.allow_delivery_from(service)
         self.sender = sender_identity(self, "SenderIdentity", limits.notification_sender)
 
-        database_env = {"DATABASE_SECRET_ARN": data.database_secret.secret_arn,
-                        "DATABASE_NAME": config.tenants.database_name,
-                        "TENANT_PROVISIONER_ROLE": config.tenants.provisioner_role,
-                        "OPS_TOPIC_ARN": self.ops_topic.topic_arn, "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Limits"}
-
-        enforcer = PythonFunction(
+        enforcer = ControlPlaneFunction(
             self, "Enforcer", name="enforce_limits",
             description="Quota enforcer: measure usage, apply 90/100/200 % breakers, push state to Redis",
-            environment={**database_env, "REDIS_HOST": data.cache_endpoint_address, "REDIS_PORT": str(data.cache_port),
-                         "REDIS_AUTH_SECRET_ARN": data.cache_auth_secret.secret_arn,
-                         "LIMITS_SENDER_EMAIL": limits.notification_sender,
-                         **ReaperSettings(idle_in_transaction_s=limits.reaper_idle_in_transaction_seconds,
-                                          statement_s=limits.reaper_statement_seconds,
-                                          transaction_s=limits.reaper_transaction_seconds,
-                                          max_locks=limits.reaper_max_locks).to_env()},
-            timeout=cdk.Duration.minutes(4), memory_size=512, network=data.control_plane_network,
-            log_key=security.logs_key,
+            settings=EnforceLimitsSettings(
+                database=data.database_settings, redis=data.redis_settings,
+                notifier=NotifierSettings(sender=limits.notification_sender, ops_topic_arn=self.ops_topic.topic_arn),
+                # billing's post-cycle reporters (usage to Stripe, payment grace) run in the enforcer
+                billing=billing.stripe_settings() if billing is not None else config.billing,
+                reaper=ReaperSettings(idle_in_transaction_s=limits.reaper_idle_in_transaction_seconds,
+                                      statement_s=limits.reaper_statement_seconds,
+                                      transaction_s=limits.reaper_transaction_seconds,
+                                      max_locks=limits.reaper_max_locks)),
+            network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
+            timeout=cdk.Duration.minutes(4), memory_size=512,
             reserved_concurrency=2,  # a slow run may overlap the next one (safe); never more
-            dead_letter_queue=self.dead_letter_queue)
+            dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.enforcer = enforcer.function
-        self.dead_letter_queue.grant_encrypted_send(enforcer.role)
-        self.enforcer.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
         self.schedule = events.Rule(
             self, "EnforceSchedule", description=f"Enforce tier limits every {limits.enforce_every_minutes} minutes",
             schedule=events.Schedule.rate(cdk.Duration.minutes(limits.enforce_every_minutes)),
             targets=[event_targets.LambdaFunction(self.enforcer, dead_letter_queue=self.dead_letter_queue,
                                                   retry_attempts=2, max_event_age=RETRY_WINDOW)])
-        self._grant_run("EnforcerRun", enforcer.role, security, secrets=[data.database_secret.secret_arn,
-                                                                          data.cache_auth_secret.secret_arn])
+        enforcer.read_secrets("EnforcerRun", [data.database_secret.secret_arn, data.cache_auth_secret.secret_arn],
+                              statements=self._publish_to_ops())
         self.sender.grant_send_email(enforcer.role)
-        if billing is not None:  # billing's post-cycle reporters (usage to Stripe, payment grace) run in the enforcer
-            for name, value in billing.grant_api_key_read(enforcer.role).items():
-                self.enforcer.add_environment(name, value)
+        if billing is not None:
+            billing.grant_api_key_read(enforcer.role)
 
-        breaker = PythonFunction(
+        breaker = ControlPlaneFunction(
             self, "BudgetBreaker", name="budget_breaker",
             description="Platform budget breaker: AWS Budgets level -> notify / freeze / block signups, once a month",
-            environment={**database_env, "BUDGET_ACCOUNT_ID": self.account, "BUDGET_NAME": self.budget_name,
-                         "NONPROD_DB_INSTANCES": ",".join(limits.nonprod_db_instances),
-                         "NONPROD_NODEGROUPS": ",".join(limits.nonprod_nodegroups)},
-            timeout=cdk.Duration.minutes(1), memory_size=256, network=data.control_plane_network,
-            log_key=security.logs_key,
-            reserved_concurrency=1, dead_letter_queue=self.dead_letter_queue)
+            settings=BudgetBreakerSettings(database=data.database_settings, budget=BudgetSettings(
+                account_id=self.account, budget_name=self.budget_name, ops_topic_arn=self.ops_topic.topic_arn,
+                nonprod_db_instances=tuple(limits.nonprod_db_instances),
+                nonprod_nodegroups=tuple(limits.nonprod_nodegroups))),
+            network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
+            timeout=cdk.Duration.minutes(1), memory_size=256, reserved_concurrency=1,
+            dead_letter_queue=self.dead_letter_queue, retry_attempts=None)   # SNS's retries, then the DLQ
         self.budget_breaker = breaker.function
-        self.dead_letter_queue.grant_encrypted_send(breaker.role)
         self.budget_topic.add_subscription(subscriptions.LambdaSubscription(
             self.budget_breaker, dead_letter_queue=self.dead_letter_queue))
-        self._grant_run("BudgetBreakerRun", breaker.role, security, secrets=[data.database_secret.secret_arn])
+        breaker.read_secrets("BudgetBreakerRun", [data.database_secret.secret_arn], statements=self._publish_to_ops())
         self._grant_budget_actions(breaker.role, config)
 
         self.budget = budgets.CfnBudget(
@@ -146,17 +142,10 @@ class LimitsStack(cdk.Stack):
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
                       description="Failed enforcer / budget-breaker runs (docs/runbooks/tenant-limits.md)")
 
-    def _grant_run(self, policy_id: str, role: iam.IRole, security: SecurityStack, *, secrets: list[str]) -> None:
-        """Read the secrets it connects with and publish to the ops topic (statements on the role only)."""
-        iam.Policy(self, policy_id, roles=[role], statements=[
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                                resources=secrets),
-            iam.PolicyStatement(actions=["kms:Decrypt"], resources=[security.secrets_key.key_arn], conditions={
-                "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}}),
-            iam.PolicyStatement(actions=["sns:Publish"], resources=[self.ops_topic.topic_arn]),
-            iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[self.alerts_key.key_arn],
-                                conditions={"StringEquals": {"kms:ViaService": f"sns.{self.region}.amazonaws.com"}}),
-        ])
+    def _publish_to_ops(self) -> list[iam.PolicyStatement]:
+        """Publish to the ops topic (its key only through SNS)."""
+        return [iam.PolicyStatement(actions=["sns:Publish"], resources=[self.ops_topic.topic_arn]),
+                via_service(self, self.alerts_key, "sns", ["kms:GenerateDataKey", "kms:Decrypt"])]
 
     def _grant_budget_actions(self, role: iam.IRole, config: EnvConfig) -> None:
         """Read this budget; stop/scale exactly the configured non-prod resources."""

@@ -29,8 +29,7 @@ from tenant_provisioner.drills.restore import RPO_METRIC as DR_RPO_METRIC
 from tenant_provisioner.drills.restore import RTO_METRIC as DR_RTO_METRIC
 from tenant_provisioner.drills.restore import VERIFIED_METRIC as DR_VERIFIED_METRIC
 from tenant_provisioner.limits.budget import BudgetLevel
-from tenant_provisioner.limits.degraded import METRIC_NAME as DEGRADED_METRIC
-from tenant_provisioner.limits.degraded import METRIC_NAMESPACE as LIMITS_NAMESPACE
+from tenant_provisioner.runtime.metrics import BillingMetrics, CostReportMetrics, LimitsMetrics, TenantMetrics
 
 FIVE_MINUTES = cdk.Duration.minutes(5)
 NOT_BREACHING = cloudwatch.TreatMissingData.NOT_BREACHING
@@ -57,13 +56,10 @@ BUDGET_LEVELS = tuple(sorted({percent / 100 for kind, percent in BUDGET_THRESHOL
 DAILY_WIDGET_RANGE = "-P35D"       # daily metrics: always show the whole month, whatever the dashboard range
 RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage")
 
-# Lambdas (lambdas/<name>) whose own Powertools metrics are watched beyond errors and throttles,
-# with the namespace each publishes to (the metric contract of the tenants, cost-report and limits code).
-PROVISIONER, TENANT_OPERATIONS, TENANTS_NAMESPACE = "provision_tenant", "tenant_operations", "SaaS/Tenants"
-COST_REPORT, COST_REPORT_NAMESPACE = "cost_report", "SaaS/CostReport"
-ENFORCER = "enforce_limits"
-BUDGET_BREAKER = "budget_breaker"   # its PlatformBudgetLevel is a BudgetLevel (0 ok ... 3 emergency)
-WEBHOOK, BILLING_NAMESPACE = "stripe_webhook", "SaaS/Billing"   # answers 500 without raising: own metrics
+# Lambdas (lambdas/<name>) whose own Powertools metrics are watched beyond errors and throttles;
+# namespaces and names are the functions' metric contract (tenant_provisioner/runtime/metrics.py).
+PROVISIONER, TENANT_OPERATIONS, COST_REPORT, ENFORCER, BUDGET_BREAKER, WEBHOOK = (
+    "provision_tenant", "tenant_operations", "cost_report", "enforce_limits", "budget_breaker", "stripe_webhook")
 ALB_DIMENSION = re.compile(r"^app/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$")   # CloudWatch's LoadBalancer dimension
 
 
@@ -192,20 +188,21 @@ class ObservabilityStack(cdk.Stack):
     # --- tenants and spend ---------------------------------------------------------------------
 
     def _tenants_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
-        provisioner = self.control_plane.function(PROVISIONER, namespace=TENANTS_NAMESPACE)
-        operations = self.control_plane.function(TENANT_OPERATIONS, namespace=TENANTS_NAMESPACE)  # refills the pool
+        provisioner = self.control_plane.function(PROVISIONER, namespace=TenantMetrics.NAMESPACE)
+        operations = self.control_plane.function(TENANT_OPERATIONS,  # refills the pool
+                                                 namespace=TenantMetrics.NAMESPACE)
         budget_ms = config.observability.signup_budget_seconds * 1000
         threshold_ms = budget_ms * PROVISIONING_BUDGET_SHARE
         self.alarms.add(
             "provisioning-latency-p95",
-            metric=provisioner.metric("ProvisioningDuration", statistic="p95", period=cdk.Duration.minutes(15)),
+            metric=provisioner.metric(TenantMetrics.PROVISIONING_DURATION, statistic="p95", period=cdk.Duration.minutes(15)),
             threshold=threshold_ms, missing=NOT_BREACHING,
             summary=f"p95 of a provisioning attempt above {threshold_ms / 1000:.0f} s over 15 min: a retried signup "
                     f"would miss the {budget_ms / 1000:.0f} s budget.")
 
         database = config.database
         capacity = database.max_connections * database.connection_overcommit
-        committed = operations.metric("TenantConnectionLimits", statistic="Maximum", period=cdk.Duration.minutes(15))
+        committed = operations.metric(TenantMetrics.TENANT_CONNECTION_LIMITS, statistic="Maximum", period=cdk.Duration.minutes(15))
         self.alarms.add(
             "tenant-connection-capacity", metric=committed, threshold=capacity, missing=NOT_BREACHING,
             summary=f"The tenants' connection limits add up to more than {database.connection_overcommit:g} x "
@@ -215,19 +212,20 @@ class ObservabilityStack(cdk.Stack):
         def count(name: str) -> cloudwatch.Metric:
             return provisioner.metric(name, statistic="Sum", period=FIVE_MINUTES)
 
-        latency = [provisioner.metric("ProvisioningDuration", statistic=stat, period=FIVE_MINUTES)
+        latency = [provisioner.metric(TenantMetrics.PROVISIONING_DURATION, statistic=stat, period=FIVE_MINUTES)
                    .with_(label=stat) for stat in ("p50", "p95", "Maximum")]
         by_state = cloudwatch.MathExpression(
-            expression=f'SELECT MAX(Tenants) FROM "{TENANTS_NAMESPACE}" GROUP BY state',
+            expression=f'SELECT MAX({TenantMetrics.TENANTS}) FROM "{TenantMetrics.NAMESPACE}" GROUP BY state',
             using_metrics={}, label="tenants", period=FIVE_MINUTES)
         return [
             cloudwatch.GraphWidget(title="Provisioning duration (ms)", left=latency, width=8, left_annotations=[
                 cloudwatch.HorizontalAnnotation(value=threshold_ms, label="alarm"),
                 cloudwatch.HorizontalAnnotation(value=budget_ms, label="signup budget")]),
             cloudwatch.GraphWidget(title="Signups / warm pool", width=8, left=[
-                count(name).with_(label=name) for name in ("TenantsCreated", "ProvisioningRejected",
-                                                           "ProvisioningFailed")],
-                right=[operations.metric("WarmPoolSize", statistic="Minimum",
+                count(name).with_(label=name) for name in (TenantMetrics.TENANTS_CREATED,
+                                                           TenantMetrics.PROVISIONING_REJECTED,
+                                                           TenantMetrics.PROVISIONING_FAILED)],
+                right=[operations.metric(TenantMetrics.WARM_POOL_SIZE, statistic="Minimum",
                                          period=FIVE_MINUTES).with_(label="warm pool size")]),
             cloudwatch.GraphWidget(title="Tenants by state", left=[by_state], width=8, stacked=True,
                                    right=[committed.with_(label="sum of tenant connection limits")],
@@ -238,21 +236,21 @@ class ObservabilityStack(cdk.Stack):
     def _spend_row(self, config: EnvConfig) -> list[cloudwatch.IWidget]:
         """Month-to-date spend from the cost report (the platform's region, the report's own scope)
         against the platform budget and its breaker levels."""
-        report = self.control_plane.function(COST_REPORT, namespace=COST_REPORT_NAMESPACE)
+        report = self.control_plane.function(COST_REPORT, namespace=CostReportMetrics.NAMESPACE)
         dimensions = {"environment": config.name}   # the report's ENVIRONMENT_NAME
-        delivered = report.metric("ReportsDelivered", statistic="Sum", period=cdk.Duration.hours(1),
+        delivered = report.metric(CostReportMetrics.REPORTS_DELIVERED, statistic="Sum", period=cdk.Duration.hours(1),
                                   dimensions=dimensions)
         self.alarms.add(
             "cost-report-missing", metric=delivered, threshold=1, above=False, periods=COST_REPORT_SILENCE_HOURS,
             missing=cloudwatch.TreatMissingData.BREACHING,
             summary=f"No daily cost report delivered for {COST_REPORT_SILENCE_HOURS} h: the CEO is flying blind.")
         budget = config.limits.monthly_budget_usd
-        month_to_date = report.metric("MonthToDateUSD", statistic="Maximum", period=cdk.Duration.days(1),
+        month_to_date = report.metric(CostReportMetrics.MONTH_TO_DATE_USD, statistic="Maximum", period=cdk.Duration.days(1),
                                       dimensions=dimensions).with_(label="month to date (USD)")
         levels = [cloudwatch.HorizontalAnnotation(value=budget * level, label=f"{level:.0%} of budget")
                   for level in BUDGET_LEVELS]
-        breaker = self.control_plane.function(BUDGET_BREAKER, namespace=LIMITS_NAMESPACE).metric(
-            "PlatformBudgetLevel", statistic="Maximum", period=cdk.Duration.days(1)).with_(label="budget breaker level")
+        breaker = self.control_plane.function(BUDGET_BREAKER, namespace=LimitsMetrics.NAMESPACE).metric(
+            LimitsMetrics.PLATFORM_BUDGET_LEVEL, statistic="Maximum", period=cdk.Duration.days(1)).with_(label="budget breaker level")
         return [
             cloudwatch.GraphWidget(title="Spend vs budget (USD, month to date)", width=16, left=[month_to_date],
                                    right=[breaker], start=DAILY_WIDGET_RANGE, left_annotations=levels,
@@ -260,13 +258,13 @@ class ObservabilityStack(cdk.Stack):
                                                                       show_units=False)),
             cloudwatch.GraphWidget(title="Cost report runs", width=8, start=DAILY_WIDGET_RANGE, left=[
                 report.metric(name, statistic="Sum", period=cdk.Duration.days(1), dimensions=dimensions)
-                .with_(label=name) for name in ("Runs", "ReportsDelivered")]),
+                .with_(label=name) for name in (CostReportMetrics.RUNS, CostReportMetrics.REPORTS_DELIVERED)]),
         ]
 
     def _limits_row(self) -> list[cloudwatch.IWidget]:
-        enforcer = self.control_plane.function(ENFORCER, namespace=LIMITS_NAMESPACE)
+        enforcer = self.control_plane.function(ENFORCER, namespace=LimitsMetrics.NAMESPACE)
         degraded = cloudwatch.MathExpression(
-            expression=f"SELECT SUM({DEGRADED_METRIC}) FROM \"{LIMITS_NAMESPACE}\" WHERE component = 'rate-limiter'",
+            expression=f"SELECT SUM({LimitsMetrics.RATE_LIMITER_DEGRADED}) FROM \"{LimitsMetrics.NAMESPACE}\" WHERE component = 'rate-limiter'",
             using_metrics={}, label="degraded decisions", period=FIVE_MINUTES)
         self.alarms.add(
             "rate-limiter-degraded", metric=degraded, threshold=0, missing=NOT_BREACHING,
@@ -274,27 +272,28 @@ class ObservabilityStack(cdk.Stack):
         return [
             cloudwatch.GraphWidget(title="Breakers", width=12, left=[
                 enforcer.metric(name, statistic="Sum", period=FIVE_MINUTES).with_(label=name)
-                for name in ("BreakerTransitions", "Suspensions", "EnforcementErrors")]),
+                for name in (LimitsMetrics.BREAKER_TRANSITIONS, LimitsMetrics.SUSPENSIONS, LimitsMetrics.ENFORCEMENT_ERRORS)]),
             cloudwatch.GraphWidget(title="Rate limiter degraded (no Redis)", left=[degraded], width=12),
         ]
 
     def _billing_row(self) -> list[cloudwatch.IWidget]:
         """The Stripe webhook answers failures with a 500 (Stripe retries for days) instead of
         raising, so Lambda's Errors never see them: its own outcome metrics are watched."""
-        webhook = self.control_plane.function(WEBHOOK, namespace=BILLING_NAMESPACE)
+        webhook = self.control_plane.function(WEBHOOK, namespace=BillingMetrics.NAMESPACE)
 
         def outcome(name: str) -> cloudwatch.Metric:
             return webhook.metric(name, statistic="Sum", period=FIVE_MINUTES).with_(label=name)
 
-        self.alarms.add("billing-webhook-misconfigured", metric=outcome("WebhookMisconfigured"), threshold=0,
+        self.alarms.add("billing-webhook-misconfigured", metric=outcome(BillingMetrics.WEBHOOK_MISCONFIGURED), threshold=0,
                         missing=NOT_BREACHING,
                         summary="Stripe webhook calls refused: the endpoint's signing secret is missing or invalid.")
-        self.alarms.add("billing-webhook-failing", metric=outcome("WebhookFailed"), threshold=0, periods=3,
+        self.alarms.add("billing-webhook-failing", metric=outcome(BillingMetrics.WEBHOOK_FAILED), threshold=0, periods=3,
                         missing=NOT_BREACHING,
                         summary="Stripe events not applied for 15 min (database or secret unavailable); Stripe "
                                 "keeps retrying, payment failures and tier changes wait.")
         return [cloudwatch.GraphWidget(title="Stripe webhook", width=24, stacked=True, left=[
-            outcome(name) for name in ("WebhookApplied", "WebhookRejected", "WebhookFailed", "WebhookMisconfigured")])]
+            outcome(name) for name in (BillingMetrics.WEBHOOK_APPLIED, BillingMetrics.WEBHOOK_REJECTED, BillingMetrics.WEBHOOK_FAILED,
+                                    BillingMetrics.WEBHOOK_MISCONFIGURED)])]
 
     # --- data and cluster ----------------------------------------------------------------------
 

@@ -23,10 +23,12 @@ from stacks.billing_stack import BillingStack
 from stacks.config import EnvConfig
 from stacks.constructs.outputs import publish
 from stacks.constructs.dead_letter_queue import DeadLetterQueue
-from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.control_plane_function import ControlPlaneFunction
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, partition_in_findings
 from stacks.security_stack import SecurityStack
+from tenant_provisioner.runtime.settings import (ProvisionTenantSettings, SecretStoreSettings,
+                                                 TenantOperationsSettings)
 
 SIGNUP_DETAIL_TYPE = "tenant.signup"
 PROVISION_SECRET_ACTIONS = ("secretsmanager:CreateSecret", "secretsmanager:PutSecretValue",
@@ -47,57 +49,36 @@ class TenantsStack(cdk.Stack):
         self.dead_letter_queue = DeadLetterQueue(self, "DeadLetters", purpose="provisioning Lambda and its rules")
         self.dead_letter_queue.allow_delivery_from("events.amazonaws.com")  # signup, warm-pool, offboarding rules
 
-        function = PythonFunction(
+        settings = ProvisionTenantSettings(
+            database=data.database_settings,
+            secrets=SecretStoreSettings(prefix=tenants.secrets_prefix, kms_key_id=security.secrets_key.key_arn),
+            billing=billing.stripe_settings() if billing is not None else config.billing)
+        function = ControlPlaneFunction(
             self, "ProvisionTenant", name="provision_tenant",
             description="Provision a tenant: schema, role, secret, billing (idempotent; tenant.signup)",
-            environment={
-                "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
-                "DATABASE_NAME": tenants.database_name,
-                "DATABASE_SSLMODE": "require",
-                "TENANT_PROVISIONER_ROLE": tenants.provisioner_role,
-                "TENANT_SECRETS_PREFIX": tenants.secrets_prefix,
-                "TENANT_SECRETS_KMS_KEY_ID": security.secrets_key.key_arn,
-                "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Tenants",
-            },
-            timeout=cdk.Duration.seconds(tenants.provisioner_timeout_seconds),
-            memory_size=512,
-            network=data.control_plane_network,
-            log_key=security.logs_key,
-            reserved_concurrency=tenants.max_concurrent_provisions,
-            dead_letter_queue=self.dead_letter_queue,
-        )
+            settings=settings, network=data.control_plane_network, log_key=security.logs_key,
+            secrets_key=security.secrets_key, timeout=cdk.Duration.seconds(tenants.provisioner_timeout_seconds),
+            memory_size=512, reserved_concurrency=tenants.max_concurrent_provisions,
+            dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.function = function.function
-        self.dead_letter_queue.grant_encrypted_send(function.role)
-        self.function.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
-        self._grant(function.role, security, data)
+        self._grant(function, data, policy_id="ProvisionPermissions", tenant_secret_actions=PROVISION_SECRET_ACTIONS,
+                    kms_actions=("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"))
         if billing is not None:  # the billing step creates the tenant's Stripe customer and subscription
-            for name, value in billing.grant_api_key_read(function.role).items():
-                self.function.add_environment(name, value)
+            billing.grant_api_key_read(function.role)
 
-        operations = PythonFunction(
+        operations = ControlPlaneFunction(
             self, "TenantOperations", name="tenant_operations",
             description="Tenant fleet operations: init, migrate, warm-pool refill, drop due offboardings",
-            environment={
-                "DATABASE_SECRET_ARN": data.database_secret.secret_arn,
-                "DATABASE_NAME": tenants.database_name,
-                "TENANT_PROVISIONER_ROLE": tenants.provisioner_role,
-                "TENANT_SECRETS_PREFIX": tenants.secrets_prefix,
-                "TENANT_SECRETS_KMS_KEY_ID": security.secrets_key.key_arn,
-                "POWERTOOLS_METRICS_NAMESPACE": "SaaS/Tenants",
-            },
-            timeout=cdk.Duration.seconds(tenants.operations_timeout_seconds),
-            memory_size=512,
-            network=data.control_plane_network,
-            log_key=security.logs_key,
+            settings=TenantOperationsSettings(database=data.database_settings, secrets=settings.secrets),
+            network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
+            timeout=cdk.Duration.seconds(tenants.operations_timeout_seconds), memory_size=512,
             reserved_concurrency=2,  # a schedule and an operator at once; never a crowd of DDL
-            dead_letter_queue=self.dead_letter_queue,
-        )
+            dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.operations = operations.function
-        self.dead_letter_queue.grant_encrypted_send(operations.role)
-        self.operations.configure_async_invoke(retry_attempts=2, max_event_age=RETRY_WINDOW)
-        # Offboarding only deletes tenant secrets: no create/read of them, no use of the secrets key.
-        self._grant(operations.role, security, data, construct_id="OperationsPermissions",
-                    tenant_secret_actions=("secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"))
+        # Offboarding only deletes tenant secrets: no create/read of them; the key only to read the master secret.
+        self._grant(operations, data, policy_id="OperationsPermissions",
+                    tenant_secret_actions=("secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"),
+                    kms_actions=("kms:Decrypt",))
         for index, arn in enumerate(tenants.operator_role_arns):
             self.operations.add_permission(f"Operator{index}", principal=iam.ArnPrincipal(arn),
                                            action="lambda:InvokeFunction")
@@ -134,25 +115,16 @@ class TenantsStack(cdk.Stack):
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
                       description="Failed signups (see docs/runbooks/failed-onboarding.md)")
 
-    def _grant(self, role: iam.IRole, security: SecurityStack, data: DataStack, *,
-               construct_id: str = "ProvisionPermissions",
-               tenant_secret_actions: tuple[str, ...] = PROVISION_SECRET_ACTIONS) -> None:
+    def _grant(self, function: ControlPlaneFunction, data: DataStack, *, policy_id: str,
+               tenant_secret_actions: tuple[str, ...], kms_actions: tuple[str, ...]) -> None:
         """Read the master secret; manage secrets under the tenant prefix only (`tenant_secret_actions`);
-        use the secrets key only through Secrets Manager, and only when secrets are written. Statements
-        on the role, so the security stack's key policy never names this stack."""
+        use the secrets key only through Secrets Manager (`kms_actions`)."""
         tenant_secrets = self.format_arn(service="secretsmanager", resource="secret",
                                          resource_name=f"{self.tenant_secrets_prefix}*",
                                          arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)
-        via_secrets_manager = {"StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}}
-        writes_secrets = "secretsmanager:PutSecretValue" in tenant_secret_actions
-        policy = iam.Policy(self, construct_id, roles=[role], statements=[
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                                resources=[data.database_secret.secret_arn]),
-            iam.PolicyStatement(actions=list(tenant_secret_actions), resources=[tenant_secrets]),
-            *([iam.PolicyStatement(actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
-                                   resources=[security.secrets_key.key_arn], conditions=via_secrets_manager)]
-              if writes_secrets else []),
-        ])
+        policy = function.read_secrets(policy_id, [data.database_secret.secret_arn], kms_actions=kms_actions,
+                                       statements=[iam.PolicyStatement(actions=list(tenant_secret_actions),
+                                                                       resources=[tenant_secrets])])
         in_finding = (f"arn:{partition_in_findings(self)}:secretsmanager:{self.region}:{self.account}:secret:"
                       f"{self.tenant_secrets_prefix}*")
         acknowledge(policy, f"AwsSolutions-IAM5[Resource::{in_finding}]",

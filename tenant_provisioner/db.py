@@ -4,15 +4,15 @@ The login user (the RDS master user through its secret, or ``postgres`` locally)
 member of the provisioner role: every pooled connection runs ``SET ROLE <provisioner>``, so all
 schemas, tables and tenant roles are created by, and owned by, that one dedicated non-superuser
 role, and privilege checks are the real ones even when the login user is a superuser. The role
-name is configurable (``TENANT_PROVISIONER_ROLE``) because roles are cluster-wide and parallel
-test databases must not share one.
+name is configurable (``TENANT_PROVISIONER_ROLE``, `DatabaseSettings`) because roles are
+cluster-wide and parallel test databases must not share one.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import psycopg
 from psycopg import sql
@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tenant_provisioner.errors import ConfigError, TransientError
+from tenant_provisioner.runtime import env as envvars
 
 DEFAULT_PROVISIONER_ROLE = "tenant_provisioner"
 APPLICATION_NAME = "tenant-provisioner"
@@ -49,21 +50,48 @@ def rds_secret_params(secret_arn: str, *, dbname: str | None = None, sslmode: st
     return params
 
 
-def database_url_from_env(env: Mapping[str, str] | None = None, *, application_name: str | None = None) -> str:
-    """``DATABASE_URL`` (local runs, tests), else the RDS secret ``DATABASE_SECRET_ARN`` for database
-    ``DATABASE_NAME`` — what CDK sets on every control-plane Lambda."""
-    env = os.environ if env is None else env
-    if env.get("DATABASE_URL"):
-        return env["DATABASE_URL"]
-    arn = env.get("DATABASE_SECRET_ARN")
-    if not arn:
-        raise ConfigError("no database: set DATABASE_URL or DATABASE_SECRET_ARN")
-    return make_conninfo(**rds_secret_params(arn, dbname=env.get("DATABASE_NAME") or None,
-                                             application_name=application_name))
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    """The shared database: a URL locally, the RDS master secret in AWS (TLS required)."""
 
+    provisioner_role: str = DEFAULT_PROVISIONER_ROLE   # the login user works through SET ROLE
+    url: str | None = None
+    secret_arn: str | None = None
+    name: str | None = None                            # database in the RDS instance (default: the secret's)
+    sslmode: str = "require"
 
-def provisioner_role_from_env() -> str:
-    return os.environ.get("TENANT_PROVISIONER_ROLE") or DEFAULT_PROVISIONER_ROLE
+    @classmethod
+    def from_env(cls, env: envvars.Env | None = None) -> "DatabaseSettings":
+        env = envvars.environ(env)
+        settings = cls(provisioner_role=env.get("TENANT_PROVISIONER_ROLE") or DEFAULT_PROVISIONER_ROLE,
+                       url=envvars.optional(env, "DATABASE_URL"),
+                       secret_arn=envvars.optional(env, "DATABASE_SECRET_ARN"),
+                       name=envvars.optional(env, "DATABASE_NAME"),
+                       sslmode=env.get("DATABASE_SSLMODE") or "require")
+        if not settings.url and not settings.secret_arn:
+            raise ConfigError("no database: set DATABASE_URL or DATABASE_SECRET_ARN")
+        return settings
+
+    def to_env(self) -> dict[str, str]:
+        return envvars.to_env({"DATABASE_SECRET_ARN": self.secret_arn, "DATABASE_NAME": self.name,
+                               "DATABASE_SSLMODE": self.sslmode, "TENANT_PROVISIONER_ROLE": self.provisioner_role,
+                               "DATABASE_URL": self.url})
+
+    def params(self, application_name: str | None = None) -> dict[str, Any]:
+        """libpq parameters; the secret is fetched at run time (cached 5 minutes), never logged."""
+        if self.url:
+            return conninfo_to_dict(self.url)
+        assert self.secret_arn is not None
+        return rds_secret_params(self.secret_arn, dbname=self.name, sslmode=self.sslmode,
+                                 application_name=application_name)
+
+    def conninfo(self, application_name: str | None = None) -> str:
+        return self.url or make_conninfo(**self.params(application_name))
+
+    def pool(self, *, max_size: int = 1, application_name: str | None = None) -> Database:
+        """A connection pool acting as the provisioner role (opened on first use)."""
+        return Database(self.conninfo(application_name), provisioner_role=self.provisioner_role,
+                        max_size=max_size)
 
 
 def tenant_group_role(provisioner_role: str) -> str:
@@ -94,12 +122,11 @@ class Database:
     time), the ``--concurrency`` of a fleet migration, a few for tests.
     """
 
-    def __init__(self, url: str, *, provisioner_role: str | None = None, max_size: int = 1,
-                 timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, provisioner_role: str, max_size: int = 1, timeout: float = 30.0) -> None:
         if not url:
             raise ConfigError("no database: pass --database-url or set DATABASE_URL")
         self.url = url
-        self.provisioner_role = provisioner_role or provisioner_role_from_env()
+        self.provisioner_role = provisioner_role
         self._timeout = timeout
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max(1, max_size), open=False, timeout=timeout,

@@ -8,7 +8,6 @@ fix become `TransientError`; missing credentials become `ConfigError`.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Mapping, Protocol
 
 import boto3
@@ -42,11 +41,6 @@ class AwsSecretStore:
         self.prefix = prefix.rstrip("/")
         self.kms_key_id = kms_key_id
         self._client = client or boto3.client("secretsmanager")
-
-    @classmethod
-    def from_env(cls) -> "AwsSecretStore":
-        return cls(os.environ.get("TENANT_SECRETS_PREFIX", "/saas/local"),
-                   kms_key_id=os.environ.get("TENANT_SECRETS_KMS_KEY_ID") or None)
 
     def name_for(self, tenant_id: str) -> str:
         return f"{self.prefix}/tenants/{tenant_id}"

@@ -1,21 +1,13 @@
-"""How handlers read an event and answer what they refuse.
-
-A refused event gets a structured answer (``{"status": "rejected", "error": {...}}``) so nobody
-retries it — never a ``TypeError`` from reading a ``null``, a string or a list as a dict.
+"""How handlers read an event: what they refuse is an `InvalidInput` (the shared decorator,
+`tenant_provisioner.runtime.lambda_handler`, answers it with a structured rejection) — never a
+``TypeError`` from reading a ``null``, a string or a list as a dict.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tenant_provisioner.errors import InvalidInput, PlatformError
-
-
-def rejected(exc: PlatformError) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": exc.code, "message": str(exc)}
-    if isinstance(exc, InvalidInput):
-        error["field"] = exc.field
-    return {"status": "rejected", "error": error}
+from tenant_provisioner.errors import InvalidInput
 
 
 def require_object(event: Any) -> dict[str, Any]:

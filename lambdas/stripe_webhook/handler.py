@@ -11,29 +11,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tenant_provisioner.billing import webhooks
-from tenant_provisioner.billing.settings import BillingSettings, webhook_signing_secret
-from tenant_provisioner.db import Database, database_url_from_env
 from tenant_provisioner.errors import ConfigError, InvalidInput, TransientError
+from tenant_provisioner.runtime import compose
+from tenant_provisioner.runtime.lambda_handler import LambdaFunction
+from tenant_provisioner.runtime.metrics import BillingMetrics
+from tenant_provisioner.runtime.settings import StripeWebhookSettings
 
-logger = Logger()
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "SaaS/Billing"))
-_database: Database | None = None
-
-
-def _db() -> Database:
-    global _database
-    if _database is None:
-        _database = Database(database_url_from_env(application_name="stripe-webhook"), max_size=1)
-    return _database
+# Every outcome is an HTTP answer (below), so no typed error is turned into a rejection here.
+function = LambdaFunction(namespace=BillingMetrics.NAMESPACE, rejects=(),
+                          build=lambda: compose.for_stripe_webhook(StripeWebhookSettings.from_env()))
+logger, metrics = function.logger, function.metrics
 
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -50,35 +43,35 @@ def _raw_body(event: dict[str, Any]) -> bytes:
     return body.encode("utf-8")
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+@function.handler
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     method = event.get("requestContext", {}).get("http", {}).get("method", "POST")
     if method != "POST":
-        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=BillingMetrics.WEBHOOK_REJECTED, unit=MetricUnit.Count, value=1)
         return _response(405, {"error": "POST only"})
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     try:
-        secret = webhook_signing_secret()
+        platform = function.clients
+        secret = platform.billing.webhook_signing_secret()
         stripe_event = webhooks.verify(_raw_body(event), headers.get("stripe-signature"), secret)
-    except TransientError as exc:
+    except (TransientError, parameters.exceptions.GetParameterError) as exc:
         logger.error("signing secret unavailable, Stripe will retry: %s", exc)
-        metrics.add_metric(name="WebhookFailed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=BillingMetrics.WEBHOOK_FAILED, unit=MetricUnit.Count, value=1)
         return _response(500, {"error": "temporarily unavailable"})
     except ConfigError as exc:
         logger.error("webhook endpoint misconfigured: %s", exc)
-        metrics.add_metric(name="WebhookMisconfigured", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=BillingMetrics.WEBHOOK_MISCONFIGURED, unit=MetricUnit.Count, value=1)
         return _response(500, {"error": "endpoint not configured"})
     except InvalidInput as exc:
-        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=BillingMetrics.WEBHOOK_REJECTED, unit=MetricUnit.Count, value=1)
         result = webhooks.rejected(exc)
         return _response(result.status, result.to_dict())
     try:
-        with _db().connection() as conn:
-            result = webhooks.apply(conn, stripe_event, BillingSettings.from_env())
+        with platform.database.connection() as conn:
+            result = webhooks.apply(conn, stripe_event, platform.billing, platform.lifecycle)
     except (TransientError, parameters.exceptions.GetParameterError) as exc:
         logger.error("webhook event %s not applied, Stripe will retry: %s", stripe_event["id"], exc)
-        metrics.add_metric(name="WebhookFailed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=BillingMetrics.WEBHOOK_FAILED, unit=MetricUnit.Count, value=1)
         return _response(500, {"error": "temporarily unavailable"})
-    metrics.add_metric(name="WebhookApplied", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=BillingMetrics.WEBHOOK_APPLIED, unit=MetricUnit.Count, value=1)
     return _response(result.status, result.to_dict())

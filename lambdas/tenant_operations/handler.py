@@ -14,96 +14,94 @@ Events (every action is idempotent):
 - ``{"action": "drop_due_offboardings"}``: the daily schedule; each tenant on its own, and the
   invocation fails (error alarm, retries, dead-letter queue) when any could not be dropped.
 
-Bad input returns a structured rejection; a transient failure raises. Environment:
-``DATABASE_SECRET_ARN`` / ``DATABASE_NAME`` (or ``DATABASE_URL``), ``TENANT_PROVISIONER_ROLE``,
-``TENANT_SECRETS_PREFIX``, ``TENANT_SECRETS_KMS_KEY_ID``.
+Bad input returns a structured rejection; a transient failure raises.
+Settings: `TenantOperationsSettings` (set by the tenants stack); clients: `compose.for_tenant_operations`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
-from aws_lambda_powertools import Logger, Metrics, single_metric
+from aws_lambda_powertools import single_metric
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.common.events import rejected, require_object, whole_number
+from lambdas.common.events import require_object, whole_number
 from tenant_provisioner import control
-from tenant_provisioner.db import Database, admin_connect, database_url_from_env, provisioner_role_from_env
-from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
-from tenant_provisioner.secrets import AwsSecretStore
-from tenant_provisioner.tenants import fleet, offboarding, records, warm_pool
+from tenant_provisioner.db import Database, admin_connect
+from tenant_provisioner.errors import InvalidInput, TransientError
+from tenant_provisioner.runtime import compose
+from tenant_provisioner.runtime.lambda_handler import LambdaFunction
+from tenant_provisioner.runtime.metrics import TenantMetrics
+from tenant_provisioner.runtime.settings import TenantOperationsSettings
+from tenant_provisioner.tenants import fleet, records, warm_pool
 
-logger = Logger()
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "SaaS/Tenants"))
 ACTOR = "lambda:tenant_operations"
+function = LambdaFunction(namespace=TenantMetrics.NAMESPACE,
+                          build=lambda: compose.for_tenant_operations(TenantOperationsSettings.from_env()))
+logger, metrics = function.logger, function.metrics
 
 
-def _init(event: dict[str, Any], url: str) -> dict[str, Any]:
-    with admin_connect(url) as conn:
-        result = control.init(conn, provisioner_role_from_env())
+def _init(event: dict[str, Any]) -> dict[str, Any]:
+    database = function.clients.database
+    with admin_connect(database.url) as conn:
+        result = control.init(conn, database.provisioner_role)
     summary = {"applied": list(result.applied), "version": result.version, "unhardened": list(result.unhardened)}
     logger.info("control schema initialised", extra=summary)
     return summary
 
 
-def _migrate(event: dict[str, Any], url: str) -> dict[str, Any]:
+def _migrate(event: dict[str, Any]) -> dict[str, Any]:
     concurrency = whole_number(event, "concurrency", 4)
-    with Database(url, max_size=concurrency) as database:
-        report = fleet.migrate_all(database, actor=ACTOR, concurrency=concurrency)
-    metrics.add_metric(name="TenantsMigrated", unit=MetricUnit.Count, value=len(report.migrated))
-    metrics.add_metric(name="TenantMigrationsFailed", unit=MetricUnit.Count, value=len(report.failed))
+    database = function.clients.database
+    with Database(database.url, provisioner_role=database.provisioner_role, max_size=concurrency) as pool:
+        report = fleet.migrate_all(pool, actor=ACTOR, concurrency=concurrency)
+    metrics.add_metric(name=TenantMetrics.TENANTS_MIGRATED, unit=MetricUnit.Count, value=len(report.migrated))
+    metrics.add_metric(name=TenantMetrics.TENANT_MIGRATIONS_FAILED, unit=MetricUnit.Count, value=len(report.failed))
     logger.info("fleet migration finished", extra=report.to_dict())
     return report.to_dict()
 
 
-def _refill(event: dict[str, Any], url: str) -> dict[str, Any]:
+def _refill(event: dict[str, Any]) -> dict[str, Any]:
     size = whole_number(event, "size", 0)
-    with Database(url) as database, database.connection() as conn:
+    with function.clients.database.connection() as conn:
         result = warm_pool.refill(conn, size)
         by_state = records.count_by_state(conn)
         committed = records.committed_connections(conn)
-    metrics.add_metric(name="WarmPoolBuilt", unit=MetricUnit.Count, value=result.built)
-    metrics.add_metric(name="WarmPoolSize", unit=MetricUnit.Count, value=result.size)
+    metrics.add_metric(name=TenantMetrics.WARM_POOL_BUILT, unit=MetricUnit.Count, value=result.built)
+    metrics.add_metric(name=TenantMetrics.WARM_POOL_SIZE, unit=MetricUnit.Count, value=result.size)
     # Capacity: the tenants' CONNECTION LIMITs summed, alarmed against max_connections x overcommit.
-    metrics.add_metric(name="TenantConnectionLimits", unit=MetricUnit.Count, value=committed)
+    metrics.add_metric(name=TenantMetrics.TENANT_CONNECTION_LIMITS, unit=MetricUnit.Count, value=committed)
     for state, count in by_state.items():  # the dashboard's "tenants by state" gauge
-        with single_metric(name="Tenants", unit=MetricUnit.Count, value=count, namespace=metrics.namespace) as metric:
+        with single_metric(name=TenantMetrics.TENANTS, unit=MetricUnit.Count, value=count,
+                           namespace=TenantMetrics.NAMESPACE) as metric:
             metric.add_dimension(name="state", value=state)
     summary = {**result.to_dict(), "tenants_by_state": by_state, "tenant_connection_limits": committed}
     logger.info("warm pool refilled", extra=summary)
     return summary
 
 
-def _drop_due_offboardings(event: dict[str, Any], url: str) -> dict[str, Any]:
-    with Database(url) as database, database.connection() as conn:
-        result = offboarding.drop_due(conn, actor=ACTOR, store=AwsSecretStore.from_env())
-    metrics.add_metric(name="TenantsOffboarded", unit=MetricUnit.Count, value=len(result.dropped))
-    metrics.add_metric(name="OffboardingFailures", unit=MetricUnit.Count, value=len(result.failed))
+def _drop_due_offboardings(event: dict[str, Any]) -> dict[str, Any]:
+    platform = function.clients
+    with platform.database.connection() as conn:
+        result = platform.lifecycle.drop_due(conn, actor=ACTOR)
+    metrics.add_metric(name=TenantMetrics.TENANTS_OFFBOARDED, unit=MetricUnit.Count, value=len(result.dropped))
+    metrics.add_metric(name=TenantMetrics.OFFBOARDING_FAILURES, unit=MetricUnit.Count, value=len(result.failed))
     logger.info("due offboardings finished", extra=result.to_dict())
     if result.failed:  # the invocation fails, so its error alarm pages; the others were dropped
         raise TransientError(f"{len(result.failed)} due offboarding(s) failed: {result.failed}")
     return result.to_dict()
 
 
-ACTIONS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
+ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "init": _init, "migrate": _migrate, "refill_warm_pool": _refill, "drop_due_offboardings": _drop_due_offboardings,
 }
 
 
-@metrics.log_metrics
-@logger.inject_lambda_context(clear_state=True)
-def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    try:
-        event = require_object(event)
-        name = event.get("action")
-        action = ACTIONS.get(name) if isinstance(name, str) else None
-        if action is None:
-            raise InvalidInput("action", f"{name!r} is not one of {', '.join(ACTIONS)}")
-        return action(event, database_url_from_env())
-    except PlatformError as exc:
-        if exc.retryable:
-            raise
-        logger.warning("operation rejected", extra={"code": exc.code, "reason": str(exc)})
-        return rejected(exc)
+@function.handler
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    event = require_object(event)
+    name = event.get("action")
+    action = ACTIONS.get(name) if isinstance(name, str) else None
+    if action is None:
+        raise InvalidInput("action", f"{name!r} is not one of {', '.join(ACTIONS)}")
+    return action(event)

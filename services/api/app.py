@@ -56,6 +56,7 @@ class Runtime:
         await self.limiter.load()
 
     async def stop(self) -> None:
+        await self.jobs.flush()
         await self.pools.close()
         await self.control.close()
         await self.redis.aclose()

@@ -104,7 +104,7 @@ async def delete_project(project_id: PathId, db: Db) -> Response:
 # -- usage ------------------------------------------------------------------------------------------
 @router.post("/usage", status_code=201, response_model=models.UsageRecord, tags=["usage"])
 async def record_usage(body: models.UsageIn, db: Db, request: Request) -> dict[str, Any]:
-    """Record one AI call; queues a budget evaluation for the tenant (one queued at a time)."""
+    """Record one AI call; queues a budget evaluation and a usage rollup for the tenant (debounced)."""
     row = await _one(db, """
         INSERT INTO ai_usage_records (project_id, provider, model, input_tokens, output_tokens, cost_usd, occurred_at)
         SELECT id, %s, %s, %s, %s, %s, %s FROM projects WHERE id = %s

@@ -1,4 +1,4 @@
-"""Tenant job handlers. Each runs on a connection logged in as the job's tenant role and is
+"""Tenant job handlers (budget evaluation, daily usage rollups). Each runs on a connection logged in as the job's tenant role and is
 idempotent: running a job twice (at-least-once delivery) changes nothing the second time."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any, Awaitable, Callable
 
 import psycopg
 
-from tenant_provisioner.gateway.jobs import EVALUATE_BUDGETS
+from tenant_provisioner.gateway.jobs import EVALUATE_BUDGETS, ROLLUP_USAGE
 
 # Spend of a budget's current period (UTC), the whole tenant or one project.
 _SPEND = """
@@ -58,5 +58,31 @@ async def evaluate_budgets(conn: psycopg.AsyncConnection, payload: dict[str, Any
     return raised
 
 
+# Days (UTC) that received usage records in the last `lookback` and their full totals.
+_ROLLUP = """
+WITH touched AS (
+    SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date AS day
+    FROM ai_usage_records WHERE recorded_at >= now() - make_interval(secs => %(lookback)s))
+INSERT INTO usage_daily AS d (day, project_id, provider, model, requests, input_tokens, output_tokens, cost_usd)
+SELECT t.day, u.project_id, u.provider, u.model, count(*), sum(u.input_tokens), sum(u.output_tokens), sum(u.cost_usd)
+FROM touched t JOIN ai_usage_records u
+  ON u.occurred_at >= t.day::timestamp AT TIME ZONE 'UTC' AND u.occurred_at < (t.day + 1)::timestamp AT TIME ZONE 'UTC'
+GROUP BY t.day, u.project_id, u.provider, u.model
+ON CONFLICT (day, project_id, provider, model) DO UPDATE
+SET requests = EXCLUDED.requests, input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
+    cost_usd = EXCLUDED.cost_usd, updated_at = now()
+WHERE (d.requests, d.cost_usd) IS DISTINCT FROM (EXCLUDED.requests, EXCLUDED.cost_usd)
+"""
+ROLLUP_LOOKBACK_S = 2 * 86400
+
+
+async def rollup_usage(conn: psycopg.AsyncConnection, payload: dict[str, Any]) -> int:
+    """Recompute the daily totals of every day that received records recently (idempotent: a day
+    is always recomputed whole, never incremented). Returns the rows written."""
+    async with conn.transaction():
+        cur = await conn.execute(_ROLLUP, {"lookback": float(payload.get("lookback_s", ROLLUP_LOOKBACK_S))})
+        return cur.rowcount
+
+
 Handler = Callable[[psycopg.AsyncConnection, dict[str, Any]], Awaitable[Any]]
-HANDLERS: dict[str, Handler] = {EVALUATE_BUDGETS: evaluate_budgets}
+HANDLERS: dict[str, Handler] = {EVALUATE_BUDGETS: evaluate_budgets, ROLLUP_USAGE: rollup_usage}

@@ -20,7 +20,8 @@ import psycopg
 from psycopg import sql
 
 from tenant_provisioner import audit
-from tenant_provisioner.tenants import lifecycle, records
+from tenant_provisioner.tenants import records
+from tenant_provisioner.tenants.lifecycle import Lifecycle
 from tenant_provisioner.errors import TenantConflict
 
 NON_PAYMENT_REASON = "non-payment: invoice unpaid after the grace period"
@@ -60,8 +61,8 @@ def payment_failed(conn: psycopg.Connection, tenant_id: str, *, invoice_id: str,
     return f"grace until {row[0].isoformat()}"
 
 
-def invoice_settled(conn: psycopg.Connection, tenant_id: str, *, invoice_id: str, settled_by: str,
-                    created: datetime, actor: str, detail: dict[str, Any]) -> str:
+def invoice_settled(conn: psycopg.Connection, lifecycle: Lifecycle, tenant_id: str, *, invoice_id: str,
+                    settled_by: str, created: datetime, actor: str, detail: dict[str, Any]) -> str:
     """An invoice was paid or voided. Only when no invoice whose payment failed stays open does the
     grace end and a non-payment suspension lift."""
     if not claim_newest(conn, tenant_id, created):
@@ -92,7 +93,7 @@ def invoice_settled(conn: psycopg.Connection, tenant_id: str, *, invoice_id: str
     return "payment recovered" + ("; tenant resumed" if resumed else "")
 
 
-def enforce_payment_grace(conn: psycopg.Connection, *, actor: str = "billing:grace",
+def enforce_payment_grace(conn: psycopg.Connection, lifecycle: Lifecycle, *, actor: str = "billing:grace",
                           now: datetime | None = None) -> GraceResult:
     """Suspend every tenant whose payment grace has ended (idempotent; each in its own transaction)."""
     now = now or datetime.now(timezone.utc)
@@ -124,8 +125,8 @@ def enforce_payment_grace(conn: psycopg.Connection, *, actor: str = "billing:gra
     return GraceResult(tuple(suspended), tuple(skipped))
 
 
-def schedule_offboarding(conn: psycopg.Connection, tenant_id: str, *, after_days: int, actor: str,
-                         detail: dict[str, Any]) -> str:
+def schedule_offboarding(conn: psycopg.Connection, lifecycle: Lifecycle, tenant_id: str, *, after_days: int,
+                         actor: str, detail: dict[str, Any]) -> str:
     """Stripe ended the subscription: stop service now, offboard (export, drop) after `after_days`."""
     row = conn.execute(
         "UPDATE control.billing_accounts"

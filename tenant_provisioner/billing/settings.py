@@ -1,14 +1,16 @@
-"""Stripe configuration: the API key and webhook signing secret come from Secrets Manager.
+"""Billing settings: Stripe credentials and the billing defaults (the one place they live).
 
-Locally ``STRIPE_API_KEY`` / ``STRIPE_WEBHOOK_SECRET`` may hold them instead. With no key at all,
-`stripe_client` returns None and says so loudly: billing is optional for local work, but its
-absence must never go unnoticed (a production Lambda without a key logs an error every call).
-A secret still holding the placeholder CDK generated counts as "no key".
+In AWS the API key and the webhook signing secret come from Secrets Manager
+(``STRIPE_API_KEY_SECRET_ID`` / ``STRIPE_WEBHOOK_SECRET_ID``); locally ``STRIPE_API_KEY`` /
+``STRIPE_WEBHOOK_SECRET`` may hold them instead. With no key at all, `BillingSettings.client`
+returns None and the callers say so loudly: billing is optional for local work, but its absence
+must never go unnoticed (a production Lambda without a key logs an error every call). A secret
+still holding the placeholder CDK generated counts as "no key". The stacks build this class from
+their config and set `BillingSettings.to_env` on the functions that talk to Stripe.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -18,6 +20,7 @@ from aws_lambda_powertools.utilities import parameters
 
 from tenant_provisioner.billing.errors import StripeRejected
 from tenant_provisioner.errors import ConfigError, TransientError
+from tenant_provisioner.runtime import env as envvars
 
 T = TypeVar("T")
 
@@ -26,17 +29,21 @@ _API_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
 _WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BillingSettings:
-    """What the billing code needs besides credentials; defaults suit every environment."""
+    """What the billing code needs; the defaults suit every environment."""
 
     catalog_prefix: str = DEFAULT_PREFIX      # product ids, lookup keys and meter event name start with it
-    payment_grace_days: int = 7
+    payment_grace_days: int = 7               # first failed payment -> suspension
     offboard_after_days: int = 30             # after Stripe ended a subscription: export, then drop
     api_base: str | None = None               # only for a local/test Stripe-compatible server
-    api_version: str | None = None            # None: the version the SDK is pinned to
+    api_version: str = stripe.api_version     # the version the SDK is built for; the webhook endpoint's too
     max_network_retries: int = 2
     report_concurrency: int = 8               # meter events in flight at once (Stripe: 1,000/s live)
+    api_key: str | None = None                # local runs; Lambdas read the secret below
+    api_key_secret_id: str | None = None
+    webhook_secret: str | None = None
+    webhook_secret_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.catalog_prefix.replace("_", "").isalnum() or not self.catalog_prefix.islower():
@@ -52,17 +59,49 @@ class BillingSettings:
         return f"{self.catalog_prefix}_api_requests"
 
     @classmethod
-    def from_env(cls) -> "BillingSettings":
-        try:
-            grace = int(os.environ.get("BILLING_PAYMENT_GRACE_DAYS", "7"))
-            offboard_after = int(os.environ.get("BILLING_OFFBOARD_AFTER_DAYS", "30"))
-            retries = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
-        except ValueError as exc:
-            raise ConfigError(f"billing setting is not a whole number: {exc}") from None
-        return cls(catalog_prefix=os.environ.get("BILLING_CATALOG_PREFIX", DEFAULT_PREFIX),
-                   payment_grace_days=grace, offboard_after_days=offboard_after,
-                   api_base=os.environ.get("STRIPE_API_BASE") or None,
-                   api_version=os.environ.get("STRIPE_API_VERSION") or None, max_network_retries=retries)
+    def from_env(cls, env: envvars.Env | None = None) -> "BillingSettings":
+        env = envvars.environ(env)
+        return cls(catalog_prefix=env.get("BILLING_CATALOG_PREFIX") or DEFAULT_PREFIX,
+                   payment_grace_days=envvars.whole_number(env, "BILLING_PAYMENT_GRACE_DAYS", 7),
+                   offboard_after_days=envvars.whole_number(env, "BILLING_OFFBOARD_AFTER_DAYS", 30),
+                   api_base=envvars.optional(env, "STRIPE_API_BASE"),
+                   api_version=env.get("STRIPE_API_VERSION") or stripe.api_version,
+                   max_network_retries=envvars.whole_number(env, "STRIPE_MAX_NETWORK_RETRIES", 2),
+                   api_key=envvars.optional(env, "STRIPE_API_KEY"),
+                   api_key_secret_id=envvars.optional(env, "STRIPE_API_KEY_SECRET_ID"),
+                   webhook_secret=envvars.optional(env, "STRIPE_WEBHOOK_SECRET"),
+                   webhook_secret_id=envvars.optional(env, "STRIPE_WEBHOOK_SECRET_ID"))
+
+    def to_env(self) -> dict[str, str]:
+        """What a function's environment says (credentials only as secret ids, never values)."""
+        return envvars.to_env({
+            "BILLING_CATALOG_PREFIX": self.catalog_prefix if self.catalog_prefix != DEFAULT_PREFIX else None,
+            "BILLING_PAYMENT_GRACE_DAYS": self.payment_grace_days,
+            "BILLING_OFFBOARD_AFTER_DAYS": self.offboard_after_days, "STRIPE_API_VERSION": self.api_version,
+            "STRIPE_API_KEY_SECRET_ID": self.api_key_secret_id, "STRIPE_WEBHOOK_SECRET_ID": self.webhook_secret_id})
+
+    def api_key_value(self) -> str | None:
+        """The Stripe secret key, or None when none is configured (placeholder values count as none)."""
+        value = _read(self.api_key, self.api_key_secret_id)
+        return value if value and value.startswith(_API_KEY_PREFIXES) else None
+
+    def webhook_signing_secret(self) -> str:
+        """The endpoint's signing secret (``whsec_...``); ConfigError when it is missing or a placeholder."""
+        value = _read(self.webhook_secret, self.webhook_secret_id)
+        if not value or not value.startswith(_WEBHOOK_SECRET_PREFIX):
+            raise ConfigError("the Stripe webhook signing secret is not configured: put the endpoint's whsec_... "
+                              "value into the secret named by STRIPE_WEBHOOK_SECRET_ID "
+                              "(docs/runbooks/stripe-setup.md)")
+        return value
+
+    def client(self) -> stripe.StripeClient | None:
+        """A configured client, or None when no key is configured (callers say so: `skipped_notice`)."""
+        key = self.api_key_value()
+        if key is None:
+            return None
+        base = {"api": self.api_base} if self.api_base else None
+        return stripe.StripeClient(key, base_addresses=base, stripe_version=self.api_version,
+                                   max_network_retries=self.max_network_retries)
 
 
 def _from_secrets_manager(secret_id: str) -> str:
@@ -74,29 +113,12 @@ def _from_secrets_manager(secret_id: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _read(env_value: str, env_secret_id: str) -> str | None:
-    value = os.environ.get(env_value)
+def _read(value: str | None, secret_id: str | None) -> str | None:
     if value:
         return value.strip()
-    secret_id = os.environ.get(env_secret_id)
     if secret_id:
         return _from_secrets_manager(secret_id).strip()
     return None
-
-
-def api_key() -> str | None:
-    """The Stripe secret key, or None when none is configured (placeholder values count as none)."""
-    value = _read("STRIPE_API_KEY", "STRIPE_API_KEY_SECRET_ID")
-    return value if value and value.startswith(_API_KEY_PREFIXES) else None
-
-
-def webhook_signing_secret() -> str:
-    """The endpoint's signing secret (``whsec_...``); ConfigError when it is missing or a placeholder."""
-    value = _read("STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_ID")
-    if not value or not value.startswith(_WEBHOOK_SECRET_PREFIX):
-        raise ConfigError("the Stripe webhook signing secret is not configured: put the endpoint's whsec_... "
-                          "value into the secret named by STRIPE_WEBHOOK_SECRET_ID (docs/runbooks/stripe-setup.md)")
-    return value
 
 
 def skipped_notice(what: str) -> None:
@@ -105,16 +127,6 @@ def skipped_notice(what: str) -> None:
     message = (f"BILLING SKIPPED ({what}): no Stripe API key configured (STRIPE_API_KEY or "
                "STRIPE_API_KEY_SECRET_ID). No customer, subscription or usage reaches Stripe.")
     print(f"*** {message} ***", file=sys.stderr, flush=True)
-
-
-def stripe_client(settings: BillingSettings, key: str | None = None) -> stripe.StripeClient | None:
-    """A configured client, or None (after the loud notice) when no key is configured."""
-    key = key or api_key()
-    if key is None:
-        return None
-    base = {"api": settings.api_base} if settings.api_base else None
-    return stripe.StripeClient(key, base_addresses=base, stripe_version=settings.api_version,
-                               max_network_retries=settings.max_network_retries)
 
 
 def is_transient(exc: stripe.StripeError) -> bool:

@@ -1,25 +1,21 @@
 """The provisioning step that gives a new tenant its Stripe customer and subscription.
 
-Picked up by `tenant_provisioner.tenants.provisioning.extension_steps`. Without a Stripe key the step does
-nothing but say so loudly (and puts ``billing: skipped`` into the create result).
+The composition root puts it among the lifecycle's extension steps. Without a Stripe key the
+step does nothing but say so loudly (and puts ``billing: skipped`` into the create result).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import stripe
-
 from tenant_provisioner.billing.accounts import Accounts
-from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client
-from tenant_provisioner.tenants.provisioning import ProvisionContext, Step
+from tenant_provisioner.billing.settings import skipped_notice
+from tenant_provisioner.tenants.provisioning import ProvisionContext
 
 
 class StripeStep:
     name = "stripe"
 
-    def __init__(self, client: stripe.StripeClient | None, settings: BillingSettings) -> None:
-        self.accounts = Accounts(client, settings) if client is not None else None
+    def __init__(self, accounts: Accounts | None) -> None:
+        self.accounts = accounts   # None: no Stripe key configured
 
     def apply(self, ctx: ProvisionContext) -> None:
         if self.accounts is None:
@@ -35,7 +31,3 @@ class StripeStep:
         if self.accounts is not None:
             self.accounts.discard(ctx.conn, ctx.request.tenant_id)
 
-
-def provisioning_steps() -> Sequence[Step]:
-    settings = BillingSettings.from_env()
-    return [StripeStep(stripe_client(settings), settings)]

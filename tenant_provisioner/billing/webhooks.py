@@ -27,7 +27,9 @@ import psycopg
 import stripe
 
 from tenant_provisioner import audit
-from tenant_provisioner.tenants import lifecycle, records
+from tenant_provisioner.tenants import records
+from tenant_provisioner.tenants.events import Origin
+from tenant_provisioner.tenants.lifecycle import Lifecycle
 from tenant_provisioner.billing import payments
 from tenant_provisioner.billing.accounts import BillingAccount, account_for_customer
 from tenant_provisioner.billing.catalog import FLAT
@@ -87,9 +89,11 @@ def _tier_of(subscription: dict[str, Any]) -> str | None:
 
 
 class _Dispatcher:
-    def __init__(self, conn: psycopg.Connection, settings: BillingSettings, event: dict[str, Any]) -> None:
+    def __init__(self, conn: psycopg.Connection, settings: BillingSettings, lifecycle: Lifecycle,
+                 event: dict[str, Any]) -> None:
         self.conn = conn
         self.settings = settings
+        self.lifecycle = lifecycle
         self.event = event
         self.obj: dict[str, Any] = event["data"].get("object") or {}
         self.created = datetime.fromtimestamp(int(event.get("created", 0)), timezone.utc)
@@ -130,12 +134,12 @@ class _Dispatcher:
             detail=self.detail(amount_due=self.obj.get("amount_due"), attempt_count=self.obj.get("attempt_count")))
 
     def paid(self, account: BillingAccount) -> str:
-        return payments.invoice_settled(self.conn, account.tenant_id, invoice_id=self.invoice_id(), settled_by="paid",
-                                        created=self.created, actor=ACTOR,
+        return payments.invoice_settled(self.conn, self.lifecycle, account.tenant_id, invoice_id=self.invoice_id(),
+                                        settled_by="paid", created=self.created, actor=ACTOR,
                                         detail=self.detail(amount_paid=self.obj.get("amount_paid")))
 
     def voided(self, account: BillingAccount) -> str:
-        return payments.invoice_settled(self.conn, account.tenant_id, invoice_id=self.invoice_id(),
+        return payments.invoice_settled(self.conn, self.lifecycle, account.tenant_id, invoice_id=self.invoice_id(),
                                         settled_by="voided", created=self.created, actor=ACTOR, detail=self.detail())
 
     def _stale_subscription_event(self, account: BillingAccount) -> str | None:
@@ -159,12 +163,12 @@ class _Dispatcher:
         tenant = records.require(self.conn, account.tenant_id)
         if tenant.tier == tier:
             return "no change: tenant already on that tier"
-        # Recorded first, so the lifecycle's billing hook sees Stripe is already on this tier.
+        # Stripe's subscription is on this tier, whatever the tenant's state allows below.
         self.conn.execute("UPDATE control.billing_accounts SET tier = %s, updated_at = now() WHERE tenant_id = %s",
                           (tier, account.tenant_id))
         try:
             with self.conn.transaction():
-                lifecycle.change_tier(self.conn, account.tenant_id, tier, actor=ACTOR)
+                self.lifecycle.change_tier(self.conn, account.tenant_id, tier, actor=ACTOR, origin=Origin.STRIPE)
         except TenantConflict as exc:
             return f"ignored: {exc}"
         audit.record(self.conn, tenant_id=account.tenant_id, action="billing.tier_changed", actor=ACTOR,
@@ -177,14 +181,15 @@ class _Dispatcher:
         return self._schedule_offboarding(account)
 
     def _schedule_offboarding(self, account: BillingAccount) -> str:
-        return payments.schedule_offboarding(self.conn, account.tenant_id,
+        return payments.schedule_offboarding(self.conn, self.lifecycle, account.tenant_id,
                                              after_days=self.settings.offboard_after_days, actor=ACTOR,
                                              detail=self.detail(status=self.obj.get("status")))
 
 
-def apply(conn: psycopg.Connection, event: dict[str, Any], settings: BillingSettings) -> WebhookResult:
+def apply(conn: psycopg.Connection, event: dict[str, Any], settings: BillingSettings,
+          lifecycle: Lifecycle) -> WebhookResult:
     """Apply one verified event, once: its id and its effect commit together."""
-    dispatcher = _Dispatcher(conn, settings, event)
+    dispatcher = _Dispatcher(conn, settings, lifecycle, event)
     with conn.transaction():
         claimed = conn.execute(
             "INSERT INTO control.stripe_webhook_events (event_id, type, created, outcome)"
@@ -205,10 +210,10 @@ def rejected(exc: InvalidInput) -> WebhookResult:
 
 
 def handle(conn: psycopg.Connection, payload: bytes, signature: str | None, *, secret: str,
-           settings: BillingSettings) -> WebhookResult:
+           settings: BillingSettings, lifecycle: Lifecycle) -> WebhookResult:
     """Verify and apply one delivery; the result's status is the HTTP status to answer Stripe with."""
     try:
-        return apply(conn, verify(payload, signature, secret), settings)
+        return apply(conn, verify(payload, signature, secret), settings, lifecycle)
     except InvalidInput as exc:
         return rejected(exc)
 

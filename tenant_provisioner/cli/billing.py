@@ -10,7 +10,6 @@ root CLI: 2 bad input or configuration, 1 any other failure (Stripe down include
 
 from __future__ import annotations
 
-import getpass
 import json
 from datetime import date, datetime, timezone
 from contextlib import contextmanager
@@ -27,11 +26,11 @@ from tenant_provisioner import validation
 from tenant_provisioner.billing import payments
 from tenant_provisioner.billing.accounts import Accounts
 from tenant_provisioner.billing.catalog import sync_catalog
-from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, stripe_client, translate
+from tenant_provisioner.billing.settings import BillingSettings, skipped_notice, translate
 from tenant_provisioner.billing import usage
 from tenant_provisioner.billing.usage import report_usage
+from tenant_provisioner.cli.context import actor, operator
 from tenant_provisioner.cli.errors import handles_errors, print_table
-from tenant_provisioner.db import Database, provisioner_role_from_env
 from tenant_provisioner.errors import ConfigError, InvalidInput, TenantNotFound
 from tenant_provisioner.tenants import records
 from tenant_provisioner.tiers import load_tiers
@@ -41,17 +40,9 @@ app = typer.Typer(name="billing", no_args_is_help=True, add_completion=False, pr
 out = Console()
 
 
-def _database(ctx: typer.Context) -> Database:
-    settings = ctx.find_root().obj
-    url = getattr(settings, "database_url", None)
-    if not url:
-        raise ConfigError("no database: pass --database-url or set DATABASE_URL")
-    return Database(url, provisioner_role=getattr(settings, "provisioner_role", None) or provisioner_role_from_env())
-
-
 @contextmanager
 def _connection(ctx: typer.Context) -> Iterator[psycopg.Connection]:
-    with _database(ctx) as db, db.connection() as conn:
+    with operator(ctx).database() as db, db.connection() as conn:
         yield conn
 
 
@@ -60,24 +51,21 @@ def _optional_tenant(tenant: str | None) -> str | None:
 
 
 def _client(settings: BillingSettings, what: str) -> stripe.StripeClient:
-    client = stripe_client(settings)
+    client = settings.client()
     if client is None:
         skipped_notice(what)
         raise ConfigError("no Stripe API key configured (STRIPE_API_KEY or STRIPE_API_KEY_SECRET_ID)")
     return client
 
 
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
-
-
 @app.command("sync-catalog")
 @handles_errors
-def sync_catalog_command(dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only")] = False
+def sync_catalog_command(ctx: typer.Context,
+                         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only")] = False
                          ) -> None:
     """Create/update the meter, one product per tier and its prices from the tiers file (idempotent)."""
-    settings = BillingSettings.from_env()
-    client = stripe_client(settings)
+    settings = operator(ctx).settings.billing
+    client = settings.client()
     if client is None and dry_run:
         skipped_notice("catalog dry run: planning against an empty Stripe account")
     elif client is None:
@@ -98,7 +86,7 @@ def report_usage_command(ctx: typer.Context,
                          tenant: Annotated[str | None, typer.Option(help="Only this tenant")] = None) -> None:
     """Send unreported API-request usage to Stripe now (the enforcer does this every cycle)."""
     tenant = _optional_tenant(tenant)
-    settings = BillingSettings.from_env()
+    settings = operator(ctx).settings.billing
     client = _client(settings, "usage report")
     with _connection(ctx) as conn:
         result = report_usage(conn, client, settings, tenant_id=tenant)
@@ -115,7 +103,7 @@ def reconcile(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(hel
     """Compare usage we reported with Stripe's meter summaries; exit 1 on a mismatch."""
     tenant = _optional_tenant(tenant)
     period_start = _period(period)
-    settings = BillingSettings.from_env()
+    settings = operator(ctx).settings.billing
     client = _client(settings, "reconcile")
     try:
         with _connection(ctx) as conn:
@@ -154,7 +142,7 @@ def retry_failed(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(
     """Send parked usage again with the next report (after fixing the cause, e.g. a deleted customer)."""
     tenant = _optional_tenant(tenant)
     with _connection(ctx) as conn:
-        count = usage.retry_parked(conn, actor=_actor(), tenant_id=tenant)
+        count = usage.retry_parked(conn, actor=actor(), tenant_id=tenant)
     print(json.dumps({"requeued": count}))
 
 
@@ -164,7 +152,7 @@ def mark_billed(ctx: typer.Context, identifier: Annotated[str, typer.Argument(he
                 ) -> None:
     """Record that a parked interval was billed by hand (e.g. older than Stripe's 35 days); audited."""
     with _connection(ctx) as conn:
-        usage.mark_billed(conn, identifier, actor=_actor())
+        usage.mark_billed(conn, identifier, actor=actor())
     print(json.dumps({"identifier": identifier, "marked_billed": True}))
 
 
@@ -172,8 +160,8 @@ def mark_billed(ctx: typer.Context, identifier: Annotated[str, typer.Argument(he
 @handles_errors
 def enforce_grace_command(ctx: typer.Context) -> None:
     """Suspend tenants whose payment grace period has ended (the enforcer does this every cycle)."""
-    with _connection(ctx) as conn:
-        result = payments.enforce_payment_grace(conn, actor=_actor())
+    with operator(ctx).database() as db, db.connection() as conn:
+        result = payments.enforce_payment_grace(conn, operator(ctx).platform(db).lifecycle, actor=actor())
     print(json.dumps({"suspended": result.suspended, "skipped": result.skipped}))
 
 
@@ -233,7 +221,7 @@ def attach(ctx: typer.Context,
     if bool(tenant_ids) == all_unbilled:
         raise InvalidInput("tenant_ids", "name the tenants to attach, or pass --all-unbilled (not both)")
     tenant_ids = [validation.tenant_id(t) for t in tenant_ids or []]
-    settings = BillingSettings.from_env()
+    settings = operator(ctx).settings.billing
     accounts = Accounts(_client(settings, "attach"), settings)
     catalog = load_tiers()
     results = []
@@ -245,7 +233,7 @@ def attach(ctx: typer.Context,
                 " ORDER BY t.tenant_id")]
         for tenant_id in tenant_ids:
             tenant = records.require(conn, tenant_id)
-            account, attached = accounts.attach(conn, tenant, catalog.get(tenant.tier), actor=_actor())
+            account, attached = accounts.attach(conn, tenant, catalog.get(tenant.tier), actor=actor())
             results.append({"tenant_id": tenant_id, "attached": attached,
                             "stripe_customer_id": account.stripe_customer_id,
                             "stripe_subscription_id": account.stripe_subscription_id})

@@ -9,7 +9,6 @@ through SES like the scheduled run (not deduplicated: an operator's re-send is d
 from __future__ import annotations
 
 import json
-import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +24,7 @@ from tenant_provisioner.costs.render import render_html, render_text
 from tenant_provisioner.costs.service import ReportRun, cost_source, parse_report_date, platform_loader, summary
 from tenant_provisioner.costs.settings import ReportSettings
 from tenant_provisioner.errors import ConfigError, PlatformError
+from tenant_provisioner.runtime import env as envvars
 
 DEFAULT_ENVIRONMENT = "prod"   # the CEO's report is about production unless told otherwise
 
@@ -46,7 +46,7 @@ def _settings(fixture: dict[str, Any], environment: Optional[str], budget: Optio
               dry_run: bool) -> ReportSettings:
     """Environment settings, with fixture values, the environment's configured budget and harmless
     addresses (dry runs) filling gaps."""
-    env = dict(os.environ)
+    env = dict(envvars.environ(None))
     name = environment or env.get("ENVIRONMENT_NAME") or fixture.get("environment") or DEFAULT_ENVIRONMENT
     if budget is None and not env.get("MONTHLY_BUDGET_USD"):
         budget = fixture.get("monthly_budget_usd") or _configured_budget(name)

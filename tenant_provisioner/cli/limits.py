@@ -18,14 +18,15 @@ from rich.console import Console
 from rich.table import Table
 
 from tenant_provisioner import validation
+from tenant_provisioner.cli.context import operator
 from tenant_provisioner.cli.errors import handles_errors, print_table
-from tenant_provisioner.db import Database
 from tenant_provisioner.errors import ConfigError, TenantNotFound, TransientError
 from tenant_provisioner.limits import state as redis_state
 from tenant_provisioner.limits.breakers import hard_limit_of
-from tenant_provisioner.limits.enforcer import Notice, registered_reporters, run_cycle
+from tenant_provisioner.limits.enforcer import Notice, run_cycle
 from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.limits.notify import AwsNotifier, describe
+from tenant_provisioner.runtime.settings import NotifierSettings
 from tenant_provisioner.tiers import TierCatalog, load_tiers
 
 app = typer.Typer(name="limits", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -57,11 +58,6 @@ def _typed_errors(command: F) -> F:
     return handles_errors(functools.wraps(command)(redis_as_transient))  # type: ignore[return-value]
 
 
-def _database(ctx: typer.Context) -> Database:
-    """The root CLI's database (``--database-url`` / ``DATABASE_URL``, ``--provisioner-role``)."""
-    return ctx.find_root().obj.database()
-
-
 def _redis(url: str) -> redis.Redis:
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     client.ping()
@@ -76,10 +72,11 @@ def _print_notice(notice: Notice) -> None:
 
 def _aws_notifier() -> AwsNotifier:
     try:
-        return AwsNotifier.from_env()
+        settings = NotifierSettings.from_env()
     except ConfigError as exc:
         raise ConfigError(f"{exc}; to run locally without sending anything, pass --notify print "
                           "(notices are shown on stderr)") from None
+    return AwsNotifier(sender=settings.sender, ops_topic_arn=settings.ops_topic_arn)
 
 
 @app.command()
@@ -91,9 +88,12 @@ def enforce(ctx: typer.Context, redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
             key_prefix: KeyPrefix = "") -> None:
     """Run one enforcement cycle now; prints the summary as JSON."""
     notifier = _aws_notifier() if notify is NotifyMode.aws else _print_notice
-    with _database(ctx) as db:
-        result = run_cycle(db, _redis(redis_url), notifier=notifier, key_prefix=key_prefix, actor="cli:limits",
-                           tenant_ids=tenant, reporters=registered_reporters(), reaper=ReaperSettings.from_env())
+    client = _redis(redis_url)
+    with operator(ctx).database() as db:
+        platform = operator(ctx).platform(db, redis_client=client, key_prefix=key_prefix)
+        result = run_cycle(db, client, notifier=notifier, lifecycle=platform.lifecycle, key_prefix=key_prefix,
+                           actor="cli:limits", tenant_ids=tenant, reporters=platform.reporters(),
+                           reaper=ReaperSettings.from_env())
     print(json.dumps(result.to_dict()))
     if result.errors:
         raise typer.Exit(1)
@@ -121,7 +121,7 @@ def status(ctx: typer.Context, tenant_id: Annotated[Optional[str], typer.Argumen
         validation.tenant_id(tenant_id)
     client = _redis(redis_url)
     period = redis_state.server_period(client)
-    with _database(ctx) as db, db.connection() as conn:
+    with operator(ctx).database() as db, db.connection() as conn:
         rows = conn.execute(_STATUS, (tenant_id, tenant_id)).fetchall()
     if tenant_id is not None and not rows:
         raise TenantNotFound(tenant_id)

@@ -9,10 +9,7 @@ Other components add their sub-apps below (``limits``, ``billing``).
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, Optional
 
@@ -23,11 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from tenant_provisioner import control, migrations, validation
-from tenant_provisioner.tenants import fleet, lifecycle, offboarding, warm_pool
+from tenant_provisioner.cli.context import Operator, actor, operator
 from tenant_provisioner.cli.errors import fail, handles_errors, print_table
-from tenant_provisioner.db import Database, admin_connect, provisioner_role_from_env
+from tenant_provisioner.db import DEFAULT_PROVISIONER_ROLE, admin_connect
+from tenant_provisioner.tenants import fleet, offboarding, records, warm_pool
 from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint
-from tenant_provisioner.secrets import AwsSecretStore, SecretStore
 from tenant_provisioner.tiers import load_tiers
 
 app = typer.Typer(name="tenant-provisioner", no_args_is_help=True, add_completion=False,
@@ -42,36 +39,15 @@ class SecretsMode(str, Enum):
     aws = "aws"
 
 
-@dataclass
-class Settings:
-    database_url: str | None
-    provisioner_role: str
-
-    def database(self, max_size: int = 1) -> Database:
-        return Database(self.database_url or "", provisioner_role=self.provisioner_role, max_size=max_size)
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    return ctx.ensure_object(Settings)
-
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
-
-
-def _store(mode: SecretsMode) -> SecretStore | None:
-    return AwsSecretStore.from_env() if mode is SecretsMode.aws else None
-
-
 def _notice(message: str) -> None:
     err.print(f"notice: {message}", highlight=False, soft_wrap=True)
 
 
-def _endpoint(conn: psycopg.Connection) -> DbEndpoint:
+def _endpoint(ctx: typer.Context, conn: psycopg.Connection) -> DbEndpoint:
     """Where tenants connect: TENANT_DB_HOST/PORT (e.g. a proxy) or this connection's server."""
-    return DbEndpoint(host=os.environ.get("TENANT_DB_HOST") or conn.info.host,
-                      port=int(os.environ.get("TENANT_DB_PORT") or conn.info.port),
-                      database=conn.info.dbname)
+    settings = operator(ctx).settings
+    return DbEndpoint(host=settings.endpoint.host or conn.info.host,
+                      port=settings.endpoint.port or int(conn.info.port), database=conn.info.dbname)
 
 
 def _print_json(data: Any) -> None:
@@ -89,14 +65,14 @@ def main(ctx: typer.Context,
                                                              help="PostgreSQL URL of the shared database")] = None,
          provisioner_role: Annotated[Optional[str], typer.Option(envvar="TENANT_PROVISIONER_ROLE",
                                                                  help="Role that owns tenant objects")] = None) -> None:
-    ctx.obj = Settings(database_url=database_url, provisioner_role=provisioner_role or provisioner_role_from_env())
+    ctx.obj = Operator(database_url=database_url, provisioner_role=provisioner_role or DEFAULT_PROVISIONER_ROLE)
 
 
 @app.command()
 @handles_errors
 def init(ctx: typer.Context) -> None:
     """Create or upgrade roles, database hardening and the control schema (idempotent)."""
-    settings = _settings(ctx)
+    settings = operator(ctx)
     if not settings.database_url:
         raise fail("no database: pass --database-url or set DATABASE_URL", 2)
     with admin_connect(settings.database_url) as conn:
@@ -118,10 +94,10 @@ def create(ctx: typer.Context, tenant_id: str,
     """Provision a tenant (idempotent) and print the result as one JSON object."""
     request = CreateRequest.parse({"tenant_id": tenant_id, "tier": tier, "admin_email": admin_email,
                                    "company_name": name})
-    store = _store(secrets)
-    with _settings(ctx).database() as db, db.connection() as conn:
-        result = lifecycle.create(conn, request, actor=_actor(), store=store, endpoint=_endpoint(conn))
-    if store is None:  # said after success only: a refused create shows its own error and nothing else
+    with operator(ctx).database() as db, db.connection() as conn:
+        lifecycle = operator(ctx).platform(db, aws_secrets=secrets is SecretsMode.aws).lifecycle
+        result = lifecycle.create(conn, request, actor=actor(), endpoint=_endpoint(ctx, conn))
+    if secrets is SecretsMode.skip:  # said after success only: a refused create shows its own error and nothing else
         _notice("tenant secret step skipped (local run; pass --secrets aws to write it to Secrets Manager): "
                 "the tenant role has no password until then")
     print(json.dumps(result.to_dict()))
@@ -132,8 +108,8 @@ def create(ctx: typer.Context, tenant_id: str,
 def show(ctx: typer.Context, tenant_id: str) -> None:
     """Print one tenant as JSON."""
     validation.tenant_id(tenant_id)
-    with _settings(ctx).database() as db, db.connection() as conn:
-        _print_json(lifecycle.get(conn, tenant_id).to_dict())
+    with operator(ctx).database() as db, db.connection() as conn:
+        _print_json(records.require(conn, tenant_id).to_dict())
 
 
 @app.command("list")
@@ -142,9 +118,9 @@ def list_(ctx: typer.Context,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table")] = False,
           state: Annotated[Optional[str], typer.Option(help="Only tenants in this state")] = None) -> None:
     """List tenants."""
-    with _settings(ctx).database() as db, db.connection() as conn, \
+    with operator(ctx).database() as db, db.connection() as conn, \
             err.status("reading tenants...", spinner="dots"):
-        found = lifecycle.list_tenants(conn, state=state)
+        found = records.all_tenants(conn, state=state)
     if as_json:
         print(json.dumps([t.to_dict() for t in found]))
         return
@@ -163,8 +139,8 @@ def suspend(ctx: typer.Context, tenant_id: str,
     """Disable the tenant's database login and end its sessions."""
     validation.tenant_id(tenant_id)
     validation.text(reason, "reason", required=True)
-    with _settings(ctx).database() as db, db.connection() as conn:
-        tenant = lifecycle.suspend(conn, tenant_id, reason=reason, actor=_actor())
+    with operator(ctx).database() as db, db.connection() as conn:
+        tenant = operator(ctx).platform(db).lifecycle.suspend(conn, tenant_id, reason=reason, actor=actor())
     out.print(f"{tenant.tenant_id}: {tenant.state} ({tenant.suspended_reason})", highlight=False)
 
 
@@ -173,8 +149,8 @@ def suspend(ctx: typer.Context, tenant_id: str,
 def resume(ctx: typer.Context, tenant_id: str) -> None:
     """Re-enable a suspended tenant."""
     validation.tenant_id(tenant_id)
-    with _settings(ctx).database() as db, db.connection() as conn:
-        tenant = lifecycle.resume(conn, tenant_id, actor=_actor())
+    with operator(ctx).database() as db, db.connection() as conn:
+        tenant = operator(ctx).platform(db).lifecycle.resume(conn, tenant_id, actor=actor())
     out.print(f"{tenant.tenant_id}: {tenant.state}", highlight=False)
 
 
@@ -185,8 +161,8 @@ def change_tier(ctx: typer.Context, tenant_id: str,
     """Move a tenant to another tier (connection limit follows)."""
     validation.tenant_id(tenant_id)
     load_tiers().get(tier)
-    with _settings(ctx).database() as db, db.connection() as conn:
-        tenant = lifecycle.change_tier(conn, tenant_id, tier, actor=_actor())
+    with operator(ctx).database() as db, db.connection() as conn:
+        tenant = operator(ctx).platform(db).lifecycle.change_tier(conn, tenant_id, tier, actor=actor())
     out.print(f"{tenant.tenant_id}: tier {tenant.tier}", highlight=False)
 
 
@@ -208,11 +184,11 @@ def offboard(ctx: typer.Context, tenant_id: str,
     """Export the tenant's tables (COPY, CSV); drop its schema, role and secret after the retention."""
     validation.tenant_id(tenant_id)
     retention_days = _retention(retention_days, drop_now)
-    store = _store(secrets)
-    with _settings(ctx).database() as db, db.connection() as conn:
-        result = offboarding.offboard(conn, tenant_id, actor=_actor(), export_to=export_dir, store=store,
-                                      retention_days=retention_days)
-    if store is None and result.tenant.state == "offboarded":
+    with operator(ctx).database() as db, db.connection() as conn:
+        lifecycle = operator(ctx).platform(db, aws_secrets=secrets is SecretsMode.aws).lifecycle
+        result = lifecycle.offboard(conn, tenant_id, actor=actor(), export_to=export_dir,
+                                    retention_days=retention_days)
+    if secrets is SecretsMode.skip and result.tenant.state == "offboarded":
         _notice(f"tenant secret not deleted (local run; pass --secrets aws to delete {tenant_id}'s secret)")
     print(json.dumps(result.to_dict()))
 
@@ -237,13 +213,13 @@ def migrate(ctx: typer.Context,
     """Bring every tenant schema to the latest version (resumable; skips up-to-date tenants)."""
     if not 1 <= concurrency <= fleet.MAX_CONCURRENCY:
         raise fail(f"concurrency: must be between 1 and {fleet.MAX_CONCURRENCY}", 2)
-    with _settings(ctx).database(max_size=concurrency) as db:
+    with operator(ctx).database(max_size=concurrency) as db:
         with db.connection() as conn:
             total = len(fleet.pending_tenants(conn, migrations.latest_version("tenant")))
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err, transient=False) as progress:
             task = progress.add_task("migrating tenants", total=total)
-            report = fleet.migrate_all(db, actor=_actor(), concurrency=concurrency,
+            report = fleet.migrate_all(db, actor=actor(), concurrency=concurrency,
                                        on_progress=lambda _tenant, _outcome: progress.advance(task))
     print(json.dumps(report.to_dict()))
     if report.failed:
@@ -257,7 +233,7 @@ def warm_pool_(ctx: typer.Context,
     """Build tenant schemas ahead of signups (and drop pool schemas at an old version)."""
     if not 0 <= size <= warm_pool.MAX_SIZE:
         raise fail(f"size: must be between 0 and {warm_pool.MAX_SIZE}", 2)
-    with _settings(ctx).database() as db, db.connection() as conn, err.status("building warm pool..."):
+    with operator(ctx).database() as db, db.connection() as conn, err.status("building warm pool..."):
         result = warm_pool.refill(conn, size)
     print(json.dumps(result.to_dict()))
 

@@ -204,12 +204,17 @@ def _parse_tenant_pages(pages: list[dict[str, Any]], tag_key: str) -> dict[str, 
     return by_tenant
 
 
+def cost_explorer_client() -> Any:
+    """Cost Explorer's one endpoint (us-east-1), with the retry settings the request budget expects."""
+    return boto3.client("ce", region_name="us-east-1", config=_CE_CLIENT_CONFIG)
+
+
 class CostExplorerSource:
     """`CostSource` over a boto3 Cost Explorer client (or anything with the same two methods)."""
 
     def __init__(self, client: Any = None, *, tag_key: str = "tenant", scope: tuple[str, str] | None = None,
                  budget: RequestBudget | None = None, today: Callable[[], date] = date.today) -> None:
-        self.client = client or boto3.client("ce", region_name="us-east-1", config=_CE_CLIENT_CONFIG)
+        self.client = client or cost_explorer_client()
         self.tag_key = tag_key
         self.filter = cost_filter(scope)
         self.budget = budget or RequestBudget()

@@ -7,13 +7,11 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
-from psycopg.conninfo import make_conninfo
 
 from tenant_provisioner.costs.cost_explorer import MAX_REQUESTS_PER_REPORT, CostExplorerSource, CostSource
 from tenant_provisioner.costs.platform_data import PlatformSnapshot, read_platform
 from tenant_provisioner.costs.report import Report, build_report
 from tenant_provisioner.costs.settings import ReportSettings
-from tenant_provisioner.db import rds_secret_params
 from tenant_provisioner.errors import InvalidInput
 from tenant_provisioner.tiers import load_tiers
 
@@ -58,26 +56,15 @@ def cost_source(settings: ReportSettings, client: Any = None,
     return CostExplorerSource(client, tag_key=settings.tag_key, scope=settings.scope, today=today)
 
 
-def database_conninfo(settings: ReportSettings) -> str | None:
-    """`DATABASE_URL`, or a libpq string from the RDS secret (TLS required) for database
-    `DATABASE_NAME`; None when neither is set."""
-    if settings.database_url:
-        return settings.database_url
-    if not settings.database_secret_arn:
-        return None
-    return make_conninfo(**rds_secret_params(settings.database_secret_arn, dbname=settings.database_name,
-                                              application_name="cost-report"))
-
-
 def platform_loader(settings: ReportSettings) -> PlatformLoader:
     """Reads the control schema if a database is configured; otherwise says there is none."""
     def load(period_start: date, since: datetime, until: datetime) -> PlatformSnapshot:
+        if settings.database is None:
+            return PlatformSnapshot(unavailable="no database configured")
         try:
-            conninfo = database_conninfo(settings)
+            conninfo = settings.database.conninfo(application_name="cost-report")
         except (GetParameterError, TransformParameterError, KeyError) as exc:
             return PlatformSnapshot(unavailable=f"database secret unreadable ({type(exc).__name__})")
-        if conninfo is None:
-            return PlatformSnapshot(unavailable="no database configured")
         return read_platform(conninfo, period_start=period_start, since=since, until=until)
     return load
 

@@ -1,15 +1,17 @@
-"""Report settings from the environment CDK sets on the function (or the local CLI)."""
+"""Report settings: read by the cost-report function (`from_env`), set by its stack (`to_env`),
+filled in by the local command."""
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tenant_provisioner.db import DatabaseSettings
 from tenant_provisioner.errors import ConfigError
+from tenant_provisioner.runtime import env as envvars
 
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
 
@@ -27,9 +29,7 @@ class ReportSettings:
     scope_tag: str | None = None    # count only cost tagged <scope_tag>=<environment> (shared accounts)
     top_services: int = 8
     idempotency_table: str | None = None
-    database_secret_arn: str | None = None
-    database_url: str | None = None
-    database_name: str | None = None
+    database: DatabaseSettings | None = None   # tenant data; None: the report says it has none
 
     @property
     def scope(self) -> tuple[str, str] | None:
@@ -39,7 +39,7 @@ class ReportSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ReportSettings":
         """Parse and validate; a bad value raises `ConfigError` naming the variable."""
-        env = os.environ if env is None else env
+        env = envvars.environ(env)
         recipients = tuple(r.strip() for r in env.get("REPORT_RECIPIENTS", "").split(",") if r.strip())
         if not recipients or not all(_EMAIL.match(r) for r in recipients):
             raise ConfigError(f"REPORT_RECIPIENTS must be comma-separated e-mail addresses, got {recipients!r}")
@@ -62,10 +62,17 @@ class ReportSettings:
             tag_key=env.get("COST_TAG_KEY", "tenant"),
             scope_tag=env.get("COST_SCOPE_TAG") or None,
             idempotency_table=env.get("IDEMPOTENCY_TABLE") or None,
-            database_secret_arn=env.get("DATABASE_SECRET_ARN") or None,
-            database_url=env.get("DATABASE_URL") or None,
-            database_name=env.get("DATABASE_NAME") or None,
+            database=DatabaseSettings.from_env(env) if env.get("DATABASE_URL") or env.get("DATABASE_SECRET_ARN")
+            else None,
         )
+
+    def to_env(self) -> dict[str, str]:
+        return {**envvars.to_env({
+            "ENVIRONMENT_NAME": self.environment, "REPORT_RECIPIENTS": self.recipients, "REPORT_SENDER": self.sender,
+            "MONTHLY_BUDGET_USD": self.monthly_budget_usd, "REPORT_TIMEZONE": self.timezone.key,
+            "ANOMALY_MIN_SHARE": self.anomaly_min_share, "ANOMALY_MIN_USD": self.anomaly_min_usd,
+            "COST_TAG_KEY": self.tag_key, "COST_SCOPE_TAG": self.scope_tag,
+            "IDEMPOTENCY_TABLE": self.idempotency_table}), **(self.database.to_env() if self.database else {})}
 
 
 def _positive(env: Mapping[str, str], name: str, default: str | None) -> Decimal:

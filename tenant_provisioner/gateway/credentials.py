@@ -16,7 +16,11 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+import psycopg
+
+from tenant_provisioner import audit
 from tenant_provisioner.errors import ConfigError
+from tenant_provisioner.tenants import schema
 
 MIN_KEY_BYTES = 32
 
@@ -42,3 +46,16 @@ class PasswordDeriver:
 
     def __repr__(self) -> str:
         return f"PasswordDeriver(version={self.version})"
+
+
+def sync_passwords(conn: psycopg.Connection, deriver: PasswordDeriver, *, actor: str) -> int:
+    """Set every live tenant role's password to its derived value (rotation, or moving a fleet off
+    per-tenant secrets); idempotent. Returns the roles updated. One audit entry per run."""
+    roles = [row[0] for row in conn.execute(
+        "SELECT role_name FROM control.tenants WHERE state IN ('active', 'suspended') ORDER BY tenant_id")]
+    with conn.transaction():
+        for role in roles:
+            schema.set_password(conn, role, deriver.password(role))
+        audit.record(conn, tenant_id=None, action="tenant_passwords.derived", actor=actor,
+                     detail={"roles": len(roles), "version": deriver.version})
+    return len(roles)

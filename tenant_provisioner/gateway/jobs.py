@@ -16,6 +16,9 @@ is one ``ORDER BY`` instead of one stream per tenant plus a scheduler.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +26,10 @@ from psycopg.types.json import Jsonb
 
 from tenant_provisioner.gateway.sessions import ControlPlane, TenantContext
 
+log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 EVALUATE_BUDGETS = "evaluate_budgets"
+ROLLUP_USAGE = "rollup_usage"
 
 _ENQUEUE = """
 INSERT INTO control.jobs (tenant_id, kind, payload, dedupe_key, fair_rank)
@@ -59,8 +64,16 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, control: ControlPlane) -> None:
+    """`after_usage` debounces per tenant: at most one enqueue per `debounce_seconds` per instance,
+    plus one trailing enqueue at the end of the window, so the last write of a burst is always
+    evaluated and a busy tenant costs one queue write per second, not one per usage record."""
+
+    def __init__(self, control: ControlPlane, *, debounce_seconds: float = 1.0) -> None:
         self.control = control
+        self.debounce_seconds = debounce_seconds
+        self._last: dict[str, float] = {}
+        self._trailing: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def enqueue(self, tenant_id: str, kind: str, payload: dict[str, Any] | None = None,
                       dedupe_key: str | None = None) -> int | None:
@@ -72,7 +85,44 @@ class JobQueue:
         return int(row[0]) if row else None
 
     async def after_usage(self, tenant: TenantContext) -> None:
-        await self.enqueue(tenant.tenant_id, EVALUATE_BUDGETS, dedupe_key="all")
+        tenant_id, now = tenant.tenant_id, time.monotonic()
+        since = now - self._last.get(tenant_id, -self.debounce_seconds)
+        if since >= self.debounce_seconds:
+            self._last[tenant_id] = now
+            if len(self._last) > 10_000:
+                self._last = {t: at for t, at in self._last.items() if now - at < self.debounce_seconds}
+            await self._evaluate(tenant_id)
+        elif tenant_id not in self._trailing:
+            self._trailing[tenant_id] = asyncio.get_running_loop().call_later(
+                self.debounce_seconds - since, self._start_trailing, tenant_id)
+
+    async def _evaluate(self, tenant_id: str) -> None:
+        """What new usage triggers: a budget evaluation and a rollup (each queued once at most)."""
+        await self.enqueue(tenant_id, EVALUATE_BUDGETS, dedupe_key="all")
+        await self.enqueue(tenant_id, ROLLUP_USAGE, dedupe_key="recent")
+
+    def _start_trailing(self, tenant_id: str) -> None:
+        self._trailing.pop(tenant_id, None)
+        self._last[tenant_id] = time.monotonic()
+        task = asyncio.get_running_loop().create_task(self._evaluate_logged(tenant_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _evaluate_logged(self, tenant_id: str) -> None:
+        try:
+            await self._evaluate(tenant_id)
+        except Exception:  # a background enqueue has no request to fail; the next write retries
+            log.warning("budget evaluation enqueue failed", exc_info=True,
+                        extra={"fields": {"tenant_id": tenant_id}})
+
+    async def flush(self) -> None:
+        """On shutdown: enqueue the evaluations still waiting for their window."""
+        for tenant_id, handle in list(self._trailing.items()):
+            handle.cancel()
+            self._trailing.pop(tenant_id, None)
+            await self._evaluate_logged(tenant_id)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def claim(self, lease_seconds: float) -> Job | None:
         async with self.control.connection() as conn:

@@ -172,6 +172,7 @@ class TenantPools:
         self._options = f"-c statement_timeout={int(statement_timeout_ms)} -c idle_in_transaction_session_timeout=10000"
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._opened = 0
+        self.counters = {"connects": 0, "evictions": 0, "exhausted": 0}
         self._waiters = 0
         self._cond = asyncio.Condition()
         self._closing: set[asyncio.Task[None]] = set()
@@ -183,7 +184,7 @@ class TenantPools:
         return max(1, min(self.per_tenant, self._catalog.get(tier).db_connections // self.replicas))
 
     def stats(self) -> dict[str, int]:
-        return {"open": self._opened, "tenants": len(self._slots), "waiting": self._waiters,
+        return {**self.counters, "open": self._opened, "tenants": len(self._slots), "waiting": self._waiters,
                 "idle": sum(len(s.idle) for s in self._slots.values())}
 
     def _close_later(self, conn: psycopg.AsyncConnection) -> None:
@@ -204,6 +205,7 @@ class TenantPools:
                 conn, _ = slot.idle.pop(0)
                 self._close_later(conn)
                 self._forget(role, slot)
+                self.counters["evictions"] += 1
                 return True
         return False
 
@@ -233,6 +235,7 @@ class TenantPools:
                         return slot, None
                     remaining = deadline - loop.time()
                     if remaining <= 0 or (not waited and self._waiters >= self.max_waiters):
+                        self.counters["exhausted"] += 1
                         raise PoolExhausted(
                             f"tenant {tenant.tenant_id}: no database connection within {self.wait_seconds:.1f}s "
                             f"({slot.opened}/{slot.cap} for the tenant, {self._opened}/{self.total} on this instance)")
@@ -252,6 +255,7 @@ class TenantPools:
                       connect_timeout=5, options=self._options)
         if self._deriver is not None:
             params["password"] = self._deriver.password(tenant.role_name)
+        self.counters["connects"] += 1
         try:
             return await psycopg.AsyncConnection.connect(**params, autocommit=True)
         except psycopg.OperationalError as exc:
@@ -319,6 +323,7 @@ class TenantPools:
         return closed
 
     async def close(self) -> None:
+        log.info("tenant pools closing", extra={"fields": self.stats()})
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None

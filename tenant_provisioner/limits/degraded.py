@@ -21,12 +21,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.limits.headers import BURST_POLICY, PolicyState, delta_seconds
+from tenant_provisioner.runtime.metrics import LimitsMetrics
 from tenant_provisioner.tiers import Tier
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMESPACE = "SaaS/Limits"
-METRIC_NAME = "RateLimiterDegraded"
 # Replicas of the calling service sharing a tenant's rate while Redis is away (set per service).
 REPLICAS_ENV = "RATE_LIMIT_REPLICAS"
 SAFETY_FACTOR = 0.5
@@ -63,8 +62,8 @@ class DegradedAlert:
                 return
             count, self._pending, self._last_emit = self._pending, 0, now
         log.error("rate limiter degraded: %d decision(s) made without Redis", count)
-        with single_metric(name=METRIC_NAME, unit=MetricUnit.Count, value=count,
-                           namespace=METRIC_NAMESPACE) as metric:
+        with single_metric(name=LimitsMetrics.RATE_LIMITER_DEGRADED, unit=MetricUnit.Count, value=count,
+                           namespace=LimitsMetrics.NAMESPACE) as metric:
             metric.add_dimension(name="component", value="rate-limiter")
 
 

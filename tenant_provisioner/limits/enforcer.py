@@ -1,6 +1,6 @@
 """One enforcement cycle: measure every tenant, apply breaker transitions, push state, notify.
 
-``run_cycle(db, redis_client, notifier=...)`` (the Lambda every 5 minutes, ``limits enforce``):
+``run_cycle(db, redis_client, notifier=..., lifecycle=...)`` (the Lambda every 5 minutes, ``limits enforce``):
 
 1. the billing period comes from the Redis server clock, the clock the limiter counts with;
 2. usage per tenant, each measured on its own: API requests admitted/attempted from Redis (one
@@ -9,19 +9,18 @@
    rows of its ``users`` table; never waiting on a lock the tenant holds (`measure_database`);
 3. per tenant, one transaction holding the tenant's row lock: usage rows upserted (never
    lowered), `breakers.step` per quantity, each transition inserted under its unique key with
-   its audit entry, and a suspension done through ``lifecycle.suspend`` in the same transaction;
+   its audit entry, and a suspension done through `Lifecycle.suspend` in the same transaction;
    the tenant's state then goes to Redis so the limiter acts at once;
 0. the session reaper (limits/reaper.py) ends tenant sessions over its thresholds and repairs
    role settings and passwords, so no tenant lock or open transaction outlives it;
 4. notifications from the transition outbox (rows claimed with ``FOR UPDATE SKIP LOCKED`` and
    marked sent), so two cycles running at once never notify twice;
-5. post-cycle reporters: callables ``reporter(result: CycleResult, conn)`` run after the
-   cycle committed, with a connection from the same pool. The Lambda and the CLI pass
-   `registered_reporters()`: every module in `REPORTER_MODULES` that exists and defines
-   ``post_cycle_reporters() -> Sequence[Reporter]`` (billing sends the API-request usage now in
-   ``control.tenant_usage`` / ``result.usage`` to Stripe). A reporter's failure is recorded in
-   ``result.errors`` and never undoes enforcement. A tenant a reporter suspended or resumed
-   (billing's payment grace) reaches the limiter in the same cycle.
+5. post-cycle reporters: callables ``reporter(result: CycleResult, conn)`` with a ``name``, run
+   after the cycle committed, with a connection from the same pool. The composition root
+   (`tenant_provisioner.runtime.compose`) passes billing's: payment grace, then the API-request
+   usage now in ``control.tenant_usage`` / ``result.usage`` to Stripe. A reporter's failure is
+   recorded in ``result.errors`` and never undoes enforcement. A tenant a reporter suspended or
+   resumed (billing's payment grace) reaches the limiter in the same cycle.
 
 One tenant failing (its transaction rolls back) does not stop the others; the errors are in
 the result, and the Lambda fails the invocation afterwards so the retry/DLQ path sees it.
@@ -29,11 +28,10 @@ the result, and the Lambda fails the invocation afterwards so the retry/DLQ path
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import psycopg
 import redis
@@ -41,7 +39,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from tenant_provisioner import audit
-from tenant_provisioner.tenants import lifecycle, records, schema
+from tenant_provisioner.tenants import records, schema
+from tenant_provisioner.tenants.lifecycle import Lifecycle
 from tenant_provisioner.db import Database
 from tenant_provisioner.errors import InvalidInput, PlatformError
 from tenant_provisioner.limits import state as redis_state
@@ -164,22 +163,14 @@ class CycleResult:
                 "sessions_terminated": [t.to_dict() for t in self.terminated], "roles_repaired": self.roles_repaired}
 
 
-Reporter = Callable[[CycleResult, psycopg.Connection], None]
-REPORTER_MODULES = ("tenant_provisioner.billing.reporters",)
+class Reporter(Protocol):
+    """Post-cycle work of another component (billing), run once the cycle committed."""
+
+    def __call__(self, result: CycleResult, conn: psycopg.Connection) -> None: ...
 
 
-def registered_reporters() -> list[Reporter]:
-    """Reporters of the optional modules in `REPORTER_MODULES` that exist."""
-    found: list[Reporter] = []
-    for module_name in REPORTER_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # that component has no reporter (yet)
-            raise
-        found.extend(module.post_cycle_reporters())
-    return found
+def _reporter_name(reporter: Reporter) -> str:
+    return str(getattr(reporter, "name", None) or getattr(reporter, "__name__", None) or type(reporter).__name__)
 
 
 def _scalar(conn: psycopg.Connection, query: str | sql.Composable, params: Sequence[Any] = ()) -> int:
@@ -270,7 +261,7 @@ def _record_transition(conn: psycopg.Connection, tenant_id: str, t: Transition, 
 
 
 def enforce_tenant(conn: psycopg.Connection, measured: TenantUsage, catalog: TierCatalog, *, actor: str,
-                   previous: tuple[int, int] | None = None) -> tuple[Tenant, list[Transition]]:
+                   lifecycle: Lifecycle, previous: tuple[int, int] | None = None) -> tuple[Tenant, list[Transition]]:
     """Apply one tenant's measured usage in one transaction; returns the tenant as committed."""
     recorded: list[Transition] = []
     with conn.transaction():
@@ -337,9 +328,10 @@ def send_notices(conn: psycopg.Connection, notifier: Notifier) -> tuple[int, lis
             sent += 1
 
 
-def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog: TierCatalog | None = None,
-              key_prefix: str = "", actor: str = "enforcer", tenant_ids: Iterable[str] | None = None,
-              reporters: Sequence[Reporter] = (), reaper: ReaperSettings | None = None) -> CycleResult:
+def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, lifecycle: Lifecycle,
+              catalog: TierCatalog | None = None, key_prefix: str = "", actor: str = "enforcer",
+              tenant_ids: Iterable[str] | None = None, reporters: Sequence[Reporter] = (),
+              reaper: ReaperSettings | None = None) -> CycleResult:
     """Run one enforcement cycle over every active or suspended tenant (or just `tenant_ids`),
     after the session reaper (`reaper`, when given: the Lambda and the CLI always give it)."""
     catalog = catalog or load_tiers()
@@ -357,7 +349,7 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
         pushed: dict[str, bool] = {}  # tenant -> suspended, as last written to Redis
         for item in measured:
             try:
-                tenant, transitions = enforce_tenant(conn, item, catalog, actor=actor,
+                tenant, transitions = enforce_tenant(conn, item, catalog, actor=actor, lifecycle=lifecycle,
                                                      previous=previous.get(item.tenant_id))
                 redis_state.push_state(client, tenant.tenant_id, suspended=tenant.state == "suspended",
                                        level=_api_level(conn, tenant.tenant_id), period_start=period_start,
@@ -376,9 +368,8 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, catalog:
             try:
                 reporter(result, conn)
             except Exception as exc:  # noqa: BLE001 - a reporter (billing) must not undo enforcement
-                log.exception("post-cycle reporter %r failed", reporter)
-                result.errors.append(f"reporter {getattr(reporter, '__name__', reporter)!r}: "
-                                     f"{type(exc).__name__}: {exc}")
+                log.exception("post-cycle reporter %s failed", _reporter_name(reporter))
+                result.errors.append(f"reporter {_reporter_name(reporter)!r}: {type(exc).__name__}: {exc}")
         if reporters:
             _push_lifecycle_changes(conn, client, pushed, key_prefix)
     return result

@@ -8,13 +8,11 @@ not a silently skipped notification.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 
-from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.limits.breakers import Level
 from tenant_provisioner.limits.enforcer import Notice
 
@@ -63,13 +61,6 @@ class AwsNotifier:
     def __post_init__(self) -> None:
         self.ses = self.ses or boto3.client("sesv2")
         self.sns = self.sns or boto3.client("sns")
-
-    @classmethod
-    def from_env(cls) -> "AwsNotifier":
-        sender, topic = os.environ.get("LIMITS_SENDER_EMAIL"), os.environ.get("OPS_TOPIC_ARN")
-        if not sender or not topic:
-            raise ConfigError("breaker notifications need LIMITS_SENDER_EMAIL and OPS_TOPIC_ARN")
-        return cls(sender=sender, ops_topic_arn=topic)
 
     def __call__(self, notice: Notice) -> None:
         subject, body = describe(notice)

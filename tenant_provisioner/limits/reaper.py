@@ -22,7 +22,6 @@ The provisioner needs ``pg_signal_backend`` (granted by `init`) and inherits eac
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -32,6 +31,7 @@ from psycopg import sql
 from tenant_provisioner import audit
 from tenant_provisioner.tenants import schema
 from tenant_provisioner.errors import ConfigError
+from tenant_provisioner.runtime import env as envvars
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class ReaperSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ReaperSettings":
         """``REAPER_IDLE_IN_TRANSACTION_S``, ``REAPER_STATEMENT_S``, ``REAPER_TRANSACTION_S``,
         ``REAPER_MAX_LOCKS`` (set by the limits stack from config); defaults otherwise."""
-        env = os.environ if env is None else env
+        env = envvars.environ(env)
         defaults = cls()
         try:
             return cls(

@@ -1,4 +1,4 @@
-"""The limits provisioning step (picked up by `tenant_provisioner.tenants.provisioning.extension_steps`).
+"""The limits provisioning step (one of the lifecycle's extension steps, see `runtime.compose`).
 
 ``apply`` refuses the signup while the platform budget breaker blocks it (200 %: every signup;
 100 %: free tiers), and gives the new tenant its breaker rows at ``ok`` for the current period,
@@ -7,11 +7,9 @@ so ``limits status`` shows it at once. ``undo`` removes those rows. Both are ide
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from tenant_provisioner.limits.breakers import QUANTITIES
 from tenant_provisioner.limits.budget import SignupBlocked, signup_block_reason
-from tenant_provisioner.tenants.provisioning import ProvisionContext, Step
+from tenant_provisioner.tenants.provisioning import ProvisionContext
 
 _PERIOD = "SELECT date_trunc('month', now() AT TIME ZONE 'utc')::date"
 
@@ -37,6 +35,3 @@ class LimitsStep:
         with ctx.conn.transaction():
             ctx.conn.execute("DELETE FROM control.tenant_breakers WHERE tenant_id = %s", (ctx.request.tenant_id,))
 
-
-def provisioning_steps() -> Sequence[Step]:
-    return [LimitsStep()]

@@ -18,8 +18,8 @@ from typing import Callable
 
 import psycopg
 
-from tenant_provisioner import audit, migrations
-from tenant_provisioner.tenants import schema
+from tenant_provisioner import migrations
+from tenant_provisioner.tenants import schema, transitions
 from tenant_provisioner.db import Database
 from tenant_provisioner.errors import InvalidInput
 
@@ -63,10 +63,7 @@ def migrate_tenant(conn: psycopg.Connection, tenant_id: str, *, actor: str,
         conn.execute("SET LOCAL lock_timeout = '10s'")
         schema.run_batch(conn, schema.migration_statements(schema_name, [m for m in files if m.version > version]))
         schema.run_batch(conn, schema.grant_statements(conn, schema_name, role_name))
-        conn.execute("UPDATE control.tenants SET schema_version = %s, updated_at = now() WHERE tenant_id = %s",
-                     (target, tenant_id))
-        audit.record(conn, tenant_id=tenant_id, action="tenant.migrated", actor=actor,
-                     detail={"from_version": version, "to_version": target})
+        transitions.record_schema_version(conn, tenant_id, from_version=version, to_version=target, actor=actor)
     return True
 
 

@@ -1,19 +1,20 @@
-"""The tenant lifecycle API used by the CLI, the Lambdas and the other components.
+"""The tenant lifecycle used by the CLI, the Lambdas and the other components: `Lifecycle`.
 
-Every function takes a connection acting as the provisioner role (``Database.connection()``),
-validates its input before touching anything, and does its writes, the audit entry included,
+The composition root (`tenant_provisioner.runtime.compose`) builds one per process with its
+extension steps (billing's Stripe customer, the limits' breaker rows) and listeners
+(`tenant_provisioner.tenants.events`); nothing here imports billing or limits.
+
+Reads go through `records`. Every method takes a connection acting as the provisioner role
+(``Database.connection()``), validates its input before touching anything, and does its writes, the audit entry included,
 in one transaction (a savepoint when the caller already has one open, so a caller such as the
 quota enforcer can join a suspension to its own transaction). Repeating a call that already
-took effect is a no-op without a second audit entry.
+took effect is a no-op without a second audit entry. The rows are written by `transitions`.
 
-- ``create(conn, request, actor=..., store=..., endpoint=...)`` → `CreateResult` (provisioning.py);
-- ``get(conn, id)`` / ``list_tenants(conn, state=None)``;
+- ``create(conn, request, actor=..., endpoint=...)`` → `CreateResult` (steps: provisioning.py);
 - ``suspend(conn, id, reason=..., actor=...)``: role NOLOGIN, its sessions terminated;
-- ``resume(conn, id, actor=...)``; ``change_tier(conn, id, tier, actor=...)``: connection limit;
-- ``offboard(conn, id, actor=..., export_to=..., store=..., retention_days=0)``: export, then drop
-  once the retention has passed (offboarding.py);
-- after-commit hooks ``after_suspend`` / ``after_resume`` and in-transaction hooks
-  ``on_change_tier`` / ``on_offboard`` let other components follow (provisioning.py).
+- ``resume(conn, id, actor=...)``; ``change_tier(conn, id, tier, actor=..., origin=...)``;
+- ``offboard(conn, id, actor=..., export_to=..., retention_days=0)`` / ``drop_due``: export, then
+  drop once the retention has passed (offboarding.py).
 
 Errors: `InvalidInput` (bad input), `TenantNotFound`, `TenantConflict` (e.g. resuming an
 offboarded tenant, or creating an existing id with another tier), `TransientError` (retry).
@@ -28,12 +29,14 @@ from typing import Any, Iterator, Sequence
 
 import psycopg
 
-from tenant_provisioner import audit, leases, validation
-from tenant_provisioner.tenants import provisioning, records, schema
-from tenant_provisioner.errors import InvalidInput, TenantConflict, TransientError
-from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint, ProvisionContext, Step
+from tenant_provisioner import leases, validation
+from tenant_provisioner.errors import TenantConflict, TransientError
 from tenant_provisioner.secrets import SecretStore
-from tenant_provisioner.tenants.records import STATES, Tenant
+from tenant_provisioner.tenants import offboarding, provisioning, records, schema, transitions
+from tenant_provisioner.tenants.events import Origin, TenantEvents
+from tenant_provisioner.tenants.offboarding import DropDueResult, OffboardResult
+from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint, ProvisionContext, Step
+from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import load_tiers
 
 CREATE_LOCK_TIMEOUT_S = 30.0
@@ -65,29 +68,89 @@ def _create_lock(conn: psycopg.Connection, tenant_id: str) -> Iterator[None]:
         yield
 
 
-def create(conn: psycopg.Connection, request: CreateRequest, *, actor: str, store: SecretStore | None = None,
-           endpoint: DbEndpoint | None = None, steps: Sequence[Step] | None = None) -> CreateResult:
-    """Provision `request` (idempotent: same id + tier → the same tenant, ``created`` false)."""
-    started = time.perf_counter()
-    actor = validation.actor(actor)
-    validation.tenant_id(request.tenant_id)  # also for requests built without `CreateRequest.parse`
-    validation.email(request.admin_email)
-    tier = load_tiers().get(request.tier)
-    with _create_lock(conn, request.tenant_id):
-        existing = records.find(conn, request.tenant_id)
-        if existing is not None:
-            if existing.tier != request.tier:
-                raise TenantConflict(f"tenant {request.tenant_id!r} already exists with tier {existing.tier!r}, "
-                                     f"not {request.tier!r}; use change-tier")
-            if existing.state == "active":
-                return CreateResult(existing, created=False, duration_ms=_ms_since(started))
-            if existing.state != "provisioning":
-                raise TenantConflict(f"tenant {request.tenant_id!r} already exists and is {existing.state}")
-        ctx = ProvisionContext(conn=conn, request=request, tier=tier, actor=actor,
-                               provisioner_role=_current_role(conn), tenant=existing)
-        provisioning.run(steps if steps is not None else provisioning.default_steps(store, endpoint), ctx)
-    assert ctx.tenant is not None
-    return CreateResult(ctx.tenant, created=True, duration_ms=_ms_since(started), outputs=ctx.outputs)
+class Lifecycle:
+    """The tenant state machine with this process's extension steps, listeners and secret store."""
+
+    def __init__(self, *, extension_steps: Sequence[Step] = (), events: TenantEvents | None = None,
+                 secret_store: SecretStore | None = None) -> None:
+        self.extension_steps = tuple(extension_steps)
+        self.events = events or TenantEvents()
+        self.secret_store = secret_store
+
+    def steps(self, endpoint: DbEndpoint | None) -> list[Step]:
+        """Database → secret (with a store and an endpoint) → extension steps → activation."""
+        secret: list[Step] = ([provisioning.SecretStep(self.secret_store, endpoint)]
+                              if self.secret_store is not None and endpoint is not None else [])
+        return [provisioning.DatabaseStep(), *secret, *self.extension_steps, provisioning.ActivateStep()]
+
+    def create(self, conn: psycopg.Connection, request: CreateRequest, *, actor: str,
+               endpoint: DbEndpoint | None = None, steps: Sequence[Step] | None = None) -> CreateResult:
+        """Provision `request` (idempotent: same id + tier → the same tenant, ``created`` false).
+        `steps` replaces the whole step list (fault-injection tests)."""
+        started = time.perf_counter()
+        actor = validation.actor(actor)
+        validation.tenant_id(request.tenant_id)  # also for requests built without `CreateRequest.parse`
+        validation.email(request.admin_email)
+        tier = load_tiers().get(request.tier)
+        with _create_lock(conn, request.tenant_id):
+            existing = records.find(conn, request.tenant_id)
+            if existing is not None:
+                if existing.tier != request.tier:
+                    raise TenantConflict(f"tenant {request.tenant_id!r} already exists with tier {existing.tier!r}, "
+                                         f"not {request.tier!r}; use change-tier")
+                if existing.state == "active":
+                    return CreateResult(existing, created=False, duration_ms=_ms_since(started))
+                if existing.state != "provisioning":
+                    raise TenantConflict(f"tenant {request.tenant_id!r} already exists and is {existing.state}")
+            ctx = ProvisionContext(conn=conn, request=request, tier=tier, actor=actor,
+                                   provisioner_role=_current_role(conn), tenant=existing)
+            provisioning.run(steps if steps is not None else self.steps(endpoint), ctx)
+        assert ctx.tenant is not None
+        return CreateResult(ctx.tenant, created=True, duration_ms=_ms_since(started), outputs=ctx.outputs)
+
+    def suspend(self, conn: psycopg.Connection, tenant_id: str, *, reason: str, actor: str) -> Tenant:
+        """Disable login, end the tenant's sessions, record why (idempotent)."""
+        tenant = _set_login_state(conn, validation.tenant_id(tenant_id), target="suspended", allowed_from="active",
+                                  reason=validation.text(reason, "reason", required=True),
+                                  action="tenant.suspended", actor=validation.actor(actor))
+        # After the commit (NOLOGIN is in force), so a terminated session cannot simply reconnect.
+        schema.terminate_sessions(conn, tenant.role_name)
+        self.events.after_suspend(conn, tenant)
+        return tenant
+
+    def resume(self, conn: psycopg.Connection, tenant_id: str, *, actor: str) -> Tenant:
+        """Re-enable login of a suspended tenant (idempotent); the audit row keeps the old reason."""
+        tenant = _set_login_state(conn, validation.tenant_id(tenant_id), target="active", allowed_from="suspended",
+                                  reason=None, action="tenant.resumed", actor=validation.actor(actor))
+        self.events.after_resume(conn, tenant)
+        return tenant
+
+    def change_tier(self, conn: psycopg.Connection, tenant_id: str, tier: str, *, actor: str,
+                    origin: Origin = Origin.PLATFORM) -> Tenant:
+        """Move to `tier`: the role's CONNECTION LIMIT follows; quotas follow through the tiers file.
+        `origin` tells the listeners where the change comes from (Stripe's webhook: `Origin.STRIPE`)."""
+        tenant_id = validation.tenant_id(tenant_id)
+        new_tier = load_tiers().get(tier)
+        actor = validation.actor(actor)
+        with conn.transaction():
+            tenant = records.require(conn, tenant_id, for_update=True)
+            if tenant.state not in ("active", "suspended"):
+                raise TenantConflict(f"cannot change the tier of tenant {tenant_id!r}: it is {tenant.state}")
+            if tenant.tier != new_tier.name:
+                self.events.before_tier_change(conn, tenant, new_tier, origin=origin)
+                schema.set_connection_limit(conn, tenant.role_name, new_tier.db_connections)
+                transitions.set_tier(conn, tenant, new_tier.name, actor=actor, origin=origin.value)
+            return records.require(conn, tenant_id)
+
+    def offboard(self, conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str | None,
+                 retention_days: int = 0) -> OffboardResult:
+        """Stop, export, then drop the tenant once `retention_days` have passed (offboarding.py)."""
+        return offboarding.offboard(conn, tenant_id, actor=actor, export_to=export_to, events=self.events,
+                                    store=self.secret_store, retention_days=retention_days)
+
+    def drop_due(self, conn: psycopg.Connection, *, actor: str) -> DropDueResult:
+        """Finish every offboarding whose retention has passed (the Lambda runs this daily)."""
+        return offboarding.drop_due(conn, actor=actor, events=self.events, store=self.secret_store)
 
 
 def _ms_since(started: float) -> float:
@@ -98,16 +161,6 @@ def _current_role(conn: psycopg.Connection) -> str:
     row = conn.execute("SELECT current_user").fetchone()
     assert row is not None
     return str(row[0])
-
-
-def get(conn: psycopg.Connection, tenant_id: str) -> Tenant:
-    return records.require(conn, validation.tenant_id(tenant_id))
-
-
-def list_tenants(conn: psycopg.Connection, *, state: str | None = None) -> list[Tenant]:
-    if state is not None and state not in STATES:
-        raise InvalidInput("state", f"{state!r} is not one of {', '.join(STATES)}")
-    return records.all_tenants(conn, state=state)
 
 
 def _transition(conn: psycopg.Connection, tenant_id: str, *, allowed_from: tuple[str, ...],
@@ -128,46 +181,5 @@ def _set_login_state(conn: psycopg.Connection, tenant_id: str, *, target: str, a
         tenant = _transition(conn, tenant_id, allowed_from=(allowed_from,), target=target)
         if tenant is not None:
             schema.set_login(conn, tenant.role_name, target == "active")
-            conn.execute("UPDATE control.tenants SET state = %s, suspended_reason = %s, updated_at = now()"
-                         " WHERE tenant_id = %s", (target, reason, tenant_id))
-            audit.record(conn, tenant_id=tenant_id, action=action, actor=actor,
-                         detail={"reason": reason or tenant.suspended_reason, "from_state": tenant.state})
-        return records.require(conn, tenant_id)
-
-
-def suspend(conn: psycopg.Connection, tenant_id: str, *, reason: str, actor: str) -> Tenant:
-    """Disable login, end the tenant's sessions, record why (idempotent)."""
-    tenant = _set_login_state(conn, validation.tenant_id(tenant_id), target="suspended", allowed_from="active",
-                              reason=validation.text(reason, "reason", required=True), action="tenant.suspended",
-                              actor=validation.actor(actor))
-    # After the commit (NOLOGIN is in force), so a terminated session cannot simply reconnect.
-    schema.terminate_sessions(conn, tenant.role_name)
-    provisioning.run_after_hooks("after_suspend", conn, tenant)
-    return tenant
-
-
-def resume(conn: psycopg.Connection, tenant_id: str, *, actor: str) -> Tenant:
-    """Re-enable login of a suspended tenant (idempotent); the audit row keeps the old reason."""
-    tenant = _set_login_state(conn, validation.tenant_id(tenant_id), target="active", allowed_from="suspended",
-                              reason=None, action="tenant.resumed", actor=validation.actor(actor))
-    provisioning.run_after_hooks("after_resume", conn, tenant)
-    return tenant
-
-
-def change_tier(conn: psycopg.Connection, tenant_id: str, tier: str, *, actor: str) -> Tenant:
-    """Move to `tier`: the role's CONNECTION LIMIT follows; quotas follow through the tiers file."""
-    tenant_id = validation.tenant_id(tenant_id)
-    new_tier = load_tiers().get(tier)
-    actor = validation.actor(actor)
-    with conn.transaction():
-        tenant = records.require(conn, tenant_id, for_update=True)
-        if tenant.state not in ("active", "suspended"):
-            raise TenantConflict(f"cannot change the tier of tenant {tenant_id!r}: it is {tenant.state}")
-        if tenant.tier != new_tier.name:
-            provisioning.run_hooks("on_change_tier", conn, tenant, new_tier)
-            schema.set_connection_limit(conn, tenant.role_name, new_tier.db_connections)
-            conn.execute("UPDATE control.tenants SET tier = %s, updated_at = now() WHERE tenant_id = %s",
-                         (new_tier.name, tenant_id))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.tier_changed", actor=actor,
-                         detail={"from": tenant.tier, "to": new_tier.name})
+            transitions.set_login_state(conn, tenant, target=target, reason=reason, action=action, actor=actor)
         return records.require(conn, tenant_id)

@@ -33,9 +33,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from tenant_provisioner import audit, validation
-from tenant_provisioner.tenants import provisioning, records, schema
-from tenant_provisioner.errors import InvalidInput, PlatformError, TenantConflict, TransientError
+from tenant_provisioner import validation
+from tenant_provisioner.errors import InvalidInput, PlatformError, TransientError
+from tenant_provisioner.tenants import records, schema, transitions
+from tenant_provisioner.tenants.events import TenantEvents
 from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants.records import Tenant
 
@@ -149,7 +150,7 @@ def export_tenant(conn: psycopg.Connection, tenant: Tenant, destination: str) ->
         return location, rows
 
 
-def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str | None,
+def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to: str | None, events: TenantEvents,
              store: SecretStore | None = None, retention_days: int = 0) -> OffboardResult:
     """Stop, export, then drop the tenant once `retention_days` have passed since the export.
 
@@ -166,12 +167,9 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
     with conn.transaction():
         tenant = records.require(conn, tenant_id, for_update=True)
         if tenant.state in ("active", "suspended", "provisioning"):
-            provisioning.run_hooks("on_offboard", conn, tenant)
+            events.before_offboard(conn, tenant)
             schema.set_login(conn, tenant.role_name, False)
-            conn.execute("UPDATE control.tenants SET state = 'offboarding', updated_at = now() WHERE tenant_id = %s",
-                         (tenant_id,))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.offboarding", actor=actor,
-                         detail={"from_state": tenant.state, "retention_days": retention_days})
+            transitions.begin_offboarding(conn, tenant, retention_days=retention_days, actor=actor)
     tenant, rows = records.require(conn, tenant_id), {}
     if tenant.state == "offboarding" and tenant.export_location is None:
         if export_to is None:
@@ -179,19 +177,14 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
         schema.terminate_sessions(conn, tenant.role_name)
         location, rows = export_tenant(conn, tenant, export_to)
         with conn.transaction():
-            conn.execute("UPDATE control.tenants SET export_location = %s, updated_at = now(),"
-                         " drop_after = now() + make_interval(days => %s) WHERE tenant_id = %s",
-                         (location, retention_days, tenant_id))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.exported", actor=actor,
-                         detail={"export_location": location, "rows": rows})
+            transitions.record_export(conn, tenant_id, location=location, retention_days=retention_days, rows=rows,
+                                      actor=actor)
     if _due(conn, tenant_id):
         drop_owned_elsewhere(conn, tenant.role_name)
     with conn.transaction():
         if _due(conn, tenant_id, for_update=True):
             schema.drop(conn, schema=tenant.schema_name, role=tenant.role_name)
-            conn.execute("UPDATE control.tenants SET state = 'offboarded', updated_at = now() WHERE tenant_id = %s",
-                         (tenant_id,))
-            audit.record(conn, tenant_id=tenant_id, action="tenant.offboarded", actor=actor, detail={})
+            transitions.mark_offboarded(conn, tenant_id, actor=actor)
     tenant = records.require(conn, tenant_id)
     if tenant.state == "offboarded" and store is not None:
         store.delete(tenant_id, recovery_days=SECRET_RECOVERY_DAYS)
@@ -220,7 +213,8 @@ def drop_owned_elsewhere(conn: psycopg.Connection, role: str) -> list[str]:
     return databases
 
 
-def drop_due(conn: psycopg.Connection, *, actor: str, store: SecretStore | None = None) -> DropDueResult:
+def drop_due(conn: psycopg.Connection, *, actor: str, events: TenantEvents,
+             store: SecretStore | None = None) -> DropDueResult:
     """Finish every offboarding whose retention has passed (the Lambda runs this daily). Each
     tenant on its own: one that cannot be dropped is reported and the others are still dropped."""
     due = [row[0] for row in conn.execute(
@@ -230,7 +224,7 @@ def drop_due(conn: psycopg.Connection, *, actor: str, store: SecretStore | None 
     failed: dict[str, str] = {}
     for tenant_id in due:
         try:
-            offboard(conn, tenant_id, actor=actor, export_to=None, store=store)
+            offboard(conn, tenant_id, actor=actor, export_to=None, events=events, store=store)
         except (PlatformError, psycopg.Error) as exc:
             log.exception("dropping offboarded tenant %s failed", tenant_id)
             failed[tenant_id] = f"{type(exc).__name__}: {str(exc).strip()}"

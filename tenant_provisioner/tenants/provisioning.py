@@ -14,26 +14,17 @@ nothing is reachable either: the tenant role stays NOLOGIN and the row stays ``p
 until the final `ActivateStep`; a re-run of `create` finds that row and re-applies every step,
 which converges because each step is idempotent.
 
-Order: `DatabaseStep` (role, schema, tables, grants, control row, one transaction) →
-`SecretStep` (password + Secrets Manager, when a store is configured) → extension steps →
-`ActivateStep` (role LOGIN, state ``active``, ``tenant.created``).
-
-Extensions: a module listed in `EXTENSION_MODULES` (e.g. ``tenant_provisioner/billing/steps.py``)
-that exists defines ``provisioning_steps() -> Sequence[Step]``; its steps run after the secret
-and before activation. Steps use ``ctx.conn`` (autocommit; wrap writes in
-``ctx.conn.transaction()``), read ``ctx.tenant`` / ``ctx.request`` / ``ctx.tier`` and may put
-results into ``ctx.outputs`` (included in the create result).
-
-Lifecycle hooks: a module in `HOOK_MODULES` may define ``on_change_tier(conn, tenant, tier)`` and
-``on_offboard(conn, tenant)``; `run_hooks` calls them inside the change's transaction, before the
-database change, so a failing hook (e.g. Stripe down) leaves the tenant unchanged. It may also
-define ``after_suspend(conn, tenant)`` / ``after_resume(conn, tenant)``, called by
-`run_after_hooks` once the change is committed (failures logged, never undoing the change).
+Order (`Lifecycle.steps`): `DatabaseStep` (role, schema, tables, grants, control row, one
+transaction) → `SecretStep` (password + Secrets Manager, when a store is configured) → the
+extension steps the composition root passes in (billing's `StripeStep`, the limits'
+`LimitsStep`) → `ActivateStep` (role LOGIN, state ``active``, ``tenant.created``). Steps use
+``ctx.conn`` (autocommit; wrap writes in ``ctx.conn.transaction()``), read ``ctx.tenant`` /
+``ctx.request`` / ``ctx.tier`` and may put results into ``ctx.outputs`` (included in the create
+result).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import secrets as random
 from dataclasses import dataclass, field
@@ -42,7 +33,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import psycopg
 
 from tenant_provisioner import audit, migrations, validation
-from tenant_provisioner.tenants import records, schema, warm_pool
+from tenant_provisioner.tenants import records, schema, transitions, warm_pool
 from tenant_provisioner.db import tenant_group_role
 from tenant_provisioner.errors import PlatformError, TransientError
 from tenant_provisioner.secrets import SecretStore
@@ -50,12 +41,6 @@ from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import Tier, load_tiers
 
 log = logging.getLogger(__name__)
-
-EXTENSION_MODULES = ("tenant_provisioner.billing.steps", "tenant_provisioner.limits.steps")
-# Components that follow tier changes and offboarding outside the database (billing moves or
-# cancels the Stripe subscription); see `run_hooks`.
-HOOK_MODULES = ("tenant_provisioner.billing.listeners", "tenant_provisioner.limits.listeners")
-
 
 @dataclass(frozen=True)
 class CreateRequest:
@@ -124,11 +109,9 @@ class DatabaseStep:
             name = claimed or schema.new_schema_name()
             schema.create(ctx.conn, schema=name, role=name, group=tenant_group_role(ctx.provisioner_role),
                           connection_limit=ctx.tier.db_connections, build=None if claimed else files)
-            ctx.conn.execute(
-                "INSERT INTO control.tenants (tenant_id, schema_name, role_name, tier, state, schema_version,"
-                " admin_email, company_name) VALUES (%s, %s, %s, %s, 'provisioning', %s, %s, %s)",
-                (req.tenant_id, name, name, req.tier, migrations.latest_version("tenant"),
-                 req.admin_email, req.company_name))
+            transitions.insert_provisioning(ctx.conn, tenant_id=req.tenant_id, schema_name=name, tier=req.tier,
+                                            schema_version=migrations.latest_version("tenant"),
+                                            admin_email=req.admin_email, company_name=req.company_name)
             ctx.tenant = records.require(ctx.conn, req.tenant_id)
 
     def undo(self, ctx: ProvisionContext) -> None:
@@ -137,8 +120,7 @@ class DatabaseStep:
             return
         with ctx.conn.transaction():
             schema.drop(ctx.conn, schema=tenant.schema_name, role=tenant.role_name)
-            ctx.conn.execute("DELETE FROM control.tenants WHERE tenant_id = %s AND state = 'provisioning'",
-                             (tenant.tenant_id,))
+            transitions.delete_provisioning(ctx.conn, tenant.tenant_id)
         ctx.tenant = None
 
 
@@ -182,11 +164,7 @@ class ActivateStep:
         tenant = _current(ctx)
         with ctx.conn.transaction():
             schema.set_login(ctx.conn, tenant.role_name, True)
-            ctx.conn.execute("UPDATE control.tenants SET state = 'active', updated_at = now()"
-                             " WHERE tenant_id = %s", (tenant.tenant_id,))
-            audit.record(ctx.conn, tenant_id=tenant.tenant_id, action="tenant.created", actor=ctx.actor,
-                         detail={"tier": tenant.tier, "schema": tenant.schema_name,
-                                 "schema_version": tenant.schema_version})
+            transitions.activate(ctx.conn, tenant, actor=ctx.actor)
             ctx.tenant = records.require(ctx.conn, tenant.tenant_id)
 
     def undo(self, ctx: ProvisionContext) -> None:
@@ -195,56 +173,7 @@ class ActivateStep:
             return
         with ctx.conn.transaction():
             schema.set_login(ctx.conn, tenant.role_name, False)
-            ctx.conn.execute("UPDATE control.tenants SET state = 'provisioning', updated_at = now()"
-                             " WHERE tenant_id = %s AND state = 'active'", (tenant.tenant_id,))
-
-
-def optional_modules(module_names: Sequence[str]) -> list[Any]:
-    """The modules of `module_names` that exist (a component that is not there yet is skipped)."""
-    found = []
-    for module_name in module_names:
-        try:
-            found.append(importlib.import_module(module_name))
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # that component has no extension (yet)
-            raise
-    return found
-
-
-def extension_steps() -> list[Step]:
-    """Steps contributed by the optional modules in `EXTENSION_MODULES` that exist."""
-    return [step for module in optional_modules(EXTENSION_MODULES) for step in module.provisioning_steps()]
-
-
-def run_hooks(event: str, *args: Any) -> None:
-    """Call `event` (``on_change_tier(conn, tenant, tier)``, ``on_offboard(conn, tenant)``) in every
-    module of `HOOK_MODULES` that defines it. Callers run hooks before their database change, so a
-    hook that fails (e.g. Stripe unavailable) leaves the tenant unchanged."""
-    for module in optional_modules(HOOK_MODULES):
-        hook = getattr(module, event, None)
-        if hook is not None:
-            hook(*args)
-
-
-def run_after_hooks(event: str, *args: Any) -> None:
-    """Call ``after_suspend(conn, tenant)`` / ``after_resume(conn, tenant)`` once the change is
-    committed (e.g. the limiter blocks a suspended tenant at once). The change stands whatever a
-    hook does, so a failing hook is logged, not raised; its component must converge on its own
-    (the enforcer re-pushes limiter state every cycle)."""
-    for module in optional_modules(HOOK_MODULES):
-        hook = getattr(module, event, None)
-        if hook is None:
-            continue
-        try:
-            hook(*args)
-        except Exception:  # the committed change must not be reported as failed
-            log.exception("%s hook of %s failed", event, module.__name__)
-
-
-def default_steps(store: SecretStore | None, endpoint: DbEndpoint | None) -> list[Step]:
-    secret: list[Step] = [SecretStep(store, endpoint)] if store is not None and endpoint is not None else []
-    return [DatabaseStep(), *secret, *extension_steps(), ActivateStep()]
+            transitions.deactivate(ctx.conn, tenant.tenant_id)
 
 
 def run(steps: Sequence[Step], ctx: ProvisionContext) -> None:

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from tenant_provisioner.errors import TenantNotFound
+from tenant_provisioner.errors import InvalidInput, TenantNotFound
 
 STATES = ("provisioning", "active", "suspended", "offboarding", "offboarded")
 
@@ -54,6 +54,8 @@ def require(conn: psycopg.Connection, tenant_id: str, *, for_update: bool = Fals
 
 
 def all_tenants(conn: psycopg.Connection, *, state: str | None = None) -> list[Tenant]:
+    if state is not None and state not in STATES:
+        raise InvalidInput("state", f"{state!r} is not one of {', '.join(STATES)}")
     query = sql.SQL("{} WHERE (%s::text IS NULL OR state = %s) ORDER BY tenant_id").format(_SELECT)
     with conn.cursor(row_factory=class_row(Tenant)) as cur:
         return cur.execute(query, (state, state)).fetchall()

@@ -15,9 +15,11 @@ import uuid
 import stripe
 
 from tenant_provisioner import control
-from tenant_provisioner.tenants import lifecycle, provisioning
+from tenant_provisioner.tenants import provisioning
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings
+from tenant_provisioner.billing.accounts import Accounts
 from tenant_provisioner.billing.steps import StripeStep
 from tenant_provisioner.billing.usage import report_usage
 from tenant_provisioner.db import Database, admin_connect
@@ -26,12 +28,14 @@ from tests.billing.stripe_server import FakeStripe
 from tests.billing.support import TINY_TIERS_FILE
 from tests.support import databases, services
 
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
+
 
 def measure(db: Database, fake: FakeStripe, tenants: int) -> None:
     settings = BillingSettings(api_base=fake.url)
     client = stripe.StripeClient("sk_test_fake_bench", base_addresses={"api": fake.url})
     sync_catalog(client, load_tiers(), settings)
-    steps = [provisioning.DatabaseStep(), StripeStep(client, settings), provisioning.ActivateStep()]
+    steps = [provisioning.DatabaseStep(), StripeStep(Accounts(client, settings)), provisioning.ActivateStep()]
     with db.connection() as conn:
         before = len(fake.state.requests)
         started = time.perf_counter()

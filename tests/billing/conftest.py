@@ -115,9 +115,9 @@ def control_url(_control_database, monkeypatch) -> str:
 
 
 @pytest.fixture()
-def db(control_url):
+def db(control_url, _control_database):
     """A provisioner-role pool on the control database."""
-    database = Database(control_url, max_size=6)
+    database = Database(control_url, provisioner_role=_control_database.role, max_size=6)
     yield database
     database.close()
 

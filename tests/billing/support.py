@@ -6,8 +6,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from tenant_provisioner.tenants import lifecycle, provisioning
+from tenant_provisioner.tenants import provisioning
+from tenant_provisioner.runtime import compose
+from tenant_provisioner.billing.accounts import Accounts
 from tenant_provisioner.billing.steps import StripeStep
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 TINY_TIERS_FILE = Path(__file__).resolve().parents[1] / "data" / "tiny_tiers.yaml"
 FAKE_KEY = "sk_test_fake_billing_tests_0000"
@@ -18,7 +22,7 @@ def create_tenant(conn, client, settings, *extra_steps, tenant_id: str = "acme-c
     """Provision a tenant through the real pipeline with the Stripe step (and any extra steps)."""
     request = provisioning.CreateRequest(tenant_id=tenant_id, tier=tier, admin_email="admin@acme.example",
                                      company_name="Acme")
-    steps = [provisioning.DatabaseStep(), StripeStep(client, settings), *extra_steps, provisioning.ActivateStep()]
+    steps = [provisioning.DatabaseStep(), StripeStep(Accounts(client, settings)), *extra_steps, provisioning.ActivateStep()]
     return lifecycle.create(conn, request, actor="test", steps=steps)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.tenants import records
 from tenant_provisioner.cli.main import app
 from tests.billing.support import FAKE_KEY, create_tenant
 
@@ -42,7 +42,7 @@ def test_tenant_cli_tier_change_and_offboarding_move_the_subscription(stripe_env
     create_tenant(conn, client, settings)
     changed = runner.invoke(app, ["--database-url", control_url, "change-tier", "acme-corp", "--tier", "business"])
     assert changed.exit_code == 0, changed.output
-    assert lifecycle.get(conn, "acme-corp").tier == "business"
+    assert records.require(conn, "acme-corp").tier == "business"
     (sub,) = fake_stripe.state.subscriptions.values()
     assert {i["price"]["id"] for i in sub["items"]["data"]} == {synced.prices["business"].flat,
                                                                 synced.prices["business"].metered}
@@ -62,7 +62,7 @@ def test_stripe_down_blocks_the_tier_change_and_nothing_changes(stripe_env, fake
     changed = runner.invoke(app, ["--database-url", control_url, "change-tier", "acme-corp", "--tier", "business"])
     assert changed.exit_code == 1 and "Stripe unavailable" in changed.output
     fake_stripe.down(False)
-    assert lifecycle.get(conn, "acme-corp").tier == "pro"
+    assert records.require(conn, "acme-corp").tier == "pro"
     (sub,) = fake_stripe.state.subscriptions.values()
     assert synced.prices["pro"].flat in {i["price"]["id"] for i in sub["items"]["data"]}
 

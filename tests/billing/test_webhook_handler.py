@@ -19,16 +19,14 @@ from tests.support.lambda_context import LambdaContext
 @pytest.fixture()
 def lambda_env(monkeypatch, control_url, db, stripe_env):
     monkeypatch.setenv("DATABASE_URL", control_url)
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Test/Billing")
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
     with mock_aws():
         arn = boto3.client("secretsmanager").create_secret(Name="/saas/test/stripe/webhook-signing-secret",
                                                            SecretString=WEBHOOK_SECRET)["ARN"]
         monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_ID", arn)
+        webhook_lambda.function.forget()   # a fresh container
         yield arn
-    if webhook_lambda._database is not None:
-        webhook_lambda._database.close()
-        webhook_lambda._database = None
+    webhook_lambda.function.forget()
 
 
 def url_event(body: bytes, signature: str | None, *, base64_body: bool = False, method: str = "POST") -> dict:

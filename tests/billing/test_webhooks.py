@@ -9,12 +9,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tenant_provisioner import audit
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.tenants import records
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.billing import payments, webhooks
 from tenant_provisioner.billing.accounts import Accounts, load_account
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.support import WEBHOOK_SECRET, create_tenant
 from tests.billing.stripe_server import sign_webhook
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 
 @pytest.fixture()
@@ -27,11 +30,12 @@ def tenant(conn, client, settings, synced, fake_stripe):
 def deliver(conn, settings, event, *, secret=WEBHOOK_SECRET, signature=None, timestamp=None):
     payload = json.dumps(event).encode()
     header = signature if signature is not None else sign_webhook(payload, secret, timestamp=timestamp)
-    return webhooks.handle(conn, payload, header, secret=WEBHOOK_SECRET, settings=settings)
+    return webhooks.handle(conn, payload, header, secret=WEBHOOK_SECRET, settings=settings,
+                           lifecycle=lifecycle)
 
 
 def state(conn):
-    tenant = lifecycle.get(conn, "acme-corp")
+    tenant = records.require(conn, "acme-corp")
     return tenant.state, tenant.tier, tenant.suspended_reason
 
 
@@ -57,10 +61,10 @@ def test_payment_failed_starts_grace_then_the_enforcer_suspends(fake_stripe, con
     assert state(conn) == ("active", "pro", None)  # still served during grace
     row = conn.execute("SELECT payment_state, grace_until FROM control.billing_accounts").fetchone()
     assert row[0] == "grace"
-    assert payments.enforce_payment_grace(conn, now=row[1] - timedelta(seconds=1)).suspended == ()
-    assert payments.enforce_payment_grace(conn, now=row[1]).suspended == ("acme-corp",)
+    assert payments.enforce_payment_grace(conn, lifecycle, now=row[1] - timedelta(seconds=1)).suspended == ()
+    assert payments.enforce_payment_grace(conn, lifecycle, now=row[1]).suspended == ("acme-corp",)
     assert state(conn) == ("suspended", "pro", payments.NON_PAYMENT_REASON)
-    assert payments.enforce_payment_grace(conn, now=row[1] + timedelta(days=1)).suspended == ()  # once
+    assert payments.enforce_payment_grace(conn, lifecycle, now=row[1] + timedelta(days=1)).suspended == ()  # once
     assert actions(conn) == ["billing.payment_failed", "billing.suspended_for_non_payment"]
 
 
@@ -76,7 +80,7 @@ def test_grace_is_not_extended_by_stripe_retrying_the_same_debt(fake_stripe, con
 def test_paid_invoice_resumes_a_tenant_suspended_for_non_payment(fake_stripe, conn, settings, tenant):
     failed = failed_invoice(fake_stripe, tenant, created=int(time.time()) - 10)
     deliver(conn, settings, failed)
-    payments.enforce_payment_grace(conn, now=datetime.now(timezone.utc) + timedelta(days=8))
+    payments.enforce_payment_grace(conn, lifecycle, now=datetime.now(timezone.utc) + timedelta(days=8))
     result = deliver(conn, settings, paid_invoice(fake_stripe, tenant, of=failed))
     assert result.outcome == "payment recovered; tenant resumed"
     assert state(conn) == ("active", "pro", None)
@@ -90,7 +94,7 @@ def test_an_unrelated_paid_invoice_does_not_lift_a_non_payment_suspension(fake_s
     second = failed_invoice(fake_stripe, tenant, created=int(time.time()) - 15)
     deliver(conn, settings, first)
     deliver(conn, settings, second)
-    payments.enforce_payment_grace(conn, now=datetime.now(timezone.utc) + timedelta(days=8))
+    payments.enforce_payment_grace(conn, lifecycle, now=datetime.now(timezone.utc) + timedelta(days=8))
     zero = fake_stripe.invoice(tenant.stripe_customer_id, tenant.stripe_subscription_id, status="paid", amount_due=0)
     result = deliver(conn, settings, fake_stripe.event("invoice.paid", zero, created=int(time.time()) - 10))
     assert "still unpaid" in result.outcome
@@ -105,7 +109,8 @@ def test_an_unrelated_paid_invoice_does_not_lift_a_non_payment_suspension(fake_s
 @pytest.mark.parametrize("body", [b"[]", b"null", b'"evt"', b"42", b'{"id": "evt_1", "type": "x", "data": []}',
                                   b"\xff\xfe"])
 def test_a_validly_signed_body_that_is_not_an_event_object_is_400(fake_stripe, conn, settings, tenant, body):
-    result = webhooks.handle(conn, body, sign_webhook(body, WEBHOOK_SECRET), secret=WEBHOOK_SECRET, settings=settings)
+    result = webhooks.handle(conn, body, sign_webhook(body, WEBHOOK_SECRET), secret=WEBHOOK_SECRET, settings=settings,
+                             lifecycle=lifecycle)
     assert result.status == 400 and "Stripe event" in result.outcome
 
 

@@ -13,6 +13,7 @@ import pytest
 import requests
 from moto import mock_aws
 
+from lambdas.cost_report.handler import function
 from tenant_provisioner.costs.cost_explorer import CostExplorerSource, FixtureClient
 from tenant_provisioner.costs.settings import ReportSettings
 
@@ -65,7 +66,9 @@ def aws(report_env, monkeypatch):
             TableName=table, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
         monkeypatch.setenv("IDEMPOTENCY_TABLE", table)
+        function.forget()   # each test is a fresh Lambda container: settings and clients read again
         yield {"table": table}
+        function.forget()
 
 
 def verify_sender() -> None:

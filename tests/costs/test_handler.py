@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 from tenant_provisioner.costs.delivery import ReportDeliveryError
 from lambdas.cost_report.handler import handler
 from tenant_provisioner.costs.platform_data import read_platform
-from tenant_provisioner.costs.service import database_conninfo, platform_loader, resolve_report_date
+from tenant_provisioner.costs.service import platform_loader, resolve_report_date
 from tenant_provisioner.costs.settings import ReportSettings
 from tenant_provisioner import control
 from tenant_provisioner.db import admin_connect
@@ -205,7 +205,7 @@ def test_database_connection_comes_from_the_rds_secret(aws, monkeypatch):
         {"engine": "postgres", "host": "db.internal", "port": 5432, "username": "master", "password": "s3cr3t"}))["ARN"]
     monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
     monkeypatch.setenv("DATABASE_NAME", "app")
-    conninfo = conninfo_to_dict(database_conninfo(ReportSettings.from_env()))
+    conninfo = conninfo_to_dict(ReportSettings.from_env().database.conninfo(application_name="cost-report"))
     assert conninfo == {"host": "db.internal", "port": "5432", "user": "master", "password": "s3cr3t",
                         "dbname": "app", "sslmode": "require", "application_name": "cost-report"}
 

@@ -12,11 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.limits.budget import (Actuators, BudgetLevel, NonProdTargets, SignupBlocked, Spend,
                                               enforce_budget, read_spend, signup_block_reason)
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 NOV = date(2026, 11, 1)
 cents = st.integers(min_value=0, max_value=10**9).map(lambda c: Decimal(c) / 100)

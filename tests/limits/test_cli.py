@@ -6,11 +6,13 @@ import json
 
 from typer.testing import CliRunner
 
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.cli.main import app
 from tenant_provisioner.limits import RateLimiter
 from tenant_provisioner.limits.limiter import TenantKeys
 from tenant_provisioner.tenants.provisioning import CreateRequest
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 runner = CliRunner()
 

@@ -15,13 +15,16 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from tenant_provisioner import audit
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.tenants import records
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.limits import RateLimiter, Reason, TenantKeys
 from tenant_provisioner.limits.breakers import Level
 from tenant_provisioner.limits.enforcer import Notice, run_cycle
 from tenant_provisioner.limits.notify import AwsNotifier, describe
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 ACTOR = "test:limits"
 SENDER = "limits@example.com"
@@ -50,7 +53,8 @@ def _create(db, tenant_id: str, tier: str = "starter"):
 
 
 def _cycle(db, redis_client, redis_prefix, aws):
-    return run_cycle(db, redis_client, notifier=aws.notifier, key_prefix=redis_prefix, actor=ACTOR)
+    return run_cycle(db, redis_client, notifier=aws.notifier, lifecycle=lifecycle, key_prefix=redis_prefix,
+                     actor=ACTOR)
 
 
 def _actions(db, tenant_id: str) -> list[str]:
@@ -99,7 +103,7 @@ def test_warning_hard_limit_suspension_login_disabled_resume(tiny_tiers, tenant_
     assert [t["action"] for t in result.transitions] == ["breaker.suspension"] and not result.errors
     assert calls(1) == [Reason.SUSPENDED]
     with db.connection() as conn:
-        assert lifecycle.get(conn, tenant_id).state == "suspended"
+        assert records.require(conn, tenant_id).state == "suspended"
     with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
         psycopg.connect(tenant_db.login_url(tenant.role_name))
     pages = [m for m in aws.ops_messages() if m["MessageAttributes"]["severity"]["Value"] == "page"]
@@ -144,8 +148,8 @@ def test_reporters_get_the_measured_usage_and_cannot_break_the_cycle(tiny_tiers,
     def payment_grace_over(_result, conn):  # billing suspends a tenant from its reporter
         lifecycle.suspend(conn, tenant_id, reason="payment failed", actor=ACTOR)
 
-    result = run_cycle(db, redis_client, notifier=aws.notifier, key_prefix=redis_prefix, actor=ACTOR,
-                       tenant_ids=[tenant_id], reporters=[broken, billing, payment_grace_over])
+    result = run_cycle(db, redis_client, notifier=aws.notifier, lifecycle=lifecycle, key_prefix=redis_prefix,
+                       actor=ACTOR, tenant_ids=[tenant_id], reporters=[broken, billing, payment_grace_over])
     assert seen == [(result, [(3,)])]  # the cycle's usage is committed before reporters run
     # ... and the limiter learns of a reporter's suspension in the same cycle
     assert RateLimiter(redis_client, key_prefix=redis_prefix).acquire(tenant_id, "pro").reason is Reason.SUSPENDED
@@ -183,8 +187,8 @@ def test_a_tenant_on_an_unknown_tier_does_not_stop_the_others(tiny_tiers, db, te
     _create(db, fine)
     with db.connection() as conn:  # a tier removed from the tiers file while a tenant is still on it
         conn.execute("UPDATE control.tenants SET tier = 'retired' WHERE tenant_id = %s", (stray,))
-    result = run_cycle(db, redis_client, notifier=aws.notifier, key_prefix=redis_prefix, actor=ACTOR,
-                       tenant_ids=[stray, fine])
+    result = run_cycle(db, redis_client, notifier=aws.notifier, lifecycle=lifecycle, key_prefix=redis_prefix,
+                       actor=ACTOR, tenant_ids=[stray, fine])
     assert [u.tenant_id for u in result.usage] == [fine]
     assert len(result.errors) == 1 and stray in result.errors[0] and "retired" in result.errors[0]
 

@@ -9,11 +9,13 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from lambdas.budget_breaker import handler as budget_handler
 from lambdas.enforce_limits import handler as enforce_handler
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.errors import InvalidInput
 from tenant_provisioner.limits import RateLimiter, TenantKeys
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from tests.support.lambda_context import LambdaContext
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 
 @pytest.fixture()

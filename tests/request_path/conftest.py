@@ -17,11 +17,13 @@ import uvicorn
 from services.api.app import create_app
 from services.settings import ServiceSettings
 from tenant_provisioner import control
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.db import Database, admin_connect
 from tenant_provisioner.gateway import keys
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from tests.support import databases
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 
 @dataclass

@@ -6,8 +6,10 @@ import time
 
 import pytest
 
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.gateway import keys
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ def test_one_rate_rule_per_tier_keyed_on_the_api_key_at_three_times_the_rate(tem
         assert rate["AggregateKeyType"] == "CUSTOM_KEYS"
         assert rate["CustomKeys"][0]["Header"]["Name"] == limits.api_key_header
         scope = rate["ScopeDownStatement"]["ByteMatchStatement"]
-        assert scope["SearchString"] == f"{tier.name}_" and scope["PositionalConstraint"] == "STARTS_WITH"
+        assert scope["SearchString"] == f"bearer {tier.name}_" and scope["PositionalConstraint"] == "STARTS_WITH"
+        assert scope["TextTransformations"] == [{"Priority": 0, "Type": "LOWERCASE"}]
         assert rules[f"rate-{tier.name}"]["Action"] == {"Block": {}}
 
 

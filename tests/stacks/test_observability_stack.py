@@ -19,7 +19,7 @@ from stacks.constructs.observability import (
     load_balancer_sli)
 from stacks.observability_stack import (
     CACHE_MEMORY_PERCENT, DB_CONNECTIONS_SHARE, NEAR_TIMEOUT_SHARE, PROVISIONING_BUDGET_SHARE, check_config)
-from tenant_provisioner.limits.degraded import METRIC_NAME, METRIC_NAMESPACE
+from tenant_provisioner.runtime.metrics import LimitsMetrics
 
 ENVS = ("dev", "prod")
 M = assertions.Match
@@ -153,7 +153,7 @@ def test_provisioning_p95_alarm_against_the_signup_budget(template_json, env):
 def test_limiter_degraded_alarm_queries_the_limiters_own_metric_whatever_its_other_dimensions(template_json, env):
     alarm = _alarms(template_json, env)[f"saas-{env}-rate-limiter-degraded"]
     (query,) = alarm["Metrics"]
-    assert query["Expression"] == (f'SELECT SUM({METRIC_NAME}) FROM "{METRIC_NAMESPACE}" '
+    assert query["Expression"] == (f'SELECT SUM({LimitsMetrics.RATE_LIMITER_DEGRADED}) FROM "{LimitsMetrics.NAMESPACE}" '
                                    "WHERE component = 'rate-limiter'")
     assert query["Period"] == 300 and alarm["Threshold"] == 0
 

@@ -7,8 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.tenants.provisioning import CreateRequest
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 # 50 callers share 20 connections: the server's max_connections is shared with the whole suite.
 CALLERS, CONNECTIONS = 50, 20

@@ -5,9 +5,12 @@ from __future__ import annotations
 import psycopg
 
 from tenant_provisioner import migrations
-from tenant_provisioner.tenants import fleet, lifecycle
+from tenant_provisioner.tenants import fleet
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.migrations import Migration
 from tenant_provisioner.tenants.provisioning import CreateRequest
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 NEXT = Migration(
     version=migrations.latest_version("tenant") + 1, name="tags",

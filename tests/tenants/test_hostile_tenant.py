@@ -19,12 +19,15 @@ import pytest
 from psycopg import sql
 
 from tenant_provisioner import audit, control
-from tenant_provisioner.tenants import lifecycle, offboarding, provisioning, schema, warm_pool
+from tenant_provisioner.runtime import compose
+from tenant_provisioner.tenants import provisioning, schema, warm_pool
 from tenant_provisioner.db import admin_connect
 from tenant_provisioner.limits.enforcer import measure_database
 from tenant_provisioner.limits.reaper import ReaperSettings, reap_sessions, repair_roles
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from tests.support import databases
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 OLD_LOCK_NAMESPACE = 32330  # the advisory-lock keys the control plane used before issue 10
 FAST = ReaperSettings(idle_in_transaction_s=0.5, statement_s=1, transaction_s=60, max_locks=500)
@@ -162,7 +165,7 @@ def test_large_objects_and_default_privileges_do_not_make_a_tenant_undeletable(t
         admin.execute(sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(
             sql.Literal(elsewhere), sql.Identifier(attacker.role_name)))
     with db.connection() as conn:
-        result = offboarding.offboard(conn, attacker.tenant_id, actor="test", export_to=str(tmp_path))
+        result = lifecycle.offboard(conn, attacker.tenant_id, actor="test", export_to=str(tmp_path))
         assert result.tenant.state == "offboarded" and result.rows["large_objects"] == 1
         assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (attacker.role_name,)).fetchone() is None
         assert conn.execute("SELECT 1 FROM pg_largeobject_metadata WHERE oid = %s", (oid,)).fetchone() is None
@@ -183,10 +186,10 @@ def test_one_tenant_that_cannot_be_dropped_does_not_keep_the_others(tenant_db, d
     try:
         with db.connection() as conn:
             for tenant in (stuck, leaving):
-                offboarding.offboard(conn, tenant.tenant_id, actor="test", export_to=str(tmp_path), retention_days=1)
+                lifecycle.offboard(conn, tenant.tenant_id, actor="test", export_to=str(tmp_path), retention_days=1)
             conn.execute("UPDATE control.tenants SET drop_after = now() - interval '1 minute'"
                          " WHERE tenant_id = ANY(%s)", ([stuck.tenant_id, leaving.tenant_id],))
-            result = offboarding.drop_due(conn, actor="test")
+            result = lifecycle.drop_due(conn, actor="test")
         assert leaving.tenant_id in result.dropped
         assert list(result.failed) == [stuck.tenant_id] and name in result.failed[stuck.tenant_id]
     finally:
@@ -315,7 +318,7 @@ def test_offboarding_exports_are_readable_by_their_owner_only(db, tenant_ids, tm
     previous = os.umask(0o022)  # the usual umask: before issue 10 the export was world-readable
     try:
         with db.connection() as conn:
-            offboarding.offboard(conn, leaving.tenant_id, actor="test", export_to=str(tmp_path / "exports"),
+            lifecycle.offboard(conn, leaving.tenant_id, actor="test", export_to=str(tmp_path / "exports"),
                                  retention_days=30)
     finally:
         os.umask(previous)

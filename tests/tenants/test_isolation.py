@@ -7,9 +7,11 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tenant_provisioner.tenants import lifecycle
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.db import tenant_group_role
 from tenant_provisioner.tenants.provisioning import CreateRequest
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 DENIED = (errors.InsufficientPrivilege,)
 

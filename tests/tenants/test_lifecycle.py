@@ -7,10 +7,15 @@ import json
 import psycopg
 import pytest
 
-from tenant_provisioner import audit
-from tenant_provisioner.tenants import lifecycle, offboarding
+from tenant_provisioner import audit, migrations
+from tenant_provisioner.tenants import records
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.errors import InvalidInput, TenantConflict, TenantNotFound
+from tenant_provisioner.tenants.events import LifecycleListener, TenantEvents
+from tenant_provisioner.tenants.lifecycle import Lifecycle
 from tenant_provisioner.tenants.provisioning import CreateRequest
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 ACTOR = "test"
 
@@ -33,7 +38,7 @@ def test_create_builds_an_opaque_schema_and_role_with_the_tier_limit(db, tenant_
         data = result.to_dict()
         assert data["created"] is True and data["status"] == "active" and data["tier"] == "pro"
         assert data["schema"].startswith("t_") and tenant_id not in data["schema"]
-        assert data["schema_version"] == 1 and data["duration_ms"] > 0
+        assert data["schema_version"] == migrations.latest_version("tenant") and data["duration_ms"] > 0
         can_login, limit, config = _role(conn, data["role"])
         assert can_login and limit == 20 and config == [f"search_path={data['schema']}"]
         owner = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
@@ -83,7 +88,7 @@ def test_change_tier_moves_the_connection_limit(db, tenant_ids):
         changed = lifecycle.change_tier(conn, tenant_id, "business", actor=ACTOR)
         assert changed.tier == "business" and _role(conn, tenant.role_name)[1] == 50
         detail = audit.entries(conn, tenant_id, action="tenant.tier_changed")[0]["detail"]
-        assert detail == {"from": "starter", "to": "business"}
+        assert detail == {"from": "starter", "to": "business", "origin": "platform"}
         with pytest.raises(InvalidInput, match="unknown tier"):
             lifecycle.change_tier(conn, tenant_id, "platinum", actor=ACTOR)
 
@@ -92,14 +97,14 @@ def test_get_list_and_unknown_tenants(db, tenant_ids):
     tenant_id = tenant_ids("listed")
     with db.connection() as conn:
         _create(conn, tenant_id)
-        assert lifecycle.get(conn, tenant_id).tenant_id == tenant_id
-        assert tenant_id in [t.tenant_id for t in lifecycle.list_tenants(conn, state="active")]
+        assert records.require(conn, tenant_id).tenant_id == tenant_id
+        assert tenant_id in [t.tenant_id for t in records.all_tenants(conn, state="active")]
         with pytest.raises(TenantNotFound):
-            lifecycle.get(conn, "no-such-tenant")
+            records.require(conn, "no-such-tenant")
         with pytest.raises(TenantNotFound):
             lifecycle.suspend(conn, "no-such-tenant", reason="x", actor=ACTOR)
         with pytest.raises(InvalidInput):
-            lifecycle.list_tenants(conn, state="sleeping")
+            records.all_tenants(conn, state="sleeping")
 
 
 def test_offboard_exports_every_table_then_drops_schema_and_role(tenant_db, db, tenant_ids, tmp_path):
@@ -109,7 +114,7 @@ def test_offboard_exports_every_table_then_drops_schema_and_role(tenant_db, db, 
     with psycopg.connect(tenant_db.login_url(tenant.role_name), autocommit=True) as app:
         app.execute("INSERT INTO users (email) VALUES ('a@example.com'), ('b@example.com')")
     with db.connection() as conn:
-        result = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
+        result = lifecycle.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
         assert result.tenant.state == "offboarded" and result.rows["users"] == 2
         folder = tmp_path / result.tenant.export_location.split("/")[-1]
         assert (folder / "users.csv").read_text().splitlines()[0].startswith("id,email")
@@ -119,7 +124,7 @@ def test_offboard_exports_every_table_then_drops_schema_and_role(tenant_db, db, 
                             " + (SELECT count(*) FROM pg_roles WHERE rolname = %s)",
                             (tenant.schema_name, tenant.role_name)).fetchone()[0]
         assert gone == 0
-        again = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
+        again = lifecycle.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
         assert again.tenant.state == "offboarded"
         assert len(audit.entries(conn, tenant_id, action="tenant.offboarded")) == 1
         with pytest.raises(TenantConflict, match="offboarded"):
@@ -141,11 +146,12 @@ def test_offboard_to_s3_and_the_secret_is_scheduled_for_deletion(db, tenant_ids)
         s3.create_bucket(Bucket="exports")
         store = AwsSecretStore("/saas/test", client=boto3.client("secretsmanager", region_name="us-east-1"))
         with db.connection() as conn:
-            lifecycle.create(conn, CreateRequest.parse({"tenant_id": tenant_id, "tier": "pro",
-                                                        "admin_email": "a@example.com"}),
-                             actor=ACTOR, store=store, endpoint=DbEndpoint("db", 5432, "app"))
+            stored = compose.lifecycle(secret_store=store)
+            stored.create(conn, CreateRequest.parse({"tenant_id": tenant_id, "tier": "pro",
+                                                     "admin_email": "a@example.com"}),
+                          actor=ACTOR, endpoint=DbEndpoint("db", 5432, "app"))
             assert store.exists(tenant_id)
-            result = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to="s3://exports/gone", store=store)
+            result = stored.offboard(conn, tenant_id, actor=ACTOR, export_to="s3://exports/gone")
         assert result.tenant.export_location.startswith(f"s3://exports/gone/{tenant_id}-")
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="exports")["Contents"]]
         assert any(k.endswith("/users.csv") for k in keys) and any(k.endswith("/manifest.json") for k in keys)
@@ -153,25 +159,23 @@ def test_offboard_to_s3_and_the_secret_is_scheduled_for_deletion(db, tenant_ids)
         assert "DeletedDate" in store._client.describe_secret(SecretId=store.name_for(tenant_id))
 
 
-def test_after_hooks_run_once_committed_and_cannot_undo_the_change(db, tenant_ids, monkeypatch):
-    import types
-
-    from tenant_provisioner.tenants import provisioning
-
+def test_after_listeners_run_once_committed_and_cannot_undo_the_change(db, tenant_ids):
     calls = []
 
-    def after_suspend(conn, tenant):
-        calls.append(("suspend", tenant.state))
-        raise RuntimeError("redis down")
+    class Recorder(LifecycleListener):
+        def after_suspend(self, conn, tenant):
+            calls.append(("suspend", tenant.state))
+            raise RuntimeError("redis down")
 
-    hooks = types.SimpleNamespace(__name__="fake.hooks", after_suspend=after_suspend,
-                                  after_resume=lambda conn, tenant: calls.append(("resume", tenant.state)))
-    monkeypatch.setattr(provisioning, "optional_modules", lambda names: [hooks] if names == provisioning.HOOK_MODULES else [])
+        def after_resume(self, conn, tenant):
+            calls.append(("resume", tenant.state))
+
+    listening = Lifecycle(events=TenantEvents([Recorder()]))
     tenant_id = tenant_ids()
     with db.connection() as conn:
         _create(conn, tenant_id)
-        assert lifecycle.suspend(conn, tenant_id, reason="hooked", actor=ACTOR).state == "suspended"
-        lifecycle.resume(conn, tenant_id, actor=ACTOR)
+        assert listening.suspend(conn, tenant_id, reason="hooked", actor=ACTOR).state == "suspended"
+        listening.resume(conn, tenant_id, actor=ACTOR)
     assert calls == [("suspend", "suspended"), ("resume", "active")]
 
 
@@ -179,17 +183,17 @@ def test_offboard_with_retention_keeps_the_schema_until_a_later_call(tenant_db, 
     tenant_id = tenant_ids("kept")
     with db.connection() as conn:
         tenant = _create(conn, tenant_id).tenant
-        first = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=3)
+        first = lifecycle.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=3)
         assert first.tenant.state == "offboarding" and first.rows["users"] == 0
         assert (first.tenant.drop_after - first.tenant.updated_at).days == 3
         assert _role(conn, tenant.role_name)[0] is False  # kept, but nobody can log in
-        again = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=3)
+        again = lifecycle.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=3)
         assert again.tenant.state == "offboarding" and again.rows == {}
         assert len(audit.entries(conn, tenant_id, action="tenant.exported")) == 1
         conn.execute("UPDATE control.tenants SET drop_after = now() - interval '1 second' WHERE tenant_id = %s",
                      (tenant_id,))  # the retention period has passed
-        done = offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
+        done = lifecycle.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path))
         assert done.tenant.state == "offboarded" and done.tenant.export_location == first.tenant.export_location
         assert _role(conn, tenant.role_name) is None
         with pytest.raises(InvalidInput):
-            offboarding.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=-1)
+            lifecycle.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=-1)

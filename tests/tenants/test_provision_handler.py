@@ -28,11 +28,9 @@ def handler(tenant_db, monkeypatch):
             monkeypatch.setenv(name, value)
         from lambdas.provision_tenant import handler as module
 
-        module._forget_connection()
-        module._store = None
+        module.function.forget()   # a fresh container
         yield module, client
-        module._forget_connection()
-        module._store = None
+        module.function.forget()
 
 
 @pytest.fixture()
@@ -41,7 +39,9 @@ def operations(handler, tenant_db, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", tenant_db.url)
     from lambdas.tenant_operations import handler as module
 
-    return module
+    module.function.forget()   # a fresh container
+    yield module
+    module.function.forget()
 
 
 def _signup(tenant_id="lambda-co", **overrides):
@@ -87,7 +87,7 @@ def test_conflict_is_rejected_and_a_dead_database_raises(handler, monkeypatch):
     module.handler(_signup("conflict-co"), Context())
     conflict = module.handler(_signup("conflict-co", tier="business"), Context())
     assert conflict["error"]["code"] == "tenant_conflict"
-    module._forget_connection()
+    module.function.forget()
     monkeypatch.setenv("DATABASE_NAME", "no_such_database_here")
     from tenant_provisioner.errors import TransientError
 
@@ -122,12 +122,11 @@ def test_scheduled_refill_publishes_tenants_by_state(handler, operations, tenant
 
 
 def test_daily_event_drops_offboardings_past_retention(handler, operations, tenant_db, tmp_path):
-    from tenant_provisioner.tenants import offboarding
-
     module, client = handler
     created = module.handler(_signup("leaving-co"), Context())
+    lifecycle = module.function.clients.lifecycle
     with tenant_db.database() as db, db.connection() as conn:
-        offboarding.offboard(conn, "leaving-co", actor="t", export_to=str(tmp_path), retention_days=30)
+        lifecycle.offboard(conn, "leaving-co", actor="t", export_to=str(tmp_path), retention_days=30)
         assert operations.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": [], "failed": {}}
         conn.execute("UPDATE control.tenants SET drop_after = now() WHERE tenant_id = 'leaving-co'")
     assert operations.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": ["leaving-co"],

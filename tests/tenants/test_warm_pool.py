@@ -9,9 +9,12 @@ import psycopg
 import pytest
 
 from tenant_provisioner import migrations
-from tenant_provisioner.tenants import lifecycle, warm_pool
+from tenant_provisioner.tenants import warm_pool
+from tenant_provisioner.runtime import compose
 from tenant_provisioner.errors import InvalidInput
 from tenant_provisioner.tenants.provisioning import CreateRequest
+
+lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
 
 def _request(tenant_id):

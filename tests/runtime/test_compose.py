@@ -1,0 +1,29 @@
+"""The composition root: what the lifecycle is made of, visible without running anything."""
+
+from __future__ import annotations
+
+from tenant_provisioner.billing.listeners import StripeSubscriptionListener
+from tenant_provisioner.limits.listeners import LimiterListener
+from tenant_provisioner.runtime import compose
+from tenant_provisioner.tenants.provisioning import DbEndpoint
+
+
+class NoStore:
+    """Stands for a secret store; composing never calls it."""
+
+
+def test_steps_run_database_secret_billing_limits_activate():
+    without_store = compose.lifecycle()
+    assert [s.name for s in without_store.steps(None)] == ["database", "stripe", "limits", "activate"]
+    with_store = compose.lifecycle(secret_store=NoStore())
+    endpoint = DbEndpoint("db.internal", 5432, "app")
+    assert [s.name for s in with_store.steps(endpoint)] == ["database", "secret", "stripe", "limits", "activate"]
+
+
+def test_listeners_get_the_clients_they_were_given_and_nothing_else():
+    redis_client = object()
+    lifecycle = compose.lifecycle(redis_client=redis_client, key_prefix="t1:")  # type: ignore[arg-type]
+    billing, limiter = lifecycle.events.listeners
+    assert isinstance(billing, StripeSubscriptionListener) and billing.accounts is None   # no Stripe client
+    assert isinstance(limiter, LimiterListener)
+    assert (limiter.client, limiter.key_prefix) == (redis_client, "t1:")
