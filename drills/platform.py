@@ -22,17 +22,18 @@ from pathlib import Path
 from typing import Iterator
 
 import psycopg
+import redis
 import stripe
 from psycopg import sql
 
 from tenant_provisioner import control
 from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings
-from tenant_provisioner.billing.steps import StripeStep
 from tenant_provisioner.db import Database, admin_connect
 from tenant_provisioner.drills.interruption import Sample, http_status
 from tenant_provisioner.gateway import keys
-from tenant_provisioner.tenants import lifecycle, provisioning
+from tenant_provisioner.runtime import compose
+from tenant_provisioner.tenants.lifecycle import Lifecycle
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.stripe_server import FakeStripe
@@ -61,8 +62,8 @@ class Timing:
     recover_within: float  # the stated bound: back to normal within this many seconds
 
 
-FULL = Timing(users=50, warmup=10, outage=15, settle=30, recover_within=15)
-SHORT = Timing(users=10, warmup=8, outage=4, settle=15, recover_within=12)
+FULL = Timing(users=50, warmup=10, outage=15, settle=30, recover_within=20)
+SHORT = Timing(users=10, warmup=8, outage=4, settle=20, recover_within=18)
 
 
 @dataclass
@@ -106,12 +107,11 @@ class Platform:
             self.database_url = url_for_database(self.pg.url, "app")
             with admin_connect(self.database_url) as conn:
                 control.init(conn, PROVISIONER_ROLE)
-            steps = self._billing_steps()
+            self.lifecycle = self._lifecycle()
             with self.database() as db, db.connection() as conn:
                 for tenant_id, tier in TENANTS:
-                    lifecycle.create(conn, CreateRequest.parse(
-                        {"tenant_id": tenant_id, "tier": tier, "admin_email": "ops@example.com"}), actor=ACTOR,
-                        steps=steps)
+                    self.lifecycle.create(conn, CreateRequest.parse(
+                        {"tenant_id": tenant_id, "tier": tier, "admin_email": "ops@example.com"}), actor=ACTOR)
                     self.keys[tenant_id] = keys.create(conn, tenant_id, name="drill", actor=ACTOR).api_key
             self.start_api()
         except BaseException:
@@ -119,17 +119,19 @@ class Platform:
             raise
         return self
 
-    def _billing_steps(self) -> list | None:
-        """The provisioning steps with the Stripe step (catalog synced first), or the default."""
+    def _lifecycle(self) -> Lifecycle:
+        """The tenant lifecycle around this platform's Redis and (billing) the Stripe test server,
+        its catalog synced first."""
+        self.redis_client = redis.Redis.from_url(self.redis.url)
         if self.stripe is None:
-            return None
+            return compose.lifecycle(redis_client=self.redis_client)
         self.stripe.start()
         self.billing_settings = BillingSettings(api_base=self.stripe.url, max_network_retries=0)
         self.stripe_client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": self.stripe.url},
                                                  max_network_retries=0)
         sync_catalog(self.stripe_client, self.catalog, self.billing_settings)
-        return [provisioning.DatabaseStep(), StripeStep(self.stripe_client, self.billing_settings),
-                provisioning.ActivateStep()]
+        return compose.lifecycle(billing=self.billing_settings, stripe_client=self.stripe_client,
+                                 redis_client=self.redis_client)
 
     def __exit__(self, *exc: object) -> None:
         for process in (self.api, self.worker):
@@ -139,6 +141,8 @@ class Platform:
         if self.stripe is not None:
             self.stripe.stop()
         if self.redis is not None:
+            if getattr(self, "redis_client", None) is not None:
+                self.redis_client.close()
             self.redis.remove()
         if self.pg is not None:
             self.pg.remove()

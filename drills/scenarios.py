@@ -14,7 +14,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import redis
 from psycopg import sql
 
 from tenant_provisioner.billing import webhooks
@@ -23,7 +22,6 @@ from tenant_provisioner.db import admin_connect
 from tenant_provisioner.drills.interruption import Probe, measure
 from tenant_provisioner.errors import TransientError
 from tenant_provisioner.limits.enforcer import run_cycle
-from tenant_provisioner.tenants import lifecycle
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from drills.platform import ACTOR, STRIPE_WEBHOOK_SECRET, TENANTS, LoadRun, Platform
 from tests.billing.stripe_server import sign_webhook
@@ -248,7 +246,7 @@ class _RetriedSignup(threading.Thread):
             self.attempts += 1
             try:
                 with self.platform.database() as db, db.connection() as conn:
-                    lifecycle.create(conn, request, actor=ACTOR)
+                    self.platform.lifecycle.create(conn, request, actor=ACTOR)
                 break
             except TransientError:
                 time.sleep(0.5)
@@ -256,7 +254,7 @@ class _RetriedSignup(threading.Thread):
 
     def _verify(self) -> tuple[bool, str]:
         with self.platform.database() as db, db.connection() as conn:
-            again = lifecycle.create(conn, CreateRequest.parse(
+            again = self.platform.lifecycle.create(conn, CreateRequest.parse(
                 {"tenant_id": self.tenant_id, "tier": "starter", "admin_email": "a@example.com"}), actor=ACTOR)
             row = conn.execute("SELECT state, schema_name, role_name FROM control.tenants WHERE tenant_id = %s",
                                (self.tenant_id,)).fetchone()
@@ -367,13 +365,14 @@ def stripe_drill(platform: Platform) -> DrillResult:
     t = platform.timing
     result = DrillResult("stripe", f"Stripe down for {t.outage:.0f} s during usage reporting and a webhook "
                                    f"({t.users} users)", {}, 0)
-    redis_client = redis.Redis.from_url(platform.redis.url)
+    redis_client = platform.redis_client
     event = _payment_failed_event(platform)
     reports: list[tuple[float, Any]] = []
     with platform.database() as db:
         def report() -> Any:
             """One enforcer cycle (measures admitted requests) and one usage report, as scheduled."""
-            run_cycle(db, redis_client, notifier=lambda notice: None, catalog=platform.catalog, actor=ACTOR)
+            run_cycle(db, redis_client, notifier=lambda notice: None, lifecycle=platform.lifecycle,
+                      catalog=platform.catalog, actor=ACTOR)
             with db.connection() as conn:
                 outcome = report_usage(conn, platform.stripe_client, platform.billing_settings)
             reports.append((time.monotonic(), outcome))
@@ -387,7 +386,7 @@ def stripe_drill(platform: Platform) -> DrillResult:
             during = report()
             with db.connection() as conn:
                 first_delivery = webhooks.handle(conn, *event, secret=STRIPE_WEBHOOK_SECRET,
-                                                 settings=platform.billing_settings)
+                                                 settings=platform.billing_settings, lifecycle=platform.lifecycle)
             time.sleep(t.outage)
             back_at, back_mono = time.time(), time.monotonic()
             platform.stripe.down(False)
@@ -398,7 +397,7 @@ def stripe_drill(platform: Platform) -> DrillResult:
             recovered_mono = reports[-1][0]
             with db.connection() as conn:
                 redelivery = webhooks.handle(conn, *event, secret=STRIPE_WEBHOOK_SECRET,
-                                             settings=platform.billing_settings)
+                                             settings=platform.billing_settings, lifecycle=platform.lifecycle)
             time.sleep(t.settle)
         final = report()          # the load has ended: everything admitted is measured and reported now
         again = report()
@@ -425,7 +424,6 @@ def stripe_drill(platform: Platform) -> DrillResult:
     lost = platform.lost_writes(run)
     result.data_lost = len(lost) + len(unreported)
     result.figures["lost"] = (lost + unreported)[:5]
-    redis_client.close()
     return result
 
 

@@ -17,7 +17,7 @@ import psycopg
 from aws_lambda_powertools import Logger
 from psycopg import sql
 
-from tenant_provisioner.db import Database, database_url_from_env
+from tenant_provisioner.db import Database, DatabaseSettings
 from tenant_provisioner.drills.restore import RestoreDrill
 from tenant_provisioner.drills.settings import RestoreDrillSettings
 from tenant_provisioner.errors import InvalidInput
@@ -38,9 +38,8 @@ def _runtime() -> tuple[RestoreDrillSettings, RestoreDrill]:
 
 
 def _source(settings: RestoreDrillSettings) -> Database:
-    url = database_url_from_env({"DATABASE_SECRET_ARN": settings.database_secret_arn,
-                                 "DATABASE_NAME": settings.database_name}, application_name="restore-drill")
-    return Database(url, provisioner_role=settings.provisioner_role, max_size=1)
+    return DatabaseSettings(provisioner_role=settings.provisioner_role, secret_arn=settings.database_secret_arn,
+                            name=settings.database_name).pool(application_name="restore-drill")
 
 
 def _restored_connector(settings: RestoreDrillSettings):
