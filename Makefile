@@ -9,12 +9,13 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth scan test cost bench clean logical-ids serve worker loadtest images
+.PHONY: synth scan test cost bench clean logical-ids cluster-tunnel preflight serve worker loadtest images
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
 # (with their lookups committed) to synthesize for a real account.
 ACCOUNT ?= 111111111111
+ENV     ?= dev
 REGION  ?= us-east-1
 CDK_OUT := cdk.out
 OFFLINE := env -u AWS_PROFILE -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
@@ -98,6 +99,18 @@ worker: $(STAMP)
 # 3 minutes; prints a markdown table. LOADTEST_ARGS="--server granian --seconds 30" to vary it.
 loadtest: $(STAMP)
 	$(PY) bench/loadtest.py $(LOADTEST_ARGS)
+
+# Pre-deploy checks against the real account (credentials of ENV's account), one line per check:
+# Lambda quota vs reserved concurrency, SES, cost-allocation tags, secrets, CDK bootstrap, GitHub variables.
+preflight: $(STAMP)
+	@test -f $(CDK_OUT)/manifest.json || $(MAKE) synth
+	$(PY) -m tools.preflight --env $(ENV) --account $(ACCOUNT) --region $(REGION) --cdk-out $(CDK_OUT)
+
+# kubectl to the private EKS endpoint through the SSM tunnel (docs/runbooks/cluster-access.md).
+# Needs credentials of a role with an access entry, the AWS CLI and the Session Manager plugin.
+PORT ?= 8443
+cluster-tunnel: $(STAMP)
+	$(PY) -m tools.cluster_access --env $(ENV) --port $(PORT)
 
 clean:
 	rm -rf cdk.out .pytest_cache build

@@ -218,7 +218,7 @@ def main() -> int:
         rclient = redis.Redis.from_url(redis_url)
         base_env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "TENANT_PROVISIONER_ROLE": role,
                     "REDIS_KEY_PREFIX": prefix, "HOST": "127.0.0.1", "LOG_LEVEL": "INFO", "SERVER": args.server,
-                    "SHUTDOWN_GRACE_SECONDS": "5", "LOADTEST_WAIT_MIN": wait_min, "LOADTEST_WAIT_MAX": wait_max}
+                    "SHUTDOWN_GRACE_SECONDS": "5", "SERVICE_REPLICAS": "1", "LOADTEST_WAIT_MIN": wait_min, "LOADTEST_WAIT_MAX": wait_max}
         results: dict[str, list[tuple[int, dict, dict]]] = {}
         for target in args.targets.split(","):
             port = free_port()

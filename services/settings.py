@@ -95,7 +95,7 @@ class ServiceSettings:
             if key else None,
             pool_total=_int(env, "TENANT_POOL_TOTAL", 40, 1),
             pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 4, 1),
-            replicas=_int(env, "SERVICE_REPLICAS", 1, 1),
+            replicas=_int(env, "SERVICE_REPLICAS", 3, 1),
             rate_limit_replicas=_int(env, "RATE_LIMIT_REPLICAS", 1, 1),
             pool_idle_seconds=_float(env, "TENANT_POOL_IDLE_SECONDS", 60.0, 0.1),
             pool_wait_seconds=_float(env, "TENANT_POOL_WAIT_SECONDS", 2.0, 0.0),

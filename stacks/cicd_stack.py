@@ -17,7 +17,9 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.account_stack import GITHUB_OIDC_HOST, github_oidc_provider_arn
-from stacks.config import EnvConfig
+from stacks.config import ENVIRONMENTS, EnvConfig
+from stacks.constructs.outputs import parameter_name
+from stacks.nag import acknowledge
 
 DEPLOY_BOOTSTRAP_ROLES = ("deploy", "file-publishing", "image-publishing", "lookup")
 DIFF_BOOTSTRAP_ROLES = ("lookup",)
@@ -38,23 +40,70 @@ class CicdStack(cdk.Stack):
         self.diff_role = self._role(
             "PullRequestDiffRole", provider_arn, f"repo:{repo}:pull_request", config, DIFF_BOOTSTRAP_ROLES,
             f"GitHub Actions pull-request diffs of {repo}: read-only CDK lookup role only")
+        # Same trust as the deploy role; it deploys no stack. It releases the services: kubectl through
+        # the SSM tunnel (access entry and tunnel policy: stacks/access_stack.py), image pushes and
+        # the operator function's migrations (granted where those resources are defined).
+        self.release_role = self._role(
+            "ReleaseRole", provider_arn, f"repo:{repo}:environment:{cicd.github_environment}", config, (),
+            f"GitHub Actions releases of {repo} (environment {cicd.github_environment}): images, migrations, manifests")
+        self._allow_release_steps(config)
         cdk.CfnOutput(self, "DeployRoleArn", value=self.deploy_role.role_arn,
                       description="role-to-assume for the deploy workflow")
         cdk.CfnOutput(self, "DiffRoleArn", value=self.diff_role.role_arn,
                       description="role-to-assume for pull-request diffs")
+        cdk.CfnOutput(self, "ReleaseRoleArn", value=self.release_role.role_arn,
+                      description="role-to-assume for the release steps (GitHub variable AWS_RELEASE_ROLE_ARN)")
 
     def _role(self, construct_id: str, provider_arn: str, subject: str, config: EnvConfig,
               bootstrap_roles: tuple[str, ...], description: str) -> iam.Role:
         """A role only GitHub jobs with exactly ``subject`` can assume, allowed to assume only the
-        named bootstrap roles (full ARNs, no wildcard)."""
+        named bootstrap roles (full ARNs, no wildcard; none when empty)."""
         principal = iam.WebIdentityPrincipal(provider_arn, conditions={
             "StringEquals": {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com", f"{GITHUB_OIDC_HOST}:sub": subject},
         })
         role = iam.Role(self, construct_id, assumed_by=principal, description=description,
                         max_session_duration=cdk.Duration.hours(1))
         qualifier = config.cicd.cdk_qualifier
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["sts:AssumeRole", "sts:TagSession"],
-            resources=[f"arn:{self.partition}:iam::{self.account}:role/"
-                       f"cdk-{qualifier}-{name}-role-{self.account}-{self.region}" for name in bootstrap_roles]))
+        if bootstrap_roles:
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["sts:AssumeRole", "sts:TagSession"],
+                resources=[f"arn:{self.partition}:iam::{self.account}:role/"
+                           f"cdk-{qualifier}-{name}-role-{self.account}-{self.region}" for name in bootstrap_roles]))
         return role
+
+    def _allow_release_steps(self, config: EnvConfig) -> None:
+        """What the release steps need besides the cluster (docs/release.md), named by the stacks'
+        naming conventions so this stack, deployed first, references no other stack."""
+        env, partition, region, account = config.name, self.partition, self.region, self.account
+        repositories = [f"arn:{partition}:ecr:{region}:{account}:repository/saas-{name}/*" for name in ENVIRONMENTS]
+        operator = f"arn:{partition}:lambda:{region}:{account}:function:saas-{env}-tenants-TenantOperations*"
+        parameters = f"arn:{partition}:ssm:{region}:{account}:parameter{parameter_name(env, '*')}"
+        role = self.release_role
+        role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        role.add_to_policy(iam.PolicyStatement(actions=[
+            "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+            "ecr:DescribeImages", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload",
+            "ecr:PutImage"], resources=repositories))
+        role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[operator]))
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["cloudformation:DescribeStackResources"],
+            resources=[f"arn:{partition}:cloudformation:{region}:{account}:stack/saas-{env}-tenants/*"]))
+        role.add_to_policy(iam.PolicyStatement(actions=["ssm:GetParameter", "ssm:GetParameters"],
+                                               resources=[parameters]))
+        acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
+                    "ecr:GetAuthorizationToken has no resource-level permission; pushes are limited to the "
+                    "platform's repositories by the next statement.")
+        for name in ENVIRONMENTS:
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::arn:{partition}:ecr:{region}:{account}:repository/saas-{name}/*]",
+                        f"One repository per service under saas-{name}/ (stacks/registry_stack.py); dev's are read "
+                        "when prod promotes dev's scanned digests, services are added without a policy change.")
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{operator}]",
+                    "The operator function's name is generated by CloudFormation from the tenants stack and its "
+                    "logical id (TenantOperations...); the prefix names exactly that one function.")
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::arn:{partition}:cloudformation:{region}:{account}:"
+                          f"stack/saas-{env}-tenants/*]",
+                    "A stack ARN ends in a generated id; the release reads this one stack's resources to find the "
+                    "operator function.")
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{parameters}]",
+                    "The manifests are rendered from every non-secret value the stacks publish under this "
+                    "environment's /saas/<env>/platform/ prefix; nothing else lives there.")

@@ -24,7 +24,6 @@ ALL_CONTROL_PLANE_LOGS = (
     eks.ClusterLoggingTypes.API, eks.ClusterLoggingTypes.AUDIT, eks.ClusterLoggingTypes.AUTHENTICATOR,
     eks.ClusterLoggingTypes.CONTROLLER_MANAGER, eks.ClusterLoggingTypes.SCHEDULER,
 )
-CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 CLUSTER_ROLE_POLICIES = {
     "AmazonEKSClusterPolicy": "the control plane manages ENIs, load balancers and KMS envelope encryption",
 }
@@ -85,9 +84,6 @@ class ClusterStack(cdk.Stack):
         # Extended support costs six times the standard control-plane price; upgrade on time instead.
         cluster_resource.add_property_override("UpgradePolicy.SupportType", "STANDARD")
         self.nodegroup: eks.Nodegroup | None = None if cfg.auto_mode else self._add_graviton_nodegroup(config)
-        for index, principal in enumerate(cfg.admin_role_arns):
-            self.cluster.grant_access(f"Admin{index}", principal, [eks.AccessPolicy.from_access_policy_name(
-                CLUSTER_ADMIN_POLICY, access_scope_type=eks.AccessScopeType.CLUSTER)])
         # The HPAs' CPU metrics (metrics.k8s.io); an EKS community add-on, not built into Auto Mode.
         self.metrics_server = eks.Addon(self, "MetricsServer", cluster=self.cluster, addon_name="metrics-server")
         data.admit(self.cluster.cluster_security_group, f"EKS cluster saas-{config.name}")

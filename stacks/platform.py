@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from constructs import Construct
 
+from stacks.access_stack import AccessStack
 from stacks.account_stack import STACK_ID as SHARED_ACCOUNT_STACK_ID
 from stacks.account_stack import SharedAccountStack
 from stacks.billing_stack import BillingStack
@@ -37,6 +38,7 @@ class Platform:
     data: DataStack
     cluster: ClusterStack
     cicd: CicdStack
+    access: AccessStack
 
 
 def build_shared_account(scope: Construct, configs: list[EnvConfig]) -> SharedAccountStack:
@@ -62,6 +64,8 @@ def build_platform(scope: Construct, config: EnvConfig, *, shared: SharedAccount
                            data=data, env=env)
     cicd = CicdStack(scope, config.stack_id("cicd"), config=config, env=env)
     cicd.add_stack_dependency(shared)
+    access = AccessStack(scope, config.stack_id("access"), config=config, network=network, cluster=cluster,
+                         cicd=cicd, env=env)
 
     # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
     billing = BillingStack(scope, config.stack_id("billing"), config=config, security=security, data=data, env=env)
@@ -73,7 +77,7 @@ def build_platform(scope: Construct, config: EnvConfig, *, shared: SharedAccount
     ObservabilityStack(scope, config.stack_id("observability"), config=config, security=security, data=data, cluster=cluster, env=env)  # last: watches the stacks above
 
     _tag_environment(scope, config)
-    return Platform(network=network, security=security, data=data, cluster=cluster, cicd=cicd)
+    return Platform(network=network, security=security, data=data, cluster=cluster, cicd=cicd, access=access)
 
 
 def _tag_environment(scope: Construct, config: EnvConfig) -> None:

@@ -33,11 +33,11 @@ APPROVED_BUDGET_USD = (Decimal(2000), Decimal(2500))   # prod + dev together, pe
 _STACK = re.compile(r"^saas-(?P<env>[a-z0-9]+)-(?P<component>.+)\.template\.json$")
 
 # Kinds, in the order the estimate prints them.
-EKS, NODES, RDS, CACHE, NAT, LB, KMS, SECRETS, WAF, CLOUDWATCH, ENDPOINTS, OTHER = (
-    "EKS control plane", "EKS nodes", "RDS (instance x Multi-AZ + storage)", "Cache nodes",
-    "NAT gateways + public IPs", "Load balancers", "KMS keys", "Secrets", "WAF", "CloudWatch", "VPC endpoints",
-    "Other usage")
-KINDS = (EKS, NODES, RDS, CACHE, NAT, LB, KMS, SECRETS, WAF, CLOUDWATCH, ENDPOINTS, OTHER)
+EKS, NODES, TUNNEL, RDS, CACHE, NAT, LB, KMS, SECRETS, WAF, CLOUDWATCH, ENDPOINTS, OTHER = (
+    "EKS control plane", "EKS nodes", "EC2 instances (SSM tunnel)", "RDS (instance x Multi-AZ + storage)",
+    "Cache nodes", "NAT gateways + public IPs", "Load balancers", "KMS keys", "Secrets", "WAF", "CloudWatch",
+    "VPC endpoints", "Other usage")
+KINDS = (EKS, NODES, TUNNEL, RDS, CACHE, NAT, LB, KMS, SECRETS, WAF, CLOUDWATCH, ENDPOINTS, OTHER)
 
 # No charge of their own (or charged through usage lines below): never "unpriced".
 FREE_TYPES = frozenset({
@@ -161,6 +161,15 @@ def _nodegroup(props, prices):
     yield NODES, f"{count} x {disk} GB node volumes", count * disk * prices.price("eks", "node_disk_gb_month")
 
 
+def _instance(props, prices):
+    """A standalone instance (the SSM tunnel) and its EBS volumes."""
+    instance = props["InstanceType"]
+    yield TUNNEL, f"1 x {instance}", prices.monthly("ec2_instance_per_hour", instance)
+    for mapping in props.get("BlockDeviceMappings", []):
+        size = _dec(mapping.get("Ebs", {}).get("VolumeSize", 8), "VolumeSize")
+        yield TUNNEL, f"{size} GB gp3 root volume", size * prices.price("eks", "node_disk_gb_month")
+
+
 def _vcpus(instance_class: str) -> int:
     """vCPUs of a Graviton/x86 general-purpose size (RDS Proxy bills on them, minimum 2)."""
     size = instance_class.rsplit(".", 1)[-1]
@@ -265,6 +274,7 @@ def _budget_action(props, prices):  # noqa: ARG001
 PRICERS: dict[str, Pricer] = {
     "AWS::EKS::Cluster": _eks_cluster,
     "AWS::EKS::Nodegroup": _nodegroup,
+    "AWS::EC2::Instance": _instance,
     "AWS::RDS::DBInstance": _rds_instance,
     "AWS::RDS::DBProxy": _rds_proxy,
     "AWS::ElastiCache::ReplicationGroup": _replication_group,

@@ -25,8 +25,8 @@ from tenant_provisioner.runtime import env as envvars
 T = TypeVar("T")
 
 DEFAULT_PREFIX = "saas"
-_API_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
-_WEBHOOK_SECRET_PREFIX = "whsec_"
+API_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,12 +83,12 @@ class BillingSettings:
     def api_key_value(self) -> str | None:
         """The Stripe secret key, or None when none is configured (placeholder values count as none)."""
         value = _read(self.api_key, self.api_key_secret_id)
-        return value if value and value.startswith(_API_KEY_PREFIXES) else None
+        return value if value and value.startswith(API_KEY_PREFIXES) else None
 
     def webhook_signing_secret(self) -> str:
         """The endpoint's signing secret (``whsec_...``); ConfigError when it is missing or a placeholder."""
         value = _read(self.webhook_secret, self.webhook_secret_id)
-        if not value or not value.startswith(_WEBHOOK_SECRET_PREFIX):
+        if not value or not value.startswith(WEBHOOK_SECRET_PREFIX):
             raise ConfigError("the Stripe webhook signing secret is not configured: put the endpoint's whsec_... "
                               "value into the secret named by STRIPE_WEBHOOK_SECRET_ID "
                               "(docs/runbooks/stripe-setup.md)")

@@ -29,7 +29,7 @@ def _actionlint(*paths: Path) -> subprocess.CompletedProcess:
 
 
 def test_workflows_exist():
-    assert {path.name for path in WORKFLOWS} >= {"gates.yml", "pr-diff.yml", "deploy.yml"}
+    assert {path.name for path in WORKFLOWS} >= {"gates.yml", "pr-diff.yml", "release.yml", "release-environment.yml"}
 
 
 def test_actionlint_and_shellcheck_pass_on_every_workflow():
@@ -64,3 +64,51 @@ def test_every_piped_run_step_fails_when_a_piped_command_fails(path):
             if "|" in script.replace("||", ""):
                 assert _shell_of(workflow, job, step) == "bash" or "set -o pipefail" in script, \
                     f"{path.name}:{job_name}: step {step.get('name', script[:40])!r} pipes without pipefail"
+
+
+def _workflow(name: str) -> dict:
+    return yaml.safe_load((PROJECT_DIR / ".github" / "workflows" / name).read_text())
+
+
+def test_release_runs_gates_then_dev_then_prod_behind_the_production_environment():
+    release = _workflow("release.yml")
+    jobs = release["jobs"]
+    assert jobs["gates"]["uses"] == "./.github/workflows/gates.yml"
+    assert jobs["dev"]["needs"] == "gates" and jobs["prod"]["needs"] == "dev"
+    assert jobs["dev"]["with"] == {"env": "dev", "github-environment": "dev", "build-images": True}
+    assert jobs["prod"]["with"] == {"env": "prod", "github-environment": "production", "build-images": False}
+
+
+def test_each_environment_release_runs_its_steps_in_order_in_its_github_environment():
+    jobs = _workflow("release-environment.yml")["jobs"]
+    order = ["stacks", "images", "migrations", "manifests", "smoke"]
+    assert list(jobs) == order
+    for before, job in zip(order, order[1:]):
+        assert jobs[job]["needs"] == before
+    for job in jobs.values():
+        assert job["environment"] == "${{ inputs.github-environment }}"
+    scripts = {name: "\n".join(step.get("run", "") for step in job["steps"]) for name, job in jobs.items()}
+    assert "cdk deploy --all" in scripts["stacks"]
+    assert "make images" in scripts["images"] and "--exit-code 1" in scripts["images"]
+    assert "--severity HIGH,CRITICAL" in scripts["images"] and "trivyignore.yaml" in scripts["images"]
+    assert "tools.release migrate" in scripts["migrations"]
+    assert "tools.cluster_access" in scripts["manifests"] and "rollout undo" in scripts["manifests"]
+    assert "tools.release smoke" in scripts["smoke"]
+
+
+def test_aws_credentials_only_through_oidc_roles_never_stored_keys():
+    for path in WORKFLOWS:
+        text = path.read_text()
+        assert "pull_request_target" not in text and "aws-access-key-id" not in text, path.name
+        for job in yaml.safe_load(text)["jobs"].values():
+            for step in job.get("steps", []):
+                if str(step.get("uses", "")).startswith("aws-actions/configure-aws-credentials"):
+                    assert step["with"]["role-to-assume"].startswith(("${{ vars.", "${{ vars[")), path.name
+                    assert job["permissions"]["id-token"] == "write", path.name
+
+
+def test_pull_requests_get_a_stack_diff_and_a_manifest_diff():
+    jobs = _workflow("pr-diff.yml")["jobs"]
+    assert "cdk diff" in "".join(step.get("run", "") for step in jobs["diff"]["steps"])
+    manifest = "".join(step.get("run", "") for step in jobs["manifest-diff"]["steps"])
+    assert "k8s.render" in manifest and "diff -ru" in manifest and "[ $? -eq 1 ]" in manifest

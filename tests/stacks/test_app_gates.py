@@ -18,7 +18,7 @@ from stacks.constructs import python_function as pf
 from stacks.constructs.python_function import LambdaNetwork, PythonFunction
 from tools.synth_summary import acknowledgments, failed_gates, stack_summaries
 
-FOUNDATION = ("security", "network", "data", "cluster", "cicd")
+FOUNDATION = ("security", "network", "data", "cluster", "cicd", "access")
 
 
 def _violations(report: dict | None) -> list[str]:

@@ -124,13 +124,12 @@ def test_cluster_name_and_roles_published(template_json, env):
 
 @pytest.fixture(scope="module")
 def variant(tmp_path_factory):
-    """The other config branches (managed node group, public endpoint limited to CIDRs, admin access entry, RDS Proxy),
+    """The other config branches (managed node group, public endpoint limited to CIDRs, RDS Proxy),
     synthesized once with the nag gate on, foundation stacks only."""
     base = load_config("prod")
     config = dataclasses.replace(base, database=dataclasses.replace(base.database, rds_proxy=True),
                                  cluster=dataclasses.replace(
-        base.cluster, auto_mode=False, endpoint_public_cidrs=("203.0.113.0/24",),
-        admin_role_arns=("arn:aws:iam::111111111111:role/platform-admin",)))
+        base.cluster, auto_mode=False, endpoint_public_cidrs=("203.0.113.0/24",)))
     app = cdk.App(outdir=str(tmp_path_factory.mktemp("auto-mode")),
                   context={**project_context(), "aws:cdk:bundling-stacks": []})
     register_gates(app)
@@ -155,9 +154,7 @@ def test_managed_node_group_variant(variant):
     assert all("privateSubnet" in s["Fn::GetStackOutput"]["OutputName"] for s in nodegroup["Subnets"])
     addons = {r["Properties"]["AddonName"] for r in resources if r["Type"] == "AWS::EKS::Addon"}
     assert addons == {"eks-pod-identity-agent", "metrics-server"}
-    (entry,) = [r["Properties"] for r in resources if r["Type"] == "AWS::EKS::AccessEntry"]
-    assert entry["PrincipalArn"] == "arn:aws:iam::111111111111:role/platform-admin"
-    assert entry["AccessPolicies"][0]["AccessScope"] == {"Type": "cluster"}
+    assert not [r for r in resources if r["Type"] == "AWS::EKS::AccessEntry"]   # the access stack's job
 
 
 def test_rds_proxy_variant_requires_tls_and_is_admitted_like_the_database(variant):

@@ -73,11 +73,18 @@ def test_waf_alarms_and_unknown_types():
         ("AWS::WAFv2::WebACL", {"Rules": [{}, {}, {}]}),
         ("AWS::CloudWatch::Alarm", {"Metrics": [{"MetricStat": {}}, {"MetricStat": {}}, {"Expression": "a+b"}]}),
         ("AWS::CloudWatch::Dashboard", {}), ("AWS::Route53::HostedZone", {"Name": "example.com"}),
-        ("AWS::S3::Bucket", {}), ("AWS::EC2::Instance", {"InstanceType": "m7g.large"}))}
+        ("AWS::S3::Bucket", {}), ("AWS::GameLift::Fleet", {}))}
     result = estimate(templates, PRICES)
     assert _template_total(result) == Decimal(5 + 3) + Decimal("0.20") + Decimal(3) + Decimal("0.50")
     assert result.total("prod", WAF) > 8   # plus the assumed requests
-    assert result.unpriced == [("prod", "edge", "AWS::EC2::Instance")]
+    assert result.unpriced == [("prod", "edge", "AWS::GameLift::Fleet")]
+
+
+def test_the_ssm_tunnel_instance_and_its_volume_are_priced():
+    from tools.cost_estimate import TUNNEL
+    result = _one("AWS::EC2::Instance", {"InstanceType": "t4g.nano",
+                                         "BlockDeviceMappings": [{"Ebs": {"VolumeSize": 8}}]})
+    assert result.total(kind=TUNNEL) == Decimal("0.0042") * 730 + 8 * Decimal("0.08")
 
 
 def test_usage_assumptions_are_marked():

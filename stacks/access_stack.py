@@ -1,0 +1,123 @@
+"""Who may operate the cluster, and the one audited way people reach its private API endpoint.
+
+- **Access entries** from config: administrators (cluster-admin), viewers (read-only, no Secrets) and
+  the environment's release role (the GitHub deploy pipeline applies the manifests with it).
+- **The tunnel**: a t4g.nano in a private subnet with no inbound rule, no SSH key and no public IP.
+  People open an SSM Session Manager *port-forwarding* session through it to the EKS endpoint
+  (``tools/cluster_access.py``, docs/runbooks/cluster-access.md); kubectl then authenticates as the
+  person's own IAM role. Audit: CloudTrail records every ``StartSession`` with the caller, and the
+  cluster's audit log (enabled in the cluster stack) records every Kubernetes request by IAM ARN.
+  The instance holds no cluster permission itself: it is only a network hop.
+- **ClusterAccess** managed policy: what an operator's (or the release role's) IAM role needs to use
+  the tunnel — describe this cluster, start a port-forwarding session on this instance with exactly
+  the port-forwarding document (no shell), end its own sessions, read the two parameters the tool
+  needs. Attach it to the administrators' and viewers' roles (or their permission sets).
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.cicd_stack import CicdStack
+from stacks.cluster_stack import ClusterStack
+from stacks.config import EnvConfig
+from stacks.constructs.outputs import parameter_name, publish
+from stacks.nag import acknowledge, partition_in_findings
+from stacks.network_stack import NetworkStack
+
+PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
+ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+VIEWER_POLICY = "AmazonEKSViewPolicy"      # every object but Secrets; AmazonEKSAdminViewPolicy would show Secrets
+TUNNEL_PARAMETERS = ("tunnel-instance-id", "cluster-name")
+
+
+class AccessStack(cdk.Stack):
+    """Access entries, the SSM tunnel instance and the policy that lets a role use it."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
+                 cluster: ClusterStack, cicd: CicdStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        cfg = config.cluster
+        eks_cluster = cluster.cluster
+        grants = [*((f"Admin{i}", arn, ADMIN_POLICY) for i, arn in enumerate(cfg.admin_role_arns)),
+                  *((f"Viewer{i}", arn, VIEWER_POLICY) for i, arn in enumerate(cfg.viewer_role_arns)),
+                  # The release role applies namespaces, RBAC-free workloads and the ingress. Cluster
+                  # admin adds nothing its GitHub environment's jobs do not already hold: the same jobs
+                  # assume the deploy role, whose CloudFormation execution role administers the account.
+                  ("Release", cicd.release_role.role_arn, ADMIN_POLICY)]
+        self.access_entries = {
+            construct_id: eks.AccessEntry(
+                self, construct_id, cluster=eks_cluster, principal=principal,
+                access_policies=[eks.AccessPolicy.from_access_policy_name(
+                    policy, access_scope_type=eks.AccessScopeType.CLUSTER)])
+            for construct_id, principal, policy in grants}
+
+        self.tunnel = self._tunnel(config, network, cluster)
+        self.access_policy = self._access_policy(config, eks_cluster)
+        self.access_policy.attach_to_role(cicd.release_role)
+
+        publish(self, config.name, "tunnel-instance-id", self.tunnel.instance_id,
+                "SSM tunnel to the private EKS endpoint (docs/runbooks/cluster-access.md)")
+        publish(self, config.name, "cluster-access-policy-arn", self.access_policy.managed_policy_arn,
+                "Attach to operator roles: describe the cluster and open the SSM tunnel")
+
+    def _tunnel(self, config: EnvConfig, network: NetworkStack, cluster: ClusterStack) -> ec2.Instance:
+        group = ec2.SecurityGroup(
+            self, "TunnelSecurityGroup", vpc=network.vpc, allow_all_outbound=False,
+            description="SSM tunnel: no inbound; HTTPS out to Systems Manager and the EKS API only")
+        group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
+                              "Systems Manager (through NAT or its endpoints) and the EKS API endpoint")
+        ec2.CfnSecurityGroupIngress(
+            self, "ClusterApiFromTunnel", group_id=cluster.cluster.cluster_security_group_id,
+            source_security_group_id=group.security_group_id, ip_protocol="tcp", from_port=443, to_port=443,
+            description="kubectl through the SSM tunnel")
+        tunnel = ec2.Instance(
+            self, "Tunnel",
+            instance_type=ec2.InstanceType(config.cluster.tunnel_instance_type),
+            machine_image=ec2.MachineImage.latest_amazon_linux2023(cpu_type=ec2.AmazonLinuxCpuType.ARM_64),
+            vpc=network.vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_group=group, require_imdsv2=True, ssm_session_permissions=True,
+            associate_public_ip_address=False,
+            block_devices=[ec2.BlockDevice(device_name="/dev/xvda", volume=ec2.BlockDeviceVolume.ebs(
+                8, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3, delete_on_termination=True))],
+        )
+        cdk.Tags.of(tunnel).add("saas:purpose", "cluster-tunnel")
+        # EC2 takes the AZ from the subnet; CDK's literal copy of it is what cfn-lint's W3010 flags.
+        tunnel.instance.add_property_deletion_override("AvailabilityZone")
+        acknowledge(tunnel.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                    "AmazonSSMManagedInstanceCore]",
+                    "AmazonSSMManagedInstanceCore is the AWS-maintained policy the SSM agent needs to register "
+                    "and carry Session Manager sessions; the instance has no other permission.")
+        acknowledge(tunnel, "AwsSolutions-EC28",
+                    "The tunnel runs no workload: basic 5-minute metrics and the StatusCheckFailed alarm suffice; "
+                    "detailed monitoring would cost more than the instance.")
+        acknowledge(tunnel, "AwsSolutions-EC29",
+                    "The tunnel is stateless (no key, no data, nothing on its disk); a terminated one is "
+                    "recreated by the next deploy, and termination protection would block stack teardown.")
+        return tunnel
+
+    def _access_policy(self, config: EnvConfig, eks_cluster: eks.ICluster) -> iam.ManagedPolicy:
+        region, account, partition = self.region, self.account, self.partition
+        tunnel_arn = f"arn:{partition}:ec2:{region}:{account}:instance/{self.tunnel.instance_id}"
+        document_arn = f"arn:{partition}:ssm:{region}::document/{PORT_FORWARDING_DOCUMENT}"
+        own_sessions = f"arn:{partition}:ssm:{region}:{account}:session/${{aws:userid}}-*"
+        policy = iam.ManagedPolicy(
+            self, "ClusterAccess", description=f"Reach the private EKS API of saas-{config.name} through the SSM tunnel",
+            statements=[
+                iam.PolicyStatement(actions=["eks:DescribeCluster"], resources=[eks_cluster.cluster_arn]),
+                iam.PolicyStatement(actions=["ssm:StartSession"], resources=[tunnel_arn, document_arn],
+                                    conditions={"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}),
+                iam.PolicyStatement(actions=["ssm:TerminateSession", "ssm:ResumeSession"], resources=[own_sessions]),
+                iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[
+                    f"arn:{partition}:ssm:{region}:{account}:parameter{parameter_name(config.name, key)}"
+                    for key in TUNNEL_PARAMETERS]),
+            ])
+        acknowledge(policy, f"AwsSolutions-IAM5[Resource::arn:{partition_in_findings(self)}:ssm:{region}:{account}:"
+                            "session/<aws:userid>-*]",
+                    "Session ids are generated by SSM when a session starts; the only way to name a caller's "
+                    "own sessions is the documented ${aws:userid}- prefix, so no one can end another's session.")
+        return policy

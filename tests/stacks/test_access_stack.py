@@ -1,0 +1,110 @@
+"""Cluster access: access entries from config, the SSM tunnel (no inbound, no shell, audited) and
+the policy that lets an operator's or the release role use it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import aws_cdk as cdk
+import pytest
+
+from app import project_context
+from stacks.access_stack import AccessStack
+from stacks.account_stack import SharedAccountStack
+from stacks.cicd_stack import CicdStack
+from stacks.cluster_stack import ClusterStack
+from stacks.config import load_config
+from stacks.data_stack import DataStack
+from stacks.nag import register_gates
+from stacks.network_stack import NetworkStack
+from stacks.security_stack import SecurityStack
+
+ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
+VIEWERS = ("arn:aws:iam::111111111111:role/support", "arn:aws:iam::111111111111:role/oncall-readonly")
+
+
+def _of(template: dict, kind: str) -> dict[str, dict]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+@pytest.fixture(scope="module")
+def access(tmp_path_factory):
+    """Access stack of prod with one administrator and two viewers, synthesized with the nag gate on."""
+    base = load_config("prod")
+    config = dataclasses.replace(base, cluster=dataclasses.replace(
+        base.cluster, admin_role_arns=(ADMIN,), viewer_role_arns=VIEWERS))
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("access")),
+                  context={**project_context(), "aws:cdk:bundling-stacks": []})
+    register_gates(app)
+    env = cdk.Environment(account=config.account, region=config.region)
+    security = SecurityStack(app, "security", config=config, env=env)
+    network = NetworkStack(app, "network", config=config, security=security, env=env)
+    data = DataStack(app, "data", config=config, network=network, security=security, env=env)
+    cluster = ClusterStack(app, "cluster", config=config, network=network, security=security, data=data, env=env)
+    shared = SharedAccountStack(app, "shared", configs=[config], env=env)
+    cicd = CicdStack(app, "cicd", config=config, env=env)
+    cicd.add_stack_dependency(shared)
+    stack = AccessStack(app, "access", config=config, network=network, cluster=cluster, cicd=cicd, env=env)
+    assembly = app.synth()  # raises on any unacknowledged nag finding
+    return {name: assembly.get_stack_artifact(s.artifact_id).template
+            for name, s in (("access", stack), ("cicd", cicd))}
+
+
+def test_access_entries_for_administrators_viewers_and_the_release_role(access):
+    entries = [r["Properties"] for r in _of(access["access"], "AWS::EKS::AccessEntry").values()]
+    policies = {}
+    for entry in entries:
+        (policy,) = entry["AccessPolicies"]
+        assert policy["AccessScope"] == {"Type": "cluster"}
+        principal = entry["PrincipalArn"] if isinstance(entry["PrincipalArn"], str) else "release"
+        policies[principal] = str(policy["PolicyArn"]).rsplit("/", 1)[-1].rstrip("']}")
+    assert policies == {ADMIN: "AmazonEKSClusterAdminPolicy", VIEWERS[0]: "AmazonEKSViewPolicy",
+                        VIEWERS[1]: "AmazonEKSViewPolicy", "release": "AmazonEKSClusterAdminPolicy"}
+    (release,) = [e for e in entries if not isinstance(e["PrincipalArn"], str)]
+    assert "ReleaseRole" in str(release["PrincipalArn"])
+
+
+def test_tunnel_has_no_way_in_but_session_manager(access):
+    template = access["access"]
+    (instance,) = [r["Properties"] for r in _of(template, "AWS::EC2::Instance").values()]
+    assert instance["InstanceType"] == "t4g.nano" and "KeyName" not in instance
+    assert "AvailabilityZone" not in instance   # taken from the subnet
+    (device,) = instance["BlockDeviceMappings"]
+    assert device["Ebs"]["Encrypted"] is True
+    (launch_template,) = [r["Properties"] for r in _of(template, "AWS::EC2::LaunchTemplate").values()]
+    assert launch_template["LaunchTemplateData"]["MetadataOptions"]["HttpTokens"] == "required"
+    (group,) = [r["Properties"] for r in _of(template, "AWS::EC2::SecurityGroup").values()]
+    assert "SecurityGroupIngress" not in group
+    assert [(rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) for rule in group["SecurityGroupEgress"]] == [
+        ("tcp", 443, 443)]
+    (ingress,) = [r["Properties"] for r in _of(template, "AWS::EC2::SecurityGroupIngress").values()]
+    assert (ingress["FromPort"], ingress["ToPort"]) == (443, 443)
+    assert "ClusterSecurityGroupId" in str(ingress["GroupId"])
+
+
+def test_access_policy_allows_only_port_forwarding_sessions_on_the_tunnel(access):
+    (policy,) = [r["Properties"] for r in _of(access["access"], "AWS::IAM::ManagedPolicy").values()]
+    statements = {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]): s
+                  for s in policy["PolicyDocument"]["Statement"]}
+    start = statements["ssm:StartSession"]
+    assert start["Condition"] == {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
+    resources = [str(r) for r in start["Resource"]]
+    assert any("document/AWS-StartPortForwardingSessionToRemoteHost" in r for r in resources)
+    assert any(":instance/" in r and "Tunnel" in r for r in resources) and len(resources) == 2
+    assert "${aws:userid}" in str(statements[("ssm:ResumeSession", "ssm:TerminateSession")]["Resource"])
+    assert "ReleaseRole" in str(policy["Roles"])
+
+
+def test_release_role_trusts_only_its_github_environment_and_assumes_no_other_role(access):
+    roles = _of(access["cicd"], "AWS::IAM::Role")
+    (name,) = [n for n in roles if n.startswith("ReleaseRole")]
+    (trust,) = roles[name]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == \
+        "repo:example-org/saas-platform:environment:production"
+    statements = [st for r in _of(access["cicd"], "AWS::IAM::Policy").values()
+                  if {"Ref": name} in r["Properties"]["Roles"] for st in r["Properties"]["PolicyDocument"]["Statement"]]
+    actions = {a for st in statements for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert not any(a.startswith("sts:") for a in actions)
+    assert {"ecr:PutImage", "lambda:InvokeFunction", "cloudformation:DescribeStackResources"} <= actions
+    (invoke,) = [st for st in statements if st["Action"] == "lambda:InvokeFunction"]
+    assert invoke["Resource"].endswith(":function:saas-prod-tenants-TenantOperations*")   # never the signup function

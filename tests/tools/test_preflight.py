@@ -1,0 +1,180 @@
+"""make preflight: one line per check. moto where it implements the API (STS, SSM, Secrets Manager,
+SES v2 identities); botocore Stubber for what moto lacks (Lambda GetAccountSettings, SES v2
+GetAccount, Cost Explorer ListCostAllocationTags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from app import PROJECT_DIR
+from stacks.config import load_config
+from tools import preflight
+from tools.preflight import FAIL, PASS, WARN, Clients
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        account = boto3.client("sts", region_name=REGION).get_caller_identity()["Account"]
+        yield account
+
+
+def _config(account, **changes):
+    config = load_config("prod", account=account, region=REGION)
+    real = dict(
+        limits=dataclasses.replace(config.limits, ops_emails=("ops@acme.io",), notification_sender="limits@acme.io"),
+        cost_report=dataclasses.replace(config.cost_report, recipients=("ceo@acme.io",), sender="reports@acme.io"),
+        observability=dataclasses.replace(config.observability, alarm_emails=("ops@acme.io",)),
+        cicd=dataclasses.replace(config.cicd, github_repository="acme/saas-platform"),
+        cluster=dataclasses.replace(config.cluster, admin_role_arns=(f"arn:aws:iam::{account}:role/admin",)),
+        workloads=dataclasses.replace(config.workloads, api_domain="api.acme.io",
+                                      certificate_arn=f"arn:aws:acm:{REGION}:{account}:certificate/abc"))
+    return dataclasses.replace(config, **{**real, **changes})
+
+
+def _stubbed(service: str, responses: list[tuple[str, dict, dict | None]]):
+    client = boto3.client(service, region_name=REGION)
+    stubber = Stubber(client)
+    for method, response, params in responses:
+        stubber.add_response(method, response, params)
+    stubber.activate()
+    return client, stubber
+
+
+def _outdir(tmp_path, reserved: dict[str, int], bootstrap: int = 6):
+    """A minimal assembly: one stack per environment with the given reserved concurrency."""
+    artifacts = {}
+    for env, total in reserved.items():
+        template = {"Resources": {"Fn": {"Type": "AWS::Lambda::Function",
+                                         "Properties": {"ReservedConcurrentExecutions": total}}}}
+        (tmp_path / f"saas-{env}-limits.template.json").write_text(json.dumps(template))
+        artifacts[f"saas-{env}-limits"] = {"type": "aws:cloudformation:stack", "properties": {
+            "templateFile": f"saas-{env}-limits.template.json", "requiresBootstrapStackVersion": bootstrap}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
+    return tmp_path
+
+
+def _moto(service):
+    return boto3.client(service, region_name=REGION)
+
+
+def test_a_ready_account_passes_every_check(aws, tmp_path):
+    config = _config(aws)
+    secrets, ssm = _moto("secretsmanager"), _moto("ssm")
+    secrets.create_secret(Name="/saas/prod/platform/stripe/api-key", SecretString="sk_live_abc")
+    secrets.create_secret(Name="/saas/prod/platform/stripe/webhook-signing-secret", SecretString="whsec_abc")
+    secrets.create_secret(Name="/saas/prod/betterstack-webhook", SecretString="https://uptime.example.io/hook")
+    ssm.put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="30", Type="String")
+    lambda_, _ = _stubbed("lambda", [("get_account_settings", {"AccountLimit": {"ConcurrentExecutions": 1000}}, {})])
+    verified = {"VerifiedForSendingStatus": True, "VerificationStatus": "SUCCESS"}
+    sesv2, _ = _stubbed("sesv2", [
+        ("get_email_identity", verified, {"EmailIdentity": "limits@acme.io"}),
+        ("get_email_identity", verified, {"EmailIdentity": "reports@acme.io"}),
+        ("get_account", {"ProductionAccessEnabled": True, "SendingEnabled": True}, {})])
+    ce, _ = _stubbed("ce", [("list_cost_allocation_tags", {"CostAllocationTags": [
+        {"TagKey": "environment", "Type": "UserDefined", "Status": "Active"},
+        {"TagKey": "tenant", "Type": "UserDefined", "Status": "Active"}]}, {"TagKeys": ["environment", "tenant"]})])
+    clients = Clients(sts=_moto("sts"), lambda_=lambda_, sesv2=sesv2, cost_explorer=ce, secrets=secrets, ssm=ssm)
+    checks = preflight.run_checks(config, clients, outdir=_outdir(tmp_path, {"dev": 19, "prod": 19}))
+    assert [str(c) for c in checks if c.status != PASS] == []
+    assert {c.name for c in checks} >= {"credentials", "configuration", "lambda concurrency quota",
+                                         "ses identity limits@acme.io", "ses production access",
+                                         "cost allocation tag tenant", "cdk bootstrap", "github variables documented",
+                                         "secret /saas/prod/betterstack-webhook"}
+
+
+def test_a_new_account_fails_with_what_to_do(aws, tmp_path):
+    """Low quota, SES sandbox with an unverified sender, inactive tags, placeholder Stripe key, missing
+    BetterStack secret, no bootstrap: every one is its own FAIL line saying what to do."""
+    config = _config(aws)
+    secrets, ssm, ses = _moto("secretsmanager"), _moto("ssm"), _moto("sesv2")
+    secrets.create_secret(Name="/saas/prod/platform/stripe/api-key", SecretString="Xk2generatedplaceholder")
+    ses.create_email_identity(EmailIdentity="reports@acme.io")   # created, never verified
+    lambda_, _ = _stubbed("lambda", [("get_account_settings", {"AccountLimit": {"ConcurrentExecutions": 50}}, {})])
+    ce, _ = _stubbed("ce", [("list_cost_allocation_tags", {"CostAllocationTags": [
+        {"TagKey": "tenant", "Type": "UserDefined", "Status": "Inactive"}]}, None)])
+    clients = Clients(sts=_moto("sts"), lambda_=lambda_, sesv2=ses, cost_explorer=ce, secrets=secrets, ssm=ssm)
+    by_name = {c.name: c for c in preflight.check_ses_identities(config, clients)}
+    assert by_name["ses identity limits@acme.io"].status == WARN                 # not created yet
+    assert by_name["ses identity reports@acme.io"].status == FAIL
+    assert "click the link" in by_name["ses identity reports@acme.io"].detail
+    sandbox, _ = _stubbed("sesv2", [
+        ("get_email_identity", {"VerifiedForSendingStatus": True}, None),
+        ("get_email_identity", {"VerifiedForSendingStatus": True}, None),
+        ("get_account", {"ProductionAccessEnabled": False, "SendingEnabled": True}, {})])
+    checks = preflight.run_checks(config, dataclasses.replace(clients, sesv2=sandbox),
+                                  outdir=_outdir(tmp_path, {"dev": 19, "prod": 19}, bootstrap=6))
+    failed = {c.name: c.detail for c in checks if c.status == FAIL}
+    assert "L-B99A9384" in failed["lambda concurrency quota"] and "50 < 119" in failed["lambda concurrency quota"]
+    assert "Request production access" in failed["ses production access"]
+    assert "activate" in failed["cost allocation tag tenant"] and "activate" in failed["cost allocation tag environment"]
+    assert "placeholder" in failed["secret /saas/prod/platform/stripe/api-key"]
+    assert "before deploying" in failed["secret /saas/prod/betterstack-webhook"]
+    assert "cdk bootstrap aws://" in failed["cdk bootstrap"]
+    warned = {c.name for c in checks if c.status == WARN}
+    assert "secret /saas/prod/platform/stripe/webhook-signing-secret" in warned   # the first deploy creates it
+
+
+def test_wrong_account_and_example_configuration_fail(aws, tmp_path):
+    config = load_config("prod", account="999999999999", region=REGION)
+    clients = Clients(sts=_moto("sts"), lambda_=None, sesv2=None, cost_explorer=None, secrets=None, ssm=None)
+    (account,) = preflight.check_account(config, clients)
+    assert account.status == FAIL and aws in account.detail
+    (configuration,) = preflight.check_configuration(config, clients)
+    assert configuration.status == FAIL and "cicd.github_repository" in configuration.detail
+
+
+def test_quota_that_fits_one_environment_but_not_both_in_one_account_warns():
+    config = load_config("prod")
+    lambda_, _ = _stubbed("lambda", [("get_account_settings", {"AccountLimit": {"ConcurrentExecutions": 130}}, {})])
+    (check,) = preflight.check_concurrency(config, Clients(None, lambda_, None, None, None, None),
+                                           reserved={"dev": 19, "prod": 19})
+    assert check.status == WARN and "138" in check.detail
+
+
+def test_an_aws_error_in_one_check_is_its_fail_line_and_the_rest_still_run(aws, tmp_path):
+    lambda_ = boto3.client("lambda", region_name=REGION)
+    stubber = Stubber(lambda_)
+    stubber.add_client_error("get_account_settings", "AccessDeniedException", "not authorized")
+    stubber.activate()
+    sesv2 = boto3.client("sesv2", region_name=REGION)
+    ses_stub = Stubber(sesv2)
+    for method in ("get_email_identity", "get_account"):
+        ses_stub.add_client_error(method, "AccessDeniedException", "not authorized")
+    ses_stub.activate()
+    ce, _ = _stubbed("ce", [("list_cost_allocation_tags", {"CostAllocationTags": []}, None)])
+    clients = Clients(sts=_moto("sts"), lambda_=lambda_, sesv2=sesv2, cost_explorer=ce,
+                      secrets=_moto("secretsmanager"), ssm=_moto("ssm"))
+    checks = preflight.run_checks(_config(aws), clients, outdir=_outdir(tmp_path, {"prod": 19}))
+    (quota,) = [c for c in checks if c.name == "lambda concurrency quota"]
+    assert quota.status == FAIL and "AccessDenied" in quota.detail
+    assert any(c.name == "cdk bootstrap" for c in checks)
+
+
+def test_every_github_variable_the_workflows_read_is_documented():
+    variables = preflight.workflow_variables(PROJECT_DIR / ".github" / "workflows")
+    assert {"AWS_DEPLOY_ROLE_ARN", "AWS_ACCOUNT_ID", "AWS_REGION", "AWS_DIFF_ROLE_ARN_<env>"} <= variables
+    (check,) = preflight.check_github_variables(None, None)
+    assert check.status == PASS, check.detail
+
+
+def test_undocumented_variable_fails(tmp_path):
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "x.yml").write_text("run: echo ${{ vars.NEW_THING }}\n")
+    (tmp_path / "README.md").write_text("nothing here")
+    (check,) = preflight.check_github_variables(None, None, repo=tmp_path)
+    assert check.status == FAIL and "NEW_THING" in check.detail
+
+
+def test_cli_needs_a_synthesized_assembly(tmp_path, capsys):
+    assert preflight.main(["--env", "prod", "--account", "123456789012", "--region", REGION,
+                           "--cdk-out", str(tmp_path)]) == 2
+    assert "make synth" in capsys.readouterr().err

@@ -1,0 +1,269 @@
+"""Pre-deploy checks against the real account: ``make preflight ENV=prod`` (one line per check).
+
+What a first deploy or a release meets only too late, checked with the caller's credentials before
+``cdk deploy``: the credentials' account, configuration examples, the Lambda concurrency quota
+against the reserved concurrency of the synthesized templates, SES sender identities and production
+access, cost-allocation tags, the secrets the stacks need (Stripe, BetterStack), the CDK bootstrap
+version, and that every GitHub variable the workflows read is documented. Exit 1 when any check
+FAILs; WARN lines are things the first deploy creates (do them right after it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from stacks.config import EnvConfig, load_config
+from stacks.placeholders import example_values
+from tenant_provisioner.billing.settings import API_KEY_PREFIXES, WEBHOOK_SECRET_PREFIX
+from tools.synth_summary import UNRESERVED_MINIMUM, reserved_concurrency
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+CONCURRENCY_QUOTA_CODE = "L-B99A9384"
+ENVIRONMENT_TAG = "environment"
+_WORKFLOW_VARIABLE = re.compile(r"\bvars\.([A-Z][A-Z0-9_]*)|format\('([A-Z][A-Z0-9_]*)_\{0\}'")
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str
+    name: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.status}  {self.name:<32} {self.detail}"
+
+
+@dataclass(frozen=True)
+class Clients:
+    """boto3 clients of the target account (Cost Explorer answers only in us-east-1)."""
+
+    sts: object
+    lambda_: object
+    sesv2: object
+    cost_explorer: object
+    secrets: object
+    ssm: object
+
+    @classmethod
+    def from_session(cls, session: boto3.session.Session) -> Clients:
+        return cls(sts=session.client("sts"), lambda_=session.client("lambda"), sesv2=session.client("sesv2"),
+                   cost_explorer=session.client("ce", region_name="us-east-1"),
+                   secrets=session.client("secretsmanager"), ssm=session.client("ssm"))
+
+
+def _error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def check_account(config: EnvConfig, clients: Clients) -> list[Check]:
+    account = clients.sts.get_caller_identity()["Account"]
+    if account != config.account:
+        return [Check(FAIL, "credentials", f"credentials are for account {account}, the check targets "
+                                            f"{config.account}: pass ACCOUNT={account} or switch profile")]
+    return [Check(PASS, "credentials", f"account {account}")]
+
+
+def check_configuration(config: EnvConfig, _clients: Clients) -> list[Check]:
+    found = example_values(config)
+    if found:
+        return [Check(FAIL, "configuration", f"{len(found)} value(s) at their examples: "
+                      + "; ".join(f"{item.path}" for item in found) + " (docs/configuration.md)")]
+    return [Check(PASS, "configuration", "no value left at its example")]
+
+
+def check_concurrency(config: EnvConfig, clients: Clients, *, reserved: dict[str, int]) -> list[Check]:
+    quota = int(clients.lambda_.get_account_settings()["AccountLimit"]["ConcurrentExecutions"])
+    own = reserved.get(config.name, 0)
+    needed = own + UNRESERVED_MINIMUM
+    everyone = sum(reserved.values()) + UNRESERVED_MINIMUM
+    if quota < needed:
+        return [Check(FAIL, "lambda concurrency quota",
+                      f"quota {quota} < {needed} needed ({own} reserved + {UNRESERVED_MINIMUM} unreserved): request "
+                      f"an increase in Service Quotas (AWS Lambda, Concurrent executions, {CONCURRENCY_QUOTA_CODE})")]
+    if quota < everyone:
+        return [Check(WARN, "lambda concurrency quota",
+                      f"quota {quota} fits {config.name} ({needed}) but not every environment in one account "
+                      f"({everyone})")]
+    return [Check(PASS, "lambda concurrency quota", f"quota {quota} >= {needed} needed "
+                                                    f"({own} reserved + {UNRESERVED_MINIMUM} unreserved)")]
+
+
+def check_ses_identities(config: EnvConfig, clients: Clients) -> list[Check]:
+    checks = []
+    for address in sorted({config.cost_report.sender, config.limits.notification_sender}):
+        name = f"ses identity {address}"
+        try:
+            identity = clients.sesv2.get_email_identity(EmailIdentity=address)
+        except ClientError as error:
+            if _error_code(error) != "NotFoundException":
+                raise
+            checks.append(Check(WARN, name, "not created yet: deploy saas-shared-account, then click the link "
+                                            "SES mails to the address"))
+            continue
+        if identity.get("VerifiedForSendingStatus"):
+            checks.append(Check(PASS, name, "verified for sending"))
+        else:
+            checks.append(Check(FAIL, name, f"not verified ({identity.get('VerificationStatus', 'PENDING')}): "
+                                            "click the link SES mailed to the address, or resend it in the SES console"))
+    return checks
+
+
+def check_ses_account(_config: EnvConfig, clients: Clients) -> list[Check]:
+    account = clients.sesv2.get_account()
+    if not account.get("ProductionAccessEnabled"):
+        return [Check(FAIL, "ses production access", "the account is in the SES sandbox (mail reaches verified "
+                      "recipients only): SES console → Account dashboard → Request production access")]
+    if not account.get("SendingEnabled", True):
+        return [Check(FAIL, "ses production access", "sending is paused for this account (SES console)")]
+    return [Check(PASS, "ses production access", "production access, sending enabled")]
+
+
+def check_cost_allocation_tags(config: EnvConfig, clients: Clients) -> list[Check]:
+    keys = sorted({config.cost_report.tenant_tag_key, ENVIRONMENT_TAG, *(k for k in [config.cost_report.scope_tag_key] if k)})
+    statuses = {tag["TagKey"]: tag["Status"]
+                for tag in clients.cost_explorer.list_cost_allocation_tags(TagKeys=keys)["CostAllocationTags"]}
+    checks = []
+    for key in keys:
+        status = statuses.get(key)
+        if status == "Active":
+            checks.append(Check(PASS, f"cost allocation tag {key}", "active"))
+        else:
+            checks.append(Check(FAIL, f"cost allocation tag {key}",
+                                f"{(status or 'not seen yet').lower()}: Billing → Cost allocation tags → activate it "
+                                "(a tag appears there up to 24 h after a resource first carries it; "
+                                "enable Cost Explorer first)"))
+    return checks
+
+
+def _secret_value(clients: Clients, secret_id: str) -> str | None:
+    try:
+        return clients.secrets.get_secret_value(SecretId=secret_id).get("SecretString", "")
+    except ClientError as error:
+        if _error_code(error) == "ResourceNotFoundException":
+            return None
+        raise
+
+
+def check_secrets(config: EnvConfig, clients: Clients) -> list[Check]:
+    prefix = f"{config.tenants.secrets_prefix}/platform/stripe"
+    checks = []
+    for suffix, prefixes, what in (("api-key", API_KEY_PREFIXES, "Stripe secret key (sk_… or rk_…)"),
+                                   ("webhook-signing-secret", (WEBHOOK_SECRET_PREFIX,), "webhook signing secret (whsec_…)")):
+        secret_id = f"{prefix}/{suffix}"
+        value = _secret_value(clients, secret_id)
+        if value is None:
+            checks.append(Check(WARN, f"secret {secret_id}", f"created by the first deploy of "
+                                f"saas-{config.name}-billing: then put the {what} in it (docs/runbooks/stripe-setup.md)"))
+        elif value.strip().startswith(prefixes):
+            checks.append(Check(PASS, f"secret {secret_id}", f"holds a {what.split(' (')[0]}"))
+        else:
+            checks.append(Check(FAIL, f"secret {secret_id}", f"still the generated placeholder: put the {what} in it "
+                                                               "(docs/runbooks/stripe-setup.md)"))
+    name = config.observability.betterstack_webhook_secret_name
+    if name:
+        value = _secret_value(clients, name)
+        if value is None:
+            checks.append(Check(FAIL, f"secret {name}", "missing: create it with the BetterStack SNS webhook URL "
+                                                        "before deploying (the alarm topic subscribes to it)"))
+        elif not value.strip().startswith("https://"):
+            checks.append(Check(FAIL, f"secret {name}", "is not an https:// webhook URL"))
+        else:
+            checks.append(Check(PASS, f"secret {name}", "BetterStack webhook URL present"))
+    return checks
+
+
+def required_bootstrap_version(outdir: Path) -> int:
+    """The highest bootstrap version any artifact of the synthesized assembly requires."""
+    text = (outdir / "manifest.json").read_text()
+    versions = [int(v) for v in re.findall(r'"requiresBootstrapStackVersion":\s*(\d+)', text)]
+    return max(versions, default=0)
+
+
+def check_bootstrap(config: EnvConfig, clients: Clients, *, required: int) -> list[Check]:
+    name = f"/cdk-bootstrap/{config.cicd.cdk_qualifier}/version"
+    try:
+        version = int(clients.ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    except ClientError as error:
+        if _error_code(error) != "ParameterNotFound":
+            raise
+        return [Check(FAIL, "cdk bootstrap", f"not bootstrapped ({name} missing): "
+                                             f"npx cdk bootstrap aws://{config.account}/{config.region}")]
+    if version < required:
+        return [Check(FAIL, "cdk bootstrap", f"version {version} < {required} required: run "
+                                             f"npx cdk bootstrap aws://{config.account}/{config.region} again")]
+    return [Check(PASS, "cdk bootstrap", f"version {version} >= {required} required")]
+
+
+def workflow_variables(workflows: Path) -> set[str]:
+    """Every GitHub variable the workflows read (``vars.X``; ``format('X_{0}', env)`` as ``X_<env>``)."""
+    found = set()
+    for path in sorted(workflows.glob("*.yml")):
+        for plain, per_env in _WORKFLOW_VARIABLE.findall(path.read_text()):
+            found.add(plain or f"{per_env}_<env>")
+    return found
+
+
+def check_github_variables(_config: EnvConfig, _clients: Clients, *, repo: Path = REPO_ROOT) -> list[Check]:
+    readme = (repo / "README.md").read_text()
+    missing = sorted(name for name in workflow_variables(repo / ".github" / "workflows") if f"`{name}`" not in readme)
+    if missing:
+        return [Check(FAIL, "github variables documented", f"README does not describe: {', '.join(missing)}")]
+    return [Check(PASS, "github variables documented", "every variable the workflows read is in the README checklist")]
+
+
+def run_checks(config: EnvConfig, clients: Clients, *, outdir: Path, repo: Path = REPO_ROOT) -> list[Check]:
+    """Every check; an AWS error in one (e.g. AccessDenied) is that check's FAIL line, the rest still run."""
+    steps: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("credentials", lambda: check_account(config, clients)),
+        ("configuration", lambda: check_configuration(config, clients)),
+        ("lambda concurrency quota",
+         lambda: check_concurrency(config, clients, reserved=reserved_concurrency(outdir))),
+        ("ses identities", lambda: check_ses_identities(config, clients)),
+        ("ses production access", lambda: check_ses_account(config, clients)),
+        ("cost allocation tags", lambda: check_cost_allocation_tags(config, clients)),
+        ("secrets", lambda: check_secrets(config, clients)),
+        ("cdk bootstrap", lambda: check_bootstrap(config, clients, required=required_bootstrap_version(outdir))),
+        ("github variables documented", lambda: check_github_variables(config, clients, repo=repo)),
+    ]
+    results = []
+    for name, step in steps:
+        try:
+            results += step()
+        except (ClientError, BotoCoreError) as error:
+            results.append(Check(FAIL, name, f"could not check: {error}"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.preflight", description=__doc__.split("\n")[0])
+    parser.add_argument("--env", required=True, help="environment name (dev, prod)")
+    parser.add_argument("--account", required=True, help="the AWS account the environment deploys to")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--cdk-out", type=Path, default=REPO_ROOT / "cdk.out", help="synthesized assembly")
+    args = parser.parse_args(argv)
+    if not (args.cdk_out / "manifest.json").exists():
+        print(f"error: {args.cdk_out}/manifest.json missing: run make synth first", file=sys.stderr)
+        return 2
+    config = load_config(args.env, account=args.account, region=args.region)
+    checks = run_checks(config, Clients.from_session(boto3.session.Session(region_name=args.region)),
+                        outdir=args.cdk_out)
+    for check in checks:
+        print(check)
+    failed = [check for check in checks if check.status == FAIL]
+    print(json.dumps({"environment": args.env, "checks": len(checks), "failed": len(failed),
+                      "warnings": sum(check.status == WARN for check in checks)}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
