@@ -2,9 +2,11 @@
 
 Interleaved, on one connection acting as a provisioner role: the per-id mutual exclusion as it
 was (an advisory lock, whose keys every tenant can hold) and as it is (a lease row in the
-unlogged ``control.leases``, `tenant_provisioner.leases`), and the one statement a create gained
-(the provisioner inherits the new tenant role). Prints p50/p95. Not a test; runs in a throwaway
-database of the suite's PostgreSQL 16.13 (or ``--admin-url``) and removes what it made.
+unlogged ``control.leases``, `tenant_provisioner.leases`). Also the cost of the provisioner
+inheriting each new tenant role, which is why signups do not do it (`schema.inherit` runs only
+at offboarding or for a tenant owning large objects): it grows with the number of memberships.
+Prints p50/p95. Not a test; runs in a throwaway database of the suite's PostgreSQL 16.13 (or
+``--admin-url``) and removes what it made.
 
     .venv/bin/python bench/signup_exclusion.py [--samples 400]
 """
@@ -48,7 +50,7 @@ def main() -> None:
         conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
     tenants = [f"t_{name}_{i}" for i in range(args.samples)]
     timings: dict[str, list[float]] = {"advisory lock + unlock (before)": [], "lease acquire + release (now)": [],
-                                       "GRANT tenant TO provisioner (now, per create)": []}
+                                       "GRANT tenant TO provisioner (not at signup)": []}
     try:
         with psycopg.connect(make_conninfo(admin_url, dbname=name), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA control AUTHORIZATION {}").format(sql.Identifier(role)))
@@ -71,7 +73,7 @@ def main() -> None:
                     started = time.perf_counter()
                     conn.execute(sql.SQL("GRANT {} TO CURRENT_USER WITH INHERIT TRUE, SET FALSE").format(
                         sql.Identifier(tenant)))
-                    timings["GRANT tenant TO provisioner (now, per create)"].append(
+                    timings["GRANT tenant TO provisioner (not at signup)"].append(
                         (time.perf_counter() - started) * 1000)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:

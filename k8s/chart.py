@@ -129,8 +129,12 @@ class AppChart(cdk8s.Chart):
         k8s.KubeConfigMap(self, "Platform", metadata=k8s.ObjectMeta(name="platform"), data={
             "DATABASE_URL": values.database_url,
             "REDIS_URL": values.redis_url,
-            "TENANT_SECRETS_PREFIX": values.tenant_secrets_prefix,
+            # Credentials stay in Secrets Manager: the services read these once at start with their
+            # Pod Identity role (services/settings.py), which may read exactly these three.
+            "DATABASE_SECRET_ARN": values.services_db_secret_arn,
             "CACHE_AUTH_SECRET_ARN": values.cache_auth_secret_arn,
+            "TENANT_DB_PASSWORD_KEY_SECRET_ARN": values.tenant_password_key_secret_arn,
+            "TENANT_PROVISIONER_ROLE": config.tenants.provisioner_role,   # names the gateway role
             "AWS_REGION": config.region,
             "SHUTDOWN_GRACE_SECONDS": str(config.workloads.shutdown_grace_seconds),
             # ADOT (the images run `opentelemetry-instrument`): X-Ray ids and propagation, so one request

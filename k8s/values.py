@@ -25,7 +25,8 @@ UNRELEASED_DIGEST = "sha256:" + "0" * 64
 _PARAMETERS = {
     "database_host": "db-endpoint", "database_port": "db-port", "database_name": "db-name",
     "cache_host": "cache-endpoint", "cache_port": "cache-port", "cache_auth_secret_arn": "cache-auth-secret-arn",
-    "tenant_secrets_prefix": "tenant-secrets-prefix", "web_acl_arn": "web-acl-arn",
+    "services_db_secret_arn": "services-db-secret-arn",
+    "tenant_password_key_secret_arn": "tenant-password-key-secret-arn", "web_acl_arn": "web-acl-arn",
 }
 
 
@@ -41,7 +42,8 @@ class PlatformValues:
     cache_host: str
     cache_port: str
     cache_auth_secret_arn: str
-    tenant_secrets_prefix: str
+    services_db_secret_arn: str
+    tenant_password_key_secret_arn: str
     web_acl_arn: str
     image_digests: Mapping[str, str]
 
@@ -59,11 +61,14 @@ class PlatformValues:
         def host(key: str) -> str:
             return f"{key}.{config.name}.unresolved.invalid"
         region, account = config.region, config.account
+
+        def secret(name: str) -> str:
+            return f"arn:aws:secretsmanager:{region}:{account}:secret:unresolved-{name}"
         return cls(database_host=host("db-endpoint"), database_port="5432",
                    database_name=config.tenants.database_name, cache_host=host("cache-endpoint"),
                    cache_port="6379",
-                   cache_auth_secret_arn=f"arn:aws:secretsmanager:{region}:{account}:secret:unresolved",
-                   tenant_secrets_prefix=f"{config.tenants.secrets_prefix}/tenants/",
+                   cache_auth_secret_arn=secret("cache-auth"), services_db_secret_arn=secret("services-db-login"),
+                   tenant_password_key_secret_arn=secret("tenant-password-key"),
                    web_acl_arn=f"arn:aws:wafv2:{region}:{account}:regional/webacl/unresolved/"
                                "00000000-0000-4000-8000-000000000000",
                    image_digests={service: UNRELEASED_DIGEST for service in SERVICES})

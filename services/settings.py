@@ -4,13 +4,25 @@ Contract relied on by the Kubernetes manifests (issue 13) and the failure drills
 ``PORT`` (API, default 8000), ``HEALTH_PORT`` (worker probes, default 8001),
 ``SHUTDOWN_GRACE_SECONDS`` (default 20), ``DATABASE_URL``, ``REDIS_URL``, ``TIERS_FILE``,
 ``RATE_LIMIT_REPLICAS`` (pods sharing a tenant's rate while Redis is away, default 1).
+
+Credentials come inline (local runs, tests, load tests, drills: user/password in ``DATABASE_URL``,
+the AUTH token in ``REDIS_URL``, ``TENANT_DB_PASSWORD_KEY``) or, on EKS, from Secrets Manager with the
+pod's Pod Identity credentials, read ONCE here at process start: ``DATABASE_SECRET_ARN`` (JSON
+``username``/``password`` of the services' login, added to the endpoint-only ``DATABASE_URL``),
+``CACHE_AUTH_SECRET_ARN`` (the cache AUTH token, added to ``REDIS_URL``),
+``TENANT_DB_PASSWORD_KEY_SECRET_ARN`` (JSON ``key``/``version`` of the tenant-password key). A secret
+named but unreadable stops the process with one line saying which and why (docs/kubernetes.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenant_provisioner.db import DEFAULT_PROVISIONER_ROLE
 from tenant_provisioner.errors import ConfigError
@@ -43,6 +55,82 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+# ARN -> SecretString; `aws_secret_reader` in production, a stand-in in tests.
+SecretReader = Callable[[str], str]
+SECRET_ARN_VARIABLES = ("DATABASE_SECRET_ARN", "CACHE_AUTH_SECRET_ARN", "TENANT_DB_PASSWORD_KEY_SECRET_ARN")
+
+
+def aws_secret_reader(region: str | None) -> SecretReader:
+    """Reads secrets with the process's AWS credentials (on EKS: the pod's Pod Identity role)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client("secretsmanager", region_name=region)
+
+    def read(arn: str) -> str:
+        try:
+            value = client.get_secret_value(SecretId=arn)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise ConfigError(f"cannot read secret {arn}: {code}: check it exists and the pod's role "
+                              "(Pod Identity, stacks/cluster_stack.py) may read it and decrypt its key") from None
+        except BotoCoreError as exc:
+            raise ConfigError(f"cannot read secret {arn}: {exc}") from None
+        if "SecretString" not in value:
+            raise ConfigError(f"secret {arn} holds no text value")
+        return value["SecretString"]
+    return read
+
+
+def _secret_json(read: SecretReader, arn: str, *fields: str) -> dict[str, object]:
+    try:
+        data = json.loads(read(arn))
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or any(data.get(f) in (None, "") for f in fields):
+        raise ConfigError(f"secret {arn} must be a JSON object with {', '.join(fields)}")
+    return data
+
+
+def _database_url(env: Mapping[str, str], read: SecretReader | None) -> str:
+    url, arn = env.get("DATABASE_URL", ""), env.get("DATABASE_SECRET_ARN")
+    if not url:
+        raise ConfigError("DATABASE_URL is required (postgresql://user@host:5432/db)")
+    if not arn:
+        return url
+    login = _secret_json(read, arn, "username", "password")
+    params = conninfo_to_dict(url)
+    params.update(user=str(login["username"]), password=str(login["password"]))
+    return make_conninfo(**params)
+
+
+def _redis_url(env: Mapping[str, str], read: SecretReader | None) -> str:
+    url, arn = env.get("REDIS_URL", ""), env.get("CACHE_AUTH_SECRET_ARN")
+    if not url:
+        raise ConfigError("REDIS_URL is required (redis://host:6379/0)")
+    if not arn:
+        return url
+    token = read(arn).strip()
+    if not token:
+        raise ConfigError(f"secret {arn} (cache AUTH token) is empty")
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f":{quote(token, safe='')}@{host}"))
+
+
+def _password_deriver(env: Mapping[str, str], read: SecretReader | None) -> PasswordDeriver | None:
+    arn = env.get("TENANT_DB_PASSWORD_KEY_SECRET_ARN")
+    if arn:
+        data = _secret_json(read, arn, "key")
+        try:
+            version = int(data.get("version", 1))
+        except (TypeError, ValueError):
+            raise ConfigError(f"secret {arn}: version must be a whole number") from None
+        return PasswordDeriver.from_text(str(data["key"]), version)
+    key = env.get("TENANT_DB_PASSWORD_KEY")
+    return PasswordDeriver.from_text(key, _int(env, "TENANT_DB_PASSWORD_VERSION", 1, 1)) if key else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServiceSettings:
     database_url: str
@@ -71,14 +159,14 @@ class ServiceSettings:
     job_lease_seconds: float
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "ServiceSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None, *,
+                 read_secret: SecretReader | None = None) -> "ServiceSettings":
+        """``read_secret`` defaults to Secrets Manager, used only when a ``*_SECRET_ARN`` is set."""
         env = os.environ if env is None else env
-        database_url, redis_url = env.get("DATABASE_URL", ""), env.get("REDIS_URL", "")
-        if not database_url:
-            raise ConfigError("DATABASE_URL is required (postgresql://user@host:5432/db)")
-        if not redis_url:
-            raise ConfigError("REDIS_URL is required (redis://host:6379/0)")
-        key = env.get("TENANT_DB_PASSWORD_KEY")
+        if read_secret is None and any(env.get(name) for name in SECRET_ARN_VARIABLES):
+            read_secret = aws_secret_reader(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None)
+        database_url, redis_url = _database_url(env, read_secret), _redis_url(env, read_secret)
+        password_deriver = _password_deriver(env, read_secret)
         server = env.get("SERVER", "uvicorn")
         if server not in ("uvicorn", "granian"):
             raise ConfigError(f"SERVER must be uvicorn or granian, got {server!r}")
@@ -91,8 +179,7 @@ class ServiceSettings:
             provisioner_role=env.get("TENANT_PROVISIONER_ROLE") or DEFAULT_PROVISIONER_ROLE,
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", ""),
             redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
-            password_deriver=PasswordDeriver.from_text(key, _int(env, "TENANT_DB_PASSWORD_VERSION", 1, 1))
-            if key else None,
+            password_deriver=password_deriver,
             pool_total=_int(env, "TENANT_POOL_TOTAL", 40, 1),
             pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 4, 1),
             replicas=_int(env, "SERVICE_REPLICAS", 3, 1),

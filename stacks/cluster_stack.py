@@ -16,7 +16,7 @@ from stacks.constructs.outputs import publish
 from stacks.constructs.retention import retention_days
 from stacks.constructs.workload_identity import PodIdentity
 from stacks.data_stack import DataStack
-from stacks.nag import acknowledge, partition_in_findings
+from stacks.nag import acknowledge
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 
@@ -88,18 +88,19 @@ class ClusterStack(cdk.Stack):
         self.metrics_server = eks.Addon(self, "MetricsServer", cluster=self.cluster, addon_name="metrics-server")
         data.admit(self.cluster.cluster_security_group, f"EKS cluster saas-{config.name}")
 
-        tenant_secrets = _tenant_secrets_arn(config, self.partition)
+        credentials = data.service_credentials
+        # Exactly what services/settings.py reads at start: their login, the tenant-password key, the
+        # cache AUTH token. No tenant secret: tenant passwords are derived from the key.
+        pod_secrets = [credentials.database_login.secret_arn, credentials.password_key.secret_arn,
+                       data.cache_auth_secret.secret_arn]
         self.workloads: dict[str, PodIdentity] = {}
         for name, service_account in (("Api", cfg.api_service_account), ("Worker", cfg.worker_service_account)):
             identity = PodIdentity(
                 self, f"{name}Identity", cluster_name=self.cluster.cluster_name, namespace=cfg.app_namespace,
                 service_account=service_account,
-                description=f"Pod Identity of {cfg.app_namespace}/{service_account}: tenant secrets and cache AUTH")
-            policy = identity.allow_secrets([tenant_secrets, data.cache_auth_secret.secret_arn],
-                                            decrypt_key_arn=security.secrets_key.key_arn, region=self.region)
-            acknowledge(policy, f"AwsSolutions-IAM5[Resource::{_tenant_secrets_arn(config, partition_in_findings(self))}]",
-                        "Tenants are created at runtime, so their secrets can only be named by the prefix "
-                        "reserved for tenant secrets; no other secret lives under it.")
+                description=f"Pod Identity of {cfg.app_namespace}/{service_account}: services login, "
+                            "tenant-password key, cache AUTH")
+            identity.allow_secrets(pod_secrets, decrypt_key_arn=security.secrets_key.key_arn, region=self.region)
             tracing = identity.allow_tracing()
             acknowledge(tracing, "AwsSolutions-IAM5[Resource::*]",
                         "X-Ray's PutTraceSegments/PutSpans/sampling actions support no resource-level "
@@ -141,8 +142,3 @@ class ClusterStack(cdk.Stack):
                 acknowledge(role, f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]",
                             f"{policy} is the AWS-maintained policy EKS requires here: {why}.")
 
-
-def _tenant_secrets_arn(config: EnvConfig, partition: str) -> str:
-    """Every tenant secret; cdk-nag names the partition ``<AWS::Partition>`` in its finding ids."""
-    return (f"arn:{partition}:secretsmanager:{config.region}:{config.account}:secret:"
-            f"{config.tenants.secrets_prefix}/tenants/*")

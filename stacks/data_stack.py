@@ -11,6 +11,7 @@ from stacks.constructs.cache import Cache
 from stacks.constructs.database import POSTGRES_PORT, PostgresDatabase
 from stacks.constructs.outputs import publish
 from stacks.constructs.python_function import LambdaNetwork
+from stacks.constructs.service_credentials import ServiceCredentials
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
 from tenant_provisioner.db import DatabaseSettings
@@ -48,6 +49,9 @@ class DataStack(cdk.Stack):
         self.cache_endpoint_address = cache.endpoint_address
         self.cache_port = cache.port
         self.cache_auth_secret = cache.auth_secret
+        self.service_credentials = ServiceCredentials(
+            self, "ServiceCredentials", name_prefix=platform_prefix,
+            login_name=f"{config.tenants.provisioner_role}_services", secrets_key=security.secrets_key)
         self.admit(self.control_plane_security_group, "control-plane Lambdas")
         # Where every control-plane Lambda runs: private subnets with egress (AWS and Stripe APIs), in
         # the group RDS and the cache admit.
@@ -72,6 +76,10 @@ class DataStack(cdk.Stack):
         publish(self, env, "cache-endpoint", self.cache_endpoint_address, "Cache primary endpoint (TLS)")
         publish(self, env, "cache-port", str(self.cache_port), "Cache port")
         publish(self, env, "cache-auth-secret-arn", self.cache_auth_secret.secret_arn, "ARN of the cache AUTH token")
+        publish(self, env, "services-db-secret-arn", self.service_credentials.database_login.secret_arn,
+                "ARN of the API/worker database login secret (username/password)")
+        publish(self, env, "tenant-password-key-secret-arn", self.service_credentials.password_key.secret_arn,
+                "ARN of the tenant-password derivation key secret (key/version)")
         publish(self, env, "tenant-secrets-prefix", f"{config.tenants.secrets_prefix}/tenants/",
                 "Name prefix of every tenant's connection secret")
 

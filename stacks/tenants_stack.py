@@ -28,7 +28,7 @@ from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, partition_in_findings
 from stacks.security_stack import SecurityStack
 from tenant_provisioner.runtime.settings import (ProvisionTenantSettings, SecretStoreSettings,
-                                                 TenantOperationsSettings)
+                                                 ServiceCredentialsSettings, TenantOperationsSettings)
 
 SIGNUP_DETAIL_TYPE = "tenant.signup"
 PROVISION_SECRET_ACTIONS = ("secretsmanager:CreateSecret", "secretsmanager:PutSecretValue",
@@ -49,10 +49,13 @@ class TenantsStack(cdk.Stack):
         self.dead_letter_queue = DeadLetterQueue(self, "DeadLetters", purpose="provisioning Lambda and its rules")
         self.dead_letter_queue.allow_delivery_from("events.amazonaws.com")  # signup, warm-pool, offboarding rules
 
+        service_secrets = data.service_credentials
         settings = ProvisionTenantSettings(
             database=data.database_settings,
             secrets=SecretStoreSettings(prefix=tenants.secrets_prefix, kms_key_id=security.secrets_key.key_arn),
-            billing=billing.stripe_settings() if billing is not None else config.billing)
+            billing=billing.stripe_settings() if billing is not None else config.billing,
+            # New tenants' passwords derived from the services' key, so the API/worker reach them at once.
+            credentials=ServiceCredentialsSettings(password_key_secret_arn=service_secrets.password_key.secret_arn))
         function = ControlPlaneFunction(
             self, "ProvisionTenant", name="provision_tenant",
             description="Provision a tenant: schema, role, secret, billing (idempotent; tenant.signup)",
@@ -63,13 +66,17 @@ class TenantsStack(cdk.Stack):
         self.function = function.function
         self._grant(function, data, policy_id="ProvisionPermissions", tenant_secret_actions=PROVISION_SECRET_ACTIONS,
                     kms_actions=("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"))
+        function.read_secrets("PasswordKeyRead", [service_secrets.password_key.secret_arn])
         if billing is not None:  # the billing step creates the tenant's Stripe customer and subscription
             billing.grant_api_key_read(function.role)
 
         operations = ControlPlaneFunction(
             self, "TenantOperations", name="tenant_operations",
             description="Tenant fleet operations: init, migrate, warm-pool refill, drop due offboardings",
-            settings=TenantOperationsSettings(database=data.database_settings, secrets=settings.secrets),
+            settings=TenantOperationsSettings(
+                database=data.database_settings, secrets=settings.secrets,
+                credentials=ServiceCredentialsSettings(login_secret_arn=service_secrets.database_login.secret_arn,
+                                                       password_key_secret_arn=service_secrets.password_key.secret_arn)),
             network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
             timeout=cdk.Duration.seconds(tenants.operations_timeout_seconds), memory_size=512,
             reserved_concurrency=2,  # a schedule and an operator at once; never a crowd of DDL
@@ -79,6 +86,9 @@ class TenantsStack(cdk.Stack):
         self._grant(operations, data, policy_id="OperationsPermissions",
                     tenant_secret_actions=("secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"),
                     kms_actions=("kms:Decrypt",))
+        # `init` applies the services' login password, `sync_passwords` the tenant-password key.
+        operations.read_secrets("ServiceCredentialsRead", [service_secrets.database_login.secret_arn,
+                                                           service_secrets.password_key.secret_arn])
         for index, arn in enumerate(tenants.operator_role_arns):
             self.operations.add_permission(f"Operator{index}", principal=iam.ArnPrincipal(arn),
                                            action="lambda:InvokeFunction")

@@ -5,7 +5,7 @@ holding a lock on ``control.schema_migrations`` (so concurrent runs queue instea
 an advisory lock, whose keys every tenant can take), it:
 
 1. creates the provisioner role (NOLOGIN, CREATEROLE, member of ``pg_signal_backend`` so it can
-   end a suspended tenant's sessions) and grants it to the login user, who works through
+   end a suspended tenant's sessions, and of ``pg_monitor`` so the session reaper sees them) and grants it to the login user, who works through
    ``SET ROLE``; and the tenant group role, which holds only CONNECT on this database;
 2. hardens the database: PUBLIC loses CONNECT/TEMP on it and every right on schema ``public``;
    functions the provisioner creates are not executable by PUBLIC (default privileges); every
@@ -30,7 +30,6 @@ import psycopg
 from psycopg import sql
 
 from tenant_provisioner import migrations
-from tenant_provisioner.tenants import schema
 from tenant_provisioner.db import tenant_group_role
 from tenant_provisioner.errors import ConfigError
 
@@ -84,6 +83,9 @@ def _ensure_roles_and_hardening(conn: psycopg.Connection, provisioner: str) -> N
     statements = [
         sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(ident(group), ident(provisioner)),
         sql.SQL("GRANT pg_signal_backend TO {}").format(ident(provisioner)),
+        # The session reaper must see tenant sessions' state in pg_stat_activity (pg_monitor, not
+        # pg_read_all_stats: RDS's master user holds pg_monitor with the admin option).
+        sql.SQL("GRANT pg_monitor TO {}").format(ident(provisioner)),
         sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database),
         sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(database, ident(provisioner)),
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, ident(group)),
@@ -114,15 +116,6 @@ def _harden_other_databases(conn: psycopg.Connection) -> tuple[str, ...]:
         except psycopg.errors.InsufficientPrivilege as exc:
             refused.append(f"{name}: {str(exc).strip()}")
     return tuple(refused)
-
-
-def _inherit_tenant_roles(conn: psycopg.Connection) -> None:
-    """Tenants created before the provisioner inherited its tenant roles get that membership now
-    (schema.provisioner_membership says why)."""
-    missing = [r[0] for r in conn.execute(
-        "SELECT t.role_name FROM control.tenants t JOIN pg_roles r ON r.rolname = t.role_name"
-        " WHERE NOT pg_has_role(current_user, r.oid, 'USAGE')")]
-    schema.run_batch(conn, [schema.provisioner_membership(conn, role) for role in missing])
 
 
 def init(conn: psycopg.Connection, provisioner_role: str) -> InitResult:
@@ -162,6 +155,5 @@ def _init_once(conn: psycopg.Connection, provisioner_role: str) -> InitResult:
             conn.execute("INSERT INTO control.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                          (migration.version, migration.name, migration.checksum))
             applied_now.append(f"{migration.version:04d}_{migration.name}")
-        _inherit_tenant_roles(conn)
     return InitResult(applied=tuple(applied_now), version=files[-1].version if files else 0,
                       unhardened=unhardened)

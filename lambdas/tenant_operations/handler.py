@@ -7,7 +7,10 @@ signup-shaped event. Only the schedules of the tenants stack and the operator ro
 
 Events (every action is idempotent):
 
-- ``{"action": "init"}``: after a deploy, create/upgrade roles, hardening and the control schema;
+- ``{"action": "init"}``: after a deploy, create/upgrade roles, hardening and the control schema, and
+  the services' login with the password in its secret (also after rotating it);
+- ``{"action": "sync_passwords"}``: every live tenant role's password derived from the key in the
+  tenant-password key secret (first deploy, and after rotating the key);
 - ``{"action": "migrate", "concurrency": N}``: fleet migration (large fleets: the CLI, no 15-min cap);
 - ``{"action": "refill_warm_pool", "size": N}``: the 5-minute schedule (also the tenants-by-state
   gauge and ``TenantConnectionLimits``, the sum of the tenants' connection limits);
@@ -29,6 +32,8 @@ from lambdas.common.events import require_object, whole_number
 from tenant_provisioner import control
 from tenant_provisioner.db import Database, admin_connect
 from tenant_provisioner.errors import InvalidInput, TransientError
+from tenant_provisioner.gateway.credentials import sync_passwords
+from tenant_provisioner.gateway.services_login import ensure_services_login
 from tenant_provisioner.runtime import compose
 from tenant_provisioner.runtime.lambda_handler import LambdaFunction
 from tenant_provisioner.runtime.metrics import TenantMetrics
@@ -42,11 +47,28 @@ logger, metrics = function.logger, function.metrics
 
 
 def _init(event: dict[str, Any]) -> dict[str, Any]:
-    database = function.clients.database
+    platform = function.clients
+    database = platform.database
+    login = platform.service_credentials.login() if platform.service_credentials is not None else None
     with admin_connect(database.url) as conn:
         result = control.init(conn, database.provisioner_role)
-    summary = {"applied": list(result.applied), "version": result.version, "unhardened": list(result.unhardened)}
+        if login is not None:
+            ensure_services_login(conn, provisioner_role=database.provisioner_role, username=login[0], password=login[1])
+    summary = {"applied": list(result.applied), "version": result.version, "unhardened": list(result.unhardened),
+               "services_login": login[0] if login is not None else None}
     logger.info("control schema initialised", extra=summary)
+    return summary
+
+
+def _sync_passwords(event: dict[str, Any]) -> dict[str, Any]:
+    platform = function.clients
+    if platform.service_credentials is None:
+        raise InvalidInput("action", "sync_passwords needs the tenant-password key secret (not configured here)")
+    deriver = platform.service_credentials.password_deriver()
+    with platform.database.connection() as conn:
+        updated = sync_passwords(conn, deriver, actor=ACTOR)
+    summary = {"roles_updated": updated, "version": deriver.version}
+    logger.info("tenant passwords derived", extra=summary)
     return summary
 
 
@@ -93,7 +115,7 @@ def _drop_due_offboardings(event: dict[str, Any]) -> dict[str, Any]:
 
 
 ACTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "init": _init, "migrate": _migrate, "refill_warm_pool": _refill, "drop_due_offboardings": _drop_due_offboardings,
+    "init": _init, "sync_passwords": _sync_passwords, "migrate": _migrate, "refill_warm_pool": _refill, "drop_due_offboardings": _drop_due_offboardings,
 }
 
 

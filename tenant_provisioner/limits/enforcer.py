@@ -70,7 +70,9 @@ FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
 WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'm', 'i')
 """
 # Large objects live outside every schema; their owner is the tenant role, whose privileges the
-# provisioner inherits (schema.create). lo_lseek64 to the end reads the size from the last page.
+# provisioner inherits once a tenant owns any (schema.inherit). lo_lseek64 to the end reads the
+# size from the last page.
+_OWNS_LARGE_OBJECTS = "SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE lomowner = %s::regrole)"
 _LARGE_OBJECT_BYTES = """
 SELECT coalesce(sum(lo_lseek64(lo_open(m.oid, 262144), 0, 2)), 0)::bigint
 FROM pg_largeobject_metadata m WHERE m.lomowner = %s::regrole
@@ -192,7 +194,10 @@ def measure_database(conn: psycopg.Connection, tenant: Tenant, period_start: dat
     a conflicting lock, storage comes from the catalog estimate and seats from the last measurement."""
     with conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', %s, true)", (MEASURE_LOCK_TIMEOUT,))
-        large_objects = _scalar(conn, _LARGE_OBJECT_BYTES, (tenant.role_name,))
+        large_objects = 0
+        if conn.execute(_OWNS_LARGE_OBJECTS, (tenant.role_name,)).fetchone()[0]:
+            schema.inherit(conn, tenant.role_name)
+            large_objects = _scalar(conn, _LARGE_OBJECT_BYTES, (tenant.role_name,))
         try:
             with conn.transaction():
                 return _scalar(conn, _EXACT_STORAGE, (tenant.schema_name,)) + large_objects, _seats(conn, tenant)

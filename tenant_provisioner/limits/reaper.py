@@ -15,8 +15,8 @@ offers no way to forbid it. So each enforcement cycle (`run_cycle`, every 5 minu
    or none).
 
 Thresholds come from config (`LimitsConfig` → the enforcer's environment → `ReaperSettings`).
-The provisioner needs ``pg_signal_backend`` (granted by `init`) and inherits each tenant role
-(`schema.provisioner_membership`), which lets it see the tenant's session state.
+The provisioner needs ``pg_signal_backend`` (to terminate) and ``pg_monitor`` (to see other
+roles' session state in ``pg_stat_activity``), both granted by `init`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ The lifecycle knows its extension steps and listeners only as the objects passed
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 import redis
@@ -33,6 +34,7 @@ from tenant_provisioner.costs.service import ReportRun, cost_source, platform_lo
 from tenant_provisioner.costs.settings import ReportSettings
 from tenant_provisioner.db import Database, DatabaseSettings
 from tenant_provisioner.errors import ConfigError
+from tenant_provisioner.gateway.credentials import PasswordDeriver
 from tenant_provisioner.limits.budget import Actuators, NonProdTargets
 from tenant_provisioner.limits.enforcer import Notifier, Reporter
 from tenant_provisioner.limits.listeners import LimiterListener
@@ -40,6 +42,7 @@ from tenant_provisioner.limits.notify import AwsNotifier
 from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.limits.steps import LimitsStep
 from tenant_provisioner.runtime.settings import (BudgetBreakerSettings, EnforceLimitsSettings, OperatorSettings,
+                                                 ServiceCredentialsSettings,
                                                  ProvisionTenantSettings, StripeWebhookSettings,
                                                  TenantEndpointSettings, TenantOperationsSettings)
 from tenant_provisioner.secrets import AwsSecretStore, SecretStore
@@ -61,6 +64,7 @@ class Platform:
     endpoint: DbEndpoint | None = None    # where new tenants connect (their secret says so)
     notifier: Notifier | None = None      # breaker notices (the enforcer)
     reaper: ReaperSettings | None = None  # the enforcer's session reaper thresholds
+    service_credentials: ServiceCredentialsSettings | None = None  # tenant_operations: init, sync_passwords
 
     def reporters(self) -> list[Reporter]:
         """Billing's work after each enforcement cycle, in order: payment grace, then usage to Stripe."""
@@ -74,25 +78,28 @@ class Platform:
 
 def lifecycle(*, billing: BillingSettings | None = None, stripe_client: stripe.StripeClient | None = None,
               redis_client: redis.Redis | None = None, key_prefix: str = "",
-              secret_store: SecretStore | None = None) -> Lifecycle:
+              secret_store: SecretStore | None = None,
+              password_deriver: Callable[[], PasswordDeriver] | None = None) -> Lifecycle:
     """The lifecycle with billing's and the limits' steps and listeners around the given clients."""
     accounts = Accounts(stripe_client, billing or BillingSettings()) if stripe_client is not None else None
     return Lifecycle(
         extension_steps=[StripeStep(accounts), LimitsStep()],
         events=TenantEvents([StripeSubscriptionListener(accounts),
                              LimiterListener(redis_client, key_prefix=key_prefix)]),
-        secret_store=secret_store)
+        secret_store=secret_store, password_deriver=password_deriver)
 
 
 def wire(*, database: Database, billing: BillingSettings, stripe_client: stripe.StripeClient | None = None,
          redis_client: redis.Redis | None = None, key_prefix: str = "", secret_store: SecretStore | None = None,
          endpoint: DbEndpoint | None = None, notifier: Notifier | None = None,
-         reaper: ReaperSettings | None = None) -> Platform:
+         reaper: ReaperSettings | None = None,
+         password_deriver: Callable[[], PasswordDeriver] | None = None) -> Platform:
     """A process's platform around the given clients."""
     return Platform(database=database, billing=billing, stripe=stripe_client, redis=redis_client,
                     key_prefix=key_prefix, endpoint=endpoint, notifier=notifier, reaper=reaper,
                     lifecycle=lifecycle(billing=billing, stripe_client=stripe_client, redis_client=redis_client,
-                                        key_prefix=key_prefix, secret_store=secret_store))
+                                        key_prefix=key_prefix, secret_store=secret_store,
+                                        password_deriver=password_deriver))
 
 
 def tenant_endpoint(database: DatabaseSettings, endpoint: TenantEndpointSettings) -> DbEndpoint:
@@ -103,9 +110,13 @@ def tenant_endpoint(database: DatabaseSettings, endpoint: TenantEndpointSettings
 
 
 def for_provisioning(settings: ProvisionTenantSettings) -> Platform:
+    """New tenants get passwords derived from the services' key when it is configured (read per
+    signup, so a rotated key applies at once), else random ones."""
+    credentials = settings.credentials
     return wire(database=settings.database.pool(), billing=settings.billing, stripe_client=settings.billing.client(),
                 secret_store=AwsSecretStore(settings.secrets.prefix, kms_key_id=settings.secrets.kms_key_id),
-                endpoint=tenant_endpoint(settings.database, settings.endpoint))
+                endpoint=tenant_endpoint(settings.database, settings.endpoint),
+                password_deriver=credentials.password_deriver if credentials.password_key_secret_arn else None)
 
 
 def for_enforcement(settings: EnforceLimitsSettings) -> Platform:
@@ -117,9 +128,10 @@ def for_enforcement(settings: EnforceLimitsSettings) -> Platform:
 
 def for_tenant_operations(settings: TenantOperationsSettings) -> Platform:
     """Operator and schedule actions: no Stripe or Redis (a due offboarding was cancelled in Stripe
-    when it started), the tenant secret store for the drop."""
-    return wire(database=settings.database.pool(), billing=BillingSettings(),
-                secret_store=AwsSecretStore(settings.secrets.prefix, kms_key_id=settings.secrets.kms_key_id))
+    when it started), the tenant secret store for the drop, the services' secrets for init/sync."""
+    platform = wire(database=settings.database.pool(), billing=BillingSettings(),
+                    secret_store=AwsSecretStore(settings.secrets.prefix, kms_key_id=settings.secrets.kms_key_id))
+    return dataclasses.replace(platform, service_credentials=settings.credentials)
 
 
 def for_stripe_webhook(settings: StripeWebhookSettings) -> Platform:

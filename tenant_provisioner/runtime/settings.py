@@ -25,6 +25,7 @@ from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.costs.settings import ReportSettings
 from tenant_provisioner.db import DatabaseSettings
 from tenant_provisioner.errors import ConfigError
+from tenant_provisioner.gateway.credentials import PasswordDeriver
 from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.runtime import env as envvars
 from tenant_provisioner.runtime.env import Env
@@ -90,6 +91,49 @@ class SecretStoreSettings:
 
     def to_env(self) -> dict[str, str]:
         return envvars.to_env({"TENANT_SECRETS_PREFIX": self.prefix, "TENANT_SECRETS_KMS_KEY_ID": self.kms_key_id})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceCredentialsSettings:
+    """The API's and worker's secrets that ``init`` (their login) and ``sync_passwords`` (the
+    tenant-password key) apply to PostgreSQL; unset locally. Read fresh at each action, so a value
+    just rotated (docs/runbooks/service-credentials.md) is the one applied."""
+
+    login_secret_arn: str | None = None
+    password_key_secret_arn: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> "ServiceCredentialsSettings":
+        env = envvars.environ(env)
+        return cls(login_secret_arn=envvars.optional(env, "SERVICES_DATABASE_SECRET_ARN"),
+                   password_key_secret_arn=envvars.optional(env, "TENANT_DB_PASSWORD_KEY_SECRET_ARN"))
+
+    def to_env(self) -> dict[str, str]:
+        return envvars.to_env({"SERVICES_DATABASE_SECRET_ARN": self.login_secret_arn,
+                               "TENANT_DB_PASSWORD_KEY_SECRET_ARN": self.password_key_secret_arn})
+
+    def login(self) -> tuple[str, str] | None:
+        """``(username, password)`` of the services' login, or None where no secret is configured."""
+        if not self.login_secret_arn:
+            return None
+        secret = _json_secret(self.login_secret_arn, "username", "password")
+        return str(secret["username"]), str(secret["password"])
+
+    def password_deriver(self) -> PasswordDeriver:
+        if not self.password_key_secret_arn:
+            raise ConfigError("TENANT_DB_PASSWORD_KEY_SECRET_ARN is not set on this function (stacks/tenants_stack.py)")
+        secret = _json_secret(self.password_key_secret_arn, "key")
+        version = secret.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ConfigError(f"secret {self.password_key_secret_arn}: version must be a whole number >= 1")
+        return PasswordDeriver.from_text(str(secret["key"]), version)
+
+
+def _json_secret(arn: str, *fields_: str) -> dict[str, Any]:
+    value = parameters.get_secret(arn, transform="json", force_fetch=True)
+    if not isinstance(value, dict) or any(not value.get(name) for name in fields_):
+        raise ConfigError(f"secret {arn} must be a JSON object with {', '.join(fields_)}")
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +228,7 @@ class ProvisionTenantSettings(FunctionSettings):
     secrets: SecretStoreSettings
     billing: BillingSettings = field(default_factory=BillingSettings)
     endpoint: TenantEndpointSettings = field(default_factory=TenantEndpointSettings)
+    credentials: ServiceCredentialsSettings = field(default_factory=ServiceCredentialsSettings)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +237,7 @@ class TenantOperationsSettings(FunctionSettings):
 
     database: DatabaseSettings
     secrets: SecretStoreSettings
+    credentials: ServiceCredentialsSettings = field(default_factory=ServiceCredentialsSettings)
 
 
 @dataclass(frozen=True, kw_only=True)

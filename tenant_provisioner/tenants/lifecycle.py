@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import psycopg
 
@@ -38,6 +38,9 @@ from tenant_provisioner.tenants.offboarding import DropDueResult, OffboardResult
 from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint, ProvisionContext, Step
 from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import load_tiers
+
+if TYPE_CHECKING:
+    from tenant_provisioner.gateway.credentials import PasswordDeriver
 
 CREATE_LOCK_TIMEOUT_S = 30.0
 # Longer than a create can take (the Lambda's timeout is 60 s); a crashed create blocks its id at most this long.
@@ -72,14 +75,16 @@ class Lifecycle:
     """The tenant state machine with this process's extension steps, listeners and secret store."""
 
     def __init__(self, *, extension_steps: Sequence[Step] = (), events: TenantEvents | None = None,
-                 secret_store: SecretStore | None = None) -> None:
+                 secret_store: SecretStore | None = None,
+                 password_deriver: Callable[[], PasswordDeriver] | None = None) -> None:
         self.extension_steps = tuple(extension_steps)
         self.events = events or TenantEvents()
         self.secret_store = secret_store
+        self.password_deriver = password_deriver   # new tenants' passwords derived (the services' key)
 
     def steps(self, endpoint: DbEndpoint | None) -> list[Step]:
         """Database → secret (with a store and an endpoint) → extension steps → activation."""
-        secret: list[Step] = ([provisioning.SecretStep(self.secret_store, endpoint)]
+        secret: list[Step] = ([provisioning.SecretStep(self.secret_store, endpoint, self.password_deriver)]
                               if self.secret_store is not None and endpoint is not None else [])
         return [provisioning.DatabaseStep(), *secret, *self.extension_steps, provisioning.ActivateStep()]
 

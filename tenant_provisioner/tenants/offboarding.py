@@ -92,6 +92,9 @@ def _export(conn: psycopg.Connection, tenant: Tenant, folder: Path) -> dict[str,
     """COPY every table of the tenant into `folder` as CSV, and its large objects as files;
     returns rows per table (and ``large_objects``: how many)."""
     rows: dict[str, int] = {}
+    if conn.execute("SELECT 1 FROM pg_largeobject_metadata WHERE lomowner = %s::regrole LIMIT 1",
+                    (tenant.role_name,)).fetchone():
+        schema.inherit(conn, tenant.role_name)  # to read them; before the read-only snapshot
     with conn.transaction(), conn.cursor() as cur:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute("SET LOCAL statement_timeout = 0")  # a large tenant's COPY may take long
@@ -204,6 +207,8 @@ def drop_owned_elsewhere(conn: psycopg.Connection, role: str) -> list[str]:
     if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
         return []
     databases = [r[0] for r in conn.execute(_OTHER_DATABASES_OF_ROLE, (role,))]
+    if databases:
+        schema.inherit(conn, role)  # role memberships are cluster-wide: it holds in every database
     acting_as = conn.execute("SELECT current_user").fetchone()[0]
     for name in databases:
         with psycopg.connect(make_conninfo(conn.info.dsn, dbname=name, password=conn.info.password),

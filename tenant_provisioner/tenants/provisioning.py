@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import secrets as random
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import psycopg
 
@@ -39,6 +39,9 @@ from tenant_provisioner.errors import PlatformError, TransientError
 from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import Tier, load_tiers
+
+if TYPE_CHECKING:
+    from tenant_provisioner.gateway.credentials import PasswordDeriver
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +128,19 @@ class DatabaseStep:
 
 
 class SecretStep:
-    """Set a fresh password (as a SCRAM verifier) and store the credentials. A secret that already
-    names this tenant's role (a re-run) is kept; one left over from an undone attempt, naming
-    another role, is overwritten."""
+    """Set the role's password (as a SCRAM verifier) and store the credentials. A secret that
+    already names this tenant's role (a re-run) is kept; one left over from an undone attempt,
+    naming another role, is overwritten. With `deriver` (a callable returning the services' current
+    `PasswordDeriver`) the password is the derived one, so the API/worker can log in as the new
+    tenant at once; without it, a random one (no services key configured)."""
 
     name = "secret"
 
-    def __init__(self, store: SecretStore, endpoint: DbEndpoint) -> None:
+    def __init__(self, store: SecretStore, endpoint: DbEndpoint,
+                 deriver: Callable[[], PasswordDeriver] | None = None) -> None:
         self.store = store
         self.endpoint = endpoint
+        self.deriver = deriver
 
     def apply(self, ctx: ProvisionContext) -> None:
         tenant = _current(ctx)
@@ -141,7 +148,7 @@ class SecretStep:
         current = self.store.get(tenant.tenant_id)
         if current is not None and current.get("user") == tenant.role_name:
             return
-        password = random.token_urlsafe(32)
+        password = self.deriver().password(tenant.role_name) if self.deriver else random.token_urlsafe(32)
         schema.set_password(ctx.conn, tenant.role_name, password)
         self.store.put(tenant.tenant_id, {
             "engine": "postgres", "host": self.endpoint.host, "port": self.endpoint.port,

@@ -149,9 +149,26 @@ def test_ssm_parameters_and_outputs_for_the_app_team(template_json, env):
     template = template_json[(env, "data")]
     names = {r["Properties"]["Name"] for r in template["Resources"].values() if r["Type"] == "AWS::SSM::Parameter"}
     expected = {"db-endpoint", "db-port", "db-name", "db-master-secret-arn", "cache-endpoint", "cache-port",
-                "cache-auth-secret-arn", "tenant-secrets-prefix"}
+                "cache-auth-secret-arn", "tenant-secrets-prefix", "services-db-secret-arn",
+                "tenant-password-key-secret-arn"}
     assert names == {f"/saas/{env}/platform/{key}" for key in expected}
-    assert {"DbEndpoint", "DbMasterSecretArn", "CacheEndpoint", "CacheAuthSecretArn"} <= set(template["Outputs"])
+    assert {"DbEndpoint", "DbMasterSecretArn", "CacheEndpoint", "CacheAuthSecretArn", "ServicesDbSecretArn",
+            "TenantPasswordKeySecretArn"} <= set(template["Outputs"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_services_credentials_are_generated_kms_encrypted_secrets(template_json, env):
+    template = template_json[(env, "data")]
+    secrets = {r["Properties"]["Name"]: r["Properties"] for r in template["Resources"].values()
+               if r["Type"] == "AWS::SecretsManager::Secret"}
+    login, key = secrets[f"/saas/{env}/platform/services-db-login"], secrets[f"/saas/{env}/platform/tenant-password-key"]
+    assert json.loads(login["GenerateSecretString"]["SecretStringTemplate"]) == {"username": "tenant_provisioner_services"}
+    assert login["GenerateSecretString"]["GenerateStringKey"] == "password"
+    assert json.loads(key["GenerateSecretString"]["SecretStringTemplate"]) == {"version": 1}
+    assert key["GenerateSecretString"]["GenerateStringKey"] == "key"
+    assert key["GenerateSecretString"]["PasswordLength"] >= 32
+    for secret in (login, key):
+        assert secret["KmsKeyId"] and "SecretString" not in secret
 
 
 @pytest.mark.parametrize(("env", "days"), [("dev", 14), ("prod", 90)])

@@ -243,6 +243,46 @@ def test_configuration_holds_endpoints_and_tracing_but_no_credentials(objects, e
     assert not [k for k in objects[env] if k[0] == "Secret"]
 
 
+def _container_environment(objects, env, name):
+    """What the container's process sees: the ConfigMaps it loads, then its own env entries."""
+    (container,) = _pod(objects, env, name)["containers"]
+    environment = {}
+    for source in container.get("envFrom", []):
+        environment.update(objects[env][("ConfigMap", source["configMapRef"]["name"])]["data"])
+    environment.update({e["name"]: e["value"] for e in container.get("env", [])})
+    return environment
+
+
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("service", ["api", "worker"])
+def test_rendered_environment_gives_the_services_everything_production_needs(objects, env, service):
+    """The services' own settings, built from exactly what the rendered pod gets, end up with a
+    database login, a cache AUTH token and the tenant-password key, all read from the secrets the
+    pod role may read (stacks/cluster_stack.py) — so the credentials gap cannot silently reopen."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from services.settings import ServiceSettings
+
+    config, values = load_config(env), PlatformValues.unresolved(load_config(env))
+    secrets = {values.services_db_secret_arn: json.dumps({"username": "tenant_provisioner_services", "password": "p" * 48}),
+               values.cache_auth_secret_arn: "t" * 64,
+               values.tenant_password_key_secret_arn: json.dumps({"key": "k" * 64, "version": 1})}
+    read = []
+
+    def read_secret(arn):
+        read.append(arn)
+        return secrets[arn]
+    settings = ServiceSettings.from_env(_container_environment(objects, env, service), read_secret=read_secret)
+    assert sorted(read) == sorted(secrets)
+    login = conninfo_to_dict(settings.database_url)
+    assert (login["user"], login["password"], login["sslmode"]) == ("tenant_provisioner_services", "p" * 48, "require")
+    assert settings.redis_url.startswith(f"rediss://:{'t' * 64}@")
+    assert settings.password_deriver is not None
+    assert settings.provisioner_role == config.tenants.provisioner_role
+    assert settings.port == 8000 and settings.health_port == 8001
+    assert settings.shutdown_grace_seconds == config.workloads.shutdown_grace_seconds
+
+
 # --- release-time values -------------------------------------------------------------------------------
 
 @mock_aws
@@ -252,7 +292,8 @@ def test_release_values_come_from_the_stacks_ssm_parameters():
     published = {"db-endpoint": "db.abc.us-east-1.rds.amazonaws.com", "db-port": "5432", "db-name": "app",
                  "cache-endpoint": "master.cache.use1.cache.amazonaws.com", "cache-port": "6379",
                  "cache-auth-secret-arn": "arn:aws:secretsmanager:us-east-1:111111111111:secret:auth",
-                 "tenant-secrets-prefix": "/saas/dev/tenants/",
+                 "services-db-secret-arn": "arn:aws:secretsmanager:us-east-1:111111111111:secret:login",
+                 "tenant-password-key-secret-arn": "arn:aws:secretsmanager:us-east-1:111111111111:secret:key",
                  "web-acl-arn": "arn:aws:wafv2:us-east-1:111111111111:regional/webacl/x/1"}
     for key, value in list(published.items())[:-1]:
         ssm.put_parameter(Name=parameter_name("dev", key), Value=value, Type="String")
@@ -263,6 +304,8 @@ def test_release_values_come_from_the_stacks_ssm_parameters():
     values = PlatformValues.from_ssm(config, ssm, digests)
     assert values.database_url == "postgresql://db.abc.us-east-1.rds.amazonaws.com:5432/app?sslmode=require"
     assert values.web_acl_arn == published["web-acl-arn"] and values.image_digests == digests
+    assert (values.services_db_secret_arn, values.tenant_password_key_secret_arn) == (
+        published["services-db-secret-arn"], published["tenant-password-key-secret-arn"])
 
 
 def test_a_malformed_or_missing_digest_is_refused():

@@ -166,3 +166,68 @@ def test_events_that_are_not_objects_or_carry_odd_actions_are_rejected_not_type_
     for function in (module, operations):
         result = function.handler(event, Context())
         assert result["status"] == "rejected" and result["error"]["code"] == "invalid_input"
+
+
+def test_init_applies_the_services_login_and_sync_passwords_derives_tenant_passwords(handler, operations, tenant_db,
+                                                                                      monkeypatch):
+    from psycopg import sql
+
+    from tenant_provisioner.db import admin_connect
+    from tenant_provisioner.gateway.credentials import PasswordDeriver
+    from tests.request_path.test_keys_cli import _scram_matches
+
+    module, client = handler
+    assert operations.handler({"action": "sync_passwords"}, Context())["error"]["code"] == "config_error"
+    module.handler(_signup("derived-co"), Context())
+    login = f"{tenant_db.provisioner_role}_services"
+    login_arn = client.create_secret(Name="/saas/test/platform/services-db-login",
+                                     SecretString=json.dumps({"username": login, "password": "s" * 48}))["ARN"]
+    key_arn = client.create_secret(Name="/saas/test/platform/tenant-password-key",
+                                   SecretString=json.dumps({"key": "k" * 64, "version": 2}))["ARN"]
+    monkeypatch.setenv("SERVICES_DATABASE_SECRET_ARN", login_arn)
+    monkeypatch.setenv("TENANT_DB_PASSWORD_KEY_SECRET_ARN", key_arn)
+    operations.function.forget()   # settings are read once per container: a new one sees the ARNs
+
+    def verifier(role):
+        with admin_connect(tenant_db.url) as conn:
+            return conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()[0]
+    try:
+        assert operations.handler({"action": "init"}, Context())["services_login"] == login
+        assert _scram_matches(verifier(login), "s" * 48)
+        client.put_secret_value(SecretId=login_arn, SecretString=json.dumps({"username": login, "password": "t" * 48}))
+        operations.handler({"action": "init"}, Context())          # a rotated secret applies on the next init
+        assert _scram_matches(verifier(login), "t" * 48)
+        synced = operations.handler({"action": "sync_passwords"}, Context())
+        assert synced["roles_updated"] >= 1 and synced["version"] == 2
+        with admin_connect(tenant_db.url) as conn:
+            role = conn.execute("SELECT role_name FROM control.tenants WHERE tenant_id = 'derived-co'").fetchone()[0]
+        assert _scram_matches(verifier(role), PasswordDeriver.from_text("k" * 64, 2).password(role))
+    finally:
+        with admin_connect(tenant_db.url) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(login)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login)))
+
+
+def test_new_tenants_get_passwords_derived_from_the_current_services_key(handler, tenant_db, monkeypatch):
+    from tenant_provisioner.db import admin_connect
+    from tenant_provisioner.gateway.credentials import PasswordDeriver
+    from tests.request_path.test_keys_cli import _scram_matches
+
+    module, client = handler
+    key_arn = client.create_secret(Name="/saas/test/platform/tenant-password-key",
+                                   SecretString=json.dumps({"key": "k" * 64, "version": 1}))["ARN"]
+    monkeypatch.setenv("TENANT_DB_PASSWORD_KEY_SECRET_ARN", key_arn)
+    module.function.forget()
+
+    def check(tenant_id, deriver):
+        result = module.handler(_signup(tenant_id), Context())
+        password = deriver.password(result["role"])
+        with admin_connect(tenant_db.url) as conn:
+            verifier = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (result["role"],)).fetchone()[0]
+        assert _scram_matches(verifier, password)
+        assert json.loads(client.get_secret_value(SecretId=result["secret_name"])["SecretString"])["password"] == password
+
+    check("derived-one", PasswordDeriver.from_text("k" * 64, 1))
+    # A rotated key applies to the next signup without a new container.
+    client.put_secret_value(SecretId=key_arn, SecretString=json.dumps({"key": "n" * 64, "version": 2}))
+    check("derived-two", PasswordDeriver.from_text("n" * 64, 2))
