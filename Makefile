@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth scan test cost bench clean logical-ids cluster-tunnel preflight serve worker loadtest images
+.PHONY: synth scan test cost bench clean logical-ids cluster-tunnel preflight serve worker loadtest images drills
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
@@ -99,6 +99,13 @@ worker: $(STAMP)
 # 3 minutes; prints a markdown table. LOADTEST_ARGS="--server granian --seconds 30" to vary it.
 loadtest: $(STAMP)
 	$(PY) bench/loadtest.py $(LOADTEST_ARGS)
+
+# Failure drills on 127.0.0.1: each starts its own PostgreSQL 16.13 and Redis, the reference API (and
+# worker), puts 50 locust users on it, breaks one thing (Redis, PostgreSQL, the worker, Stripe) and
+# prints time to detect/recover, failed requests by status and data lost; non-zero exit when an
+# invariant breaks. One drill or the short version: make drills DRILLS_ARGS="--short redis".
+drills: $(STAMP)
+	$(PY) -m drills $(DRILLS_ARGS)
 
 # Pre-deploy checks against the real account (credentials of ENV's account), one line per check:
 # Lambda quota vs reserved concurrency, SES, cost-allocation tags, secrets, CDK bootstrap, GitHub variables.

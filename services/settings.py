@@ -2,7 +2,8 @@
 
 Contract relied on by the Kubernetes manifests (issue 13) and the failure drills (issue 15):
 ``PORT`` (API, default 8000), ``HEALTH_PORT`` (worker probes, default 8001),
-``SHUTDOWN_GRACE_SECONDS`` (default 20), ``DATABASE_URL``, ``REDIS_URL``, ``TIERS_FILE``.
+``SHUTDOWN_GRACE_SECONDS`` (default 20), ``DATABASE_URL``, ``REDIS_URL``, ``TIERS_FILE``,
+``RATE_LIMIT_REPLICAS`` (pods sharing a tenant's rate while Redis is away, default 1).
 
 Credentials come inline (local runs, tests, load tests, drills: user/password in ``DATABASE_URL``,
 the AUTH token in ``REDIS_URL``, ``TENANT_DB_PASSWORD_KEY``) or, on EKS, from Secrets Manager with the
@@ -161,6 +162,7 @@ class ServiceSettings:
     pool_total: int
     pool_per_tenant: int
     replicas: int
+    rate_limit_replicas: int
     pool_idle_seconds: float
     pool_wait_seconds: float
     control_pool_size: int
@@ -209,6 +211,7 @@ class ServiceSettings:
             pool_total=pool_total,
             pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 4, 1),
             replicas=replicas,
+            rate_limit_replicas=_int(env, "RATE_LIMIT_REPLICAS", 1, 1),
             pool_idle_seconds=_float(env, "TENANT_POOL_IDLE_SECONDS", 60.0, 0.1),
             pool_wait_seconds=_float(env, "TENANT_POOL_WAIT_SECONDS", 2.0, 0.0),
             control_pool_size=control_pool_size,

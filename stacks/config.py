@@ -38,6 +38,16 @@ LOCK_TABLE_MEMORY_SHARE = 0.02
 
 
 @dataclass(frozen=True, kw_only=True)
+class BackupReplicationConfig:
+    """RDS automated-backup replication to a second region (snapshots and transaction logs), so a
+    regional outage or a lost account region still leaves a restorable copy."""
+
+    region: str                 # destination region, different from the environment's
+    kms_key_arn: str            # a KMS key in the destination region (the instance is encrypted)
+    retention_days: int = 7     # 1-35; the destination keeps this many days of point-in-time restore
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatabaseConfig:
     engine_version: str = "16.13"
     instance_type: str          # e.g. "m7g.large" (Graviton); a key of INSTANCE_MEMORY_GIB
@@ -51,6 +61,8 @@ class DatabaseConfig:
     monitoring_interval_seconds: int = 60
     master_secret_rotation_days: int = 30
     rds_proxy: bool = False
+    # None: backups stay in the environment's region. Priced by `make cost` when set.
+    backup_replication: BackupReplicationConfig | None = None
     # Server-side guards against a hostile tenant (docs/tenants.md, threat model). A tenant can
     # lower or lift the timeouts for its own session (they are user-settable): the session reaper
     # is the guard it cannot lift; these defaults protect against careless clients.
@@ -107,6 +119,9 @@ class CacheConfig:
     node_type: str              # e.g. "cache.t4g.small"
     replicas_per_shard: int     # 0 = single node (dev); >= 1 enables Multi-AZ failover
     snapshot_retention_days: int
+    # A final snapshot when CloudFormation deletes the replication group; replacements always snapshot.
+    snapshot_on_delete: bool
+    snapshot_window: str = "01:00-02:00"   # UTC, before the RDS backup window and the maintenance window
 
 
 # Amazon EKS Kubernetes release calendar: end of STANDARD support per minor (UTC). Source: the EKS
@@ -283,6 +298,18 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DrConfig:
+    """Disaster-recovery targets and the restore drill's schedule (why these: docs/dr.md)."""
+
+    rto_target_minutes: int = 120    # restore from backup, requested -> verified copy
+    rpo_target_minutes: int = 15     # latest restorable time behind now (logs are shipped every ~5 min)
+    # First Tuesday of every month, 06:00 UTC: a working day, so someone reads the outcome.
+    restore_drill_cron: str = "0 6 ? * TUE#1 *"
+    restore_drill_poll_seconds: int = 60
+    restore_drill_timeout_hours: int = 6
+
+
+@dataclass(frozen=True, kw_only=True)
 class CicdConfig:
     """GitHub Actions deploys through OIDC: no long-lived AWS keys in GitHub."""
 
@@ -304,6 +331,7 @@ class EnvConfig:
     limits: LimitsConfig
     cost_report: CostReportConfig
     billing: BillingSettings = field(default_factory=BillingSettings)   # defaults: tenant_provisioner/billing
+    dr: DrConfig = field(default_factory=DrConfig)
     observability: ObservabilityConfig
     cicd: CicdConfig
     workloads: WorkloadsConfig
@@ -348,7 +376,8 @@ def _dev(account: str, region: str) -> EnvConfig:
         database=DatabaseConfig(instance_type="t4g.medium", allocated_storage_gb=20,
                                 max_allocated_storage_gb=100, multi_az=False, backup_retention_days=7,
                                 deletion_protection=False, snapshot_on_delete=False),
-        cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1),
+        cache=CacheConfig(node_type="cache.t4g.micro", replicas_per_shard=0, snapshot_retention_days=1,
+                          snapshot_on_delete=False),
         cluster=ClusterConfig(node_min=1, node_max=3, node_desired=1, node_instance_types=("t4g.large",),
                               node_pool_max_vcpus=8, node_pool_max_memory_gib=32,
                               admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
@@ -375,7 +404,8 @@ def _prod(account: str, region: str) -> EnvConfig:
         database=DatabaseConfig(instance_type="m7g.large", allocated_storage_gb=100,
                                 max_allocated_storage_gb=1000, multi_az=True, backup_retention_days=30,
                                 deletion_protection=True, snapshot_on_delete=True),
-        cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7),
+        cache=CacheConfig(node_type="cache.m7g.large", replicas_per_shard=1, snapshot_retention_days=7,
+                          snapshot_on_delete=True),
         cluster=ClusterConfig(admin_role_arns=_ADMINS, viewer_role_arns=_VIEWERS),
         tenants=TenantsConfig(secrets_prefix="/saas/prod"),
         limits=LimitsConfig(monthly_budget_usd=1800, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),

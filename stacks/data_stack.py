@@ -31,8 +31,9 @@ class DataStack(cdk.Stack):
         self.control_plane_security_group = ec2.SecurityGroup(
             self, "ControlPlaneSecurityGroup", vpc=vpc, allow_all_outbound=True,
             description="Control-plane Lambdas: reach RDS, the cache and AWS/Stripe APIs")
+        self.database_identifier = f"saas-{config.name}-postgres"   # literal: IAM statements name it
         db = PostgresDatabase(
-            self, "Postgres", config=config.database, identifier=f"saas-{config.name}-postgres",
+            self, "Postgres", config=config.database, identifier=self.database_identifier,
             database_name=config.tenants.database_name, master_secret_name=f"{platform_prefix}/rds-master",
             vpc=vpc, data_key=security.data_key, secrets_key=security.secrets_key, logs_key=security.logs_key,
             log_retention_days=log_days)

@@ -24,6 +24,10 @@ from stacks.constructs.observability import (
 from stacks.data_stack import DataStack
 from stacks.limits_stack import BUDGET_THRESHOLDS
 from stacks.security_stack import SecurityStack
+from tenant_provisioner.drills.restore import METRIC_NAMESPACE as DR_NAMESPACE
+from tenant_provisioner.drills.restore import RPO_METRIC as DR_RPO_METRIC
+from tenant_provisioner.drills.restore import RTO_METRIC as DR_RTO_METRIC
+from tenant_provisioner.drills.restore import VERIFIED_METRIC as DR_VERIFIED_METRIC
 from tenant_provisioner.limits.budget import BudgetLevel
 from tenant_provisioner.runtime.metrics import BillingMetrics, CostReportMetrics, LimitsMetrics, TenantMetrics
 
@@ -101,6 +105,7 @@ class ObservabilityStack(cdk.Stack):
             self._billing_row(),
             self._database_row(config, data),
             self._cache_row(config, data),
+            self._dr_row(config, data),
             self._cluster_row(config, security, cluster),
             *self._lambda_rows(),
         ]
@@ -291,6 +296,45 @@ class ObservabilityStack(cdk.Stack):
                                     BillingMetrics.WEBHOOK_MISCONFIGURED)])]
 
     # --- data and cluster ----------------------------------------------------------------------
+
+    def _dr_row(self, config: EnvConfig, data: DataStack) -> list[cloudwatch.IWidget]:
+        """The monthly restore drill (stacks/dr_stack.py): its outcome, RTO and RPO against the targets."""
+        dimensions = {"DBInstanceIdentifier": data.database_identifier}
+
+        def drill(name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace=DR_NAMESPACE, metric_name=name, dimensions_map=dimensions,
+                                     statistic=statistic, period=cdk.Duration.days(1))
+
+        executions = {name: cloudwatch.Metric(
+            namespace="AWS/States", metric_name=name, statistic="Sum", period=cdk.Duration.days(1),
+            dimensions_map={"StateMachineArn": self.format_arn(
+                service="states", resource="stateMachine", resource_name=config.stack_id("restore-drill"),
+                arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)}) for name in ("ExecutionsFailed", "ExecutionsTimedOut")}
+        rto, rpo = config.dr.rto_target_minutes * 60, config.dr.rpo_target_minutes * 60
+        self.alarms.add("restore-drill-failed", metric=drill(DR_VERIFIED_METRIC, "Minimum"), threshold=1, above=False,
+                        missing=NOT_BREACHING, runbook="restore-drill",
+                        summary="The restore drill did not verify a restored copy: backups may not be restorable.")
+        self.alarms.add("restore-drill-execution-failed", metric=cloudwatch.MathExpression(
+            expression="failed + timedout", using_metrics={"failed": executions["ExecutionsFailed"],
+                                                           "timedout": executions["ExecutionsTimedOut"]},
+            label="failed or timed-out drill executions", period=cdk.Duration.days(1)),
+            threshold=0, missing=NOT_BREACHING, runbook="restore-drill",
+            summary="A restore-drill execution failed or timed out (its temporary instance may need deleting).")
+        self.alarms.add("restore-drill-rto", metric=drill(DR_RTO_METRIC, "Maximum"), threshold=rto,
+                        missing=NOT_BREACHING, runbook="restore-drill",
+                        summary=f"The last restore took longer than the {config.dr.rto_target_minutes} min RTO target.")
+        self.alarms.add("restore-drill-rpo", metric=drill(DR_RPO_METRIC, "Maximum"), threshold=rpo,
+                        missing=NOT_BREACHING, runbook="restore-drill",
+                        summary=f"The latest restorable time lagged more than the {config.dr.rpo_target_minutes} min "
+                                "RPO target: transaction logs are not reaching the backup.")
+        return [
+            cloudwatch.GraphWidget(title="Restore drill: RTO and RPO (s)", width=12, left=[
+                drill(DR_RTO_METRIC, "Maximum").with_(label="RTO"), drill(DR_RPO_METRIC, "Maximum").with_(label="RPO")],
+                left_annotations=[cloudwatch.HorizontalAnnotation(value=rto, label="RTO target"),
+                                  cloudwatch.HorizontalAnnotation(value=rpo, label="RPO target")]),
+            cloudwatch.GraphWidget(title="Restore drill: verified (1) / failed (0)", width=12,
+                                   left=[drill(DR_VERIFIED_METRIC, "Minimum").with_(label="verified")]),
+        ]
 
     def _database_row(self, config: EnvConfig, data: DataStack) -> list[cloudwatch.IWidget]:
         db, cfg = data.database, config.database

@@ -20,6 +20,7 @@ from stacks.cluster_stack import ClusterStack
 from stacks.config import EnvConfig
 from stacks.cost_report_stack import CostReportStack
 from stacks.data_stack import DataStack
+from stacks.dr_stack import DrStack
 from stacks.edge_stack import EdgeStack
 from stacks.limits_stack import LimitsStack
 from stacks.network_stack import NetworkStack
@@ -73,6 +74,7 @@ def build_platform(scope: Construct, config: EnvConfig, *, shared: SharedAccount
     CostReportStack(scope, config.stack_id("cost-report"), config=config, security=security, data=data, env=env).add_stack_dependency(shared)
     LimitsStack(scope, config.stack_id("limits"), config=config, security=security, data=data, billing=billing, env=env).add_stack_dependency(shared)
     EdgeStack(scope, config.stack_id("edge"), config=config, security=security, env=env)
+    DrStack(scope, config.stack_id("dr"), config=config, security=security, data=data, env=env)
     RegistryStack(scope, config.stack_id("registry"), config=config, security=security, env=env)
     ObservabilityStack(scope, config.stack_id("observability"), config=config, security=security, data=data, cluster=cluster, env=env)  # last: watches the stacks above
 

@@ -172,12 +172,24 @@ def _parse(raw: Any, source: Path) -> TierCatalog:
     )
 
 
-def tiers_path() -> Path:
-    """`TIERS_FILE` if set, else the repo's file, else the copy bundled into a Lambda."""
-    override = os.environ.get("TIERS_FILE")
-    if override:
-        return Path(override)
-    return DEFAULT_TIERS_FILE if DEFAULT_TIERS_FILE.exists() else _BUNDLED_TIERS_FILE
+@dataclass(frozen=True, kw_only=True)
+class TiersSettings:
+    """Which tiers file this process reads: ``TIERS_FILE`` (tiny tiers in tests, an operator trying a
+    change) or the repo's file, else the copy bundled into a Lambda."""
+
+    file: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "TiersSettings":
+        env = os.environ if env is None else env
+        override = env.get("TIERS_FILE")
+        return cls(file=Path(override) if override else None)
+
+    @property
+    def path(self) -> Path:
+        if self.file is not None:
+            return self.file
+        return DEFAULT_TIERS_FILE if DEFAULT_TIERS_FILE.exists() else _BUNDLED_TIERS_FILE
 
 
 @functools.lru_cache(maxsize=8)
@@ -193,4 +205,4 @@ def _load_cached(path: Path) -> TierCatalog:
 
 def load_tiers(path: Path | str | None = None) -> TierCatalog:
     """The validated tier catalog (cached per path)."""
-    return _load_cached(Path(path) if path else tiers_path())
+    return _load_cached(Path(path) if path else TiersSettings.from_env().path)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tenant_provisioner.errors import ConfigError, InvalidInput
-from tenant_provisioner.tiers import DEFAULT_TIERS_FILE, load_tiers
+from tenant_provisioner.tiers import DEFAULT_TIERS_FILE, TiersSettings, load_tiers
 
 
 def test_shipped_tiers_match_the_business_plan():
@@ -65,3 +65,10 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("tiers: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_tiers(bad)
+
+
+def test_tiers_file_setting_defaults_to_the_repo_file(tmp_path):
+    assert TiersSettings.from_env({}).path == DEFAULT_TIERS_FILE
+    assert TiersSettings.from_env({"TIERS_FILE": ""}).path == DEFAULT_TIERS_FILE
+    other = tmp_path / "tiers.yaml"
+    assert TiersSettings.from_env({"TIERS_FILE": str(other)}).path == other

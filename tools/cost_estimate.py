@@ -65,6 +65,7 @@ FREE_TYPES = frozenset({
     "AWS::WAFv2::RuleGroup", "AWS::CertificateManager::Certificate", "AWS::Route53::RecordSet",
     "AWS::S3::Bucket", "AWS::S3::BucketPolicy", "AWS::ECR::Repository", "AWS::CE::CostCategory",
     "AWS::SES::Template", "AWS::SES::ReceiptRuleSet", "AWS::SSM::Document", "AWS::RDS::EventSubscription",
+    "AWS::StepFunctions::StateMachine",   # a monthly drill: a few hundred state transitions
 })
 # Usage-billed types above (S3, ECR, API destinations, archives) are covered by the usage assumptions.
 FREE_PREFIXES = ("AWS::IAM::", "Custom::", "AWS::CloudFormation::")
@@ -190,6 +191,12 @@ def _rds_instance(props, prices):
     storage = _dec(props.get("AllocatedStorage", 20), "AllocatedStorage")
     kind = str(props.get("StorageType", "gp2"))
     yield RDS, f"{storage} GB {kind} {az}", storage * prices.price("rds", "storage_gb_month", kind) * factor
+    region = props.get("AutomaticBackupReplicationRegion")
+    if region:  # the replicated backups hold about one full copy; a volume's worth of changes crosses a month
+        yield RDS, f"backups replicated to {region}: {storage} GB stored", storage * prices.price(
+            "rds", "backup_replication", "storage_gb_month")
+        yield RDS, f"backups replicated to {region}: {storage} GB transferred", storage * prices.price(
+            "rds", "backup_replication", "transfer_per_gb")
 
 
 def _rds_proxy(props, prices):  # noqa: ARG001 - the proxy's size comes from its instance
@@ -342,6 +349,15 @@ def _usage_lines(env: str, templates: Mapping[str, dict], prices: PriceBook) -> 
         stored = _dec(usage.get("ecr_gb_per_repository", 0), "ecr_gb_per_repository") * repositories
         yield OTHER, f"{stored} GB of images in {repositories} ECR repositories", stored * prices.price(
             "ecr", "storage_gb_month")
+    drill_hours = _dec(usage.get("restore_drill_hours", 0), "restore_drill_hours")
+    if drill_hours and "AWS::StepFunctions::StateMachine" in types:
+        for resource in resources:
+            if resource.get("Type") == "AWS::RDS::DBInstance":
+                props = resource["Properties"]
+                instance, storage = props["DBInstanceClass"], _dec(props.get("AllocatedStorage", 20), "AllocatedStorage")
+                hourly = prices.price("rds", "instance_per_hour", instance) + storage * prices.price(
+                    "rds", "storage_gb_month", str(props.get("StorageType", "gp2"))) / prices.hours
+                yield RDS, f"restore drill: {drill_hours} h of a temporary {instance} Single-AZ", drill_hours * hourly
     yield OTHER, f"{usage['cost_explorer_requests']} Cost Explorer requests (daily report)", _dec(
         usage["cost_explorer_requests"], "cost_explorer_requests") * prices.price("other", "cost_explorer_request")
 

@@ -23,6 +23,7 @@ from services.settings import ServiceSettings
 from tenant_provisioner.gateway.jobs import JobQueue
 from tenant_provisioner.gateway.middleware import PROBLEM_BASE, KeyResolver, RequestContext, TenantAuthMiddleware
 from tenant_provisioner.gateway.sessions import ControlPlane, TenantPools
+from tenant_provisioner.limits.degraded import DegradedLimiter, degraded_share
 from tenant_provisioner.limits.limiter import AsyncRateLimiter
 from tenant_provisioner.limits.middleware import RateLimitMiddleware
 from tenant_provisioner.tiers import load_tiers
@@ -45,7 +46,9 @@ class Runtime:
         self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_seconds,
                                              socket_connect_timeout=settings.redis_timeout_seconds,
                                              retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        self.limiter = AsyncRateLimiter(self.redis, key_prefix=settings.redis_key_prefix, catalog=self.catalog)
+        degraded = DegradedLimiter(share=degraded_share(settings.rate_limit_replicas))
+        self.limiter = AsyncRateLimiter(self.redis, key_prefix=settings.redis_key_prefix, catalog=self.catalog,
+                                        degraded=degraded)
         self.resolver = KeyResolver(self.control, ttl=settings.key_cache_seconds)
         self.jobs = JobQueue(self.control)
         self.draining = False

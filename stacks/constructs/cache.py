@@ -69,6 +69,7 @@ class Cache(Construct):
             kms_key_id=data_key.key_arn,
             auth_token=self.auth_secret.secret_value.unsafe_unwrap(),
             snapshot_retention_limit=config.snapshot_retention_days,
+            snapshot_window=config.snapshot_window,
             auto_minor_version_upgrade=True,
             log_delivery_configurations=[elasticache.CfnReplicationGroup.LogDeliveryConfigurationRequestProperty(
                 destination_type="cloudwatch-logs", log_format="json", log_type="slow-log",
@@ -76,6 +77,11 @@ class Cache(Construct):
                     cloud_watch_logs_details=elasticache.CfnReplicationGroup.CloudWatchLogsDestinationDetailsProperty(
                         log_group=slow_log.log_group_name)))],
         )
+        # A property change that replaces the group (node type, engine, subnet group...) keeps a
+        # snapshot of the old one; deleting the stack keeps one only where the config says so.
+        self.replication_group.cfn_options.update_replace_policy = cdk.CfnDeletionPolicy.SNAPSHOT
+        self.replication_group.cfn_options.deletion_policy = (
+            cdk.CfnDeletionPolicy.SNAPSHOT if config.snapshot_on_delete else cdk.CfnDeletionPolicy.DELETE)
         self.endpoint_address = self.replication_group.attr_primary_end_point_address
         self._acknowledge(highly_available)
 

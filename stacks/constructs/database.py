@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -99,11 +101,32 @@ class PostgresDatabase(Construct):
         )
         for group in log_groups:
             self.instance.node.add_dependency(group)
+        self._protect_data(config)
         self.secret: secretsmanager.ISecret = self.instance.secret  # type: ignore[assignment]
         self._rotate_master_secret(vpc, config.master_secret_rotation_days)
         self.proxy = self._add_proxy(identifier, vpc, secrets_key) if config.rds_proxy else None
         self.client_security_groups = [self.security_group, *([self.proxy_security_group] if self.proxy else [])]
         self._acknowledge(config)
+
+    def _protect_data(self, config: DatabaseConfig) -> None:
+        """A replacement always leaves a snapshot of the old instance (even where deleting the
+        stack does not); optionally, automated backups are replicated to a second region."""
+        cfn: rds.CfnDBInstance = self.instance.node.default_child  # type: ignore[assignment]
+        cfn.cfn_options.update_replace_policy = cdk.CfnDeletionPolicy.SNAPSHOT
+        replication = config.backup_replication
+        if replication is None:
+            return
+        region = cdk.Stack.of(self).region
+        if replication.region == region:
+            raise ValueError(f"database.backup_replication.region must differ from the environment's region {region}")
+        if not 1 <= replication.retention_days <= 35:
+            raise ValueError(f"database.backup_replication.retention_days must be 1-35, got {replication.retention_days}")
+        if not re.match(rf"^arn:aws[a-z-]*:kms:{re.escape(replication.region)}:\d{{12}}:(key|alias)/", replication.kms_key_arn):
+            raise ValueError(f"database.backup_replication.kms_key_arn must be a KMS key in {replication.region}, "
+                             f"got {replication.kms_key_arn!r}")
+        cfn.automatic_backup_replication_region = replication.region
+        cfn.automatic_backup_replication_kms_key_id = replication.kms_key_arn
+        cfn.automatic_backup_replication_retention_period = replication.retention_days
 
     def _add_proxy(self, identifier: str, vpc: ec2.IVpc, secrets_key: kms.IKey) -> rds.DatabaseProxy:
         """RDS Proxy for the master (control-plane) credentials: bursts of Lambda invocations share

@@ -243,5 +243,7 @@ from tenant_provisioner.cli.limits import app as limits_app  # noqa: E402  (the 
 app.add_typer(limits_app, name="limits")
 from tenant_provisioner.cli.billing import app as billing_app  # noqa: E402  (the billing component's sub-app)
 app.add_typer(billing_app, name="billing")
+from tenant_provisioner.cli.drill import app as drill_app  # noqa: E402  (disaster-recovery drills)
+app.add_typer(drill_app, name="drill")
 from tenant_provisioner.cli.keys import app as keys_app  # noqa: E402  (the request path's sub-app)
 app.add_typer(keys_app, name="keys")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,20 +25,17 @@ from tenant_provisioner.tiers import Tier
 
 log = logging.getLogger(__name__)
 
-# Replicas of the calling service sharing a tenant's rate while Redis is away (set per service).
-REPLICAS_ENV = "RATE_LIMIT_REPLICAS"
 SAFETY_FACTOR = 0.5
 
 
-def share_from_env() -> float:
-    """This pod's share of a tier's rate in degraded mode: SAFETY_FACTOR / replicas."""
-    raw = os.environ.get(REPLICAS_ENV, "1")
-    try:
-        replicas = int(raw)
-    except ValueError:
-        raise ConfigError(f"{REPLICAS_ENV} must be a whole number >= 1, got {raw!r}") from None
+def degraded_share(replicas: int) -> float:
+    """This pod's share of a tier's rate in degraded mode: SAFETY_FACTOR / replicas.
+
+    `replicas` is the number of pods sharing a tenant's rate while Redis is away (the services
+    read it from ``RATE_LIMIT_REPLICAS`` in their settings class).
+    """
     if replicas < 1:
-        raise ConfigError(f"{REPLICAS_ENV} must be >= 1, got {replicas}")
+        raise ConfigError(f"RATE_LIMIT_REPLICAS must be >= 1, got {replicas}")
     return SAFETY_FACTOR / replicas
 
 
@@ -77,7 +73,7 @@ class _Cached:
 class DegradedLimiter:
     """In-process GCRA plus the cache of refusals last seen from Redis."""
 
-    share: float = field(default_factory=share_from_env)
+    share: float = SAFETY_FACTOR  # one replica: degraded_share(1)
     alert: DegradedAlert = field(default_factory=DegradedAlert)
     clock: Callable[[], float] = time.monotonic
     _tat: dict[str, float] = field(default_factory=dict)

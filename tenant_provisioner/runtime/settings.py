@@ -29,6 +29,7 @@ from tenant_provisioner.gateway.credentials import PasswordDeriver
 from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.runtime import env as envvars
 from tenant_provisioner.runtime.env import Env
+from tenant_provisioner.drills.settings import RestoreDrillSettings
 
 # Set on every function by its construct and read by Powertools itself.
 COMMON_VARIABLES = frozenset({"POWERTOOLS_SERVICE_NAME"})
@@ -297,4 +298,5 @@ FUNCTION_SETTINGS: dict[str, type[Any]] = {
     "budget_breaker": BudgetBreakerSettings,
     "stripe_webhook": StripeWebhookSettings,
     "cost_report": ReportSettings,
+    "restore_drill": RestoreDrillSettings,
 }

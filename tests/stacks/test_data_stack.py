@@ -43,8 +43,36 @@ def test_environment_choices_for_the_database(templates, env, multi_az, backup_d
         "Properties": Match.object_like({
             "MultiAZ": multi_az, "BackupRetentionPeriod": backup_days, "DeletionProtection": protected}),
         "DeletionPolicy": deletion_policy,
-        "UpdateReplacePolicy": deletion_policy,
+        "UpdateReplacePolicy": "Snapshot",   # a replacement keeps a snapshot in every environment
     })
+
+
+@pytest.mark.parametrize(("env", "retention_days", "deletion_policy"), [("dev", 1, "Delete"), ("prod", 7, "Snapshot")])
+def test_cache_keeps_snapshots_and_one_on_replacement(templates, env, retention_days, deletion_policy):
+    templates[(env, "data")].has_resource("AWS::ElastiCache::ReplicationGroup", {
+        "Properties": Match.object_like({"SnapshotRetentionLimit": retention_days, "SnapshotWindow": "01:00-02:00"}),
+        "DeletionPolicy": deletion_policy,
+        "UpdateReplacePolicy": "Snapshot",
+    })
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_data_store_keeps_a_snapshot_when_replaced(template_json, env):
+    """cfn-lint I3011's concern, for every stateful resource this platform has."""
+    stateful = {"AWS::RDS::DBInstance", "AWS::ElastiCache::ReplicationGroup"}
+    found = [(name, resource.get("UpdateReplacePolicy"))
+             for (e, _), template in template_json.items() if e == env
+             for name, resource in template["Resources"].items() if resource["Type"] in stateful]
+    assert len(found) == 2 and all(policy == "Snapshot" for _, policy in found), found
+
+
+def test_cfn_lint_finds_no_stateful_resource_without_policies(synthesized):
+    import subprocess
+    import sys
+    templates = sorted(str(p) for p in synthesized.outdir.glob("*-data.template.json"))
+    result = subprocess.run([sys.executable, "-m", "cfnlint", "--include-checks", "I3011", "--format", "json",
+                             "--", *templates], capture_output=True, text=True, check=False)
+    assert [f for f in json.loads(result.stdout or "[]") if f["Rule"]["Id"] == "I3011"] == []
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -110,58 +110,104 @@ def _embedded_postgres_binaries(root: Path, run_as: list[str]) -> Path:
     return copy
 
 
+class ThrowawayPostgres:
+    """A PostgreSQL 16.13 server of its own (temporary directory, free port), started by
+    :meth:`create`. :meth:`stop` and :meth:`start` keep its data and port, so the failure drills
+    (``drills/``) can take it away and bring it back; :meth:`remove` deletes everything."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="test-pg-"))
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam(UNPRIVILEGED_USER)
+            except KeyError:
+                raise ServiceUnavailable(f"tests run as root and initdb refuses root, but there is no "
+                                         f"'{UNPRIVILEGED_USER}' user to run PostgreSQL as: create it "
+                                         "or set TEST_DATABASE_URL") from None
+            self.root.chmod(0o755)
+            self.run_as = ["runuser", "-u", UNPRIVILEGED_USER, "--"]
+        self.native = _embedded_postgres_binaries(self.root, self.run_as)
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @classmethod
+    def create(cls) -> "ThrowawayPostgres":
+        server = cls()
+        server.data.mkdir(mode=0o700)
+        if server.run_as:
+            shutil.chown(server.data, UNPRIVILEGED_USER)
+        subprocess.run([*server.run_as, str(server.native / "bin" / "initdb"), "-D", str(server.data), "-U",
+                        "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+        server.start()
+        return server
+
+    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.run_as, str(self.native / "bin" / "pg_ctl"), "-D", str(self.data), *args],
+                              capture_output=True, text=True)
+
+    def start(self) -> None:
+        log = self.data / "server.log"
+        started = self._pg_ctl("-l", str(log), "-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 "
+                                                     f"{server_settings()}", "-w", "start")
+        if started.returncode != 0:
+            raise ServiceUnavailable(f"the throwaway PostgreSQL 16.13 did not start: {started.stdout.strip()} "
+                                     f"(log: {log})")
+        _wait(lambda: _postgres_reachable(self.url), "PostgreSQL")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast``: disconnect clients, shut down cleanly; ``immediate``: as if the host died."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 def _start_throwaway_postgres() -> str:
-    root = Path(tempfile.mkdtemp(prefix="test-pg-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(UNPRIVILEGED_USER)
-        except KeyError:
-            raise ServiceUnavailable(f"tests run as root and initdb refuses root, but there is no "
-                                     f"'{UNPRIVILEGED_USER}' user to run PostgreSQL as: create it "
-                                     "or set TEST_DATABASE_URL") from None
-        root.chmod(0o755)
-        run_as = ["runuser", "-u", UNPRIVILEGED_USER, "--"]
-    native = _embedded_postgres_binaries(root, run_as)
-    data = root / "data"
-    data.mkdir(mode=0o700)
-    if run_as:
-        shutil.chown(data, UNPRIVILEGED_USER)
-    subprocess.run([*run_as, str(native / "bin" / "initdb"), "-D", str(data), "-U", "postgres",
-                    "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
-    port = _free_port()
-    pg_ctl = str(native / "bin" / "pg_ctl")
-    log = data / "server.log"
-    started = subprocess.run(
-        [*run_as, pg_ctl, "-D", str(data), "-l", str(log),
-         "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 {server_settings()}", "-w", "start"],
-        capture_output=True, text=True)
-    if started.returncode != 0:
-        raise ServiceUnavailable(f"the throwaway PostgreSQL 16.13 did not start: {started.stdout.strip()} "
-                                 f"(log: {log})")
-    atexit.register(shutil.rmtree, root, True)  # atexit runs last-registered first: stop, then remove
-    atexit.register(lambda: subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-                                           capture_output=True))
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    _wait(lambda: _postgres_reachable(url), "PostgreSQL")
-    return url
+    server = ThrowawayPostgres.create()
+    atexit.register(server.remove)
+    return server.url
+
+
+class ThrowawayRedis:
+    """A ``redis-server`` of its own (no persistence, free port); :meth:`kill` and :meth:`start`
+    keep the port, so the failure drills can take it away and bring it back (empty)."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("redis-server")
+        if not self.binary:
+            raise ServiceUnavailable(
+                "Redis is not reachable and no redis-server was found: install Redis 7+ "
+                "(apt-get install redis-server) or set TEST_REDIS_URL")
+        self.port = _free_port()
+        self.root = tempfile.mkdtemp(prefix="test-redis-")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ThrowawayRedis":
+        self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", self.root],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: _redis_reachable(self.url), "Redis")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the server and every key are gone at once, as in a node loss."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _start_throwaway_redis() -> str:
-    server = shutil.which("redis-server")
-    if not server:
-        raise ServiceUnavailable(
-            "Redis is not reachable and no redis-server was found: install Redis 7+ "
-            "(apt-get install redis-server) or set TEST_REDIS_URL")
-    port = _free_port()
-    root = tempfile.mkdtemp(prefix="test-redis-")
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", root],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    atexit.register(proc.terminate)
-    url = f"redis://127.0.0.1:{port}/0"
-    _wait(lambda: _redis_reachable(url), "Redis")
-    return url
+    server = ThrowawayRedis().start()
+    atexit.register(server.remove)
+    return server.url
 
 
 def _explicit(variable: str, reachable, name: str) -> str | None:

@@ -44,6 +44,26 @@ def test_rds_multi_az_doubles_instance_and_storage():
     assert multi.total("prod", RDS) == 2 * single.total("prod", RDS)
 
 
+def test_cross_region_backup_replication_is_priced_when_configured():
+    props = {"DBInstanceClass": "db.m7g.large", "AllocatedStorage": "100", "StorageType": "gp3"}
+    plain = _one("AWS::RDS::DBInstance", props)
+    replicated = _one("AWS::RDS::DBInstance", {**props, "AutomaticBackupReplicationRegion": "us-west-2"})
+    extra = replicated.total("prod", RDS) - plain.total("prod", RDS)
+    assert extra == 100 * (Decimal("0.095") + Decimal("0.02"))
+    assert any("replicated to us-west-2" in line.detail for line in replicated.lines)
+
+
+def test_the_monthly_restore_drill_prices_its_temporary_instance_only_with_the_drill():
+    db = ("AWS::RDS::DBInstance", {"DBInstanceClass": "db.m7g.large", "AllocatedStorage": "100", "StorageType": "gp3",
+                                   "MultiAZ": True})
+    without = estimate({("prod", "data"): _template(db)}, PRICES)
+    with_drill = estimate({("prod", "data"): _template(db),
+                           ("prod", "dr"): _template(("AWS::StepFunctions::StateMachine", {}))}, PRICES)
+    (line,) = [line for line in with_drill.lines if line.detail.startswith("restore drill")]
+    assert line.assumed and line.monthly_usd == 2 * (Decimal("0.168") + 100 * Decimal("0.115") / HOURS)
+    assert not [line for line in without.lines if line.detail.startswith("restore drill")]
+
+
 @pytest.mark.parametrize("props, nodes", [
     ({"NumCacheClusters": 3}, 3), ({"NumNodeGroups": 2, "ReplicasPerNodeGroup": 1}, 4), ({}, 1)])
 def test_cache_nodes_count_primaries_and_replicas(props, nodes):

@@ -1,0 +1,1 @@
+"""Disaster-recovery drills that run and measure (docs/dr.md)."""
