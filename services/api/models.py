@@ -3,11 +3,12 @@ reject with an error (bigint range, numeric precision, NUL bytes, invalid UTF-8)
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_ID = 2**63 - 1
 MAX_TOKENS = 10**12
@@ -24,6 +25,22 @@ def _storable(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value.strip()
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    """Only what the OpenAPI document promises (RFC 3339 `date-time` with an offset): pydantic would
+    also take numbers as Unix times and naive times, which the schema calls invalid."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-11-29T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
 def Text(max_length: int) -> type[str]:  # noqa: N802 - a type alias factory
@@ -65,7 +82,7 @@ class UsageIn(Strict):
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0
     cost_usd: Usd
-    occurred_at: datetime | None = Field(default=None, description="default: now; naive times are UTC")
+    occurred_at: Timestamp | None = Field(default=None, description="default: now")
 
 
 class UsageRecord(BaseModel):

@@ -48,9 +48,8 @@ async def _all(conn: psycopg.AsyncConnection, query: str | sql.Composable, param
 
 
 def _utc(value: datetime | None) -> datetime:
-    if value is None:
-        return datetime.now(timezone.utc)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    """The given time (always with an offset: `models.Timestamp`), or now."""
+    return datetime.now(timezone.utc) if value is None else value
 
 
 # -- projects ---------------------------------------------------------------------------------------
@@ -118,7 +117,7 @@ async def record_usage(body: models.UsageIn, db: Db, request: Request) -> dict[s
 
 
 @router.get("/usage/summary", response_model=models.UsageSummary, tags=["usage"])
-async def usage_summary(db: Db, start: datetime | None = None, end: datetime | None = None,
+async def usage_summary(db: Db, start: models.Timestamp | None = None, end: models.Timestamp | None = None,
                         project_id: Annotated[int | None, Query(ge=1, le=models.MAX_ID)] = None) -> dict[str, Any]:
     """Totals per project, provider and model over [start, end) (default: the last 30 days)."""
     end_at = _utc(end)

@@ -80,6 +80,18 @@ def test_duplicate_name_is_409_and_bad_input_422(api, tenants):
         assert http.get("/v1/projects/99999999999999999999").status_code == 422
 
 
+@pytest.mark.parametrize("when", ["300", "0.0", "2026-11-29T12:00:00", "2026-11-29"])
+def test_times_outside_rfc3339_are_422_not_read_as_unix_or_naive_times(api, tenants, when):
+    """schemathesis found `end=300` and `end=0.0` answered 200: pydantic read them as Unix times,
+    while the OpenAPI document promises RFC 3339 date-times with an offset."""
+    with api.client(tenants["bravo"]) as http:
+        assert http.get("/v1/usage/summary", params={"end": when}).status_code == 422
+        assert http.get("/v1/usage/summary", params={"end": "2026-11-29T12:00:00Z"}).status_code == 200
+        response = http.post("/v1/usage", json={"project_id": 1, "provider": "openai", "model": "m",
+                                                "cost_usd": "0.01", "occurred_at": when})
+        assert response.status_code == 422, response.text
+
+
 def test_over_the_tier_rate_is_429_with_retry_after(api, tenants):
     with api.client(tenants["slow"]) as http:
         statuses = [http.get("/v1/projects") for _ in range(40)]  # starter: burst 20 at 5/s
