@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol
@@ -129,7 +129,8 @@ class RestoreDrill:
         groups and parameter group (TLS forced), Single-AZ, never public, deletable."""
         source = self._describe(self.source)
         target = state["target"]
-        try:
+        # A retried step: the restore was already requested.
+        with suppress(self.rds.exceptions.DBInstanceAlreadyExistsFault):
             self.rds.restore_db_instance_to_point_in_time(
                 SourceDBInstanceIdentifier=self.source, TargetDBInstanceIdentifier=target,
                 RestoreTime=datetime.fromisoformat(state["restore_time"]),
@@ -139,8 +140,6 @@ class RestoreDrill:
                 DBInstanceClass=source["DBInstanceClass"], MultiAZ=False, PubliclyAccessible=False,
                 DeletionProtection=False, CopyTagsToSnapshot=False, AutoMinorVersionUpgrade=False,
                 Tags=[{"Key": DRILL_TAG, "Value": state["drill_id"]}])
-        except self.rds.exceptions.DBInstanceAlreadyExistsFault:
-            pass   # a retried step: the restore was already requested
         return {**state, "restore_requested_at": self.now().isoformat()}
 
     # --- step 4 -------------------------------------------------------------------------------
