@@ -99,3 +99,35 @@ def templates(synthesized: SynthesizedApp) -> Mapping[StackKey, assertions.Templ
 def template_json(synthesized: SynthesizedApp) -> dict[StackKey, dict]:
     """``template_json[("prod", "data")]`` → the raw CloudFormation template dict."""
     return synthesized.template_json
+
+
+@dataclass(frozen=True)
+class Foundation:
+    """A gated app holding one environment's foundation stacks (security → network → data → cluster)."""
+
+    app: cdk.App
+    env: cdk.Environment
+    security: "SecurityStack"
+    network: "NetworkStack"
+    data: "DataStack"
+    cluster: "ClusterStack"
+
+
+def foundation(tmp_path_factory: pytest.TempPathFactory, name: str, config) -> Foundation:
+    """Synthesizable app for a config variant, with cdk-nag's gates on and bundling skipped; callers
+    add the stacks under test and call ``app.synth()`` (which raises on any unacknowledged finding)."""
+    from stacks.cluster_stack import ClusterStack
+    from stacks.data_stack import DataStack
+    from stacks.nag import register_gates
+    from stacks.network_stack import NetworkStack
+    from stacks.security_stack import SecurityStack
+
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp(name)),
+                  context={**project_context(), "aws:cdk:bundling-stacks": []})
+    register_gates(app)
+    env = cdk.Environment(account=config.account, region=config.region)
+    security = SecurityStack(app, "security", config=config, env=env)
+    network = NetworkStack(app, "network", config=config, security=security, env=env)
+    data = DataStack(app, "data", config=config, network=network, security=security, env=env)
+    cluster = ClusterStack(app, "cluster", config=config, network=network, security=security, data=data, env=env)
+    return Foundation(app=app, env=env, security=security, network=network, data=data, cluster=cluster)

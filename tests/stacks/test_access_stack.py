@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import aws_cdk as cdk
 import pytest
 
-from app import project_context
 from stacks.access_stack import AccessStack
 from stacks.account_stack import SharedAccountStack
 from stacks.cicd_stack import CicdStack
-from stacks.cluster_stack import ClusterStack
 from stacks.config import load_config
-from stacks.data_stack import DataStack
-from stacks.nag import register_gates
-from stacks.network_stack import NetworkStack
-from stacks.security_stack import SecurityStack
+from tests.stacks.conftest import foundation
 
 ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
 VIEWERS = ("arn:aws:iam::111111111111:role/support", "arn:aws:iam::111111111111:role/oncall-readonly")
@@ -33,14 +27,8 @@ def access(tmp_path_factory):
     base = load_config("prod")
     config = dataclasses.replace(base, cluster=dataclasses.replace(
         base.cluster, admin_role_arns=(ADMIN,), viewer_role_arns=VIEWERS))
-    app = cdk.App(outdir=str(tmp_path_factory.mktemp("access")),
-                  context={**project_context(), "aws:cdk:bundling-stacks": []})
-    register_gates(app)
-    env = cdk.Environment(account=config.account, region=config.region)
-    security = SecurityStack(app, "security", config=config, env=env)
-    network = NetworkStack(app, "network", config=config, security=security, env=env)
-    data = DataStack(app, "data", config=config, network=network, security=security, env=env)
-    cluster = ClusterStack(app, "cluster", config=config, network=network, security=security, data=data, env=env)
+    built = foundation(tmp_path_factory, "access", config)
+    app, env, network, cluster = built.app, built.env, built.network, built.cluster
     shared = SharedAccountStack(app, "shared", configs=[config], env=env)
     cicd = CicdStack(app, "cicd", config=config, env=env)
     cicd.add_stack_dependency(shared)

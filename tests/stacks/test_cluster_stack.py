@@ -14,9 +14,9 @@ from app import project_context
 from stacks.cluster_stack import ClusterStack
 from stacks.config import UnsupportedKubernetesVersion, load_config
 from stacks.data_stack import DataStack
-from stacks.nag import register_gates
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
+from tests.stacks.conftest import foundation
 
 ENVS = ("dev", "prod")
 
@@ -133,14 +133,8 @@ def variant(tmp_path_factory):
     config = dataclasses.replace(base, database=dataclasses.replace(base.database, rds_proxy=True),
                                  cluster=dataclasses.replace(
         base.cluster, auto_mode=False, endpoint_public_cidrs=("203.0.113.0/24",)))
-    app = cdk.App(outdir=str(tmp_path_factory.mktemp("auto-mode")),
-                  context={**project_context(), "aws:cdk:bundling-stacks": []})
-    register_gates(app)
-    env = cdk.Environment(account=config.account, region=config.region)
-    security = SecurityStack(app, "security", config=config, env=env)
-    network = NetworkStack(app, "network", config=config, security=security, env=env)
-    data = DataStack(app, "data", config=config, network=network, security=security, env=env)
-    cluster = ClusterStack(app, "cluster", config=config, network=network, security=security, data=data, env=env)
+    built = foundation(tmp_path_factory, "auto-mode", config)
+    app, data, cluster = built.app, built.data, built.cluster
     assembly = app.synth()  # raises on any unacknowledged nag finding
     return {stack.node.id: assembly.get_stack_artifact(stack.artifact_id).template for stack in (data, cluster)}
 
