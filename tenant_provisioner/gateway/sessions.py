@@ -7,8 +7,10 @@ cover nothing else, so the database — not the app — keeps tenant A's SQL (in
 from tenant B's rows.
 
 `TenantPools` is the budget (docs/request-path.md has the arithmetic): an LRU of small
-per-tenant pools, at most ``per_tenant`` connections per tenant (never above what the tier's
-role ``CONNECTION LIMIT`` allows for ``replicas`` instances) and at most ``total`` per instance.
+per-tenant pools, at most ``per_tenant`` connections per tenant (never above the tier's
+``db_connections`` shared by ``replicas`` instances; the tier comes from ``control.tenants``, not
+from the role, whose ``CONNECTION LIMIT`` is the same for every tier so that ``pg_roles`` does not
+tell tiers apart) and at most ``total`` per instance.
 A request that finds its tenant at its cap, or the instance at ``total`` with nothing idle to
 evict, waits up to ``wait_seconds`` in a bounded queue, then gets `PoolExhausted` (503 with
 Retry-After) — never an unbounded wait. Idle connections close after ``idle_seconds``.
@@ -180,7 +182,8 @@ class TenantPools:
 
     # -- budget ---------------------------------------------------------------------------------
     def cap_for(self, tier: str) -> int:
-        """Per-instance cap: the tier's role CONNECTION LIMIT shared by `replicas` instances."""
+        """Per-instance cap: the tier's ``db_connections`` (from the tiers file, for the tier
+        ``control.tenants`` names) shared by `replicas` instances."""
         return max(1, min(self.per_tenant, self._catalog.get(tier).db_connections // self.replicas))
 
     def stats(self) -> dict[str, int]:
@@ -260,7 +263,7 @@ class TenantPools:
             return await psycopg.AsyncConnection.connect(**params, autocommit=True)
         except psycopg.OperationalError as exc:
             text = str(exc)
-            if "too many connections" in text:  # the role's CONNECTION LIMIT, cluster-wide
+            if "too many connections" in text:  # the role's CONNECTION LIMIT (every tier's), cluster-wide
                 raise PoolExhausted(f"tenant {tenant.tenant_id}: its connection limit is in use "
                                     "by other instances") from exc
             raise TransientError(f"tenant {tenant.tenant_id}: cannot connect as its role: "
