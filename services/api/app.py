@@ -22,7 +22,7 @@ from services.api import problems, routes
 from services.settings import ServiceSettings
 from tenant_provisioner.gateway.jobs import JobQueue
 from tenant_provisioner.gateway.middleware import PROBLEM_BASE, KeyResolver, RequestContext, TenantAuthMiddleware
-from tenant_provisioner.gateway.sessions import ControlPlane, TenantPools
+from tenant_provisioner.gateway.sessions import WORKER_CONNECTIONS_PER_TENANT, ControlPlane, TenantPools
 from tenant_provisioner.limits.degraded import DegradedLimiter, degraded_share
 from tenant_provisioner.limits.limiter import AsyncRateLimiter
 from tenant_provisioner.limits.middleware import RateLimitMiddleware
@@ -41,7 +41,8 @@ class Runtime:
                                     max_size=settings.control_pool_size)
         self.pools = TenantPools(settings.database_url, catalog=self.catalog, deriver=settings.password_deriver,
                                  total=settings.pool_total, per_tenant=settings.pool_per_tenant,
-                                 replicas=settings.replicas, idle_seconds=settings.pool_idle_seconds,
+                                 replicas=settings.replicas, held_elsewhere=WORKER_CONNECTIONS_PER_TENANT,
+                                 idle_seconds=settings.pool_idle_seconds,
                                  wait_seconds=settings.pool_wait_seconds)
         self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_seconds,
                                              socket_connect_timeout=settings.redis_timeout_seconds,

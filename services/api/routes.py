@@ -28,7 +28,7 @@ async def tenant_db(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
         yield conn
 
 
-Db = Annotated[psycopg.AsyncConnection, Depends(tenant_db)]
+Db = Annotated[psycopg.AsyncConnection, Depends(tenant_db, scope="function")]
 
 
 def _not_found(what: str, item_id: int) -> ApiProblem:
