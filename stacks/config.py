@@ -7,7 +7,7 @@ environment's name. Choose the environment with ``-c env=dev|prod`` (``all`` syn
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from tenant_provisioner.billing.settings import BillingSettings
 
@@ -228,13 +228,66 @@ class WorkloadsConfig:
     kept_release_images: int = 30          # ECR lifecycle: newest release images kept per repository
 
 
+# Lambda refuses reserved concurrency that would leave fewer than this many unreserved executions.
+LAMBDA_UNRESERVED_MINIMUM = 100
+
+
+class ConcurrencyConfigError(ValueError):
+    """Reserved concurrency Lambda would refuse: not a positive whole number, or more than the account's
+    concurrency quota can hold next to the unreserved minimum."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConcurrencyConfig:
+    """Reserved concurrency of every Lambda function (one field per function, named after its
+    lambdas/<name> directory): each is both a guarantee and a ceiling. ``account_quota`` is the
+    account's Lambda "Concurrent executions" quota (Service Quotas L-B99A9384): new accounts may get
+    far less than the usual 1000, and a deploy whose reservations leave fewer than 100 unreserved
+    fails, so synth refuses such values first. ``make preflight`` compares it with the real quota."""
+
+    account_quota: int = 1000
+    provision_tenant: int = 10     # bounds DDL lock use on RDS (concurrent signups)
+    tenant_operations: int = 2     # a schedule and an operator at once; never a crowd of DDL
+    stripe_webhook: int = 5        # bounds the database connections a burst of Stripe deliveries opens
+    enforce_limits: int = 2        # a slow run may overlap the next one (safe); never more
+    budget_breaker: int = 1        # one budget level at a time
+    cost_report: int = 1           # one run at a time: a retry waits for the run it repeats
+    restore_drill: int = 2         # a step of the drill and its retry
+
+    def __post_init__(self) -> None:
+        problems = [f"concurrency.{name} = {value!r}: must be a whole number of at least 1 "
+                    "(0 would refuse every invocation)"
+                    for name, value in self.reserved().items()
+                    if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+        if isinstance(self.account_quota, bool) or not isinstance(self.account_quota, int) or self.account_quota < 1:
+            problems.append(f"concurrency.account_quota = {self.account_quota!r}: must be the account's Lambda "
+                            "concurrent-executions quota (a positive whole number)")
+        if not problems and self.total() + LAMBDA_UNRESERVED_MINIMUM > self.account_quota:
+            largest = ", ".join(f"{name} {value}" for name, value in
+                                sorted(self.reserved().items(), key=lambda item: -item[1]))
+            problems.append(f"reserved concurrency adds up to {self.total()} ({largest}), above the account quota "
+                            f"{self.account_quota} minus the {LAMBDA_UNRESERVED_MINIMUM} executions Lambda keeps "
+                            f"unreserved ({self.account_quota - LAMBDA_UNRESERVED_MINIMUM} at most): lower these "
+                            "values or request a quota increase (Service Quotas: AWS Lambda, Concurrent executions, "
+                            "L-B99A9384) and set concurrency.account_quota to the granted value")
+        if problems:
+            raise ConcurrencyConfigError("invalid Lambda reserved concurrency (docs/configuration.md):\n  - "
+                                         + "\n  - ".join(problems))
+
+    def reserved(self) -> dict[str, int]:
+        """Reserved concurrency per function (``lambdas/<name>`` → executions)."""
+        return {item.name: getattr(self, item.name) for item in fields(self) if item.name != "account_quota"}
+
+    def total(self) -> int:
+        return sum(self.reserved().values())
+
+
 @dataclass(frozen=True, kw_only=True)
 class TenantsConfig:
     secrets_prefix: str          # tenant secrets live under f"{secrets_prefix}/tenants/<tenant_id>"
     database_name: str = "app"
     provisioner_timeout_seconds: int = 60
     provisioner_role: str = "tenant_provisioner"   # DB role owning tenant objects (`tenant-provisioner init`)
-    max_concurrent_provisions: int = 10            # reserved concurrency: bounds DDL lock use on RDS
     signup_event_source: str = "saas.signup"       # EventBridge source of `tenant.signup` events
     invoker_role_arns: tuple[str, ...] = ()        # roles allowed to invoke provisioning synchronously
     operator_role_arns: tuple[str, ...] = ()       # roles allowed to invoke tenant_operations (init, migrate, ...)
@@ -332,6 +385,7 @@ class EnvConfig:
     cost_report: CostReportConfig
     billing: BillingSettings = field(default_factory=BillingSettings)   # defaults: tenant_provisioner/billing
     dr: DrConfig = field(default_factory=DrConfig)
+    concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     observability: ObservabilityConfig
     cicd: CicdConfig
     workloads: WorkloadsConfig

@@ -21,10 +21,10 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from stacks.config import EnvConfig, load_config
+from stacks.config import LAMBDA_UNRESERVED_MINIMUM, EnvConfig, load_config
 from stacks.placeholders import example_values
 from tenant_provisioner.billing.settings import API_KEY_PREFIXES, WEBHOOK_SECRET_PREFIX
-from tools.synth_summary import UNRESERVED_MINIMUM, reserved_concurrency
+from tools.synth_summary import reserved_concurrency
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
@@ -84,18 +84,28 @@ def check_configuration(config: EnvConfig, _clients: Clients) -> list[Check]:
 def check_concurrency(config: EnvConfig, clients: Clients, *, reserved: dict[str, int]) -> list[Check]:
     quota = int(clients.lambda_.get_account_settings()["AccountLimit"]["ConcurrentExecutions"])
     own = reserved.get(config.name, 0)
-    needed = own + UNRESERVED_MINIMUM
-    everyone = sum(reserved.values()) + UNRESERVED_MINIMUM
+    needed = own + LAMBDA_UNRESERVED_MINIMUM
+    everyone = sum(reserved.values()) + LAMBDA_UNRESERVED_MINIMUM
+    configured = config.concurrency.account_quota
+    if quota < configured:
+        # synth validated the reservations against a quota the account does not have
+        configured_check = Check(FAIL, "concurrency.account_quota",
+                                 f"configured {configured} but the account's quota is {quota}: set "
+                                 f"concurrency.account_quota = {quota} (stacks/config.py) so synth checks against it")
+    else:
+        configured_check = Check(PASS, "concurrency.account_quota", f"configured {configured} <= the account's {quota}")
     if quota < needed:
         return [Check(FAIL, "lambda concurrency quota",
-                      f"quota {quota} < {needed} needed ({own} reserved + {UNRESERVED_MINIMUM} unreserved): request "
-                      f"an increase in Service Quotas (AWS Lambda, Concurrent executions, {CONCURRENCY_QUOTA_CODE})")]
+                      f"quota {quota} < {needed} needed ({own} reserved + {LAMBDA_UNRESERVED_MINIMUM} unreserved): "
+                      "request an increase in Service Quotas (AWS Lambda, Concurrent executions, "
+                      f"{CONCURRENCY_QUOTA_CODE}) or lower concurrency.* (docs/configuration.md)"), configured_check]
     if quota < everyone:
         return [Check(WARN, "lambda concurrency quota",
                       f"quota {quota} fits {config.name} ({needed}) but not every environment in one account "
-                      f"({everyone})")]
+                      f"({everyone})"), configured_check]
     return [Check(PASS, "lambda concurrency quota", f"quota {quota} >= {needed} needed "
-                                                    f"({own} reserved + {UNRESERVED_MINIMUM} unreserved)")]
+                                                    f"({own} reserved + {LAMBDA_UNRESERVED_MINIMUM} unreserved)"),
+            configured_check]
 
 
 def check_ses_identities(config: EnvConfig, clients: Clients) -> list[Check]:

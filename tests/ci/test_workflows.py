@@ -3,6 +3,7 @@ every shell step runs with pipefail so a failing command piped into `tee` fails 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -112,3 +113,33 @@ def test_pull_requests_get_a_stack_diff_and_a_manifest_diff():
     assert "cdk diff" in "".join(step.get("run", "") for step in jobs["diff"]["steps"])
     manifest = "".join(step.get("run", "") for step in jobs["manifest-diff"]["steps"])
     assert "k8s.render" in manifest and "diff -ru" in manifest and "[ $? -eq 1 ]" in manifest
+
+
+_REMOTE_USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>[^\s#]+)(?P<comment>\s+#.*)?$", re.M)
+_PINNED = re.compile(r"^(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})$")
+
+
+def test_every_third_party_action_is_pinned_to_a_full_commit_sha_with_its_release_tag():
+    """Tags can be moved (the March 2026 trivy-action compromise re-pointed 76 tags); a commit SHA
+    cannot. Each pin names its release in a comment, and one action has one pin everywhere."""
+    pins: dict[str, set[str]] = {}
+    for path in WORKFLOWS:
+        for match in _REMOTE_USES.finditer(path.read_text()):
+            ref = match["ref"]
+            if ref.startswith("./"):
+                continue
+            pinned = _PINNED.match(ref)
+            assert pinned, f"{path.name}: {ref} is not pinned to a full commit SHA"
+            assert match["comment"] and re.fullmatch(r"\s+# v\d+\.\d+\.\d+", match["comment"]), \
+                f"{path.name}: {ref} needs its release as a comment (# vX.Y.Z)"
+            pins.setdefault(pinned["action"], set()).add(f"{pinned['sha']}{match['comment'].strip()}")
+    assert pins, "no action found: the pattern no longer matches the workflows"
+    assert {action: refs for action, refs in pins.items() if len(refs) > 1} == {}
+
+
+def test_container_images_run_by_the_workflows_name_a_release():
+    for path in WORKFLOWS:
+        text = path.read_text()
+        assert ":latest" not in text, path.name
+        for image in re.findall(r"\b(aquasec/trivy\S*)", text):
+            assert re.fullmatch(r"aquasec/trivy:\d+\.\d+\.\d+", image), f"{path.name}: {image}"

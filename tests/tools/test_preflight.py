@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from app import PROJECT_DIR
-from stacks.config import load_config
+from stacks.config import ConcurrencyConfig, load_config
 from tools import preflight
 from tools.preflight import FAIL, PASS, WARN, Clients
 
@@ -135,9 +135,17 @@ def test_wrong_account_and_example_configuration_fail(aws, tmp_path):
 def test_quota_that_fits_one_environment_but_not_both_in_one_account_warns():
     config = load_config("prod")
     lambda_, _ = _stubbed("lambda", [("get_account_settings", {"AccountLimit": {"ConcurrentExecutions": 130}}, {})])
-    (check,) = preflight.check_concurrency(config, Clients(None, lambda_, None, None, None, None),
-                                           reserved={"dev": 19, "prod": 19})
+    check, configured = preflight.check_concurrency(config, Clients(None, lambda_, None, None, None, None),
+                                                    reserved={"dev": 19, "prod": 19})
     assert check.status == WARN and "138" in check.detail
+    assert configured.status == FAIL and "set concurrency.account_quota = 130" in configured.detail
+
+
+def test_configured_quota_at_or_below_the_accounts_passes():
+    config = dataclasses.replace(load_config("prod"), concurrency=ConcurrencyConfig(account_quota=400))
+    lambda_, _ = _stubbed("lambda", [("get_account_settings", {"AccountLimit": {"ConcurrentExecutions": 1000}}, {})])
+    checks = preflight.check_concurrency(config, Clients(None, lambda_, None, None, None, None), reserved={"prod": 23})
+    assert [c.status for c in checks] == [PASS, PASS]
 
 
 def test_an_aws_error_in_one_check_is_its_fail_line_and_the_rest_still_run(aws, tmp_path):
