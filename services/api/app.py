@@ -61,6 +61,10 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.jobs.flush()
+        await self.limiter.flush()  # usage admitted while Redis was away, if it answers now
+        if self.limiter.backlog_units:
+            log.error("stopping with %d request(s) admitted while the limiter's Redis was away and not "
+                      "metered: they will not be billed", self.limiter.backlog_units)
         await self.pools.close()
         await self.control.close()
         await self.redis.aclose()
