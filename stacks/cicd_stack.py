@@ -20,6 +20,7 @@ from stacks.account_stack import GITHUB_OIDC_HOST, github_oidc_provider_arn
 from stacks.config import ENVIRONMENTS, EnvConfig
 from stacks.constructs.outputs import parameter_name
 from stacks.nag import acknowledge
+from stacks.registry_stack import PULL_ACTIONS
 
 DEPLOY_BOOTSTRAP_ROLES = ("deploy", "file-publishing", "image-publishing", "lookup")
 DIFF_BOOTSTRAP_ROLES = ("lookup",)
@@ -84,6 +85,7 @@ class CicdStack(cdk.Stack):
             "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
             "ecr:DescribeImages", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload",
             "ecr:PutImage"], resources=repositories))
+        self._allow_promotion_source(config)
         role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[operator]))
         role.add_to_policy(iam.PolicyStatement(
             actions=["cloudformation:DescribeStackResources"],
@@ -107,3 +109,16 @@ class CicdStack(cdk.Stack):
         acknowledge(role, f"AwsSolutions-IAM5[Resource::{parameters}]",
                     "The manifests are rendered from every non-secret value the stacks publish under this "
                     "environment's /saas/<env>/platform/ prefix; nothing else lives there.")
+
+    def _allow_promotion_source(self, config: EnvConfig) -> None:
+        """Two accounts: the release role may pull the source environment's images from its account
+        (that account's repository policy must allow this role too: its ``cicd.image_pull_role_arns``)."""
+        cicd = config.cicd
+        if cicd.promote_from is None or cicd.promote_from_account in (None, config.account):
+            return   # one account: the statement above covers the source's repositories
+        source = (f"arn:{self.partition}:ecr:{self.region}:{cicd.promote_from_account}:"
+                  f"repository/saas-{cicd.promote_from}/*")
+        self.release_role.add_to_policy(iam.PolicyStatement(actions=list(PULL_ACTIONS), resources=[source]))
+        acknowledge(self.release_role, f"AwsSolutions-IAM5[Resource::{source}]",
+                    f"One repository per service under saas-{cicd.promote_from}/ in the source account, pull actions "
+                    "only: the promotion copies its scanned images by digest.")

@@ -7,6 +7,7 @@ environment's name. Choose the environment with ``-c env=dev|prod`` (``all`` syn
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field, fields
 
 from tenant_provisioner.billing.settings import BillingSettings
@@ -362,6 +363,14 @@ class DrConfig:
     restore_drill_timeout_hours: int = 6
 
 
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/[\w+=,.@/-]+$")
+
+
+class CicdConfigError(ValueError):
+    """A promotion setting that names no exact account or IAM role."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class CicdConfig:
     """GitHub Actions deploys through OIDC: no long-lived AWS keys in GitHub."""
@@ -369,6 +378,30 @@ class CicdConfig:
     github_repository: str                 # "owner/name"
     github_environment: str                # the GitHub environment whose jobs may deploy here
     cdk_qualifier: str = "hnb659fds"       # the CDK bootstrap qualifier of the target account
+    # Promotion (docs/release.md): the environment whose scanned images this environment's release
+    # copies by digest instead of building (prod: "dev"; None: it builds its own) ...
+    promote_from: str | None = None
+    # ... and that environment's AWS account when it is another one (None: this environment's account).
+    promote_from_account: str | None = None
+    # Release roles of OTHER accounts that may pull this environment's images (ECR repository policy,
+    # pull actions only): with prod in its own account, dev lists prod's release role here.
+    image_pull_role_arns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = [f"cicd.image_pull_role_arns: {arn!r} is not an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>, "
+                    "no wildcard): use the ReleaseRoleArn output of the other account's saas-<env>-cicd stack"
+                    for arn in self.image_pull_role_arns if not _ROLE_ARN.match(arn)]
+        if self.promote_from_account is not None:
+            if not _ACCOUNT_ID.match(self.promote_from_account):
+                problems.append(f"cicd.promote_from_account = {self.promote_from_account!r}: a 12-digit AWS account id")
+            if self.promote_from is None:
+                problems.append("cicd.promote_from_account is set but cicd.promote_from (the source environment) is not")
+        if problems:
+            raise CicdConfigError("invalid promotion settings (docs/configuration.md):\n  - " + "\n  - ".join(problems))
+
+    def image_pull_accounts(self) -> list[str]:
+        """The accounts of ``image_pull_role_arns``, in a stable order."""
+        return sorted({_ROLE_ARN.match(arn)["account"] for arn in self.image_pull_role_arns})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -416,6 +449,9 @@ _REPORT_SENDER = "reports@example.com"       # SES identity sending the cost rep
 _LIMITS_SENDER = "limits@example.com"        # SES identity sending breaker notices to tenant admins
 _REPOSITORY = "example-org/saas-platform"    # the GitHub repository whose workflows deploy (OIDC trust)
 _ADMINS: tuple[str, ...] = ()                # IAM role ARNs with cluster-admin access (at least one)
+# Two accounts only (docs/release.md, "Two accounts"); leave both empty with dev and prod in one account.
+_DEV_ACCOUNT: str | None = None              # dev's account id: prod's release copies dev's images from it
+_PROD_RELEASE_ROLES: tuple[str, ...] = ()     # prod's release role ARN (saas-prod-cicd output ReleaseRoleArn)
 _VIEWERS: tuple[str, ...] = ()               # IAM role ARNs with read-only cluster access (no Secrets)
 _API_DOMAIN = "api.example.com"              # the API's public host name (dev: api.dev.<domain>)
 # ACM certificate of the API's host name, in the cluster's region (the Ingress's HTTPS listener); the
@@ -439,7 +475,8 @@ def _dev(account: str, region: str) -> EnvConfig:
         limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
         cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=14),
-        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev"),
+        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev",
+                        image_pull_role_arns=_PROD_RELEASE_ROLES),
         workloads=WorkloadsConfig(
             api=ServiceConfig(min_replicas=2, max_replicas=4, cpu_request_millicores=250, cpu_limit_millicores=1000,
                               memory_request_mib=256, memory_limit_mib=512),
@@ -466,7 +503,8 @@ def _prod(account: str, region: str) -> EnvConfig:
         cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=90, container_insights=True,
                                           betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
-        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production"),
+        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production",
+                        promote_from="dev", promote_from_account=_DEV_ACCOUNT),
         workloads=WorkloadsConfig(
             api=ServiceConfig(min_replicas=3, max_replicas=12, cpu_request_millicores=500, cpu_limit_millicores=1000,
                               memory_request_mib=512, memory_limit_mib=1024),

@@ -186,3 +186,63 @@ def test_cli_needs_a_synthesized_assembly(tmp_path, capsys):
     assert preflight.main(["--env", "prod", "--account", "123456789012", "--region", REGION,
                            "--cdk-out", str(tmp_path)]) == 2
     assert "make synth" in capsys.readouterr().err
+
+
+# ---- two accounts: prod's release role may pull dev's images ------------------------------------
+DEV_ACCOUNT = "210987654321"
+
+
+def _release_role(account: str) -> str:
+    return f"arn:aws:iam::{account}:role/saas-prod-cicd-ReleaseRole1A2B3C"
+
+
+def test_one_account_promotion_needs_no_cross_account_check():
+    config = load_config("prod")
+    (check,) = preflight.check_promotion(config, Clients(None, None, None, None, None, None))
+    assert check.status == PASS and "within this account" in check.detail
+
+
+def test_dev_repository_policies_must_let_prod_s_release_role_pull(aws):
+    config = load_config("dev", account=aws, region=REGION)
+    role = _release_role("123456789012")
+    config = dataclasses.replace(config, cicd=dataclasses.replace(config.cicd, image_pull_role_arns=(role,)))
+    ecr = _moto("ecr")
+    clients = dataclasses.replace(Clients(None, None, None, None, None, None), ecr=ecr)
+    assert {c.status for c in preflight.check_promotion(config, clients)} == {WARN}     # not deployed yet
+    for service in ("api", "worker"):
+        ecr.create_repository(repositoryName=f"saas-dev/{service}")
+    failed = preflight.check_promotion(config, clients)
+    assert [c.status for c in failed] == [FAIL, FAIL] and "deploy saas-dev-registry" in failed[0].detail
+    pull = {"Version": "2012-10-17", "Statement": [{
+        "Sid": "PullByOtherAccountRelease", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+        "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+        "Condition": {"ArnEquals": {"aws:PrincipalArn": [role]}}}]}
+    ecr.set_repository_policy(repositoryName="saas-dev/api", policyText=json.dumps(pull))
+    other = {**pull, "Statement": [{**pull["Statement"][0], "Condition": {"ArnEquals": {
+        "aws:PrincipalArn": _release_role("999999999999")}}}]}
+    ecr.set_repository_policy(repositoryName="saas-dev/worker", policyText=json.dumps(other))
+    api, worker = preflight.check_promotion(config, clients)
+    assert api.status == PASS and worker.status == FAIL and role in worker.detail
+
+
+def _cicd_stack(cloudformation, role_arn: str) -> None:
+    cloudformation.create_stack(StackName="saas-prod-cicd", TemplateBody=json.dumps({
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"ReleaseRoleArn": {"Value": role_arn}}}))
+
+
+def test_prod_s_deployed_release_role_must_be_one_dev_lets_pull(aws, monkeypatch):
+    config = _config(aws)
+    config = dataclasses.replace(config, cicd=dataclasses.replace(config.cicd, promote_from_account=DEV_ACCOUNT))
+    cloudformation = _moto("cloudformation")
+    clients = dataclasses.replace(Clients(None, None, None, None, None, None), cloudformation=cloudformation)
+    (missing,) = preflight.check_promotion(config, clients)
+    assert missing.status == WARN and "saas-prod-cicd not deployed" in missing.detail
+    role = _release_role(aws)
+    _cicd_stack(cloudformation, role)
+    (refused,) = preflight.check_promotion(config, clients)
+    assert refused.status == FAIL and f"({role})" in refused.detail
+    assert "dev's cicd.image_pull_role_arns" in refused.detail and "saas-dev-registry" in refused.detail
+    monkeypatch.setattr("stacks.config._PROD_RELEASE_ROLES", (role,))
+    (allowed,) = preflight.check_promotion(config, clients)
+    assert allowed.status == PASS and DEV_ACCOUNT in allowed.detail
