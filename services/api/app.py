@@ -29,6 +29,7 @@ from tenant_provisioner.limits.middleware import RateLimitMiddleware
 from tenant_provisioner.tiers import load_tiers
 
 log = logging.getLogger("saas.api")
+REDIS_POOL_SIZE = 64  # limiter calls in flight per process; more wait up to REDIS_TIMEOUT_SECONDS
 
 
 class Runtime:
@@ -44,9 +45,13 @@ class Runtime:
                                  replicas=settings.replicas, held_elsewhere=WORKER_CONNECTIONS_PER_TENANT,
                                  idle_seconds=settings.pool_idle_seconds,
                                  wait_seconds=settings.pool_wait_seconds)
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_seconds,
-                                             socket_connect_timeout=settings.redis_timeout_seconds,
-                                             retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        # A bounded pool that WAITS for a free connection (within the limiter's timeout): redis-py's
+        # default pool raises at once past 100 calls in flight, which sent a loaded pod's requests to
+        # the degraded limiter although Redis was fine.
+        self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=settings.redis_timeout_seconds,
+            socket_timeout=settings.redis_timeout_seconds, socket_connect_timeout=settings.redis_timeout_seconds,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0))
         degraded = DegradedLimiter(share=degraded_share(settings.rate_limit_replicas))
         self.limiter = AsyncRateLimiter(self.redis, key_prefix=settings.redis_key_prefix, catalog=self.catalog,
                                         degraded=degraded)

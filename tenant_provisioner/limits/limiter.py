@@ -182,8 +182,8 @@ class _Core:
     redis_down_until: float = 0.0
     retry_redis_after_s: float = REDIS_RETRY_AFTER_FAILURE_S
     max_backlog_tenants: int = MAX_BACKLOG_TENANTS
-    # tenant id -> units admitted in degraded mode that Redis has not counted yet
-    backlog: dict[str, int] = field(default_factory=dict)
+    # tenant id -> units admitted in degraded mode that Redis has not counted yet, and their tier
+    backlog: dict[str, tuple[int, TierPlan]] = field(default_factory=dict)
     unmetered: int = 0  # units given up on: backlog full, or a metering batch that failed
     _plans: dict[str, TierPlan] = field(default_factory=dict)
 
@@ -216,32 +216,31 @@ class _Core:
         raw_reason, retry_after, policy = self.degraded.decide(tenant_id, plan.tier, cost)
         reason = Reason(raw_reason)
         if reason is Reason.OK and cost and not _may_have_counted(exc):
-            self._owe(tenant_id, cost)
+            self._owe(tenant_id, cost, plan)
         headers = ratelimit_fields([policy], retry_after if reason in (Reason.RATE_LIMITED, Reason.QUOTA_EXCEEDED)
                                    else None)
         return Decision(allowed=reason is Reason.OK, reason=reason, retry_after=retry_after,
                         headers=headers, tenant_id=tenant_id, tier=plan.tier.name, degraded=True)
 
 
-    def _owe(self, tenant_id: str, units: int) -> None:
+    def _owe(self, tenant_id: str, units: int, plan: TierPlan) -> None:
         if tenant_id in self.backlog or len(self.backlog) < self.max_backlog_tenants:
-            self.backlog[tenant_id] = self.backlog.get(tenant_id, 0) + units
+            self.backlog[tenant_id] = (self.backlog.get(tenant_id, (0, plan))[0] + units, plan)
             return
         self.unmetered += units
         log.error("rate limiter: degraded backlog full (%d tenants); %d unit(s) of %s will not be billed",
                   len(self.backlog), units, tenant_id)
 
-    def take_backlog(self) -> list[tuple[str, int, str]]:
-        """The backlog as (tenant id, units, quota key), emptied: the caller meters it or gives it back."""
+    def take_backlog(self) -> list[tuple[str, int, TierPlan]]:
+        """The backlog as (tenant id, units, plan), emptied: the caller meters it or gives it back."""
         pending, self.backlog = self.backlog, {}
-        return [(tenant_id, units, TenantKeys.of(tenant_id, self.key_prefix).quota)
-                for tenant_id, units in pending.items()]
+        return [(tenant_id, units, plan) for tenant_id, (units, plan) in pending.items()]
 
-    def after_metering(self, batch: list[tuple[str, int, str]], results: Sequence[Any] | BaseException) -> None:
+    def after_metering(self, batch: list[tuple[str, int, TierPlan]], results: Sequence[Any] | BaseException) -> None:
         """Give a batch back when Redis surely did not count it; otherwise it is done (or lost)."""
         if isinstance(results, BaseException):
             results = [results] * len(batch)
-        for (tenant_id, units, _), result in zip(batch, results):
+        for (tenant_id, units, plan), result in zip(batch, results):
             if not isinstance(result, BaseException):
                 continue
             if _may_have_counted(result) or isinstance(result, redis.ResponseError):
@@ -249,7 +248,7 @@ class _Core:
                 log.error("rate limiter: metering %d degraded unit(s) of %s failed (%s: %s); not retried, "
                           "Redis may have counted them", units, tenant_id, type(result).__name__, result)
             else:
-                self._owe(tenant_id, units)
+                self._owe(tenant_id, units, plan)
 
 
 def _may_have_counted(exc: BaseException | None) -> bool:
@@ -291,22 +290,24 @@ class _LimiterBase:
     @property
     def backlog_units(self) -> int:
         """Units admitted in degraded mode that Redis has not counted yet."""
-        return sum(self._core.backlog.values())
+        return sum(units for units, _ in self._core.backlog.values())
 
     @property
     def unmetered_units(self) -> int:
         """Units admitted in degraded mode given up on (backlog full, or metering failed)."""
         return self._core.unmetered
 
-    def _metering(self) -> tuple[list[tuple[str, int, str]], Any]:
+    def _metering(self) -> tuple[list[tuple[str, int, TierPlan]], Any]:
         """The backlog, taken, and a pipeline holding one ``tp_meter`` per tenant of it."""
         batch = self._core.take_backlog()
         pipe = self._client.pipeline(transaction=False)
-        for _, units, quota_key in batch:
+        for tenant_id, units, plan in batch:
+            keys = TenantKeys.of(tenant_id, self._core.key_prefix)
+            args = [units, repr(plan.emission_us), repr(plan.tolerance_us)]
             if self._core.use_functions:
-                pipe.fcall(METER_FUNCTION, 1, quota_key, units)
+                pipe.fcall(METER_FUNCTION, 2, keys.gcra, keys.quota, *args)
             else:
-                self._meter_script(keys=[quota_key], args=[units], client=pipe)
+                self._meter_script(keys=[keys.gcra, keys.quota], args=args, client=pipe)
         return batch, pipe
 
     def _loaded(self, exc: redis.ResponseError | None) -> bool:

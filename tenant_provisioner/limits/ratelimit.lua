@@ -170,17 +170,32 @@ local function acquire(keys, args)
 end
 
 -- Units a client admitted while it could not reach Redis (degraded mode), metered when Redis
--- answers again: added to `used` and `attempted` of the current period, with no rate or quota
--- check (the requests were served).  FCALL tp_meter 1 <quota key> <units>  →  {used, attempted, period}
+-- answers again: added to `used` and `attempted` of the current period with no quota check (the
+-- requests were served), and charged to the rate as far as the burst goes (the TAT moves forward
+-- by emission × units, at most to now + tolerance), so degraded and Redis admissions together stay
+-- near rate × time + burst without refusing the tenant later for what it was already served.
+--   FCALL tp_meter 2 <gcra key> <quota key> <units> <emission_us> <tolerance_us>  →  {used, attempted, period}
 local function meter(keys, args)
-  local units = tonumber(args[1])
-  if not units or units < 1 or units ~= math.floor(units) then
+  local gcra_key, quota_key = keys[1], keys[2]
+  local units, emission, tolerance = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+  if not (units and emission and tolerance) or units < 1 or units ~= math.floor(units) or emission <= 0
+      or tolerance < 0 then
     return redis.error_reply('ERR tp_meter: bad arguments')
   end
-  local period, _, end_s = month_of(tonumber(redis.call('TIME')[1]))
-  local c = read_quota(keys[1], period)
+  local t = redis.call('TIME')
+  local now_s = tonumber(t[1])
+  local now = now_s * 1000000 + tonumber(t[2])
+  local tat = tonumber(redis.call('GET', gcra_key)) or now
+  if tat < now then tat = now end
+  local new_tat = math.min(tat + emission * units, now + tolerance)
+  if new_tat > tat then
+    redis.call('SET', gcra_key, string.format('%.0f', math.ceil(new_tat)), 'PX',
+               math.max(1, math.ceil((new_tat - now) / 1000)))
+  end
+  local period, _, end_s = month_of(now_s)
+  local c = read_quota(quota_key, period)
   c.used, c.attempted = c.used + units, c.attempted + units
-  save_quota(keys[1], c, period, end_s, true)
+  save_quota(quota_key, c, period, end_s, true)
   return {c.used, c.attempted, period}
 end
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from tenant_provisioner.errors import InvalidInput
 from tenant_provisioner.limits import AsyncRateLimiter, RateLimiter, Reason, TenantKeys
-from tenant_provisioner.limits.limiter import EVAL_SOURCE, METER_EVAL_SOURCE
+from tenant_provisioner.limits.limiter import EVAL_SOURCE, METER_EVAL_SOURCE, TierPlan
 from tests.limits.conftest import make_tier
 from tests.limits.sfv import parse_list
 
@@ -361,9 +361,15 @@ def test_the_backlog_is_bounded(redis_process):
     assert (limiter.backlog_units, limiter.unmetered_units) == (2, 1)
 
 
-def test_metering_runs_as_a_plain_script_too(redis_client, redis_prefix):
-    """Servers without Functions meter through EVAL (the same Lua)."""
-    quota = TenantKeys.of("script-co", redis_prefix).quota
-    used, attempted, period = redis_client.eval(METER_EVAL_SOURCE, 1, quota, 3)
-    assert (used, attempted) == (3, 3) and period == int(redis_client.hget(quota, "p"))
-    assert redis_client.eval(METER_EVAL_SOURCE, 1, quota, 2)[:2] == [5, 5]
+def test_metering_runs_as_a_plain_script_and_charges_the_rate_up_to_one_burst(redis_client, redis_prefix):
+    """Servers without Functions meter through EVAL (the same Lua). Metered units use up the burst,
+    never more: 25 units on a burst of 20 leave the tenant refused for one emission, not five."""
+    tier = make_tier(rate=5, burst=20)
+    plan, keys = TierPlan.of(tier), TenantKeys.of("script-co", redis_prefix)
+    args = (repr(plan.emission_us), repr(plan.tolerance_us))
+    used, attempted, period = redis_client.eval(METER_EVAL_SOURCE, 2, keys.gcra, keys.quota, 3, *args)
+    assert (used, attempted) == (3, 3) and period == int(redis_client.hget(keys.quota, "p"))
+    assert redis_client.eval(METER_EVAL_SOURCE, 2, keys.gcra, keys.quota, 22, *args)[:2] == [25, 25]
+    limiter = RateLimiter(redis_client, key_prefix=redis_prefix)
+    refused = limiter.acquire("script-co", tier)
+    assert refused.reason is Reason.RATE_LIMITED and refused.retry_after <= 0.2

@@ -127,3 +127,19 @@ def test_the_tenant_connection_is_back_in_the_pool_before_the_response_is_sent(b
 
     asyncio.run(body())
     assert [(s["open"], s["idle"]) for s in at_response_start] == [(1, 1)]
+
+
+def test_a_burst_of_concurrent_limiter_calls_waits_for_redis_connections_instead_of_degrading(business):
+    """300 decisions at once on one process (a loaded pod): all answered by Redis, none degraded."""
+    runtime = Runtime(business.settings())
+
+    async def body():
+        await runtime.limiter.load()
+        try:
+            return await asyncio.gather(*(runtime.limiter.acquire("wide-co", "business") for _ in range(300)))
+        finally:
+            await runtime.redis.aclose()
+
+    decisions = asyncio.run(body())
+    assert [d for d in decisions if d.degraded] == []
+    assert sum(d.allowed for d in decisions) == 300  # within the business burst of 500
