@@ -161,7 +161,7 @@ class ServiceSettings:
     password_deriver: PasswordDeriver | None
     database_max_connections: int
     pool_total: int
-    pool_per_tenant: int
+    pool_per_tenant: int | None
     replicas: int
     rate_limit_replicas: int
     pool_idle_seconds: float
@@ -211,7 +211,7 @@ class ServiceSettings:
             password_deriver=password_deriver,
             database_max_connections=max_connections,
             pool_total=pool_total,
-            pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 4, 1),
+            pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 0, 1) or None,  # unset: the tier's share
             replicas=replicas,
             rate_limit_replicas=_int(env, "RATE_LIMIT_REPLICAS", 1, 1),
             pool_idle_seconds=_float(env, "TENANT_POOL_IDLE_SECONDS", 60.0, 0.1),

@@ -23,13 +23,14 @@ from services.api import problems, routes
 from services.settings import ServiceSettings
 from tenant_provisioner.gateway.jobs import JobQueue
 from tenant_provisioner.gateway.middleware import PROBLEM_BASE, KeyResolver, RequestContext, TenantAuthMiddleware
-from tenant_provisioner.gateway.sessions import ControlPlane, TenantPools
+from tenant_provisioner.gateway.sessions import WORKER_CONNECTIONS_PER_TENANT, ControlPlane, TenantPools
 from tenant_provisioner.limits.degraded import DegradedLimiter, degraded_share
 from tenant_provisioner.limits.limiter import AsyncRateLimiter
 from tenant_provisioner.limits.middleware import RateLimitMiddleware
 from tenant_provisioner.tiers import load_tiers
 
 log = logging.getLogger("saas.api")
+REDIS_POOL_SIZE = 64  # limiter calls in flight per process; more wait up to REDIS_TIMEOUT_SECONDS
 
 
 class Runtime:
@@ -42,11 +43,16 @@ class Runtime:
                                     max_size=settings.control_pool_size)
         self.pools = TenantPools(settings.database_url, catalog=self.catalog, deriver=settings.password_deriver,
                                  total=settings.pool_total, per_tenant=settings.pool_per_tenant,
-                                 replicas=settings.replicas, idle_seconds=settings.pool_idle_seconds,
+                                 replicas=settings.replicas, held_elsewhere=WORKER_CONNECTIONS_PER_TENANT,
+                                 idle_seconds=settings.pool_idle_seconds,
                                  wait_seconds=settings.pool_wait_seconds)
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_seconds,
-                                             socket_connect_timeout=settings.redis_timeout_seconds,
-                                             retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        # A bounded pool that WAITS for a free connection (within the limiter's timeout): redis-py's
+        # default pool raises at once past 100 calls in flight, which sent a loaded pod's requests to
+        # the degraded limiter although Redis was fine.
+        self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=settings.redis_timeout_seconds,
+            socket_timeout=settings.redis_timeout_seconds, socket_connect_timeout=settings.redis_timeout_seconds,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0))
         degraded = DegradedLimiter(share=degraded_share(settings.rate_limit_replicas))
         self.limiter = AsyncRateLimiter(self.redis, key_prefix=settings.redis_key_prefix, catalog=self.catalog,
                                         degraded=degraded)
@@ -62,6 +68,10 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.jobs.flush()
+        await self.limiter.flush()  # usage admitted while Redis was away, if it answers now
+        if self.limiter.backlog_units:
+            log.error("stopping with %d request(s) admitted while the limiter's Redis was away and not "
+                      "metered: they will not be billed", self.limiter.backlog_units)
         await self.pools.close()
         await self.control.close()
         await self.redis.aclose()

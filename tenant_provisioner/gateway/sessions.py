@@ -7,8 +7,9 @@ cover nothing else, so the database — not the app — keeps tenant A's SQL (in
 from tenant B's rows.
 
 `TenantPools` is the budget (docs/request-path.md has the arithmetic): an LRU of small
-per-tenant pools, at most ``per_tenant`` connections per tenant (never above what the tier's
-role ``CONNECTION LIMIT`` allows for ``replicas`` instances) and at most ``total`` per instance.
+per-tenant pools, at most `tenant_cap` connections per tenant — the tier's role ``CONNECTION
+LIMIT``, less what the worker holds, shared by ``replicas`` instances (``per_tenant`` lowers it
+further when set) — and at most ``total`` per instance.
 A request that finds its tenant at its cap, or the instance at ``total`` with nothing idle to
 evict, waits up to ``wait_seconds`` in a bounded queue, then gets `PoolExhausted` (503 with
 Retry-After) — never an unbounded wait. Idle connections close after ``idle_seconds``.
@@ -38,6 +39,16 @@ from tenant_provisioner.tiers import TierCatalog
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "saas-service"
+# The worker's connections per tenant (services/worker): kept out of what the API instances share.
+WORKER_CONNECTIONS_PER_TENANT = 1
+
+
+def tenant_cap(*, role_limit: int, replicas: int, held_elsewhere: int = 0, per_tenant: int | None = None) -> int:
+    """One instance's cap for a tenant: its role's CONNECTION LIMIT less the connections
+    `held_elsewhere` (the worker's), shared by `replicas` instances, at most `per_tenant` if set.
+    Never below 1: a limit too small for the replicas is refused by PostgreSQL, answered 503."""
+    share = (role_limit - held_elsewhere) // max(1, replicas)
+    return max(1, share if per_tenant is None else min(per_tenant, share))
 
 
 def gateway_role(provisioner_role: str) -> str:
@@ -155,7 +166,8 @@ class TenantPools:
     """Per-instance LRU of small per-tenant pools with idle eviction and a hard total."""
 
     def __init__(self, url: str, *, catalog: TierCatalog, deriver: PasswordDeriver | None,
-                 total: int = 40, per_tenant: int = 4, replicas: int = 1, idle_seconds: float = 60.0,
+                 total: int = 40, per_tenant: int | None = None, replicas: int = 1, held_elsewhere: int = 0,
+                 idle_seconds: float = 60.0,
                  wait_seconds: float = 2.0, max_waiters: int = 200, statement_timeout_ms: int = 5000) -> None:
         base = conninfo_to_dict(url)
         base.pop("user", None)
@@ -166,6 +178,7 @@ class TenantPools:
         self.total = total
         self.per_tenant = per_tenant
         self.replicas = max(1, replicas)
+        self.held_elsewhere = held_elsewhere
         self.idle_seconds = idle_seconds
         self.wait_seconds = wait_seconds
         self.max_waiters = max_waiters
@@ -180,8 +193,9 @@ class TenantPools:
 
     # -- budget ---------------------------------------------------------------------------------
     def cap_for(self, tier: str) -> int:
-        """Per-instance cap: the tier's role CONNECTION LIMIT shared by `replicas` instances."""
-        return max(1, min(self.per_tenant, self._catalog.get(tier).db_connections // self.replicas))
+        """Per-instance cap of a tenant of `tier` (`tenant_cap` of its role's CONNECTION LIMIT)."""
+        return tenant_cap(role_limit=self._catalog.get(tier).db_connections, replicas=self.replicas,
+                          held_elsewhere=self.held_elsewhere, per_tenant=self.per_tenant)
 
     def stats(self) -> dict[str, int]:
         return {**self.counters, "open": self._opened, "tenants": len(self._slots), "waiting": self._waiters,
