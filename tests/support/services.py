@@ -10,6 +10,10 @@ Redis: ``TEST_REDIS_URL`` if set; the local default (127.0.0.1:6379); a throwawa
 local ``redis-server``.
 
 Otherwise the session stops with one line saying what to install. Never a mock.
+
+Every throwaway server is removed (stopped, its directory deleted) when the process that started it
+ends: at exit, and on SIGTERM or SIGINT (a cancelled CI job, Ctrl-C) — after which the process
+still ends as that signal would have ended it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 import redis
@@ -48,6 +54,43 @@ def server_settings() -> str:
 
 class ServiceUnavailable(RuntimeError):
     """No server could be found or started; the message says what to install."""
+
+
+# The throwaway servers this process started and has not removed yet: id -> their `remove`.
+_LIVE: dict[int, Callable[[], None]] = {}
+_PREVIOUS_HANDLERS: dict[int, object] = {}
+
+
+def _remove_at_the_end(server: "ThrowawayPostgres | ThrowawayRedis") -> None:
+    """Remove ``server`` when this process ends: at exit, or on SIGTERM/SIGINT (handlers installed from
+    the main thread, the only one Python lets set them; never over a signal the process ignores)."""
+    _LIVE[id(server)] = server.remove
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) not in (_on_signal, signal.SIG_IGN):
+                _PREVIOUS_HANDLERS[signum] = signal.signal(signum, _on_signal)
+
+
+def _removed(server: object) -> None:
+    _LIVE.pop(id(server), None)
+
+
+def _remove_all() -> None:
+    for remove in list(_LIVE.values()):
+        remove()
+
+
+atexit.register(_remove_all)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """Remove the servers, then end as the signal would have without this handler: through the
+    previous handler (SIGINT: KeyboardInterrupt) or the default action (SIGTERM: the process dies of
+    it, so its parent sees -15 / exit status 143)."""
+    signal.signal(signum, signal.SIG_IGN)   # a repeated signal must not cut the removal short
+    _remove_all()
+    signal.signal(signum, _PREVIOUS_HANDLERS.get(signum) or signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _free_port() -> int:
@@ -132,6 +175,7 @@ class ThrowawayPostgres:
         self.data = self.root / "data"
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        _remove_at_the_end(self)
 
     @classmethod
     def create(cls) -> "ThrowawayPostgres":
@@ -178,12 +222,11 @@ class ThrowawayPostgres:
     def remove(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        _removed(self)
 
 
 def _start_throwaway_postgres() -> str:
-    server = ThrowawayPostgres.create()
-    atexit.register(server.remove)
-    return server.url
+    return ThrowawayPostgres.create().url
 
 
 class ThrowawayRedis:
@@ -200,6 +243,7 @@ class ThrowawayRedis:
         self.root = tempfile.mkdtemp(prefix="test-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
+        _remove_at_the_end(self)
 
     def start(self) -> "ThrowawayRedis":
         self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -224,12 +268,11 @@ class ThrowawayRedis:
     def remove(self) -> None:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+        _removed(self)
 
 
 def _start_throwaway_redis() -> str:
-    server = ThrowawayRedis().start()
-    atexit.register(server.remove)
-    return server.url
+    return ThrowawayRedis().start().url
 
 
 def _explicit(variable: str, reachable, name: str) -> str | None:
