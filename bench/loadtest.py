@@ -34,6 +34,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.floor import FLOOR_SCHEMA  # noqa: E402
 from tenant_provisioner import control, migrations  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect  # noqa: E402
 from tenant_provisioner.gateway import keys  # noqa: E402
@@ -88,12 +89,12 @@ def fill_schema(conn: psycopg.Connection, schema: str) -> list[int]:
 def seed_floor(admin_url: str) -> list[int]:
     """One plain schema with the tenant tables, as the floor's shared pool sees it."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA floor")
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(FLOOR_SCHEMA)))
         with conn.transaction():
-            conn.execute("SET LOCAL search_path = floor")
+            conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(FLOOR_SCHEMA)))
             for migration in migrations.load("tenant"):
                 conn.execute(migration.sql)
-        return fill_schema(conn, "floor")
+        return fill_schema(conn, FLOOR_SCHEMA)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
@@ -223,7 +224,7 @@ def main() -> int:
         for target in args.targets.split(","):
             port = free_port()
             env = {**base_env, "PORT": str(port)}
-            command = ["services.api"] if target == "tenant" else ["bench.floor", "--schema", "floor"]
+            command = ["services.api"] if target == "tenant" else ["bench.floor"]
             proc = start_server(command, env, workdir / f"{target}.log")
             try:
                 wait_ready(f"http://127.0.0.1:{port}", proc)

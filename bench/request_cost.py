@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.floor import create_floor_app  # noqa: E402
+from bench.floor import FLOOR_SCHEMA, create_floor_app  # noqa: E402
 from bench.loadtest import seed, seed_floor  # noqa: E402
 from services.api.app import create_app  # noqa: E402
 from services.settings import ServiceSettings  # noqa: E402
@@ -75,11 +79,24 @@ async def cost(app: Any, keys: list[str | None]) -> float:
     return (time.process_time() - started) * 1000 / REQUESTS
 
 
+def unlimited_tiers() -> Path:
+    """The tiers file with rates and bursts × 1,000: every measured request is admitted (a 429 costs
+    less than a 200 and would flatter the tenant path), the limiter's round trip still paid."""
+    tiers = yaml.safe_load((ROOT / "config" / "tiers.yaml").read_text())
+    for tier in tiers["tiers"].values():
+        tier["rate_per_second"] *= 1000
+        tier["burst"] *= 1000
+    path = Path(tempfile.mkdtemp(prefix="reqcost-")) / "tiers.yaml"
+    path.write_text(yaml.safe_dump(tiers))
+    return path
+
+
 def main() -> int:
     logging.disable(logging.INFO)
     admin_url, redis_url = services.postgres_admin_url(), services.redis_url()
     url = databases.create_database(admin_url, prefix="reqcost")
     role = f"rc_{uuid.uuid4().hex[:8]}"
+    tiers_file = unlimited_tiers()
     try:
         with admin_connect(url) as conn:
             control.init(conn, role)
@@ -87,13 +104,14 @@ def main() -> int:
         seed_floor(url)
         settings = ServiceSettings.from_env({
             "DATABASE_URL": url, "REDIS_URL": redis_url, "TENANT_PROVISIONER_ROLE": role, "SERVICE_REPLICAS": "1",
-            "REDIS_KEY_PREFIX": f"reqcost:{uuid.uuid4().hex[:6]}:"})
+            "REDIS_KEY_PREFIX": f"reqcost:{uuid.uuid4().hex[:6]}:", "TIERS_FILE": str(tiers_file)})
         tenant_keys: list[str | None] = [t["key"] for t in plan if t["tier"] == "business"]
         tenant = asyncio.run(cost(create_app(settings), tenant_keys))
-        floor = asyncio.run(cost(create_floor_app(url, "floor", 40), [None]))
+        floor = asyncio.run(cost(create_floor_app(url, FLOOR_SCHEMA, 40), [None]))
         print(f"GET /v1/projects, {REQUESTS} requests in-process: tenant path {tenant:.2f} ms CPU/request, "
               f"floor {floor:.2f} ms; floor / tenant = {floor / tenant:.0%} (the throughput ratio when CPU-bound)")
     finally:
+        shutil.rmtree(tiers_file.parent, ignore_errors=True)
         databases.drop_database(admin_url, url, extra_roles=(f"{role}_gateway", f"{role}_tenants", role))
     return 0
 

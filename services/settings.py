@@ -157,10 +157,11 @@ class ServiceSettings:
     provisioner_role: str
     redis_key_prefix: str
     redis_timeout_seconds: float
+    readiness_timeout_seconds: float
     password_deriver: PasswordDeriver | None
     database_max_connections: int
     pool_total: int
-    pool_per_tenant: int
+    pool_per_tenant: int | None
     replicas: int
     rate_limit_replicas: int
     pool_idle_seconds: float
@@ -206,10 +207,11 @@ class ServiceSettings:
             provisioner_role=env.get("TENANT_PROVISIONER_ROLE") or DEFAULT_PROVISIONER_ROLE,
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", ""),
             redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
+            readiness_timeout_seconds=_float(env, "READINESS_TIMEOUT_SECONDS", 1.5, 0.001),
             password_deriver=password_deriver,
             database_max_connections=max_connections,
             pool_total=pool_total,
-            pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 4, 1),
+            pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 0, 1) or None,  # unset: the tier's share
             replicas=replicas,
             rate_limit_replicas=_int(env, "RATE_LIMIT_REPLICAS", 1, 1),
             pool_idle_seconds=_float(env, "TENANT_POOL_IDLE_SECONDS", 60.0, 0.1),

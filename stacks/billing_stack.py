@@ -8,7 +8,7 @@ so Stripe keeps retrying until the endpoint is set up.
 The Function URL has no IAM auth on purpose: Stripe cannot sign AWS requests. Each request is
 authenticated by its ``Stripe-Signature`` (HMAC with the endpoint's signing secret), verified
 before anything is read or written. Reserved concurrency bounds the database connections a
-burst of deliveries can open.
+burst of deliveries can open (`concurrency.stripe_webhook`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from stacks.security_stack import SecurityStack
 from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.runtime.settings import StripeWebhookSettings
 
-WEBHOOK_CONCURRENCY = 5
 _ROTATION_REASON = ("{what} is issued by Stripe, not by AWS: it is rotated by rolling it in the Stripe "
                     "dashboard and pasting the new value (docs/runbooks/stripe-setup.md, 'Rotate'); a "
                     "Secrets Manager rotation Lambda cannot create Stripe credentials")
@@ -55,7 +54,7 @@ class BillingStack(cdk.Stack):
             settings=StripeWebhookSettings(database=data.database_settings, billing=dataclasses.replace(
                 config.billing, webhook_secret_id=self.webhook_secret.secret_arn)),
             network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
-            timeout=cdk.Duration.seconds(20), memory_size=256, reserved_concurrency=WEBHOOK_CONCURRENCY)
+            timeout=cdk.Duration.seconds(20), memory_size=256, reserved_concurrency=config.concurrency.stripe_webhook)
         self.webhook_function = webhook.function
         webhook.read_secrets("WebhookReads", [self.webhook_secret.secret_arn, data.database_secret.secret_arn])
         self.webhook_url = self.webhook_function.add_function_url(auth_type=lambda_.FunctionUrlAuthType.NONE)

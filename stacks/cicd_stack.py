@@ -5,7 +5,9 @@ account and region, and CloudFormation's execution role does the rest (notes/cdk
 - deploy role: trusted only for jobs of the configured GitHub *environment* (``environment:
   production`` carries required reviewers), may assume the deploy, publishing and lookup roles;
 - diff role: trusted only for pull-request jobs, may assume only the lookup role
-  (``cdk diff --no-change-set``), so PR code can read but never change the account.
+  (``cdk diff --no-change-set``), so PR code can read but never change the account;
+- drift role: trusted only for jobs of ``main`` outside any GitHub environment (the scheduled drift
+  workflow), may assume only the lookup role (``cdk drift``) and read the cluster.
 
 Deploy this stack once with administrator credentials; afterwards CI deploys everything else.
 """
@@ -20,6 +22,7 @@ from stacks.account_stack import GITHUB_OIDC_HOST, github_oidc_provider_arn
 from stacks.config import ENVIRONMENTS, EnvConfig
 from stacks.constructs.outputs import parameter_name
 from stacks.nag import acknowledge
+from stacks.registry_stack import PULL_ACTIONS
 
 DEPLOY_BOOTSTRAP_ROLES = ("deploy", "file-publishing", "image-publishing", "lookup")
 DIFF_BOOTSTRAP_ROLES = ("lookup",)
@@ -47,10 +50,19 @@ class CicdStack(cdk.Stack):
             "ReleaseRole", provider_arn, f"repo:{repo}:environment:{cicd.github_environment}", config, (),
             f"GitHub Actions releases of {repo} (environment {cicd.github_environment}): images, migrations, manifests")
         self._allow_release_steps(config)
+        # The scheduled drift check (.github/workflows/drift.yml) runs on main without a GitHub
+        # environment: a schedule cannot wait for production's reviewers, so it gets no role that
+        # writes. The lookup role (ReadOnlyAccess, kms:Decrypt denied) is enough for `cdk drift`; its
+        # cluster access is view-only (stacks/access_stack.py).
+        self.drift_role = self._role(
+            "DriftRole", provider_arn, f"repo:{repo}:ref:refs/heads/main", config, DIFF_BOOTSTRAP_ROLES,
+            f"GitHub Actions drift checks of {repo} (main, scheduled): read-only CDK lookup role, cluster view")
         cdk.CfnOutput(self, "DeployRoleArn", value=self.deploy_role.role_arn,
                       description="role-to-assume for the deploy workflow")
         cdk.CfnOutput(self, "DiffRoleArn", value=self.diff_role.role_arn,
                       description="role-to-assume for pull-request diffs")
+        cdk.CfnOutput(self, "DriftRoleArn", value=self.drift_role.role_arn,
+                      description="role-to-assume for the scheduled drift checks (GitHub variable AWS_DRIFT_ROLE_ARN_<env>)")
         cdk.CfnOutput(self, "ReleaseRoleArn", value=self.release_role.role_arn,
                       description="role-to-assume for the release steps (GitHub variable AWS_RELEASE_ROLE_ARN)")
 
@@ -84,6 +96,7 @@ class CicdStack(cdk.Stack):
             "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
             "ecr:DescribeImages", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload",
             "ecr:PutImage"], resources=repositories))
+        self._allow_promotion_source(config)
         role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[operator]))
         role.add_to_policy(iam.PolicyStatement(
             actions=["cloudformation:DescribeStackResources"],
@@ -107,3 +120,16 @@ class CicdStack(cdk.Stack):
         acknowledge(role, f"AwsSolutions-IAM5[Resource::{parameters}]",
                     "The manifests are rendered from every non-secret value the stacks publish under this "
                     "environment's /saas/<env>/platform/ prefix; nothing else lives there.")
+
+    def _allow_promotion_source(self, config: EnvConfig) -> None:
+        """Two accounts: the release role may pull the source environment's images from its account
+        (that account's repository policy must allow this role too: its ``cicd.image_pull_role_arns``)."""
+        cicd = config.cicd
+        if cicd.promote_from is None or cicd.promote_from_account in (None, config.account):
+            return   # one account: the statement above covers the source's repositories
+        source = (f"arn:{self.partition}:ecr:{self.region}:{cicd.promote_from_account}:"
+                  f"repository/saas-{cicd.promote_from}/*")
+        self.release_role.add_to_policy(iam.PolicyStatement(actions=list(PULL_ACTIONS), resources=[source]))
+        acknowledge(self.release_role, f"AwsSolutions-IAM5[Resource::{source}]",
+                    f"One repository per service under saas-{cicd.promote_from}/ in the source account, pull actions "
+                    "only: the promotion copies its scanned images by digest.")

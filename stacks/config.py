@@ -7,7 +7,8 @@ environment's name. Choose the environment with ``-c env=dev|prod`` (``all`` syn
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 
 from tenant_provisioner.billing.settings import BillingSettings
 
@@ -228,13 +229,66 @@ class WorkloadsConfig:
     kept_release_images: int = 30          # ECR lifecycle: newest release images kept per repository
 
 
+# Lambda refuses reserved concurrency that would leave fewer than this many unreserved executions.
+LAMBDA_UNRESERVED_MINIMUM = 100
+
+
+class ConcurrencyConfigError(ValueError):
+    """Reserved concurrency Lambda would refuse: not a positive whole number, or more than the account's
+    concurrency quota can hold next to the unreserved minimum."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConcurrencyConfig:
+    """Reserved concurrency of every Lambda function (one field per function, named after its
+    lambdas/<name> directory): each is both a guarantee and a ceiling. ``account_quota`` is the
+    account's Lambda "Concurrent executions" quota (Service Quotas L-B99A9384): new accounts may get
+    far less than the usual 1000, and a deploy whose reservations leave fewer than 100 unreserved
+    fails, so synth refuses such values first. ``make preflight`` compares it with the real quota."""
+
+    account_quota: int = 1000
+    provision_tenant: int = 10     # bounds DDL lock use on RDS (concurrent signups)
+    tenant_operations: int = 2     # a schedule and an operator at once; never a crowd of DDL
+    stripe_webhook: int = 5        # bounds the database connections a burst of Stripe deliveries opens
+    enforce_limits: int = 2        # a slow run may overlap the next one (safe); never more
+    budget_breaker: int = 1        # one budget level at a time
+    cost_report: int = 1           # one run at a time: a retry waits for the run it repeats
+    restore_drill: int = 2         # a step of the drill and its retry
+
+    def __post_init__(self) -> None:
+        problems = [f"concurrency.{name} = {value!r}: must be a whole number of at least 1 "
+                    "(0 would refuse every invocation)"
+                    for name, value in self.reserved().items()
+                    if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+        if isinstance(self.account_quota, bool) or not isinstance(self.account_quota, int) or self.account_quota < 1:
+            problems.append(f"concurrency.account_quota = {self.account_quota!r}: must be the account's Lambda "
+                            "concurrent-executions quota (a positive whole number)")
+        if not problems and self.total() + LAMBDA_UNRESERVED_MINIMUM > self.account_quota:
+            largest = ", ".join(f"{name} {value}" for name, value in
+                                sorted(self.reserved().items(), key=lambda item: -item[1]))
+            problems.append(f"reserved concurrency adds up to {self.total()} ({largest}), above the account quota "
+                            f"{self.account_quota} minus the {LAMBDA_UNRESERVED_MINIMUM} executions Lambda keeps "
+                            f"unreserved ({self.account_quota - LAMBDA_UNRESERVED_MINIMUM} at most): lower these "
+                            "values or request a quota increase (Service Quotas: AWS Lambda, Concurrent executions, "
+                            "L-B99A9384) and set concurrency.account_quota to the granted value")
+        if problems:
+            raise ConcurrencyConfigError("invalid Lambda reserved concurrency (docs/configuration.md):\n  - "
+                                         + "\n  - ".join(problems))
+
+    def reserved(self) -> dict[str, int]:
+        """Reserved concurrency per function (``lambdas/<name>`` → executions)."""
+        return {item.name: getattr(self, item.name) for item in fields(self) if item.name != "account_quota"}
+
+    def total(self) -> int:
+        return sum(self.reserved().values())
+
+
 @dataclass(frozen=True, kw_only=True)
 class TenantsConfig:
     secrets_prefix: str          # tenant secrets live under f"{secrets_prefix}/tenants/<tenant_id>"
     database_name: str = "app"
     provisioner_timeout_seconds: int = 60
     provisioner_role: str = "tenant_provisioner"   # DB role owning tenant objects (`tenant-provisioner init`)
-    max_concurrent_provisions: int = 10            # reserved concurrency: bounds DDL lock use on RDS
     signup_event_source: str = "saas.signup"       # EventBridge source of `tenant.signup` events
     invoker_role_arns: tuple[str, ...] = ()        # roles allowed to invoke provisioning synchronously
     operator_role_arns: tuple[str, ...] = ()       # roles allowed to invoke tenant_operations (init, migrate, ...)
@@ -309,6 +363,14 @@ class DrConfig:
     restore_drill_timeout_hours: int = 6
 
 
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/[\w+=,.@/-]+$")
+
+
+class CicdConfigError(ValueError):
+    """A promotion setting that names no exact account or IAM role."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class CicdConfig:
     """GitHub Actions deploys through OIDC: no long-lived AWS keys in GitHub."""
@@ -316,6 +378,30 @@ class CicdConfig:
     github_repository: str                 # "owner/name"
     github_environment: str                # the GitHub environment whose jobs may deploy here
     cdk_qualifier: str = "hnb659fds"       # the CDK bootstrap qualifier of the target account
+    # Promotion (docs/release.md): the environment whose scanned images this environment's release
+    # copies by digest instead of building (prod: "dev"; None: it builds its own) ...
+    promote_from: str | None = None
+    # ... and that environment's AWS account when it is another one (None: this environment's account).
+    promote_from_account: str | None = None
+    # Release roles of OTHER accounts that may pull this environment's images (ECR repository policy,
+    # pull actions only): with prod in its own account, dev lists prod's release role here.
+    image_pull_role_arns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = [f"cicd.image_pull_role_arns: {arn!r} is not an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>, "
+                    "no wildcard): use the ReleaseRoleArn output of the other account's saas-<env>-cicd stack"
+                    for arn in self.image_pull_role_arns if not _ROLE_ARN.match(arn)]
+        if self.promote_from_account is not None:
+            if not _ACCOUNT_ID.match(self.promote_from_account):
+                problems.append(f"cicd.promote_from_account = {self.promote_from_account!r}: a 12-digit AWS account id")
+            if self.promote_from is None:
+                problems.append("cicd.promote_from_account is set but cicd.promote_from (the source environment) is not")
+        if problems:
+            raise CicdConfigError("invalid promotion settings (docs/configuration.md):\n  - " + "\n  - ".join(problems))
+
+    def image_pull_accounts(self) -> list[str]:
+        """The accounts of ``image_pull_role_arns``, in a stable order."""
+        return sorted({_ROLE_ARN.match(arn)["account"] for arn in self.image_pull_role_arns})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -332,6 +418,7 @@ class EnvConfig:
     cost_report: CostReportConfig
     billing: BillingSettings = field(default_factory=BillingSettings)   # defaults: tenant_provisioner/billing
     dr: DrConfig = field(default_factory=DrConfig)
+    concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     observability: ObservabilityConfig
     cicd: CicdConfig
     workloads: WorkloadsConfig
@@ -344,6 +431,10 @@ class EnvConfig:
         """ECR repository name of ``service`` (``api`` / ``worker``) in this environment."""
         return f"{self.workloads.image_repository_prefix}-{self.name}/{service}"
 
+
+# Kubernetes group of the drift role's EKS access entry (stacks/access_stack.py): the cluster chart
+# binds it to reading the cluster-scoped objects the view access policy leaves out (k8s/chart.py).
+DRIFT_READERS_GROUP = "saas:drift-readers"
 
 # Placeholder account/region make offline synth deterministic; real values come from context
 # (-c account=... -c region=...) or CDK_DEFAULT_ACCOUNT / CDK_DEFAULT_REGION at deploy time.
@@ -362,6 +453,9 @@ _REPORT_SENDER = "reports@example.com"       # SES identity sending the cost rep
 _LIMITS_SENDER = "limits@example.com"        # SES identity sending breaker notices to tenant admins
 _REPOSITORY = "example-org/saas-platform"    # the GitHub repository whose workflows deploy (OIDC trust)
 _ADMINS: tuple[str, ...] = ()                # IAM role ARNs with cluster-admin access (at least one)
+# Two accounts only (docs/release.md, "Two accounts"); leave both empty with dev and prod in one account.
+_DEV_ACCOUNT: str | None = None              # dev's account id: prod's release copies dev's images from it
+_PROD_RELEASE_ROLES: tuple[str, ...] = ()     # prod's release role ARN (saas-prod-cicd output ReleaseRoleArn)
 _VIEWERS: tuple[str, ...] = ()               # IAM role ARNs with read-only cluster access (no Secrets)
 _API_DOMAIN = "api.example.com"              # the API's public host name (dev: api.dev.<domain>)
 # ACM certificate of the API's host name, in the cluster's region (the Ingress's HTTPS listener); the
@@ -385,7 +479,8 @@ def _dev(account: str, region: str) -> EnvConfig:
         limits=LimitsConfig(monthly_budget_usd=500, ops_emails=_OPS, notification_sender=_LIMITS_SENDER),
         cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=14),
-        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev"),
+        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="dev",
+                        image_pull_role_arns=_PROD_RELEASE_ROLES),
         workloads=WorkloadsConfig(
             api=ServiceConfig(min_replicas=2, max_replicas=4, cpu_request_millicores=250, cpu_limit_millicores=1000,
                               memory_request_mib=256, memory_limit_mib=512),
@@ -412,7 +507,8 @@ def _prod(account: str, region: str) -> EnvConfig:
         cost_report=CostReportConfig(recipients=_CEO, sender=_REPORT_SENDER),
         observability=ObservabilityConfig(alarm_emails=_OPS, log_retention_days=90, container_insights=True,
                                           betterstack_webhook_secret_name="/saas/prod/betterstack-webhook"),
-        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production"),
+        cicd=CicdConfig(github_repository=_REPOSITORY, github_environment="production",
+                        promote_from="dev", promote_from_account=_DEV_ACCOUNT),
         workloads=WorkloadsConfig(
             api=ServiceConfig(min_replicas=3, max_replicas=12, cpu_request_millicores=500, cpu_limit_millicores=1000,
                               memory_request_mib=512, memory_limit_mib=1024),

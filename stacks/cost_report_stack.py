@@ -64,7 +64,7 @@ class CostReportStack(cdk.Stack):
                 idempotency_table=self.idempotency_table.table_name, database=data.database_settings),
             network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
             timeout=cdk.Duration.minutes(5), memory_size=512,
-            reserved_concurrency=1,   # one run at a time: a retry waits for the run it repeats
+            reserved_concurrency=config.concurrency.cost_report,
             dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.function = function.function
         self._grant(function, security, data)

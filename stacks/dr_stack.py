@@ -48,7 +48,7 @@ class DrStack(cdk.Stack):
             self, "RestoreDrill", name="restore_drill",
             description="One step of the RDS restore drill (driven by the RestoreDrill state machine)",
             environment=settings.to_env(), timeout=cdk.Duration.minutes(15), memory_size=1024,
-            network=data.control_plane_network, log_key=security.logs_key, reserved_concurrency=2)
+            network=data.control_plane_network, log_key=security.logs_key, reserved_concurrency=config.concurrency.restore_drill)
         self.function = function.function
         self._grant(function.role, security, data)
 

@@ -86,7 +86,7 @@ class LimitsStack(cdk.Stack):
                                       max_locks=limits.reaper_max_locks)),
             network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
             timeout=cdk.Duration.minutes(4), memory_size=512,
-            reserved_concurrency=2,  # a slow run may overlap the next one (safe); never more
+            reserved_concurrency=config.concurrency.enforce_limits,
             dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.enforcer = enforcer.function
         self.schedule = events.Rule(
@@ -108,7 +108,7 @@ class LimitsStack(cdk.Stack):
                 nonprod_db_instances=tuple(limits.nonprod_db_instances),
                 nonprod_nodegroups=tuple(limits.nonprod_nodegroups))),
             network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
-            timeout=cdk.Duration.minutes(1), memory_size=256, reserved_concurrency=1,
+            timeout=cdk.Duration.minutes(1), memory_size=256, reserved_concurrency=config.concurrency.budget_breaker,
             dead_letter_queue=self.dead_letter_queue, retry_attempts=None)   # SNS's retries, then the DLQ
         self.budget_breaker = breaker.function
         self.budget_topic.add_subscription(subscriptions.LambdaSubscription(

@@ -61,7 +61,7 @@ class TenantsStack(cdk.Stack):
             description="Provision a tenant: schema, role, secret, billing (idempotent; tenant.signup)",
             settings=settings, network=data.control_plane_network, log_key=security.logs_key,
             secrets_key=security.secrets_key, timeout=cdk.Duration.seconds(tenants.provisioner_timeout_seconds),
-            memory_size=512, reserved_concurrency=tenants.max_concurrent_provisions,
+            memory_size=512, reserved_concurrency=config.concurrency.provision_tenant,
             dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.function = function.function
         self._grant(function, data, policy_id="ProvisionPermissions", tenant_secret_actions=PROVISION_SECRET_ACTIONS,
@@ -79,7 +79,7 @@ class TenantsStack(cdk.Stack):
                                                        password_key_secret_arn=service_secrets.password_key.secret_arn)),
             network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
             timeout=cdk.Duration.seconds(tenants.operations_timeout_seconds), memory_size=512,
-            reserved_concurrency=2,  # a schedule and an operator at once; never a crowd of DDL
+            reserved_concurrency=config.concurrency.tenant_operations,
             dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.operations = operations.function
         # Offboarding only deletes tenant secrets: no create/read of them; the key only to read the master secret.

@@ -3,9 +3,10 @@
 What a first deploy or a release meets only too late, checked with the caller's credentials before
 ``cdk deploy``: the credentials' account, configuration examples, the Lambda concurrency quota
 against the reserved concurrency of the synthesized templates, SES sender identities and production
-access, cost-allocation tags, the secrets the stacks need (Stripe, BetterStack), the CDK bootstrap
-version, and that every GitHub variable the workflows read is documented. Exit 1 when any check
-FAILs; WARN lines are things the first deploy creates (do them right after it).
+access, cost-allocation tags, the secrets the stacks need (Stripe, BetterStack), with dev and prod in
+two accounts that prod's release role may pull dev's images, the CDK bootstrap version, and that
+every GitHub variable the workflows read is documented. Exit 1 when any check FAILs; WARN lines
+are things the first deploy creates (do them right after it).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from stacks.config import EnvConfig, load_config
+from stacks.config import LAMBDA_UNRESERVED_MINIMUM, EnvConfig, load_config
 from stacks.placeholders import example_values
+from stacks.registry_stack import PULL_ACTIONS, SERVICES
 from tenant_provisioner.billing.settings import API_KEY_PREFIXES, WEBHOOK_SECRET_PREFIX
-from tools.synth_summary import UNRESERVED_MINIMUM, reserved_concurrency
+from tools.synth_summary import reserved_concurrency
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
@@ -53,12 +55,15 @@ class Clients:
     cost_explorer: object
     secrets: object
     ssm: object
+    ecr: object = None
+    cloudformation: object = None
 
     @classmethod
     def from_session(cls, session: boto3.session.Session) -> Clients:
         return cls(sts=session.client("sts"), lambda_=session.client("lambda"), sesv2=session.client("sesv2"),
                    cost_explorer=session.client("ce", region_name="us-east-1"),
-                   secrets=session.client("secretsmanager"), ssm=session.client("ssm"))
+                   secrets=session.client("secretsmanager"), ssm=session.client("ssm"),
+                   ecr=session.client("ecr"), cloudformation=session.client("cloudformation"))
 
 
 def _error_code(error: ClientError) -> str:
@@ -84,18 +89,28 @@ def check_configuration(config: EnvConfig, _clients: Clients) -> list[Check]:
 def check_concurrency(config: EnvConfig, clients: Clients, *, reserved: dict[str, int]) -> list[Check]:
     quota = int(clients.lambda_.get_account_settings()["AccountLimit"]["ConcurrentExecutions"])
     own = reserved.get(config.name, 0)
-    needed = own + UNRESERVED_MINIMUM
-    everyone = sum(reserved.values()) + UNRESERVED_MINIMUM
+    needed = own + LAMBDA_UNRESERVED_MINIMUM
+    everyone = sum(reserved.values()) + LAMBDA_UNRESERVED_MINIMUM
+    configured = config.concurrency.account_quota
+    if quota < configured:
+        # synth validated the reservations against a quota the account does not have
+        configured_check = Check(FAIL, "concurrency.account_quota",
+                                 f"configured {configured} but the account's quota is {quota}: set "
+                                 f"concurrency.account_quota = {quota} (stacks/config.py) so synth checks against it")
+    else:
+        configured_check = Check(PASS, "concurrency.account_quota", f"configured {configured} <= the account's {quota}")
     if quota < needed:
         return [Check(FAIL, "lambda concurrency quota",
-                      f"quota {quota} < {needed} needed ({own} reserved + {UNRESERVED_MINIMUM} unreserved): request "
-                      f"an increase in Service Quotas (AWS Lambda, Concurrent executions, {CONCURRENCY_QUOTA_CODE})")]
+                      f"quota {quota} < {needed} needed ({own} reserved + {LAMBDA_UNRESERVED_MINIMUM} unreserved): "
+                      "request an increase in Service Quotas (AWS Lambda, Concurrent executions, "
+                      f"{CONCURRENCY_QUOTA_CODE}) or lower concurrency.* (docs/configuration.md)"), configured_check]
     if quota < everyone:
         return [Check(WARN, "lambda concurrency quota",
                       f"quota {quota} fits {config.name} ({needed}) but not every environment in one account "
-                      f"({everyone})")]
+                      f"({everyone})"), configured_check]
     return [Check(PASS, "lambda concurrency quota", f"quota {quota} >= {needed} needed "
-                                                    f"({own} reserved + {UNRESERVED_MINIMUM} unreserved)")]
+                                                    f"({own} reserved + {LAMBDA_UNRESERVED_MINIMUM} unreserved)"),
+            configured_check]
 
 
 def check_ses_identities(config: EnvConfig, clients: Clients) -> list[Check]:
@@ -182,6 +197,77 @@ def check_secrets(config: EnvConfig, clients: Clients) -> list[Check]:
     return checks
 
 
+def _pull_granted(policy: dict, role_arn: str) -> bool:
+    """Does a repository policy let ``role_arn`` (by ``aws:PrincipalArn``) use every pull action?"""
+    for statement in policy.get("Statement", []):
+        actions = statement.get("Action", [])
+        actions = {actions} if isinstance(actions, str) else set(actions)
+        allowed = statement.get("Condition", {}).get("ArnEquals", {}).get("aws:PrincipalArn", [])
+        allowed = {allowed} if isinstance(allowed, str) else set(allowed)
+        if statement.get("Effect") == "Allow" and set(PULL_ACTIONS) <= actions and role_arn in allowed:
+            return True
+    return False
+
+
+def check_image_pull_policy(config: EnvConfig, clients: Clients) -> list[Check]:
+    """Two accounts, the source side (dev's credentials): each repository lets the other account's
+    release roles pull."""
+    roles = config.cicd.image_pull_role_arns
+    checks = []
+    for service in SERVICES:
+        repository = config.image_repository(service)
+        name = f"image pull policy {repository}"
+        try:
+            policy = json.loads(clients.ecr.get_repository_policy(repositoryName=repository)["policyText"])
+        except ClientError as error:
+            if _error_code(error) == "RepositoryNotFoundException":
+                checks.append(Check(WARN, name, f"not created yet: deploy {config.stack_id('registry')}"))
+                continue
+            if _error_code(error) != "RepositoryPolicyNotFoundException":
+                raise
+            policy = {}
+        missing = [arn for arn in roles if not _pull_granted(policy, arn)]
+        if missing:
+            checks.append(Check(FAIL, name, f"does not let {', '.join(missing)} pull: deploy "
+                                            f"{config.stack_id('registry')} (cicd.image_pull_role_arns)"))
+        else:
+            checks.append(Check(PASS, name, f"pull only, for {', '.join(roles)}"))
+    return checks
+
+
+def check_promotion_source(config: EnvConfig, clients: Clients) -> list[Check]:
+    """Two accounts, the promoting side (prod's credentials): the deployed release role is one the source
+    environment's configuration lets pull (its repository policy is built from that list)."""
+    cicd = config.cicd
+    source = load_config(cicd.promote_from, account=cicd.promote_from_account, region=config.region)
+    stack = config.stack_id("cicd")
+    try:
+        outputs = clients.cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    except ClientError as error:
+        if "does not exist" not in str(error):
+            raise
+        return [Check(WARN, "image promotion source", f"{stack} not deployed yet (README checklist): then add its "
+                                                      f"ReleaseRoleArn to {source.name}'s cicd.image_pull_role_arns")]
+    role = next((o["OutputValue"] for o in outputs if o["OutputKey"] == "ReleaseRoleArn"), None)
+    if role not in source.cicd.image_pull_role_arns:
+        return [Check(FAIL, "image promotion source",
+                      f"{source.name}'s repositories in account {cicd.promote_from_account} do not let this release role "
+                      f"({role}) pull: add it to {source.name}'s cicd.image_pull_role_arns (stacks/config.py), deploy "
+                      f"{source.stack_id('registry')} there and run make preflight ENV={source.name} with its credentials")]
+    return [Check(PASS, "image promotion source", f"{role} may pull {source.name}'s images from account "
+                                                  f"{cicd.promote_from_account} (by {source.name}'s configuration)")]
+
+
+def check_promotion(config: EnvConfig, clients: Clients) -> list[Check]:
+    """Images crossing accounts: the source's repository policies, the promoting release role."""
+    checks = []
+    if config.cicd.image_pull_role_arns:
+        checks += check_image_pull_policy(config, clients)
+    if config.cicd.promote_from_account not in (None, config.account):
+        checks += check_promotion_source(config, clients)
+    return checks or [Check(PASS, "image promotion", "within this account (the release role's own policy)")]
+
+
 def required_bootstrap_version(outdir: Path) -> int:
     """The highest bootstrap version any artifact of the synthesized assembly requires."""
     text = (outdir / "manifest.json").read_text()
@@ -232,6 +318,7 @@ def run_checks(config: EnvConfig, clients: Clients, *, outdir: Path, repo: Path 
         ("ses production access", lambda: check_ses_account(config, clients)),
         ("cost allocation tags", lambda: check_cost_allocation_tags(config, clients)),
         ("secrets", lambda: check_secrets(config, clients)),
+        ("image promotion", lambda: check_promotion(config, clients)),
         ("cdk bootstrap", lambda: check_bootstrap(config, clients, required=required_bootstrap_version(outdir))),
         ("github variables documented", lambda: check_github_variables(config, clients, repo=repo)),
     ]

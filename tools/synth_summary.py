@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from stacks.config import LAMBDA_UNRESERVED_MINIMUM
+
 
 @dataclass(frozen=True)
 class StackSummary:
@@ -32,8 +34,6 @@ class Acknowledgment:
     reason: str
 
 
-# Lambda refuses reserved concurrency that would leave fewer than this many unreserved executions.
-UNRESERVED_MINIMUM = 100
 
 
 def _templates(outdir: Path) -> dict[str, dict]:
@@ -72,12 +72,12 @@ def concurrency_quota_lines(reserved: dict[str, int]) -> list[str]:
     if not reserved:
         return []
     per_env = ", ".join(f"{env} {total}" for env, total in sorted(reserved.items()))
-    lines = [f"Lambda reserved concurrency: {per_env} (Lambda keeps {UNRESERVED_MINIMUM} unreserved)."]
-    lines += [f"  account quota needed with {env} alone in its account: >= {total + UNRESERVED_MINIMUM}"
+    lines = [f"Lambda reserved concurrency: {per_env} (Lambda keeps {LAMBDA_UNRESERVED_MINIMUM} unreserved)."]
+    lines += [f"  account quota needed with {env} alone in its account: >= {total + LAMBDA_UNRESERVED_MINIMUM}"
               for env, total in sorted(reserved.items())]
     if len(reserved) > 1:
         lines.append(f"  account quota needed with all environments in one account: "
-                     f">= {sum(reserved.values()) + UNRESERVED_MINIMUM}")
+                     f">= {sum(reserved.values()) + LAMBDA_UNRESERVED_MINIMUM}")
     lines.append("  `make preflight ENV=<env>` compares it with the account's quota "
                  "(Service Quotas: Lambda 'Concurrent executions', L-B99A9384).")
     return lines

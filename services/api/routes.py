@@ -23,12 +23,13 @@ AfterId = Annotated[int, Query(ge=0, le=models.MAX_ID)]
 
 
 async def tenant_db(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A connection as the request's tenant role (replaced by a shared pool in the load-test floor)."""
+    """A connection as the request's tenant role (the load-test floor serves a shared pool behind the
+    same `session`), held until the route returns — not while the response is sent."""
     async with request.app.state.pools.session(request.state.tenant) as conn:
         yield conn
 
 
-Db = Annotated[psycopg.AsyncConnection, Depends(tenant_db)]
+Db = Annotated[psycopg.AsyncConnection, Depends(tenant_db, scope="function")]
 
 
 def _not_found(what: str, item_id: int) -> ApiProblem:

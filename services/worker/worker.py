@@ -19,7 +19,7 @@ from services.settings import ServiceSettings
 from services.worker.handlers import HANDLERS
 from tenant_provisioner.errors import TransientError
 from tenant_provisioner.gateway.jobs import Job, JobQueue
-from tenant_provisioner.gateway.sessions import ControlPlane, TenantPools
+from tenant_provisioner.gateway.sessions import WORKER_CONNECTIONS_PER_TENANT, ControlPlane, TenantPools
 from tenant_provisioner.tiers import load_tiers
 
 log = logging.getLogger("saas.worker")
@@ -34,7 +34,7 @@ class Worker:
         self.control = ControlPlane(settings.database_url, provisioner_role=settings.provisioner_role,
                                     max_size=settings.control_pool_size)
         self.pools = TenantPools(settings.database_url, catalog=catalog, deriver=settings.password_deriver,
-                                 total=settings.pool_total, per_tenant=1, replicas=1,
+                                 total=settings.pool_total, per_tenant=WORKER_CONNECTIONS_PER_TENANT,
                                  idle_seconds=settings.pool_idle_seconds, wait_seconds=settings.pool_wait_seconds)
         self.queue = JobQueue(self.control)
         self.stopping = asyncio.Event()

@@ -7,10 +7,12 @@ cover nothing else, so the database — not the app — keeps tenant A's SQL (in
 from tenant B's rows.
 
 `TenantPools` is the budget (docs/request-path.md has the arithmetic): an LRU of small
-per-tenant pools, at most ``per_tenant`` connections per tenant (never above the tier's
-``db_connections`` shared by ``replicas`` instances; the tier comes from ``control.tenants``, not
-from the role, whose ``CONNECTION LIMIT`` is the same for every tier so that ``pg_roles`` does not
-tell tiers apart) and at most ``total`` per instance.
+per-tenant pools, at most `tenant_cap` connections per tenant — the tier's ``db_connections``,
+less what the worker holds, shared by ``replicas`` instances (``per_tenant`` lowers it further
+when set) — and at most ``total`` per instance. The tier comes from ``control.tenants`` (the key
+lookup), never from the role, whose ``CONNECTION LIMIT`` is the same for every tier so that
+``pg_roles`` does not tell tiers apart; against clients that ignore these caps the session
+reaper ends a tenant's sessions beyond its tier (tenant_provisioner/limits/reaper.py).
 A request that finds its tenant at its cap, or the instance at ``total`` with nothing idle to
 evict, waits up to ``wait_seconds`` in a bounded queue, then gets `PoolExhausted` (503 with
 Retry-After) — never an unbounded wait. Idle connections close after ``idle_seconds``.
@@ -40,6 +42,17 @@ from tenant_provisioner.tiers import TierCatalog
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "saas-service"
+# The worker's connections per tenant (services/worker): kept out of what the API instances share.
+WORKER_CONNECTIONS_PER_TENANT = 1
+
+
+def tenant_cap(*, tier_limit: int, replicas: int, held_elsewhere: int = 0, per_tenant: int | None = None) -> int:
+    """One instance's cap for a tenant: its tier's ``db_connections`` less the connections
+    `held_elsewhere` (the worker's), shared by `replicas` instances, at most `per_tenant` if set.
+    Never below 1: a tier too small for the replicas is held to it by the session reaper (the
+    newest sessions beyond it ended, each a 503)."""
+    share = (tier_limit - held_elsewhere) // max(1, replicas)
+    return max(1, share if per_tenant is None else min(per_tenant, share))
 
 
 def gateway_role(provisioner_role: str) -> str:
@@ -157,7 +170,8 @@ class TenantPools:
     """Per-instance LRU of small per-tenant pools with idle eviction and a hard total."""
 
     def __init__(self, url: str, *, catalog: TierCatalog, deriver: PasswordDeriver | None,
-                 total: int = 40, per_tenant: int = 4, replicas: int = 1, idle_seconds: float = 60.0,
+                 total: int = 40, per_tenant: int | None = None, replicas: int = 1, held_elsewhere: int = 0,
+                 idle_seconds: float = 60.0,
                  wait_seconds: float = 2.0, max_waiters: int = 200, statement_timeout_ms: int = 5000) -> None:
         base = conninfo_to_dict(url)
         base.pop("user", None)
@@ -168,6 +182,7 @@ class TenantPools:
         self.total = total
         self.per_tenant = per_tenant
         self.replicas = max(1, replicas)
+        self.held_elsewhere = held_elsewhere
         self.idle_seconds = idle_seconds
         self.wait_seconds = wait_seconds
         self.max_waiters = max_waiters
@@ -182,9 +197,9 @@ class TenantPools:
 
     # -- budget ---------------------------------------------------------------------------------
     def cap_for(self, tier: str) -> int:
-        """Per-instance cap: the tier's ``db_connections`` (from the tiers file, for the tier
-        ``control.tenants`` names) shared by `replicas` instances."""
-        return max(1, min(self.per_tenant, self._catalog.get(tier).db_connections // self.replicas))
+        """Per-instance cap of a tenant of `tier` (`tenant_cap` of the tier's ``db_connections``)."""
+        return tenant_cap(tier_limit=self._catalog.get(tier).db_connections, replicas=self.replicas,
+                          held_elsewhere=self.held_elsewhere, per_tenant=self.per_tenant)
 
     def stats(self) -> dict[str, int]:
         return {**self.counters, "open": self._opened, "tenants": len(self._slots), "waiting": self._waiters,

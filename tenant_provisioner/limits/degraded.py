@@ -4,7 +4,8 @@ Each pod keeps its own GCRA per tenant at ``share`` of the tier's rate and burst
 the pod's fraction of the fleet, times a safety factor, so N pods together stay under the tier
 rate), remembers the last refusals Redis gave (suspended: until Redis says otherwise;
 quota exceeded: until the period ends) and emits the ``RateLimiterDegraded`` alert metric.
-Quota counters cannot be kept exactly here; admitted calls are not metered while degraded.
+Quota counters cannot be kept exactly here; the limiter counts what this admits and meters it
+when Redis answers again (`limiter._Core.backlog`, ``FCALL tp_meter``).
 """
 
 from __future__ import annotations

@@ -8,10 +8,14 @@ EVALSHA (redis-py's Script reloads on NOSCRIPT).
 
 No exceptions: there is no allow-list and no bypass. If Redis cannot answer, the decision comes
 from a stricter in-process limiter (`DegradedLimiter`) and an alert metric is emitted; the caller
-never sees a Redis error and the limiter never fails open.
+never sees a Redis error and the limiter never fails open. What it admits meanwhile is kept in a
+bounded per-tenant backlog and metered (``FCALL tp_meter``) with the next call Redis answers, so
+usage served while degraded is billed too.
 
 Retries: a decision is not idempotent (it counts), so the clients built here never retry a
-command on a timeout; a failed call is decided in degraded mode instead.
+command on a timeout; a failed call is decided in degraded mode instead. For the same reason a
+call that timed out is not added to the backlog (Redis may have counted it already), nor is a
+metering batch that timed out sent again.
 """
 
 from __future__ import annotations
@@ -41,10 +45,13 @@ from tenant_provisioner.tiers import Tier, TierCatalog, load_tiers
 log = logging.getLogger(__name__)
 
 FUNCTION_NAME = "tp_acquire"
+METER_FUNCTION = "tp_meter"
 _PREFIX = re.compile(r"^[A-Za-z0-9:_.-]*$")
 # After a failed call, skip Redis for this long (seconds) instead of paying a timeout per request.
 REDIS_RETRY_AFTER_FAILURE_S = 1.0
 DEFAULT_SOCKET_TIMEOUT_S = 0.05
+# Tenants with admitted-but-unmetered degraded units one process keeps (beyond: logged, dropped).
+MAX_BACKLOG_TENANTS = 100_000
 
 
 class Reason(str, enum.Enum):
@@ -62,9 +69,10 @@ def _library_source() -> str:
 
 
 LIBRARY_SOURCE = _library_source()
-# The same Lua as a plain script for EVAL: no shebang, no registration, called with KEYS/ARGV.
-EVAL_SOURCE = (LIBRARY_SOURCE.split("\n", 1)[1].split("--@register", 1)[0]
-               + "return acquire(KEYS, ARGV)\n")
+# The same Lua as plain scripts for EVAL: no shebang, no registration, called with KEYS/ARGV.
+_EVAL_BODY = LIBRARY_SOURCE.split("\n", 1)[1].split("--@register", 1)[0]
+EVAL_SOURCE = _EVAL_BODY + "return acquire(KEYS, ARGV)\n"
+METER_EVAL_SOURCE = _EVAL_BODY + "return meter(KEYS, ARGV)\n"
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,10 @@ class _Core:
     use_functions: bool = True
     redis_down_until: float = 0.0
     retry_redis_after_s: float = REDIS_RETRY_AFTER_FAILURE_S
+    max_backlog_tenants: int = MAX_BACKLOG_TENANTS
+    # tenant id -> units admitted in degraded mode that Redis has not counted yet, and their tier
+    backlog: dict[str, tuple[int, TierPlan]] = field(default_factory=dict)
+    unmetered: int = 0  # units given up on: backlog full, or a metering batch that failed
     _plans: dict[str, TierPlan] = field(default_factory=dict)
 
     def prepare(self, tenant_id: str, tier: str | Tier, cost: int) -> tuple[TenantKeys, TierPlan]:
@@ -203,10 +215,45 @@ class _Core:
                         type(exc).__name__, exc)
         raw_reason, retry_after, policy = self.degraded.decide(tenant_id, plan.tier, cost)
         reason = Reason(raw_reason)
+        if reason is Reason.OK and cost and not _may_have_counted(exc):
+            self._owe(tenant_id, cost, plan)
         headers = ratelimit_fields([policy], retry_after if reason in (Reason.RATE_LIMITED, Reason.QUOTA_EXCEEDED)
                                    else None)
         return Decision(allowed=reason is Reason.OK, reason=reason, retry_after=retry_after,
                         headers=headers, tenant_id=tenant_id, tier=plan.tier.name, degraded=True)
+
+
+    def _owe(self, tenant_id: str, units: int, plan: TierPlan) -> None:
+        if tenant_id in self.backlog or len(self.backlog) < self.max_backlog_tenants:
+            self.backlog[tenant_id] = (self.backlog.get(tenant_id, (0, plan))[0] + units, plan)
+            return
+        self.unmetered += units
+        log.error("rate limiter: degraded backlog full (%d tenants); %d unit(s) of %s will not be billed",
+                  len(self.backlog), units, tenant_id)
+
+    def take_backlog(self) -> list[tuple[str, int, TierPlan]]:
+        """The backlog as (tenant id, units, plan), emptied: the caller meters it or gives it back."""
+        pending, self.backlog = self.backlog, {}
+        return [(tenant_id, units, plan) for tenant_id, (units, plan) in pending.items()]
+
+    def after_metering(self, batch: list[tuple[str, int, TierPlan]], results: Sequence[Any] | BaseException) -> None:
+        """Give a batch back when Redis surely did not count it; otherwise it is done (or lost)."""
+        if isinstance(results, BaseException):
+            results = [results] * len(batch)
+        for (tenant_id, units, plan), result in zip(batch, results):
+            if not isinstance(result, BaseException):
+                continue
+            if _may_have_counted(result) or isinstance(result, redis.ResponseError):
+                self.unmetered += units
+                log.error("rate limiter: metering %d degraded unit(s) of %s failed (%s: %s); not retried, "
+                          "Redis may have counted them", units, tenant_id, type(result).__name__, result)
+            else:
+                self._owe(tenant_id, units, plan)
+
+
+def _may_have_counted(exc: BaseException | None) -> bool:
+    """A call that timed out may have run on the server: never count it again."""
+    return isinstance(exc, (redis.TimeoutError, TimeoutError))
 
 
 class _LimiterBase:
@@ -216,11 +263,14 @@ class _LimiterBase:
 
     def __init__(self, client: Any, *, key_prefix: str = "", catalog: TierCatalog | None = None,
                  degraded: DegradedLimiter | None = None,
-                 retry_redis_after_s: float = REDIS_RETRY_AFTER_FAILURE_S) -> None:
+                 retry_redis_after_s: float = REDIS_RETRY_AFTER_FAILURE_S,
+                 max_backlog_tenants: int = MAX_BACKLOG_TENANTS) -> None:
         self._client = client
         self._core = _Core(key_prefix=check_prefix(key_prefix), catalog=catalog,
-                           degraded=degraded or DegradedLimiter(), retry_redis_after_s=retry_redis_after_s)
+                           degraded=degraded or DegradedLimiter(), retry_redis_after_s=retry_redis_after_s,
+                           max_backlog_tenants=max_backlog_tenants)
         self._script = client.register_script(EVAL_SOURCE)
+        self._meter_script = client.register_script(METER_EVAL_SOURCE)
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S, **kwargs: Any) -> Any:
@@ -236,6 +286,29 @@ class _LimiterBase:
     @property
     def degraded(self) -> DegradedLimiter:
         return self._core.degraded
+
+    @property
+    def backlog_units(self) -> int:
+        """Units admitted in degraded mode that Redis has not counted yet."""
+        return sum(units for units, _ in self._core.backlog.values())
+
+    @property
+    def unmetered_units(self) -> int:
+        """Units admitted in degraded mode given up on (backlog full, or metering failed)."""
+        return self._core.unmetered
+
+    def _metering(self) -> tuple[list[tuple[str, int, TierPlan]], Any]:
+        """The backlog, taken, and a pipeline holding one ``tp_meter`` per tenant of it."""
+        batch = self._core.take_backlog()
+        pipe = self._client.pipeline(transaction=False)
+        for tenant_id, units, plan in batch:
+            keys = TenantKeys.of(tenant_id, self._core.key_prefix)
+            args = [units, repr(plan.emission_us), repr(plan.tolerance_us)]
+            if self._core.use_functions:
+                pipe.fcall(METER_FUNCTION, 2, keys.gcra, keys.quota, *args)
+            else:
+                self._meter_script(keys=[keys.gcra, keys.quota], args=args, client=pipe)
+        return batch, pipe
 
     def _loaded(self, exc: redis.ResponseError | None) -> bool:
         """Record the outcome of FUNCTION LOAD: True = Functions, False = EVAL fallback."""
@@ -304,7 +377,17 @@ class RateLimiter(_LimiterBase):
             reply = self._invoke(keys.as_list(), args)
         except (redis.RedisError, OSError) as exc:
             return self._core.after_failure(tenant_id, plan, cost, exc)
+        if self._core.backlog:
+            self.flush()
         return self._core.after_success(plan.decide(tenant_id, reply))
+
+    def flush(self) -> None:
+        """Meter the degraded backlog in one round trip (done by the first call Redis answers)."""
+        batch, pipe = self._metering()
+        try:
+            self._core.after_metering(batch, pipe.execute(raise_on_error=False) if batch else [])
+        except (redis.RedisError, OSError) as exc:
+            self._core.after_metering(batch, exc)
 
 
 class AsyncRateLimiter(_LimiterBase):
@@ -344,7 +427,17 @@ class AsyncRateLimiter(_LimiterBase):
             reply = await self._invoke(keys.as_list(), args)
         except (redis.RedisError, OSError) as exc:
             return self._core.after_failure(tenant_id, plan, cost, exc)
+        if self._core.backlog:
+            await self.flush()
         return self._core.after_success(plan.decide(tenant_id, reply))
+
+    async def flush(self) -> None:
+        """Meter the degraded backlog in one round trip (done by the first call Redis answers)."""
+        batch, pipe = self._metering()
+        try:
+            self._core.after_metering(batch, await pipe.execute(raise_on_error=False) if batch else [])
+        except (redis.RedisError, OSError) as exc:
+            self._core.after_metering(batch, exc)
 
 
 __all__ = ["AsyncRateLimiter", "Decision", "RateLimiter", "Reason", "TenantKeys", "TierPlan"]

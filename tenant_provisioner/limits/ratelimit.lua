@@ -66,6 +66,42 @@ local function month_of(now_s)
   return y * 100 + m, start_s, days_from_civil(ny, nm) * 86400
 end
 
+-- Integers are formatted explicitly: Lua would write large numbers as 1e+14.
+local function int(x) return string.format('%.0f', x) end
+
+-- A tenant's quota counters for `period`. When the server clock has entered a new period since
+-- the last write they restart at 0, and the previous period's totals are kept (pp/pu/pa) so the
+-- enforcer can close that period exactly.
+local function read_quota(quota_key, period)
+  local q = redis.call('HMGET', quota_key, 'p', 'u', 'a')
+  local c = {current = tonumber(q[1]) == period, used = tonumber(q[2]) or 0, attempted = tonumber(q[3]) or 0}
+  if not c.current then
+    if q[1] then c.previous = {q[1], c.used, c.attempted} end
+    c.used, c.attempted = 0, 0
+  end
+  return c
+end
+
+-- One write of the counters per counted call (the script is atomic, so the sums are exact).
+local function save_quota(quota_key, c, period, end_s, admitted)
+  local u, a = int(c.used), int(c.attempted)
+  if c.current then
+    if admitted then
+      redis.call('HSET', quota_key, 'u', u, 'a', a)
+    else
+      redis.call('HSET', quota_key, 'a', a)
+    end
+    return
+  end
+  if c.previous then
+    redis.call('HSET', quota_key, 'p', period, 'u', u, 'a', a,
+               'pp', c.previous[1], 'pu', int(c.previous[2]), 'pa', int(c.previous[3]))
+  else
+    redis.call('HSET', quota_key, 'p', period, 'u', u, 'a', a)
+  end
+  redis.call('PEXPIREAT', quota_key, end_s * 1000 + SLACK_MS)  -- TTL set once per period
+end
+
 local function acquire(keys, args)
   local gcra_key, quota_key, state_key = keys[1], keys[2], keys[3]
   local emission = tonumber(args[1])
@@ -84,36 +120,11 @@ local function acquire(keys, args)
   local period_ms = math.ceil((end_s * 1000000 - now) / 1000)
   local period_len = end_s - start_s
 
-  -- Quota counters: one hash per tenant, reset when the server clock enters a new period; the
-  -- previous period's totals are kept (pp/pu/pa) so the enforcer can close that period exactly.
-  local q = redis.call('HMGET', quota_key, 'p', 'u', 'a')
-  local used, attempted = tonumber(q[2]) or 0, tonumber(q[3]) or 0
-  local previous = nil
-  if tonumber(q[1]) ~= period then
-    if q[1] then previous = {q[1], used, attempted} end
-    used, attempted = 0, 0
-  end
-
-  -- One write of the counters per counted call (the script is atomic, so the sums are exact).
-  -- Integers are formatted explicitly: Lua would write large numbers as 1e+14.
-  local function int(x) return string.format('%.0f', x) end
+  local c = read_quota(quota_key, period)
+  local used, attempted = c.used, c.attempted
   local function save(admitted)
-    local u, a = int(used), int(attempted)
-    if tonumber(q[1]) == period then
-      if admitted then
-        redis.call('HSET', quota_key, 'u', u, 'a', a)
-      else
-        redis.call('HSET', quota_key, 'a', a)
-      end
-      return
-    end
-    if previous then
-      redis.call('HSET', quota_key, 'p', period, 'u', u, 'a', a,
-                 'pp', previous[1], 'pu', int(previous[2]), 'pa', int(previous[3]))
-    else
-      redis.call('HSET', quota_key, 'p', period, 'u', u, 'a', a)
-    end
-    redis.call('PEXPIREAT', quota_key, end_s * 1000 + SLACK_MS)  -- TTL set once per period
+    c.used, c.attempted = used, attempted
+    save_quota(quota_key, c, period, end_s, admitted)
   end
 
   -- GCRA: the stored value is the theoretical arrival time (TAT) in microseconds.
@@ -158,7 +169,38 @@ local function acquire(keys, args)
   return reply(0, 0, new_tat)
 end
 
+-- Units a client admitted while it could not reach Redis (degraded mode), metered when Redis
+-- answers again: added to `used` and `attempted` of the current period with no quota check (the
+-- requests were served), and charged to the rate as far as the burst goes (the TAT moves forward
+-- by emission × units, at most to now + tolerance), so degraded and Redis admissions together stay
+-- near rate × time + burst without refusing the tenant later for what it was already served.
+--   FCALL tp_meter 2 <gcra key> <quota key> <units> <emission_us> <tolerance_us>  →  {used, attempted, period}
+local function meter(keys, args)
+  local gcra_key, quota_key = keys[1], keys[2]
+  local units, emission, tolerance = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+  if not (units and emission and tolerance) or units < 1 or units ~= math.floor(units) or emission <= 0
+      or tolerance < 0 then
+    return redis.error_reply('ERR tp_meter: bad arguments')
+  end
+  local t = redis.call('TIME')
+  local now_s = tonumber(t[1])
+  local now = now_s * 1000000 + tonumber(t[2])
+  local tat = tonumber(redis.call('GET', gcra_key)) or now
+  if tat < now then tat = now end
+  local new_tat = math.min(tat + emission * units, now + tolerance)
+  if new_tat > tat then
+    redis.call('SET', gcra_key, string.format('%.0f', math.ceil(new_tat)), 'PX',
+               math.max(1, math.ceil((new_tat - now) / 1000)))
+  end
+  local period, _, end_s = month_of(now_s)
+  local c = read_quota(quota_key, period)
+  c.used, c.attempted = c.used + units, c.attempted + units
+  save_quota(quota_key, c, period, end_s, true)
+  return {c.used, c.attempted, period}
+end
+
 --@register
 redis.register_function{function_name = 'tp_acquire', callback = acquire}
-redis.register_function{function_name = 'tp_version', callback = function() return '1' end,
+redis.register_function{function_name = 'tp_meter', callback = meter}
+redis.register_function{function_name = 'tp_version', callback = function() return '2' end,
                         flags = {'no-writes'}}

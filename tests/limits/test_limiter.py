@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+import os
+import signal
 import threading
 import time
 import uuid
@@ -11,12 +14,15 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from hypothesis import given, settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from hypothesis import strategies as st
 
 from tenant_provisioner.errors import InvalidInput
-from tenant_provisioner.limits import RateLimiter, Reason, TenantKeys
-from tenant_provisioner.limits.limiter import EVAL_SOURCE
+from tenant_provisioner.limits import AsyncRateLimiter, RateLimiter, Reason, TenantKeys
+from tenant_provisioner.limits.limiter import EVAL_SOURCE, METER_EVAL_SOURCE, TierPlan
 from tests.limits.conftest import make_tier
 from tests.limits.sfv import parse_list
 
@@ -292,3 +298,78 @@ def test_large_counters_stay_exact_integers(limiter, redis_client):
     decision = limiter.acquire("acme-co", tier)
     assert (decision.used, decision.attempted) == (10**15, 10**15)
     assert redis_client.hmget(keys.quota, "u", "a") == [b"1000000000000000", b"1000000000000000"]
+
+
+# -- usage admitted while degraded is metered once Redis answers again ---------------------------
+def _used(url: str, tenant_id: str) -> int:
+    return int(redis.Redis.from_url(url).hget(TenantKeys.of(tenant_id).quota, "u") or 0)
+
+
+def test_usage_admitted_while_redis_is_stopped_is_metered_when_it_is_back(redis_process):
+    tier = make_tier(rate=5, burst=20)
+    limiter = RateLimiter.from_url(redis_process.url, retry_redis_after_s=0.2)
+    limiter.load()
+    redis_process.stop()
+    admitted = sum(limiter.acquire(tenant, tier).allowed for tenant in ("north-co", "south-co") * 15)
+    assert admitted == 2 * limiter.degraded.limits_for(tier)[1]  # each tenant: the degraded burst
+    assert limiter.backlog_units == admitted  # refused connections: Redis surely counted none
+
+    redis_process.start()
+    time.sleep(0.2)  # the back-off before Redis is tried again
+    back = limiter.acquire("north-co", tier)
+    assert not back.degraded and back.allowed
+    assert limiter.backlog_units == 0 and limiter.unmetered_units == 0
+    assert _used(redis_process.url, "north-co") + _used(redis_process.url, "south-co") == admitted + 1
+
+
+def test_a_paused_redis_meters_every_admitted_request_once(redis_process):
+    """SIGSTOP: the call in flight times out but runs when Redis resumes (so it is not owed again);
+    the calls decided without Redis meanwhile are metered by the first call after the pause."""
+    tier = make_tier(rate=50, burst=40)
+
+    async def scenario() -> tuple[int, int, int]:
+        client = aioredis.Redis.from_url(redis_process.url, socket_timeout=0.05, retry=Retry(NoBackoff(), 0))
+        limiter = AsyncRateLimiter(client, retry_redis_after_s=0.3)
+        await limiter.load()
+        admitted = (await limiter.acquire("paused-co", tier)).allowed
+        os.kill(redis_process.proc.pid, signal.SIGSTOP)
+        try:
+            decisions = [await limiter.acquire("paused-co", tier) for _ in range(12)]
+        finally:
+            os.kill(redis_process.proc.pid, signal.SIGCONT)
+        assert all(d.degraded for d in decisions)
+        admitted += sum(d.allowed for d in decisions)
+        owed = limiter.backlog_units
+        await asyncio.sleep(0.3)
+        back = await limiter.acquire("paused-co", tier)
+        assert not back.degraded and back.allowed
+        await client.aclose()
+        return admitted + 1, owed, limiter.backlog_units + limiter.unmetered_units
+
+    admitted, owed, left = asyncio.run(scenario())
+    assert owed == admitted - 3  # all but the first, the timed-out one and the last: decided without Redis
+    assert left == 0
+    assert _used(redis_process.url, "paused-co") == admitted
+
+
+def test_the_backlog_is_bounded(redis_process):
+    tier = make_tier(rate=5, burst=20)
+    limiter = RateLimiter.from_url(redis_process.url, max_backlog_tenants=2)
+    redis_process.stop()
+    for tenant in ("one-co", "two-co", "three-co"):
+        assert limiter.acquire(tenant, tier).allowed
+    assert (limiter.backlog_units, limiter.unmetered_units) == (2, 1)
+
+
+def test_metering_runs_as_a_plain_script_and_charges_the_rate_up_to_one_burst(redis_client, redis_prefix):
+    """Servers without Functions meter through EVAL (the same Lua). Metered units use up the burst,
+    never more: 25 units on a burst of 20 leave the tenant refused for one emission, not five."""
+    tier = make_tier(rate=5, burst=20)
+    plan, keys = TierPlan.of(tier), TenantKeys.of("script-co", redis_prefix)
+    args = (repr(plan.emission_us), repr(plan.tolerance_us))
+    used, attempted, period = redis_client.eval(METER_EVAL_SOURCE, 2, keys.gcra, keys.quota, 3, *args)
+    assert (used, attempted) == (3, 3) and period == int(redis_client.hget(keys.quota, "p"))
+    assert redis_client.eval(METER_EVAL_SOURCE, 2, keys.gcra, keys.quota, 22, *args)[:2] == [25, 25]
+    limiter = RateLimiter(redis_client, key_prefix=redis_prefix)
+    refused = limiter.acquire("script-co", tier)
+    assert refused.reason is Reason.RATE_LIMITED and refused.retry_after <= 0.2

@@ -25,7 +25,7 @@ def test_function_is_arm64_python_in_private_subnets_with_its_configuration(temp
         "Architectures": ["arm64"],
         "Runtime": Match.string_like_regexp(r"^python3\.1[3-9]$"),
         "Timeout": config.tenants.provisioner_timeout_seconds,
-        "ReservedConcurrentExecutions": config.tenants.max_concurrent_provisions,
+        "ReservedConcurrentExecutions": config.concurrency.provision_tenant,
         "DeadLetterConfig": {"TargetArn": Match.any_value()},
         "VpcConfig": {"SubnetIds": Match.any_value(), "SecurityGroupIds": [Match.any_value()]},
         "Environment": {"Variables": Match.object_like({

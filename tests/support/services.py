@@ -12,6 +12,10 @@ Redis: ``TEST_REDIS_URL`` if set; the local default (127.0.0.1:6379); a throwawa
 local ``redis-server``.
 
 Otherwise the session stops with one line saying what to install. Never a mock.
+
+Every throwaway server is removed (stopped, its directory deleted) when the process that started it
+ends: at exit, and on SIGTERM or SIGINT (a cancelled CI job, Ctrl-C) — after which the process
+still ends as that signal would have ended it.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 import redis
@@ -55,6 +62,43 @@ def server_settings() -> str:
 
 class ServiceUnavailable(RuntimeError):
     """No server could be found or started; the message says what to install."""
+
+
+# The throwaway servers this process started and has not removed yet: id -> their `remove`.
+_LIVE: dict[int, Callable[[], None]] = {}
+_PREVIOUS_HANDLERS: dict[int, object] = {}
+
+
+def _remove_at_the_end(server: "ThrowawayPostgres | ThrowawayRedis") -> None:
+    """Remove ``server`` when this process ends: at exit, or on SIGTERM/SIGINT (handlers installed from
+    the main thread, the only one Python lets set them; never over a signal the process ignores)."""
+    _LIVE[id(server)] = server.remove
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) not in (_on_signal, signal.SIG_IGN):
+                _PREVIOUS_HANDLERS[signum] = signal.signal(signum, _on_signal)
+
+
+def _removed(server: object) -> None:
+    _LIVE.pop(id(server), None)
+
+
+def _remove_all() -> None:
+    for remove in list(_LIVE.values()):
+        remove()
+
+
+atexit.register(_remove_all)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """Remove the servers, then end as the signal would have without this handler: through the
+    previous handler (SIGINT: KeyboardInterrupt) or the default action (SIGTERM: the process dies of
+    it, so its parent sees -15 / exit status 143)."""
+    signal.signal(signum, signal.SIG_IGN)   # a repeated signal must not cut the removal short
+    _remove_all()
+    signal.signal(signum, _PREVIOUS_HANDLERS.get(signum) or signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _free_port() -> int:
@@ -140,6 +184,7 @@ class ThrowawayPostgres:
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.password_url = f"postgresql://postgres@/postgres?host={self.data}&port={self.port}"
+        _remove_at_the_end(self)
 
     @classmethod
     def create(cls) -> "ThrowawayPostgres":
@@ -170,9 +215,24 @@ class ThrowawayPostgres:
         """``fast``: disconnect clients, shut down cleanly; ``immediate``: as if the host died."""
         self._pg_ctl("-m", mode, "-w", "stop")
 
+    def pause(self) -> None:
+        """SIGSTOP the server and its backends: connections stay open and nothing answers, as when
+        its host hangs. :meth:`resume` continues them."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signum)   # first: a stopped postmaster starts no more backends
+        for child in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split():
+            os.kill(int(child), signum)
+
     def remove(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        _removed(self)
 
 
 # Admin URL of each throwaway server this process started -> its password-login URL.
@@ -181,7 +241,6 @@ _PASSWORD_AUTH_URLS: dict[str, str] = {}
 
 def _start_throwaway_postgres() -> str:
     server = ThrowawayPostgres.create()
-    atexit.register(server.remove)
     _PASSWORD_AUTH_URLS[server.url] = server.password_url
     return server.url
 
@@ -207,6 +266,7 @@ class ThrowawayRedis:
         self.root = tempfile.mkdtemp(prefix="test-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
+        _remove_at_the_end(self)
 
     def start(self) -> "ThrowawayRedis":
         self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -221,15 +281,21 @@ class ThrowawayRedis:
             self.process.kill()
             self.process.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: the port accepts connections and nothing answers, as when its host hangs."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def remove(self) -> None:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+        _removed(self)
 
 
 def _start_throwaway_redis() -> str:
-    server = ThrowawayRedis().start()
-    atexit.register(server.remove)
-    return server.url
+    return ThrowawayRedis().start().url
 
 
 def _explicit(variable: str, reachable, name: str) -> str | None:

@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from app import PROJECT_DIR
-from stacks.config import load_config
+from stacks.config import ConcurrencyConfig, load_config
 from tools import preflight
 from tools.preflight import FAIL, PASS, WARN, Clients
 
@@ -135,9 +135,17 @@ def test_wrong_account_and_example_configuration_fail(aws, tmp_path):
 def test_quota_that_fits_one_environment_but_not_both_in_one_account_warns():
     config = load_config("prod")
     lambda_, _ = _stubbed("lambda", [("get_account_settings", {"AccountLimit": {"ConcurrentExecutions": 130}}, {})])
-    (check,) = preflight.check_concurrency(config, Clients(None, lambda_, None, None, None, None),
-                                           reserved={"dev": 19, "prod": 19})
+    check, configured = preflight.check_concurrency(config, Clients(None, lambda_, None, None, None, None),
+                                                    reserved={"dev": 19, "prod": 19})
     assert check.status == WARN and "138" in check.detail
+    assert configured.status == FAIL and "set concurrency.account_quota = 130" in configured.detail
+
+
+def test_configured_quota_at_or_below_the_accounts_passes():
+    config = dataclasses.replace(load_config("prod"), concurrency=ConcurrencyConfig(account_quota=400))
+    lambda_, _ = _stubbed("lambda", [("get_account_settings", {"AccountLimit": {"ConcurrentExecutions": 1000}}, {})])
+    checks = preflight.check_concurrency(config, Clients(None, lambda_, None, None, None, None), reserved={"prod": 23})
+    assert [c.status for c in checks] == [PASS, PASS]
 
 
 def test_an_aws_error_in_one_check_is_its_fail_line_and_the_rest_still_run(aws, tmp_path):
@@ -178,3 +186,63 @@ def test_cli_needs_a_synthesized_assembly(tmp_path, capsys):
     assert preflight.main(["--env", "prod", "--account", "123456789012", "--region", REGION,
                            "--cdk-out", str(tmp_path)]) == 2
     assert "make synth" in capsys.readouterr().err
+
+
+# ---- two accounts: prod's release role may pull dev's images ------------------------------------
+DEV_ACCOUNT = "210987654321"
+
+
+def _release_role(account: str) -> str:
+    return f"arn:aws:iam::{account}:role/saas-prod-cicd-ReleaseRole1A2B3C"
+
+
+def test_one_account_promotion_needs_no_cross_account_check():
+    config = load_config("prod")
+    (check,) = preflight.check_promotion(config, Clients(None, None, None, None, None, None))
+    assert check.status == PASS and "within this account" in check.detail
+
+
+def test_dev_repository_policies_must_let_prod_s_release_role_pull(aws):
+    config = load_config("dev", account=aws, region=REGION)
+    role = _release_role("123456789012")
+    config = dataclasses.replace(config, cicd=dataclasses.replace(config.cicd, image_pull_role_arns=(role,)))
+    ecr = _moto("ecr")
+    clients = dataclasses.replace(Clients(None, None, None, None, None, None), ecr=ecr)
+    assert {c.status for c in preflight.check_promotion(config, clients)} == {WARN}     # not deployed yet
+    for service in ("api", "worker"):
+        ecr.create_repository(repositoryName=f"saas-dev/{service}")
+    failed = preflight.check_promotion(config, clients)
+    assert [c.status for c in failed] == [FAIL, FAIL] and "deploy saas-dev-registry" in failed[0].detail
+    pull = {"Version": "2012-10-17", "Statement": [{
+        "Sid": "PullByOtherAccountRelease", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+        "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+        "Condition": {"ArnEquals": {"aws:PrincipalArn": [role]}}}]}
+    ecr.set_repository_policy(repositoryName="saas-dev/api", policyText=json.dumps(pull))
+    other = {**pull, "Statement": [{**pull["Statement"][0], "Condition": {"ArnEquals": {
+        "aws:PrincipalArn": _release_role("999999999999")}}}]}
+    ecr.set_repository_policy(repositoryName="saas-dev/worker", policyText=json.dumps(other))
+    api, worker = preflight.check_promotion(config, clients)
+    assert api.status == PASS and worker.status == FAIL and role in worker.detail
+
+
+def _cicd_stack(cloudformation, role_arn: str) -> None:
+    cloudformation.create_stack(StackName="saas-prod-cicd", TemplateBody=json.dumps({
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"ReleaseRoleArn": {"Value": role_arn}}}))
+
+
+def test_prod_s_deployed_release_role_must_be_one_dev_lets_pull(aws, monkeypatch):
+    config = _config(aws)
+    config = dataclasses.replace(config, cicd=dataclasses.replace(config.cicd, promote_from_account=DEV_ACCOUNT))
+    cloudformation = _moto("cloudformation")
+    clients = dataclasses.replace(Clients(None, None, None, None, None, None), cloudformation=cloudformation)
+    (missing,) = preflight.check_promotion(config, clients)
+    assert missing.status == WARN and "saas-prod-cicd not deployed" in missing.detail
+    role = _release_role(aws)
+    _cicd_stack(cloudformation, role)
+    (refused,) = preflight.check_promotion(config, clients)
+    assert refused.status == FAIL and f"({role})" in refused.detail
+    assert "dev's cicd.image_pull_role_arns" in refused.detail and "saas-dev-registry" in refused.detail
+    monkeypatch.setattr("stacks.config._PROD_RELEASE_ROLES", (role,))
+    (allowed,) = preflight.check_promotion(config, clients)
+    assert allowed.status == PASS and DEV_ACCOUNT in allowed.detail
