@@ -8,6 +8,7 @@ status, data lost (acknowledged writes the database does not hold — must be 0)
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import Counter, defaultdict
@@ -185,35 +186,59 @@ def _after_return(probe: Probe, back_mono: float, bound: float) -> dict[str, Any
             None if ok_after is None else round(ok_after - back_mono, 2), "bound": bound}
 
 
+# The readiness invariant of the PostgreSQL drill is read from at least this many probes.
+PROBES_WHILE_AWAY = 3
+
+
+def _away_long_enough(probe: Probe, probes: int = PROBES_WHILE_AWAY) -> float:
+    """Seconds PostgreSQL must stay away once down for the window the readiness invariant reads
+    (which ends one probe timeout before the return) to hold at least ``probes`` probes, even if
+    every one waits out its timeout: each worker sends one at least every timeout + interval; half a
+    second more for a loaded machine's scheduling."""
+    rounds = math.ceil(probes / probe.workers)
+    return probe.timeout + rounds * (probe.timeout + probe.interval) + 0.5
+
+
+def _not_ready_while_away(result: DrillResult, probe: Probe, *, down: float, back: float) -> None:
+    """/readyz never 200 (nor another error) while PostgreSQL is away. The kubelet's readiness probe
+    (k8s/chart.py) gives up after 2 s, as this probe does: a timeout is "not ready" to Kubernetes too.
+    Probes sent in the last probe timeout before the return may be answered after it, so the window
+    ends there; a window without probes measured nothing and fails."""
+    name = (f"/readyz says not ready (503, or no answer within the {probe.timeout:g} s probe timeout) "
+            "while PostgreSQL is away")
+    during = Counter(str(s.status) for s in probe.samples if down < s.at <= back - probe.timeout)
+    if not during:
+        result.check(name, False, f"not measured: no probe was sent in the {max(0.0, back - probe.timeout - down):.1f} s "
+                                  "between the stop and one probe timeout before the return")
+        return
+    wrong = {status: n for status, n in during.items() if status not in ("503", "timeout")}
+    result.check(name, not wrong, f"{sum(during.values())} probes: {dict(during)}")
+
+
 def postgres_drill(platform: Platform) -> DrillResult:
-    """PostgreSQL stopped (clients disconnected), then started; a signup is in flight meanwhile."""
+    """PostgreSQL stopped (clients disconnected), then started; a signup is in flight meanwhile. It
+    stays away ``timing.outage``, or longer when the readiness invariant needs it."""
     t = platform.timing
-    result = DrillResult("postgres", f"PostgreSQL stopped for {t.outage:.0f} s, then started ({t.users} users, "
-                                     "a signup in flight)", {}, 0)
     api_pid = platform.api.pid
     signup = _RetriedSignup(platform, "drill-signup-during-outage")
-    with platform.load(t.warmup + t.outage + t.settle) as run, \
-            Probe(base_url=platform.api_url, paths=("/readyz",), interval=0.1, workers=3) as ready:
+    ready = Probe(base_url=platform.api_url, paths=("/readyz",), interval=0.1, workers=3)
+    with platform.load(t.warmup + max(t.outage, _away_long_enough(ready)) + t.settle) as run, ready:
         time.sleep(t.warmup)
         signup.start()
         fault_at, fault_mono = time.time(), time.monotonic()
         platform.pg.stop("fast")          # returns once the server is down (clients disconnected)
         down_mono = time.monotonic()
-        time.sleep(max(0.0, t.outage - (down_mono - fault_mono)))
+        time.sleep(max(0.0, fault_mono + t.outage - down_mono, _away_long_enough(ready)))
         back_at, back_mono = time.time(), time.monotonic()
         platform.pg.start()
         time.sleep(t.settle)
     signup.join(timeout=30)
+    result = DrillResult("postgres", f"PostgreSQL stopped for {back_mono - fault_mono:.0f} s, then started "
+                                     f"({t.users} users, a signup in flight)", {}, 0)
     _baseline(result, run, fault_at)
     result.figures = _figures(run, fault_at, back_at)
     result.figures["readyz"] = measure(ready.samples, fault_mono).to_json()
-    # The kubelet's readiness probe (k8s/chart.py) gives up after 2 s, as this probe does: a
-    # timeout is "not ready" to Kubernetes too. Never 200, never another error.
-    # Probes sent in the last 2 s before the return may be answered after it (they wait for the pool).
-    during = Counter(str(s.status) for s in ready.samples if down_mono < s.at <= back_mono - ready.timeout)
-    wrong = {status: n for status, n in during.items() if status not in ("503", "timeout")}
-    result.check("/readyz says not ready (503, or no answer within the 2 s probe timeout) while PostgreSQL is away",
-                 during and not wrong, f"{sum(during.values())} probes: {dict(during)}")
+    _not_ready_while_away(result, ready, down=down_mono, back=back_mono)
     traces = _stack_traces(run)
     result.check("no 500 carries a stack trace", traces == 0, f"{traces} 5xx bodies with a trace; statuses "
                                                              f"{result.figures['responses_by_status']}")

@@ -3,8 +3,9 @@
 Two charts per environment, applied in this order:
 
 - ``cluster`` (cluster-scoped): the ``app`` namespace (Pod Security ``restricted``), the ALB
-  IngressClass of Auto Mode, the Graviton NodePool (capped: the ceiling of node autoscaling) and
-  the VPC CNI setting that makes Auto Mode enforce NetworkPolicies;
+  IngressClass of Auto Mode, the Graviton NodePool (capped: the ceiling of node autoscaling), the
+  VPC CNI setting that makes Auto Mode enforce NetworkPolicies, and the read-only role of the
+  scheduled drift check;
 - ``app`` (namespace ``app``): service accounts matching the Pod Identity associations of the
   cluster stack, configuration, Deployments, Service, Ingress, HPAs, PDBs, NetworkPolicies.
 
@@ -24,7 +25,7 @@ from cdk8s_plus_36 import k8s
 from constructs import Construct
 
 from k8s.values import PlatformValues
-from stacks.config import EnvConfig, ServiceConfig
+from stacks.config import DRIFT_READERS_GROUP, EnvConfig, ServiceConfig
 
 PART_OF = "saas"
 RUN_AS = 10001                     # the images' user (Dockerfile)
@@ -35,6 +36,7 @@ NODE_POOL = "graviton"
 ZONE, HOSTNAME = "topology.kubernetes.io/zone", "kubernetes.io/hostname"
 POD_IDENTITY_AGENT = "169.254.170.23/32"   # EKS Pod Identity agent (credentials), link-local on every node
 TMP_SIZE = "64Mi"
+DRIFT_READER = "saas-drift-reader"
 
 
 def termination_grace_seconds(config: EnvConfig) -> int:
@@ -113,6 +115,17 @@ class ClusterChart(cdk8s.Chart):
                                        "memory": f"{cluster.node_pool_max_memory_gib}Gi"},
                             "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized",
                                            "consolidateAfter": "5m"}})
+        # The scheduled drift check (k8s/drift.py) reads every object the release applies; its access
+        # entry's view policy covers the namespaced ones, this the cluster-scoped rest. Read only.
+        k8s.KubeClusterRole(self, "DriftReader", metadata=k8s.ObjectMeta(name=DRIFT_READER), rules=[
+            k8s.PolicyRule(api_groups=[group], resources=[resource], verbs=["get"])
+            for group, resource in (("networking.k8s.io", "ingressclasses"), ("eks.amazonaws.com", "ingressclassparams"),
+                                    ("karpenter.sh", "nodepools"), ("rbac.authorization.k8s.io", "clusterroles"),
+                                    ("rbac.authorization.k8s.io", "clusterrolebindings"))])
+        k8s.KubeClusterRoleBinding(
+            self, "DriftReaders", metadata=k8s.ObjectMeta(name=DRIFT_READER),
+            role_ref=k8s.RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=DRIFT_READER),
+            subjects=[k8s.Subject(kind="Group", name=DRIFT_READERS_GROUP, api_group="rbac.authorization.k8s.io")])
         # Auto Mode enforces NetworkPolicies only once this is set (EKS user guide, "network policies
         # with EKS Auto Mode"); without it the app chart's default-deny would be silently ignored.
         k8s.KubeConfigMap(self, "VpcCniNetworkPolicy", metadata=k8s.ObjectMeta(

@@ -157,6 +157,7 @@ class ServiceSettings:
     provisioner_role: str
     redis_key_prefix: str
     redis_timeout_seconds: float
+    readiness_timeout_seconds: float
     password_deriver: PasswordDeriver | None
     database_max_connections: int
     pool_total: int
@@ -206,6 +207,7 @@ class ServiceSettings:
             provisioner_role=env.get("TENANT_PROVISIONER_ROLE") or DEFAULT_PROVISIONER_ROLE,
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", ""),
             redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
+            readiness_timeout_seconds=_float(env, "READINESS_TIMEOUT_SECONDS", 1.5, 0.001),
             password_deriver=password_deriver,
             database_max_connections=max_connections,
             pool_total=pool_total,

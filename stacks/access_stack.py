@@ -1,7 +1,8 @@
 """Who may operate the cluster, and the one audited way people reach its private API endpoint.
 
-- **Access entries** from config: administrators (cluster-admin), viewers (read-only, no Secrets) and
-  the environment's release role (the GitHub deploy pipeline applies the manifests with it).
+- **Access entries** from config: administrators (cluster-admin), viewers (read-only, no Secrets),
+  the environment's release role (the GitHub deploy pipeline applies the manifests with it) and its
+  drift role (view, for the scheduled drift check).
 - **The tunnel**: a t4g.nano in a private subnet with no inbound rule, no SSH key and no public IP.
   People open an SSM Session Manager *port-forwarding* session through it to the EKS endpoint
   (``tools/cluster_access.py``, docs/runbooks/cluster-access.md); kubectl then authenticates as the
@@ -24,7 +25,7 @@ from constructs import Construct
 
 from stacks.cicd_stack import CicdStack
 from stacks.cluster_stack import ClusterStack
-from stacks.config import EnvConfig
+from stacks.config import DRIFT_READERS_GROUP, EnvConfig
 from stacks.constructs.outputs import parameter_name, publish
 from stacks.nag import acknowledge, partition_in_findings
 from stacks.network_stack import NetworkStack
@@ -48,17 +49,23 @@ class AccessStack(cdk.Stack):
                   # The release role applies namespaces, RBAC-free workloads and the ingress. Cluster
                   # admin adds nothing its GitHub environment's jobs do not already hold: the same jobs
                   # assume the deploy role, whose CloudFormation execution role administers the account.
-                  ("Release", cicd.release_role.role_arn, ADMIN_POLICY)]
+                  ("Release", cicd.release_role.role_arn, ADMIN_POLICY),
+                  # The scheduled drift check compares live objects with the last release's manifests:
+                  # view (no Secrets), plus the cluster-scoped kinds the chart lets DRIFT_READERS_GROUP read.
+                  ("Drift", cicd.drift_role.role_arn, VIEWER_POLICY)]
         self.access_entries = {
             construct_id: eks.AccessEntry(
                 self, construct_id, cluster=eks_cluster, principal=principal,
                 access_policies=[eks.AccessPolicy.from_access_policy_name(
                     policy, access_scope_type=eks.AccessScopeType.CLUSTER)])
             for construct_id, principal, policy in grants}
+        drift: eks.CfnAccessEntry = self.access_entries["Drift"].node.default_child  # type: ignore[assignment]
+        drift.kubernetes_groups = [DRIFT_READERS_GROUP]
 
         self.tunnel = self._tunnel(config, network, cluster)
         self.access_policy = self._access_policy(config, eks_cluster)
         self.access_policy.attach_to_role(cicd.release_role)
+        self.access_policy.attach_to_role(cicd.drift_role)
 
         publish(self, config.name, "tunnel-instance-id", self.tunnel.instance_id,
                 "SSM tunnel to the private EKS endpoint (docs/runbooks/cluster-access.md)")

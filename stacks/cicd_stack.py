@@ -5,7 +5,9 @@ account and region, and CloudFormation's execution role does the rest (notes/cdk
 - deploy role: trusted only for jobs of the configured GitHub *environment* (``environment:
   production`` carries required reviewers), may assume the deploy, publishing and lookup roles;
 - diff role: trusted only for pull-request jobs, may assume only the lookup role
-  (``cdk diff --no-change-set``), so PR code can read but never change the account.
+  (``cdk diff --no-change-set``), so PR code can read but never change the account;
+- drift role: trusted only for jobs of ``main`` outside any GitHub environment (the scheduled drift
+  workflow), may assume only the lookup role (``cdk drift``) and read the cluster.
 
 Deploy this stack once with administrator credentials; afterwards CI deploys everything else.
 """
@@ -48,10 +50,19 @@ class CicdStack(cdk.Stack):
             "ReleaseRole", provider_arn, f"repo:{repo}:environment:{cicd.github_environment}", config, (),
             f"GitHub Actions releases of {repo} (environment {cicd.github_environment}): images, migrations, manifests")
         self._allow_release_steps(config)
+        # The scheduled drift check (.github/workflows/drift.yml) runs on main without a GitHub
+        # environment: a schedule cannot wait for production's reviewers, so it gets no role that
+        # writes. The lookup role (ReadOnlyAccess, kms:Decrypt denied) is enough for `cdk drift`; its
+        # cluster access is view-only (stacks/access_stack.py).
+        self.drift_role = self._role(
+            "DriftRole", provider_arn, f"repo:{repo}:ref:refs/heads/main", config, DIFF_BOOTSTRAP_ROLES,
+            f"GitHub Actions drift checks of {repo} (main, scheduled): read-only CDK lookup role, cluster view")
         cdk.CfnOutput(self, "DeployRoleArn", value=self.deploy_role.role_arn,
                       description="role-to-assume for the deploy workflow")
         cdk.CfnOutput(self, "DiffRoleArn", value=self.diff_role.role_arn,
                       description="role-to-assume for pull-request diffs")
+        cdk.CfnOutput(self, "DriftRoleArn", value=self.drift_role.role_arn,
+                      description="role-to-assume for the scheduled drift checks (GitHub variable AWS_DRIFT_ROLE_ARN_<env>)")
         cdk.CfnOutput(self, "ReleaseRoleArn", value=self.release_role.role_arn,
                       description="role-to-assume for the release steps (GitHub variable AWS_RELEASE_ROLE_ARN)")
 

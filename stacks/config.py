@@ -432,6 +432,10 @@ class EnvConfig:
         return f"{self.workloads.image_repository_prefix}-{self.name}/{service}"
 
 
+# Kubernetes group of the drift role's EKS access entry (stacks/access_stack.py): the cluster chart
+# binds it to reading the cluster-scoped objects the view access policy leaves out (k8s/chart.py).
+DRIFT_READERS_GROUP = "saas:drift-readers"
+
 # Placeholder account/region make offline synth deterministic; real values come from context
 # (-c account=... -c region=...) or CDK_DEFAULT_ACCOUNT / CDK_DEFAULT_REGION at deploy time.
 PLACEHOLDER_ACCOUNT = "111111111111"

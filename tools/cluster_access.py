@@ -10,7 +10,8 @@
    the caller's own IAM role (``aws eks get-token``): the audit log names the person;
 3. runs the Session Manager port-forwarding session (``aws ssm start-session``, needs the
    session-manager-plugin) until Ctrl-C. ``--no-tunnel`` only writes the kubeconfig and prints the
-   command (the release workflow starts it in the background).
+   command; ``--background`` (the release and drift workflows) starts it detached, logging to
+   ``<kubeconfig>.tunnel.log``, and returns once kubectl answers through it.
 
 The caller's role needs the ``cluster-access-policy-arn`` managed policy and an access entry.
 """
@@ -22,6 +23,8 @@ import os
 import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -33,6 +36,7 @@ from stacks.constructs.outputs import parameter_name
 
 PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
 DEFAULT_LOCAL_PORT = 8443
+READY_TIMEOUT_SECONDS = 120
 
 
 class ClusterAccessError(RuntimeError):
@@ -97,13 +101,43 @@ def write_kubeconfig(tunnel: Tunnel, path: Path) -> None:
         yaml.safe_dump(tunnel.kubeconfig(), handle, sort_keys=False)
 
 
+def kubectl_answers(kubeconfig: Path) -> bool:
+    """Does the API server answer kubectl through the tunnel (as the caller's role)?"""
+    result = subprocess.run(["kubectl", "version", "--request-timeout=5s"], capture_output=True, timeout=30,
+                            env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    return result.returncode == 0
+
+
+def open_in_background(tunnel: Tunnel, *, kubeconfig: Path, ready: Callable[[], bool],
+                       timeout_seconds: float = READY_TIMEOUT_SECONDS, interval_seconds: float = 2,
+                       clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                       popen: Callable[..., subprocess.Popen] = subprocess.Popen) -> subprocess.Popen:
+    """Start the session detached (it outlives this process, e.g. across a workflow's steps) and wait
+    until ``ready()``; on a timeout or an early exit, stop it and raise with its log."""
+    log = kubeconfig.with_name(kubeconfig.name + ".tunnel.log")
+    with log.open("w") as handle:
+        process = popen(tunnel.session_command(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = clock() + timeout_seconds
+    while not ready():
+        if process.poll() is not None or clock() >= deadline:
+            if process.poll() is None:
+                process.terminate()
+            raise ClusterAccessError(f"the tunnel did not come up within {timeout_seconds:.0f} s "
+                                     f"(exit {process.poll()}): {log.read_text().strip()[-2000:]}")
+        sleep(interval_seconds)
+    return process
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.cluster_access", description=__doc__.split("\n")[0])
     parser.add_argument("--env", required=True, help="environment name (dev, prod)")
     parser.add_argument("--region", default=None, help="AWS region (default: the AWS CLI's)")
     parser.add_argument("--port", type=int, default=DEFAULT_LOCAL_PORT, help="local port of the tunnel")
     parser.add_argument("--kubeconfig", type=Path, default=None, help="default ~/.kube/saas-<env>")
-    parser.add_argument("--no-tunnel", action="store_true", help="write the kubeconfig and print the command only")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--no-tunnel", action="store_true", help="write the kubeconfig and print the command only")
+    mode.add_argument("--background", action="store_true",
+                      help="start the tunnel detached and return once kubectl answers through it")
     args = parser.parse_args(argv)
     session = boto3.session.Session(region_name=args.region)
     try:
@@ -118,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kubeconfig: {path}  (export KUBECONFIG={path})")
     print(f"tunnel:     {shlex.join(command)}")
     if args.no_tunnel:
+        return 0
+    if args.background:
+        try:
+            process = open_in_background(tunnel, kubeconfig=path, ready=lambda: kubectl_answers(path))
+        except ClusterAccessError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"tunnel open in the background (pid {process.pid})")
         return 0
     print("Keep this running; kubectl works in another terminal. Ctrl-C closes the tunnel.")
     return subprocess.call(command)

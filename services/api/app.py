@@ -8,9 +8,10 @@ FastAPI. Probes and /openapi.json are outside ``/v1/`` and need no key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Coroutine
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
@@ -58,6 +59,7 @@ class Runtime:
         self.resolver = KeyResolver(self.control, ttl=settings.key_cache_seconds)
         self.jobs = JobQueue(self.control)
         self.draining = False
+        self._abandoned_checks: set[asyncio.Future[list[str]]] = set()   # timed-out readiness checks, ending
 
     async def start(self) -> None:
         await self.control.open()
@@ -77,16 +79,35 @@ class Runtime:
     async def unready_reasons(self) -> list[str]:
         if self.draining:
             return ["shutting down"]
-        reasons: list[str] = []
+        checks = await asyncio.gather(self._within_timeout("PostgreSQL", self.control.unready_reasons()),
+                                      self._within_timeout("Redis", self._redis_unready_reasons()))
+        return [reason for reasons in checks for reason in reasons]
+
+    async def _redis_unready_reasons(self) -> list[str]:
+        await self.redis.ping()
+        return []
+
+    async def _within_timeout(self, name: str, check: Coroutine[Any, Any, list[str]]) -> list[str]:
+        """The check's reasons, or one saying it did not answer within READINESS_TIMEOUT_SECONDS: a hung
+        dependency makes /readyz a quick 503, never a probe timeout. Not ``asyncio.wait_for``: that waits
+        for the cancelled check to end, and psycopg spends up to 10 s cancelling a query on a hung server;
+        the check is cancelled and left to end on its own."""
+        task = asyncio.ensure_future(check)
+        done, _ = await asyncio.wait({task}, timeout=self.settings.readiness_timeout_seconds)
+        if not done:
+            task.cancel()
+            self._abandoned_checks.add(task)
+            task.add_done_callback(self._forget)
+            return [f"{name}: no answer within {self.settings.readiness_timeout_seconds:g} s"]
         try:
-            reasons += await self.control.unready_reasons()
+            return task.result()
         except Exception as exc:  # any failure means not ready; the reason is reported
-            reasons.append(f"PostgreSQL: {type(exc).__name__}: {exc}")
-        try:
-            await self.redis.ping()
-        except Exception as exc:
-            reasons.append(f"Redis: {type(exc).__name__}: {exc}")
-        return reasons
+            return [f"{name}: {type(exc).__name__}: {exc}"]
+
+    def _forget(self, task: asyncio.Future[list[str]]) -> None:
+        self._abandoned_checks.discard(task)
+        if not task.cancelled():
+            task.exception()   # retrieved: a late failure of an abandoned check is not logged as unhandled
 
 
 def create_app(settings: ServiceSettings | None = None, *, runtime: Runtime | None = None) -> Any:

@@ -30,7 +30,8 @@ def _actionlint(*paths: Path) -> subprocess.CompletedProcess:
 
 
 def test_workflows_exist():
-    assert {path.name for path in WORKFLOWS} >= {"gates.yml", "pr-diff.yml", "release.yml", "release-environment.yml"}
+    assert {path.name for path in WORKFLOWS} >= {"gates.yml", "pr-diff.yml", "release.yml", "release-environment.yml",
+                                                 "drift.yml"}
 
 
 def test_actionlint_and_shellcheck_pass_on_every_workflow():
@@ -104,7 +105,10 @@ def test_aws_credentials_only_through_oidc_roles_never_stored_keys():
         for job in yaml.safe_load(text)["jobs"].values():
             for step in job.get("steps", []):
                 if str(step.get("uses", "")).startswith("aws-actions/configure-aws-credentials"):
-                    assert step["with"]["role-to-assume"].startswith(("${{ vars.", "${{ vars[")), path.name
+                    if step["with"].get("role-chaining"):   # from the OIDC role of an earlier step
+                        assert step["with"]["role-to-assume"].startswith("${{ steps."), path.name
+                    else:
+                        assert step["with"]["role-to-assume"].startswith(("${{ vars.", "${{ vars[")), path.name
                     assert job["permissions"]["id-token"] == "write", path.name
 
 
@@ -143,3 +147,49 @@ def test_container_images_run_by_the_workflows_name_a_release():
         assert ":latest" not in text, path.name
         for image in re.findall(r"\b(aquasec/trivy\S*)", text):
             assert re.fullmatch(r"aquasec/trivy:\d+\.\d+\.\d+", image), f"{path.name}: {image}"
+
+
+def _on(workflow: dict) -> dict:
+    return workflow.get("on", workflow.get(True))   # YAML 1.1 reads a bare `on` key as True
+
+
+def test_drift_runs_on_a_schedule_and_on_demand_for_every_environment():
+    drift = _workflow("drift.yml")
+    triggers = _on(drift)
+    assert set(triggers) == {"schedule", "workflow_dispatch"} and triggers["schedule"][0]["cron"]
+    jobs = drift["jobs"]
+    for name in ("stacks", "manifests"):
+        assert jobs[name]["strategy"]["matrix"]["env"] == ["dev", "prod"]
+        assert jobs[name]["strategy"]["fail-fast"] is False
+        assert "environment" not in jobs[name]   # production's reviewers would hold every scheduled run
+
+
+def test_drift_of_the_stacks_is_cdk_drift_with_fail_through_the_read_only_lookup_role():
+    steps = _workflow("drift.yml")["jobs"]["stacks"]["steps"]
+    credentials = [step["with"] for step in steps if str(step.get("uses", "")).startswith("aws-actions/configure")]
+    assert credentials[0]["role-to-assume"] == "${{ vars[format('AWS_DRIFT_ROLE_ARN_{0}', matrix.env)] }}"
+    assert credentials[1]["role-chaining"] is True
+    script = "\n".join(step.get("run", "") for step in steps)
+    assert "lookup-role" in script
+    assert "cdk drift --fail" in script and "saas-shared-account" in script and '"saas-$ENVIRONMENT-*"' in script
+
+
+def test_drift_of_the_manifests_reads_the_last_release_s_through_the_release_s_tunnel():
+    steps = _workflow("drift.yml")["jobs"]["manifests"]["steps"]
+    script = "\n".join(step.get("run", "") for step in steps)
+    assert "manifests-$ENVIRONMENT" in script and "gh run download" in script
+    assert "tools.cluster_access" in script and "--background" in script
+    assert "k8s.drift" in script
+    release = _workflow("release-environment.yml")["jobs"]["manifests"]["steps"]
+    release_script = "\n".join(step.get("run", "") for step in release)
+    assert "tools.cluster_access" in release_script and "--background" in release_script   # the same path
+    (upload,) = [step for step in release if step.get("with", {}).get("name") == "manifests-${{ inputs.env }}"]
+    assert release.index(upload) == len(release) - 1   # only once the rollout succeeded
+
+
+def test_drift_opens_or_updates_an_issue_when_a_check_fails():
+    report = _workflow("drift.yml")["jobs"]["report"]
+    assert report["needs"] == ["stacks", "manifests"] and report["if"] == "failure()"
+    assert report["permissions"] == {"issues": "write"}
+    script = report["steps"][0]["with"]["script"]
+    assert "issues.create(" in script and "issues.createComment(" in script and "labels: 'drift'" in script

@@ -10,7 +10,9 @@ import pytest
 
 from drills.__main__ import main, render
 from drills.platform import SHORT, LoadRun
-from drills.scenarios import DRILLS, DrillResult, _admitted_against_limit, _baseline, _unaffected
+from drills.scenarios import (DRILLS, PROBES_WHILE_AWAY, DrillResult, _admitted_against_limit, _away_long_enough,
+                              _baseline, _not_ready_while_away, _unaffected)
+from tenant_provisioner.drills.interruption import Probe, Sample
 from tenant_provisioner.tiers import load_tiers
 
 
@@ -57,12 +59,44 @@ def test_failures_after_an_unrelated_fault_break_the_invariant():
 
 def test_tenants_are_normal_again_only_once_failures_fall_back_to_the_baseline():
     from drills.scenarios import _clients_recovered
-    from tenant_provisioner.drills.interruption import Sample
     back = 100.0
     healthy = [Sample(back + second + i / 10, 200) for second in range(3, 8) for i in range(10)]
     failing = [Sample(back + second + i / 10, 503) for second in range(0, 3) for i in range(10)]
     assert _clients_recovered(failing + healthy, back, baseline=0.0) == 3.0
     assert _clients_recovered(healthy + [Sample(back + 7.5, 503)] * 5, back, baseline=0.0) is None
+
+
+def _readiness(*samples: tuple[float, object]) -> DrillResult:
+    """The PostgreSQL drill's readiness invariant over probes sent at these times, down at 10, back at 20."""
+    probe = Probe(base_url="http://127.0.0.1:1", timeout=2.0, samples=[Sample(at, status) for at, status in samples])
+    result = DrillResult("x", "x", {}, 0)
+    _not_ready_while_away(result, probe, down=10.0, back=20.0)
+    return result
+
+
+def test_readiness_while_postgres_is_away_is_503_or_timeout_never_200():
+    assert _readiness((11.0, 503), (12.0, "timeout"), (13.0, 503)).ok
+    assert _readiness((11.0, 503), (19.0, 200)).ok          # sent in the last probe timeout: answered after the return
+    broken = _readiness((11.0, 503), (12.0, 200))
+    assert not broken.ok and "{'503': 1, '200': 1}" in broken.invariants[0][2]
+
+
+def test_a_readiness_window_without_probes_is_not_measured_and_fails():
+    result = _readiness((9.0, 200), (18.5, 200), (21.0, 200))
+    assert not result.ok and result.invariants[0][2].startswith("not measured: no probe was sent in the 8.0 s")
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_postgres_stays_away_long_enough_for_the_readiness_window_to_hold_its_probes(workers):
+    """Worst case: every probe waits out its timeout; whatever the workers' phase, the window read
+    (the stop to one timeout before the return) holds at least PROBES_WHILE_AWAY probes."""
+    probe = Probe(base_url="http://127.0.0.1:1", workers=workers, interval=0.1, timeout=2.0)
+    down, back = 100.0, 100.0 + _away_long_enough(probe)
+    period = probe.timeout + probe.interval
+    for phase in range(21):
+        sent = [down - 5 + (worker * 0.37 + phase / 10) % period + k * period
+                for worker in range(workers) for k in range(20)]
+        assert sum(1 for at in sent if down < at <= back - probe.timeout) >= PROBES_WHILE_AWAY, phase
 
 
 def test_lost_data_fails_a_drill_whatever_its_invariants_say():

@@ -4,13 +4,14 @@ the policy that lets an operator's or the release role use it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
 from stacks.access_stack import AccessStack
 from stacks.account_stack import SharedAccountStack
 from stacks.cicd_stack import CicdStack
-from stacks.config import load_config
+from stacks.config import DRIFT_READERS_GROUP, load_config
 from tests.stacks.conftest import foundation
 
 ADMIN = "arn:aws:iam::111111111111:role/platform-admin"
@@ -44,12 +45,22 @@ def test_access_entries_for_administrators_viewers_and_the_release_role(access):
     for entry in entries:
         (policy,) = entry["AccessPolicies"]
         assert policy["AccessScope"] == {"Type": "cluster"}
-        principal = entry["PrincipalArn"] if isinstance(entry["PrincipalArn"], str) else "release"
+        principal = entry["PrincipalArn"] if isinstance(entry["PrincipalArn"], str) else (
+            "release" if "ReleaseRole" in str(entry["PrincipalArn"]) else "drift" if "DriftRole" in str(
+                entry["PrincipalArn"]) else str(entry["PrincipalArn"]))
         policies[principal] = str(policy["PolicyArn"]).rsplit("/", 1)[-1].rstrip("']}")
     assert policies == {ADMIN: "AmazonEKSClusterAdminPolicy", VIEWERS[0]: "AmazonEKSViewPolicy",
-                        VIEWERS[1]: "AmazonEKSViewPolicy", "release": "AmazonEKSClusterAdminPolicy"}
-    (release,) = [e for e in entries if not isinstance(e["PrincipalArn"], str)]
-    assert "ReleaseRole" in str(release["PrincipalArn"])
+                        VIEWERS[1]: "AmazonEKSViewPolicy", "release": "AmazonEKSClusterAdminPolicy",
+                        "drift": "AmazonEKSViewPolicy"}
+
+
+def test_the_drift_role_views_the_cluster_through_the_tunnel_in_the_drift_readers_group(access):
+    (drift,) = [r["Properties"] for r in _of(access["access"], "AWS::EKS::AccessEntry").values()
+                if "DriftRole" in str(r["Properties"]["PrincipalArn"])]
+    assert drift["KubernetesGroups"] == [DRIFT_READERS_GROUP]
+    (policy,) = _of(access["access"], "AWS::IAM::ManagedPolicy").values()
+    roles = json.dumps(policy["Properties"]["Roles"])
+    assert "ReleaseRole" in roles and "DriftRole" in roles    # the tunnel, for both
 
 
 def test_tunnel_has_no_way_in_but_session_manager(access):

@@ -29,6 +29,7 @@ def test_roles_trust_the_account_s_provider_by_its_well_known_arn(template_json,
 @pytest.mark.parametrize(("role", "subject", "bootstrap_roles"), [
     ("DeployRole", "environment:{github_environment}", {"deploy", "file-publishing", "image-publishing", "lookup"}),
     ("PullRequestDiffRole", "pull_request", {"lookup"}),
+    ("DriftRole", "ref:refs/heads/main", {"lookup"}),   # scheduled, outside any GitHub environment: read only
 ])
 def test_roles_trust_one_github_subject_and_assume_only_bootstrap_roles(
         template_json, env, github_environment, role, subject, bootstrap_roles):

@@ -50,7 +50,7 @@ def test_rendered_into_one_folder_per_environment_cluster_chart_first(rendered):
 def test_schema_strict_for_the_cluster_version_and_policy_pass(rendered, env):
     report = validate_environment(rendered / env)
     assert report.errors == []
-    assert report.checked == 19
+    assert report.checked == 21
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -19,6 +19,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -160,6 +161,20 @@ class ThrowawayPostgres:
         """``fast``: disconnect clients, shut down cleanly; ``immediate``: as if the host died."""
         self._pg_ctl("-m", mode, "-w", "stop")
 
+    def pause(self) -> None:
+        """SIGSTOP the server and its backends: connections stay open and nothing answers, as when
+        its host hangs. :meth:`resume` continues them."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signum)   # first: a stopped postmaster starts no more backends
+        for child in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split():
+            os.kill(int(child), signum)
+
     def remove(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
@@ -198,6 +213,13 @@ class ThrowawayRedis:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the port accepts connections and nothing answers, as when its host hangs."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
 
     def remove(self) -> None:
         self.kill()

@@ -70,3 +70,48 @@ def test_every_runbook_kubectl_step_points_to_the_tunnel():
     assert using_kubectl, "expected runbooks with kubectl steps"
     assert [p.name for p in using_kubectl if "cluster-access.md" not in p.read_text()] == []
     assert "cluster-tunnel:" in (PROJECT_DIR / "Makefile").read_text()
+
+
+def _tunnel():
+    from tools.cluster_access import Tunnel
+    return Tunnel(environment="prod", region=REGION, cluster_name="saas-prod", endpoint_host="abc.eks.amazonaws.com",
+                  certificate_authority="Q0E=", instance_id="i-0123456789abcdef0", local_port=8443)
+
+
+def test_background_tunnel_outlives_the_call_and_returns_once_kubectl_answers(tmp_path):
+    import subprocess
+
+    from tools.cluster_access import open_in_background
+    started, probes = [], iter([False, False, True])
+    def popen(command, **kwargs):
+        started.append((command, kwargs))
+        return subprocess.Popen(["sleep", "30"], **kwargs)
+    process = open_in_background(_tunnel(), kubeconfig=tmp_path / "kubeconfig", ready=lambda: next(probes),
+                                 sleep=lambda _: None, popen=popen)
+    try:
+        assert process.poll() is None                                     # still running after the call
+        command, kwargs = started[0]
+        assert command[:3] == ["aws", "ssm", "start-session"] and kwargs["start_new_session"] is True
+        assert (tmp_path / "kubeconfig.tunnel.log").exists()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_background_tunnel_that_exits_or_never_answers_fails_with_its_log(tmp_path):
+    import subprocess
+
+    from tools.cluster_access import open_in_background
+    failing = lambda command, **kwargs: subprocess.Popen(["sh", "-c", "echo TargetNotConnected; exit 255"], **kwargs)  # noqa: E731
+    with pytest.raises(ClusterAccessError, match="TargetNotConnected"):
+        open_in_background(_tunnel(), kubeconfig=tmp_path / "k", ready=lambda: False, sleep=lambda _: __import__(
+            "time").sleep(0.2), popen=failing)
+    now = iter(range(0, 1000, 100))
+    hanging = []
+    def popen(command, **kwargs):
+        hanging.append(subprocess.Popen(["sleep", "30"], **kwargs))
+        return hanging[-1]
+    with pytest.raises(ClusterAccessError, match="did not come up within 120 s"):
+        open_in_background(_tunnel(), kubeconfig=tmp_path / "k", ready=lambda: False, clock=lambda: next(now),
+                           sleep=lambda _: None, popen=popen)
+    assert hanging[0].wait(timeout=5) is not None                       # stopped, not left behind
