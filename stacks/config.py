@@ -68,7 +68,7 @@ class DatabaseConfig:
     # lower or lift the timeouts for its own session (they are user-settable): the session reaper
     # is the guard it cannot lift; these defaults protect against careless clients.
     temp_file_limit_mb: int = 5120          # per process; only a superuser may change it
-    # Tenants rarely use every connection their tier allows: the sum of their CONNECTION LIMITs
+    # Tenants rarely use every connection their tier allows: the sum of their tiers' db_connections
     # may exceed max_connections by this factor before the capacity alarm asks for a larger class.
     connection_overcommit: float = 3.0
     idle_in_transaction_timeout_s: int = 60

@@ -79,6 +79,14 @@ class TierCatalog:
     def names(self) -> list[str]:
         return list(self.tiers)
 
+    @property
+    def role_connection_limit(self) -> int:
+        """The ``CONNECTION LIMIT`` of every tenant role: the largest tier's ``db_connections``, the
+        same for all, because ``pg_roles`` is readable by every tenant and a per-tier limit would
+        tell each tenant's tier. A tier's own number is enforced by the services' connection pools
+        and the session reaper (docs/tenants.md, threat model)."""
+        return max(tier.db_connections for tier in self.tiers.values())
+
 
 class _Reader:
     """Reads typed fields from nested mappings, naming the full path of a bad field."""

@@ -39,6 +39,18 @@ def pg_admin_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def pg_password_auth_url(pg_admin_url) -> str:
+    """Superuser URL of the same server where every other role logs in with its password only, as
+    on RDS (the throwaway server's unix socket, tests/support/services.py)."""
+    url = services.password_auth_url(pg_admin_url)
+    if url is None:
+        pytest.skip("password login is tested on the throwaway PostgreSQL 16.13 the fixtures start (its socket asks "
+                    "tenant roles for their SCRAM password); TEST_DATABASE_URL names a server whose pg_hba.conf "
+                    "is unknown")
+    return url
+
+
+@pytest.fixture(scope="session")
 def redis_server_url() -> str:
     return _service(services.redis_url)
 

@@ -39,6 +39,7 @@ from tenant_provisioner.runtime.lambda_handler import LambdaFunction
 from tenant_provisioner.runtime.metrics import TenantMetrics
 from tenant_provisioner.runtime.settings import TenantOperationsSettings
 from tenant_provisioner.tenants import fleet, records, warm_pool
+from tenant_provisioner.tiers import load_tiers
 
 ACTOR = "lambda:tenant_operations"
 function = LambdaFunction(namespace=TenantMetrics.NAMESPACE,
@@ -88,10 +89,10 @@ def _refill(event: dict[str, Any]) -> dict[str, Any]:
     with function.clients.database.connection() as conn:
         result = warm_pool.refill(conn, size)
         by_state = records.count_by_state(conn)
-        committed = records.committed_connections(conn)
+        committed = records.committed_connections(conn, catalog=load_tiers())
     metrics.add_metric(name=TenantMetrics.WARM_POOL_BUILT, unit=MetricUnit.Count, value=result.built)
     metrics.add_metric(name=TenantMetrics.WARM_POOL_SIZE, unit=MetricUnit.Count, value=result.size)
-    # Capacity: the tenants' CONNECTION LIMITs summed, alarmed against max_connections x overcommit.
+    # Capacity: the tenants' tier connection counts summed, alarmed against max_connections x overcommit.
     metrics.add_metric(name=TenantMetrics.TENANT_CONNECTION_LIMITS, unit=MetricUnit.Count, value=committed)
     for state, count in by_state.items():  # the dashboard's "tenants by state" gauge
         with single_metric(name=TenantMetrics.TENANTS, unit=MetricUnit.Count, value=count,

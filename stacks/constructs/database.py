@@ -131,7 +131,7 @@ class PostgresDatabase(Construct):
     def _add_proxy(self, identifier: str, vpc: ec2.IVpc, secrets_key: kms.IKey) -> rds.DatabaseProxy:
         """RDS Proxy for the master (control-plane) credentials: bursts of Lambda invocations share
         a bounded pool instead of exhausting ``max_connections``. Tenant roles connect directly
-        (their per-role CONNECTION LIMIT is the budget), so the proxy takes at most half.
+        (their tier's ``db_connections`` is the budget), so the proxy takes at most half.
 
         The proxy role gets kms:Decrypt in its own policy: letting CDK grant it through the
         secret would write this stack's role into the security stack's key policy (a cycle)."""

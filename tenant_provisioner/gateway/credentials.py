@@ -50,7 +50,8 @@ class PasswordDeriver:
 
 def sync_passwords(conn: psycopg.Connection, deriver: PasswordDeriver, *, actor: str) -> int:
     """Set every live tenant role's password to its derived value (rotation, or moving a fleet off
-    per-tenant secrets); idempotent. Returns the roles updated. One audit entry per run."""
+    per-tenant secrets; a suspended tenant's is recorded and applied on resume); idempotent.
+    Returns the roles updated. One audit entry per run."""
     roles = [row[0] for row in conn.execute(
         "SELECT role_name FROM control.tenants WHERE state IN ('active', 'suspended') ORDER BY tenant_id")]
     with conn.transaction():

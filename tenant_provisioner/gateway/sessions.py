@@ -7,9 +7,12 @@ cover nothing else, so the database — not the app — keeps tenant A's SQL (in
 from tenant B's rows.
 
 `TenantPools` is the budget (docs/request-path.md has the arithmetic): an LRU of small
-per-tenant pools, at most `tenant_cap` connections per tenant — the tier's role ``CONNECTION
-LIMIT``, less what the worker holds, shared by ``replicas`` instances (``per_tenant`` lowers it
-further when set) — and at most ``total`` per instance.
+per-tenant pools, at most `tenant_cap` connections per tenant — the tier's ``db_connections``,
+less what the worker holds, shared by ``replicas`` instances (``per_tenant`` lowers it further
+when set) — and at most ``total`` per instance. The tier comes from ``control.tenants`` (the key
+lookup), never from the role, whose ``CONNECTION LIMIT`` is the same for every tier so that
+``pg_roles`` does not tell tiers apart; against clients that ignore these caps the session
+reaper ends a tenant's sessions beyond its tier (tenant_provisioner/limits/reaper.py).
 A request that finds its tenant at its cap, or the instance at ``total`` with nothing idle to
 evict, waits up to ``wait_seconds`` in a bounded queue, then gets `PoolExhausted` (503 with
 Retry-After) — never an unbounded wait. Idle connections close after ``idle_seconds``.
@@ -43,11 +46,12 @@ APPLICATION_NAME = "saas-service"
 WORKER_CONNECTIONS_PER_TENANT = 1
 
 
-def tenant_cap(*, role_limit: int, replicas: int, held_elsewhere: int = 0, per_tenant: int | None = None) -> int:
-    """One instance's cap for a tenant: its role's CONNECTION LIMIT less the connections
+def tenant_cap(*, tier_limit: int, replicas: int, held_elsewhere: int = 0, per_tenant: int | None = None) -> int:
+    """One instance's cap for a tenant: its tier's ``db_connections`` less the connections
     `held_elsewhere` (the worker's), shared by `replicas` instances, at most `per_tenant` if set.
-    Never below 1: a limit too small for the replicas is refused by PostgreSQL, answered 503."""
-    share = (role_limit - held_elsewhere) // max(1, replicas)
+    Never below 1: a tier too small for the replicas is held to it by the session reaper (the
+    newest sessions beyond it ended, each a 503)."""
+    share = (tier_limit - held_elsewhere) // max(1, replicas)
     return max(1, share if per_tenant is None else min(per_tenant, share))
 
 
@@ -193,8 +197,8 @@ class TenantPools:
 
     # -- budget ---------------------------------------------------------------------------------
     def cap_for(self, tier: str) -> int:
-        """Per-instance cap of a tenant of `tier` (`tenant_cap` of its role's CONNECTION LIMIT)."""
-        return tenant_cap(role_limit=self._catalog.get(tier).db_connections, replicas=self.replicas,
+        """Per-instance cap of a tenant of `tier` (`tenant_cap` of the tier's ``db_connections``)."""
+        return tenant_cap(tier_limit=self._catalog.get(tier).db_connections, replicas=self.replicas,
                           held_elsewhere=self.held_elsewhere, per_tenant=self.per_tenant)
 
     def stats(self) -> dict[str, int]:
@@ -274,7 +278,7 @@ class TenantPools:
             return await psycopg.AsyncConnection.connect(**params, autocommit=True)
         except psycopg.OperationalError as exc:
             text = str(exc)
-            if "too many connections" in text:  # the role's CONNECTION LIMIT, cluster-wide
+            if "too many connections" in text:  # the role's CONNECTION LIMIT (every tier's), cluster-wide
                 raise PoolExhausted(f"tenant {tenant.tenant_id}: its connection limit is in use "
                                     "by other instances") from exc
             raise TransientError(f"tenant {tenant.tenant_id}: cannot connect as its role: "

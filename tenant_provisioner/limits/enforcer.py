@@ -11,8 +11,9 @@
    lowered), `breakers.step` per quantity, each transition inserted under its unique key with
    its audit entry, and a suspension done through `Lifecycle.suspend` in the same transaction;
    the tenant's state then goes to Redis so the limiter acts at once;
-0. the session reaper (limits/reaper.py) ends tenant sessions over its thresholds and repairs
-   role settings and passwords, so no tenant lock or open transaction outlives it;
+0. the session reaper (limits/reaper.py) ends tenant sessions over its thresholds or beyond their
+   tier's connection count and repairs role settings and passwords, so no tenant lock or open
+   transaction outlives it;
 4. notifications from the transition outbox (rows claimed with ``FOR UPDATE SKIP LOCKED`` and
    marked sent), so two cycles running at once never notify twice;
 5. post-cycle reporters: callables ``reporter(result: CycleResult, conn)`` with a ``name``, run
@@ -298,7 +299,7 @@ def enforce_tenant(conn: psycopg.Connection, measured: TenantUsage, catalog: Tie
                                f"limit in {t.period:%Y-%m}" for t in suspend_for)
             tenant = lifecycle.suspend(conn, tenant.tenant_id, reason=reason, actor=actor)
     if tenant.state == "suspended":
-        schema.terminate_sessions(conn, tenant.role_name)  # again, now that NOLOGIN is committed
+        schema.terminate_sessions(conn, tenant.role_name)  # again, now that the password is gone
     return tenant, recorded
 
 
@@ -344,7 +345,7 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, lifecycl
     result = CycleResult(period_start=period_start)
     with db.connection() as conn:
         if reaper is not None:
-            _reap(conn, reaper, actor, result)
+            _reap(conn, reaper, actor, result, catalog)
         tenant_list = [t for t in records.all_tenants(conn) if t.state in ENFORCED_STATES]
         if tenant_ids is not None:
             wanted = set(tenant_ids)
@@ -380,10 +381,11 @@ def run_cycle(db: Database, client: redis.Redis, *, notifier: Notifier, lifecycl
     return result
 
 
-def _reap(conn: psycopg.Connection, reaper: ReaperSettings, actor: str, result: CycleResult) -> None:
+def _reap(conn: psycopg.Connection, reaper: ReaperSettings, actor: str, result: CycleResult,
+          catalog: TierCatalog) -> None:
     try:
-        result.terminated = reap_sessions(conn, reaper, actor=actor)
-        result.roles_repaired = repair_roles(conn)
+        result.terminated = reap_sessions(conn, reaper, actor=actor, catalog=catalog)
+        result.roles_repaired = repair_roles(conn, catalog=catalog)
     except psycopg.Error as exc:  # enforcement still runs; the error fails the invocation afterwards
         log.exception("session reaper failed")
         result.errors.append(f"reaper: {type(exc).__name__}: {exc}")

@@ -10,9 +10,14 @@ offers no way to forbid it. So each enforcement cycle (`run_cycle`, every 5 minu
    longer than the thresholds, hold more locks than allowed (the shared lock table is one per
    cluster: filling it makes every database fail with "out of shared memory"), or sit in any
    database other than the app database (RDS does not let us revoke CONNECT on all of them);
-2. puts every tenant role's settings and password back to what the platform set (role-level
-   settings reset to the ``search_path``; the password to the verifier stored at provisioning,
-   or none).
+   then, per tenant, the newest sessions beyond its tier's ``db_connections``: every tenant
+   role has the same ``CONNECTION LIMIT`` (the largest tier's; `pg_roles` is readable by every
+   tenant and must not tell tiers apart), so the tier's own number is enforced here and by the
+   services' connection pools;
+2. puts every tenant role back to what the platform set: role-level settings reset to the
+   ``search_path``; ``LOGIN``, the common ``CONNECTION LIMIT`` and the password its state allows
+   (`schema.LOGIN_VERIFIER`: the stored verifier while active, none otherwise). This also
+   converts roles made before issue 10 (``NOLOGIN``, per-tier limits) in one cycle.
 
 Thresholds come from config (`LimitsConfig` → the enforcer's environment → `ReaperSettings`).
 The provisioner needs ``pg_signal_backend`` (to terminate) and ``pg_monitor`` (to see other
@@ -22,8 +27,9 @@ roles' session state in ``pg_stat_activity``), both granted by `init`.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import psycopg
 from psycopg import sql
@@ -32,12 +38,13 @@ from tenant_provisioner import audit
 from tenant_provisioner.tenants import schema
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.runtime import env as envvars
+from tenant_provisioner.tiers import TierCatalog, load_tiers
 
 log = logging.getLogger(__name__)
 
 REPAIR_BATCH = 50
 _SESSIONS = """
-SELECT a.pid, t.tenant_id, a.datname, a.state,
+SELECT a.pid, t.tenant_id, t.tier, a.datname, a.state,
        extract(epoch FROM now() - a.xact_start)::float8 AS transaction_s,
        extract(epoch FROM now() - a.state_change)::float8 AS in_state_s,
        coalesce(l.locks, 0) AS locks
@@ -45,7 +52,7 @@ FROM pg_stat_activity a
 JOIN control.tenants t ON t.role_name = a.usename
 LEFT JOIN (SELECT pid, count(*) AS locks FROM pg_locks GROUP BY pid) l ON l.pid = a.pid
 WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
-ORDER BY a.pid
+ORDER BY a.backend_start, a.pid
 """
 # Role-level settings that differ from what provisioning set (search_path only, all databases).
 _DRIFTED_SETTINGS = """
@@ -57,9 +64,18 @@ LEFT JOIN pg_database d ON d.oid = s.setdatabase
 WHERE t.state <> 'offboarded'
   AND (s.setdatabase <> 0 OR s.setconfig IS DISTINCT FROM ARRAY['search_path=' || t.schema_name])
 """
-_PASSWORDS = """
-SELECT t.role_name, t.password_verifier FROM control.tenants t JOIN pg_roles r ON r.rolname = t.role_name
-WHERE t.state IN ('active', 'suspended', 'offboarding')
+_LIVE_ROLES = """
+SELECT t.role_name FROM control.tenants t JOIN pg_roles r ON r.rolname = t.role_name
+WHERE t.state <> 'offboarded' ORDER BY t.role_name
+"""
+# Locked (shared) while their roles are altered, so a concurrent suspension or resume (which
+# locks the row before it alters the role) is never overwritten with the state read before it.
+_LOGINS = f"""
+SELECT t.role_name, {schema.LOGIN_VERIFIER}, r.rolconnlimit
+FROM control.tenants t JOIN pg_roles r ON r.rolname = t.role_name
+WHERE t.role_name = ANY(%s) AND t.state <> 'offboarded'
+ORDER BY t.role_name
+FOR SHARE OF t SKIP LOCKED
 """
 
 
@@ -123,14 +139,33 @@ def _reason(row: dict[str, Any], database: str, limits: ReaperSettings) -> str |
     return None
 
 
-def reap_sessions(conn: psycopg.Connection, limits: ReaperSettings, *, actor: str) -> list[Terminated]:
-    """Terminate the tenant sessions over a threshold; one audit entry per termination."""
+def _over_tier(rows: list[dict[str, Any]], catalog: TierCatalog) -> dict[int, str]:
+    """pid → reason for each tenant's sessions beyond its tier's ``db_connections``, newest first
+    (`rows` are ordered by start time, so the oldest sessions, the ones in use longest, stay)."""
+    by_tenant: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_tenant.setdefault(row["tenant_id"], []).append(row)
+    reasons: dict[int, str] = {}
+    for sessions in by_tenant.values():
+        allowed = catalog.get(sessions[0]["tier"]).db_connections
+        for row in sessions[allowed:]:
+            reasons[row["pid"]] = (f"{len(sessions)} sessions open, tier {row['tier']!r} allows {allowed} "
+                                   "(the newest are ended)")
+    return reasons
+
+
+def reap_sessions(conn: psycopg.Connection, limits: ReaperSettings, *, actor: str,
+                  catalog: TierCatalog | None = None) -> list[Terminated]:
+    """Terminate the tenant sessions over a threshold, then each tenant's newest sessions beyond
+    its tier's connection count (`catalog`, default the tiers file); one audit entry per termination."""
     database = conn.info.dbname
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         rows = cur.execute(_SESSIONS).fetchall()
+    reasons = {row["pid"]: reason for row in rows if (reason := _reason(row, database, limits)) is not None}
+    reasons.update(_over_tier([row for row in rows if row["pid"] not in reasons], catalog or load_tiers()))
     terminated = []
     for row in rows:
-        reason = _reason(row, database, limits)
+        reason = reasons.get(row["pid"])
         if reason is None:
             continue
         ended = conn.execute("SELECT pg_terminate_backend(%s)", (row["pid"],)).fetchone()
@@ -144,9 +179,23 @@ def reap_sessions(conn: psycopg.Connection, limits: ReaperSettings, *, actor: st
     return terminated
 
 
-def repair_roles(conn: psycopg.Connection) -> int:
-    """Put role-level settings and passwords back to what provisioning set; returns the number
-    of roles whose settings had drifted (passwords cannot be compared, so all are re-applied)."""
+@contextmanager
+def _repair_batch(conn: psycopg.Connection) -> Iterator[None]:
+    """One repair transaction. A tenant holding its own role row (an open ALTER ROLE) fails one
+    batch, not the others; its session is reaped and the next cycle repairs it."""
+    try:
+        with conn.transaction():
+            yield
+    except psycopg.errors.LockNotAvailable:
+        log.warning("role repair: a tenant holds its role row; its batch is retried next cycle")
+
+
+def repair_roles(conn: psycopg.Connection, *, catalog: TierCatalog | None = None) -> int:
+    """Put every live tenant role back to what the platform set (settings, ``LOGIN``, the password
+    its state allows, the common ``CONNECTION LIMIT`` of `catalog`, default the tiers file);
+    returns the number of roles whose settings or connection limit had drifted (passwords cannot
+    be compared, so all are re-applied)."""
+    limit = (catalog or load_tiers()).role_connection_limit
     drifted = conn.execute(_DRIFTED_SETTINGS).fetchall()
     statements: list[sql.Composable] = []
     for role, schema_name, database_oid, database in drifted:
@@ -156,15 +205,17 @@ def repair_roles(conn: psycopg.Connection) -> int:
                            sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident, sql.Identifier(schema_name))]
         elif database is not None:
             statements.append(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(ident, sql.Identifier(database)))
-    for role, verifier in conn.execute(_PASSWORDS).fetchall():
-        statements.append(schema.password_statement(role, verifier))
+    repaired = {row[0] for row in drifted}
     # Small batches: a statement slower than log_min_duration_statement is logged with its text.
-    # A tenant holding its own role row (an open ALTER ROLE) fails one batch, not the others; its
-    # session is reaped and the next cycle repairs it.
     for start in range(0, len(statements), REPAIR_BATCH):
-        try:
-            with conn.transaction():
-                schema.run_batch(conn, statements[start:start + REPAIR_BATCH])
-        except psycopg.errors.LockNotAvailable:
-            log.warning("role repair: a tenant holds its role row; batch %d retried next cycle", start // REPAIR_BATCH)
-    return len({row[0] for row in drifted})
+        with _repair_batch(conn):
+            schema.run_batch(conn, statements[start:start + REPAIR_BATCH])
+    roles = [row[0] for row in conn.execute(_LIVE_ROLES)]
+    for start in range(0, len(roles), REPAIR_BATCH):
+        with _repair_batch(conn):
+            rows = conn.execute(_LOGINS, (roles[start:start + REPAIR_BATCH],)).fetchall()
+            other_limit = {role for role, _, connection_limit in rows if connection_limit != limit}
+            schema.run_batch(conn, [*(schema.login_statement(role, verifier) for role, verifier, _ in rows),
+                                    *(schema.connection_limit_statement(role, limit) for role in sorted(other_limit))])
+            repaired |= other_limit
+    return len(repaired)

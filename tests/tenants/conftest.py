@@ -43,6 +43,13 @@ class TenantDb:
     def admin(self) -> psycopg.Connection:
         return admin_connect(self.url)
 
+    def verifier(self, role: str) -> str | None:
+        """The role's password verifier (pg_authid, superuser only); None: password login fails."""
+        with self.admin() as conn:
+            row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()
+        assert row is not None, f"no role {role}"
+        return row[0]
+
 
 def _make(pg_admin_url: str) -> TenantDb:
     url = databases.create_database(pg_admin_url, prefix="tenants")
@@ -85,6 +92,17 @@ def db(tenant_db):
     database = tenant_db.database()
     yield database
     database.close()
+
+
+@pytest.fixture()
+def password_login(tenant_db, pg_password_auth_url):
+    """`url(role, password)`: the module's database where the role must give its password (as on
+    RDS; `login_url` trusts every role, like the rest of the suite)."""
+    def url(role: str, password: str) -> str:
+        params = conninfo_to_dict(pg_password_auth_url)
+        params.update(dbname=conninfo_to_dict(tenant_db.url)["dbname"], user=role, password=password)
+        return make_conninfo(**params)
+    return url
 
 
 @pytest.fixture()

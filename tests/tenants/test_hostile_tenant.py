@@ -7,24 +7,32 @@ Each test failed on the code before issue 10 and passes with its fix (docs/tenan
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from typing import Callable
 
+import boto3
 import psycopg
 import pytest
+from moto import mock_aws
 from psycopg import sql
 
 from tenant_provisioner import audit, control
 from tenant_provisioner.runtime import compose
-from tenant_provisioner.tenants import provisioning, schema, warm_pool
+from tenant_provisioner.tenants import provisioning, records, schema, warm_pool
 from tenant_provisioner.db import admin_connect
+from tenant_provisioner.gateway import keys
+from tenant_provisioner.gateway.credentials import PasswordDeriver
+from tenant_provisioner.gateway.sessions import ControlPlane, PoolExhausted, TenantPools
 from tenant_provisioner.limits.enforcer import measure_database
 from tenant_provisioner.limits.reaper import ReaperSettings, reap_sessions, repair_roles
+from tenant_provisioner.secrets import AwsSecretStore
 from tenant_provisioner.tenants.provisioning import CreateRequest
+from tenant_provisioner.tiers import load_tiers
 from tests.support import databases
 
 lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
@@ -41,15 +49,17 @@ def _create(db, tenant_id: str, tier: str = "starter"):
 
 
 @contextmanager
-def _as_tenant(tenant_db, tenant, dbname: str | None = None):
-    url = tenant_db.login_url(tenant.role_name)
-    if dbname:
-        url = databases.url_for_database(url, dbname)
+def _session(url: str):
     conn = psycopg.connect(url, autocommit=True)
     try:
         yield conn
     finally:
         conn.close()  # not `with`: a session the reaper ended cannot commit on the way out
+
+
+def _as_tenant(tenant_db, tenant, dbname: str | None = None):
+    url = tenant_db.login_url(tenant.role_name)
+    return _session(databases.url_for_database(url, dbname) if dbname else url)
 
 
 def _finishes(work: Callable[[], object], within_s: float) -> object:
@@ -309,6 +319,163 @@ def test_where_connect_cannot_be_revoked_the_reaper_ends_the_session(tenant_db, 
                 assert _dead(evil)
         finally:
             admin.execute("REVOKE ALL ON DATABASE template1 FROM PUBLIC")
+
+
+# 6. The business in the catalog -----------------------------------------------------------------
+
+# What any role reads about a role (pg_roles, its memberships and per-database settings), with its
+# own name taken out of its search_path: the name itself (opaque, `t_<16 hex>`) is all that may differ.
+_VISIBLE_ROLE = """
+SELECT r.rolname,
+       to_jsonb(r) - 'rolname' - 'oid' - 'rolconfig' AS attributes,
+       replace(array_to_string(r.rolconfig, ','), r.rolname, '<own name>') AS config,
+       ARRAY(SELECT concat_ws(':', m.roleid::regrole, m.grantor::regrole, m.admin_option, m.inherit_option,
+                              m.set_option)
+             FROM pg_auth_members m WHERE m.member = r.oid ORDER BY 1) AS member_of,
+       (SELECT count(*) FROM pg_auth_members m WHERE m.roleid = r.oid) AS members,
+       (SELECT count(*) FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase <> 0) AS database_settings
+FROM pg_roles r WHERE r.rolname = ANY(%s)
+"""
+
+
+def _can_log_in(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.OperationalError as exc:
+        assert "password authentication failed" in str(exc), exc  # the password, not NOLOGIN, refuses it
+        return False
+
+
+def test_the_catalog_tells_a_tenant_neither_tier_nor_state_of_the_others(tenant_db, db, tenant_ids, tmp_path):
+    """Issue 10.6: each role's CONNECTION LIMIT was its tier, NOLOGIN meant suspended (or not yet
+    active, or leaving), and pg_roles is readable by every tenant."""
+    spy = _create(db, tenant_ids("census"), tier="starter")
+    others = {"business": _create(db, tenant_ids("big"), tier="business"),
+              "suspended": _create(db, tenant_ids("late"), tier="pro"),
+              "leaving": _create(db, tenant_ids("gone"), tier="pro")}
+    with db.connection() as conn:
+        lifecycle.suspend(conn, others["suspended"].tenant_id, reason="payment failed", actor="test")
+        lifecycle.offboard(conn, others["leaving"].tenant_id, actor="test", export_to=str(tmp_path), retention_days=1)
+        schema.set_password(conn, others["business"].role_name, "a-password")
+        request = CreateRequest.parse({"tenant_id": tenant_ids("new"), "tier": "business", "admin_email": "a@b.io"})
+        others["provisioning"] = lifecycle.create(conn, request, actor="test",
+                                                  steps=(provisioning.DatabaseStep(),)).tenant  # never activated
+        states = {t.tenant_id: t.state for t in records.all_tenants(conn)}
+    assert [states[t.tenant_id] for t in others.values()] == ["active", "suspended", "offboarding", "provisioning"]
+    with _as_tenant(tenant_db, spy) as evil:
+        seen = evil.execute(_VISIBLE_ROLE, ([spy.role_name, *(t.role_name for t in others.values())],)).fetchall()
+    assert len(seen) == 5
+    assert len({tuple(map(str, row[1:])) for row in seen}) == 1, seen
+    attributes = seen[0][1]
+    assert attributes["rolcanlogin"] is True and attributes["rolconnlimit"] == load_tiers().role_connection_limit
+
+
+def test_login_is_the_password_alone_and_follows_the_state(db, tenant_ids, password_login, tmp_path):
+    """With every role LOGIN, a tenant that must not log in (not yet active, suspended, leaving) has
+    no password; activation and resume give it the stored one again."""
+    deriver = PasswordDeriver.from_text("k" * 64)
+    before_activation: list[bool] = []
+
+    class TryToLogIn:  # between the secret step and activation: the password exists, unusable
+        name = "try"
+
+        def apply(self, ctx):
+            role = ctx.tenant.role_name
+            before_activation.append(_can_log_in(password_login(role, deriver.password(role))))
+
+        def undo(self, ctx):
+            pass
+
+    with mock_aws():
+        store = AwsSecretStore("/saas/test", client=boto3.client("secretsmanager", region_name="us-east-1"))
+        secret = provisioning.SecretStep(store, provisioning.DbEndpoint("db.internal", 5432, "app"), lambda: deriver)
+        with db.connection() as conn:
+            request = CreateRequest.parse({"tenant_id": tenant_ids("keyed"), "tier": "pro", "admin_email": "a@b.io"})
+            tenant = lifecycle.create(conn, request, actor="test", steps=(
+                provisioning.DatabaseStep(), secret, TryToLogIn(), provisioning.ActivateStep())).tenant
+    url = password_login(tenant.role_name, deriver.password(tenant.role_name))
+    assert before_activation == [False]
+    assert _can_log_in(url) and not _can_log_in(password_login(tenant.role_name, "guessed"))
+    with _session(url) as session, db.connection() as conn:
+        lifecycle.suspend(conn, tenant.tenant_id, reason="payment failed", actor="test")
+        assert _dead(session)
+    assert not _can_log_in(url)
+    with db.connection() as conn:
+        repair_roles(conn)  # the reaper's repair keeps a suspended tenant without a password
+    assert not _can_log_in(url)
+    with db.connection() as conn:
+        lifecycle.resume(conn, tenant.tenant_id, actor="test")
+    assert _can_log_in(url)
+    with db.connection() as conn:
+        lifecycle.offboard(conn, tenant.tenant_id, actor="test", export_to=str(tmp_path), retention_days=1)
+    assert not _can_log_in(url)
+
+
+def test_one_reaper_cycle_gives_roles_made_before_the_common_shape(tenant_db, db, tenant_ids):
+    """Roles provisioned before issue 10.6 (the tier's CONNECTION LIMIT; NOLOGIN but the password
+    kept while suspended) look like every other after one repair, and the suspended one has no password."""
+    active, suspended = _create(db, tenant_ids("old"), tier="starter"), _create(db, tenant_ids("old-late"), tier="pro")
+    with db.connection() as conn:
+        for tenant in (active, suspended):
+            schema.set_password(conn, tenant.role_name, "the-password")
+        lifecycle.suspend(conn, suspended.tenant_id, reason="payment failed", actor="test")
+        kept = conn.execute("SELECT password_verifier FROM control.tenants WHERE tenant_id = %s",
+                            (suspended.tenant_id,)).fetchone()[0]
+    with tenant_db.admin() as admin:
+        admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 5").format(sql.Identifier(active.role_name)))
+        admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN CONNECTION LIMIT 20 PASSWORD {}").format(
+            sql.Identifier(suspended.role_name), sql.Literal(kept)))
+    with db.connection() as conn:
+        assert repair_roles(conn) >= 2
+        shapes = conn.execute("SELECT rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = ANY(%s)",
+                              ([active.role_name, suspended.role_name],)).fetchall()
+    assert shapes == [(True, load_tiers().role_connection_limit)] * 2
+    assert tenant_db.verifier(active.role_name) is not None and tenant_db.verifier(suspended.role_name) is None
+
+
+async def _gateway_sessions(tenant_db, key_id: str, wanted: int) -> int:
+    """How many sessions the services' pools open at once for the tenant of `key_id` (resolved
+    from control.tenants, as a request is), up to `wanted`."""
+    control_plane = ControlPlane(tenant_db.url, provisioner_role=tenant_db.provisioner_role)
+    pools = TenantPools(tenant_db.url, catalog=load_tiers(), deriver=None, per_tenant=100, wait_seconds=0.2)
+    await control_plane.open()
+    try:
+        record = await control_plane.lookup(key_id)
+        assert record is not None
+        async with AsyncExitStack() as held:
+            for opened in range(wanted):
+                try:
+                    await held.enter_async_context(pools.session(record.tenant))
+                except PoolExhausted:
+                    return opened
+        return wanted
+    finally:
+        await pools.close()
+        await control_plane.close()
+
+
+def test_a_tier_change_moves_the_connection_cap_that_the_role_no_longer_shows(tenant_db, db, tenant_ids):
+    tenant = _create(db, tenant_ids("grower"), tier="starter")  # 5 connections; pro: 20
+    with db.connection() as conn:
+        key = keys.create(conn, tenant.tenant_id, name="test", actor="test")
+    assert asyncio.run(_gateway_sessions(tenant_db, key.key_id, 7)) == 5
+    sessions = [psycopg.connect(tenant_db.login_url(tenant.role_name), autocommit=True) for _ in range(7)]
+    try:
+        with db.connection() as conn:
+            ended = reap_sessions(conn, FAST, actor="test")
+        assert sorted(t.pid for t in ended) == sorted(s.info.backend_pid for s in sessions[5:])  # the newest two
+        assert all("tier 'starter' allows 5" in t.reason for t in ended)
+        assert [_dead(s) for s in sessions] == [False] * 5 + [True] * 2
+        with db.connection() as conn:
+            lifecycle.change_tier(conn, tenant.tenant_id, "pro", actor="test")
+        sessions += [psycopg.connect(tenant_db.login_url(tenant.role_name), autocommit=True) for _ in range(2)]
+        with db.connection() as conn:
+            assert reap_sessions(conn, FAST, actor="test") == []
+    finally:
+        for session in sessions:
+            session.close()
+    assert asyncio.run(_gateway_sessions(tenant_db, key.key_id, 7)) == 7
 
 
 # 9. Exports ------------------------------------------------------------------------------------

@@ -131,18 +131,6 @@ def test_no_executable_functions_outside_the_system_catalogs(as_a):
     assert rows == []
 
 
-def test_connection_limit_of_the_tier_is_enforced(tenant_db, pair):
-    url = tenant_db.login_url(pair[0].role_name)
-    limit = 5  # starter
-    sessions = [psycopg.connect(url) for _ in range(limit)]
-    try:
-        with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
-            psycopg.connect(url)
-    finally:
-        for session in sessions:
-            session.close()
-
-
 def test_catalog_names_are_opaque(tenant_db, pair):
     with tenant_db.admin() as conn:
         names = [row[0] for row in conn.execute(

@@ -8,12 +8,13 @@ import psycopg
 import pytest
 
 from tenant_provisioner import audit, migrations
-from tenant_provisioner.tenants import records
+from tenant_provisioner.tenants import records, schema
 from tenant_provisioner.runtime import compose
 from tenant_provisioner.errors import InvalidInput, TenantConflict, TenantNotFound
 from tenant_provisioner.tenants.events import LifecycleListener, TenantEvents
 from tenant_provisioner.tenants.lifecycle import Lifecycle
 from tenant_provisioner.tenants.provisioning import CreateRequest
+from tenant_provisioner.tiers import load_tiers
 
 lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
@@ -31,7 +32,7 @@ def _role(conn, role):
                         (role,)).fetchone()
 
 
-def test_create_builds_an_opaque_schema_and_role_with_the_tier_limit(db, tenant_ids):
+def test_create_builds_an_opaque_schema_and_role_with_the_common_connection_limit(db, tenant_ids):
     tenant_id = tenant_ids()
     with db.connection() as conn:
         result = _create(conn, tenant_id)
@@ -40,7 +41,8 @@ def test_create_builds_an_opaque_schema_and_role_with_the_tier_limit(db, tenant_
         assert data["schema"].startswith("t_") and tenant_id not in data["schema"]
         assert data["schema_version"] == migrations.latest_version("tenant") and data["duration_ms"] > 0
         can_login, limit, config = _role(conn, data["role"])
-        assert can_login and limit == 20 and config == [f"search_path={data['schema']}"]
+        assert can_login and limit == load_tiers().role_connection_limit == 50  # business's, whatever the tier
+        assert config == [f"search_path={data['schema']}"]
         owner = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
                              (data["schema"],)).fetchone()[0]
         assert owner == db.provisioner_role
@@ -59,34 +61,41 @@ def test_create_is_idempotent_and_refuses_another_tier(db, tenant_ids):
 
 
 def test_suspend_disables_login_and_ends_sessions_then_resume(tenant_db, db, tenant_ids):
+    """Login is the password alone (every tenant role is LOGIN): suspended, the role has none, so
+    password login (all RDS offers) fails; test_hostile_tenant.py logs in with passwords."""
     tenant_id = tenant_ids()
     with db.connection() as conn:
         tenant = _create(conn, tenant_id).tenant
+        schema.set_password(conn, tenant.role_name, "the-password")
+    stored = tenant_db.verifier(tenant.role_name)
+    assert stored is not None
     session = psycopg.connect(tenant_db.login_url(tenant.role_name), autocommit=True)
     with db.connection() as conn:
         suspended = lifecycle.suspend(conn, tenant_id, reason="payment failed", actor=ACTOR)
         assert suspended.state == "suspended" and suspended.suspended_reason == "payment failed"
-        assert _role(conn, tenant.role_name)[0] is False
+        assert _role(conn, tenant.role_name)[0] is True  # as every tenant role: pg_roles tells nothing
         lifecycle.suspend(conn, tenant_id, reason="again", actor=ACTOR)  # no-op, no second entry
         assert len(audit.entries(conn, tenant_id, action="tenant.suspended")) == 1
     with pytest.raises(psycopg.OperationalError):
         session.execute("SELECT 1")
-    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
-        psycopg.connect(tenant_db.login_url(tenant.role_name))
+    assert tenant_db.verifier(tenant.role_name) is None
     with db.connection() as conn:
         resumed = lifecycle.resume(conn, tenant_id, actor=ACTOR)
         assert resumed.state == "active" and resumed.suspended_reason is None
+    assert tenant_db.verifier(tenant.role_name) == stored
     with psycopg.connect(tenant_db.login_url(tenant.role_name)) as again:
         assert again.execute("SELECT count(*) FROM users").fetchone()[0] == 0
 
 
-def test_change_tier_moves_the_connection_limit(db, tenant_ids):
+def test_change_tier_leaves_the_role_as_every_other(db, tenant_ids):
+    """The tier's connection count moves in the pools and the reaper (test_hostile_tenant.py), not
+    in the role, whose CONNECTION LIMIT would tell every tenant the tier."""
     tenant_id = tenant_ids()
     with db.connection() as conn:
         tenant = _create(conn, tenant_id, tier="starter").tenant
-        assert _role(conn, tenant.role_name)[1] == 5
+        before = _role(conn, tenant.role_name)
         changed = lifecycle.change_tier(conn, tenant_id, "business", actor=ACTOR)
-        assert changed.tier == "business" and _role(conn, tenant.role_name)[1] == 50
+        assert changed.tier == "business" and _role(conn, tenant.role_name) == before
         detail = audit.entries(conn, tenant_id, action="tenant.tier_changed")[0]["detail"]
         assert detail == {"from": "starter", "to": "business", "origin": "platform"}
         with pytest.raises(InvalidInput, match="unknown tier"):
@@ -183,10 +192,11 @@ def test_offboard_with_retention_keeps_the_schema_until_a_later_call(tenant_db, 
     tenant_id = tenant_ids("kept")
     with db.connection() as conn:
         tenant = _create(conn, tenant_id).tenant
+        schema.set_password(conn, tenant.role_name, "the-password")
         first = lifecycle.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=3)
         assert first.tenant.state == "offboarding" and first.rows["users"] == 0
         assert (first.tenant.drop_after - first.tenant.updated_at).days == 3
-        assert _role(conn, tenant.role_name)[0] is False  # kept, but nobody can log in
+        assert tenant_db.verifier(tenant.role_name) is None  # kept, but nobody can log in
         again = lifecycle.offboard(conn, tenant_id, actor=ACTOR, export_to=str(tmp_path), retention_days=3)
         assert again.tenant.state == "offboarding" and again.rows == {}
         assert len(audit.entries(conn, tenant_id, action="tenant.exported")) == 1

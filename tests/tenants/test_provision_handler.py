@@ -9,6 +9,7 @@ import pytest
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict
 
+from tenant_provisioner.tiers import load_tiers
 from tests.support.lambda_context import LambdaContext as Context
 
 PREFIX = "/saas/test"
@@ -113,10 +114,11 @@ def test_scheduled_refill_publishes_tenants_by_state(handler, operations, tenant
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     gauges = {m["state"]: m["Tenants"] for m in emitted if "Tenants" in m}
     assert gauges == {state: [float(n)] for state, n in counts.items()}  # one gauge per state, zeros too
-    # capacity: the live tenants' connection limits summed (counted-co is on pro: 20)
+    # capacity: the live tenants' tier connection counts summed (counted-co is on pro: 20), from the
+    # tiers: every role has the same CONNECTION LIMIT (issue 10.6)
     with tenant_db.database() as db, db.connection() as conn:
-        expected = conn.execute("SELECT sum(r.rolconnlimit) FROM control.tenants t JOIN pg_roles r"
-                                " ON r.rolname = t.role_name WHERE t.state = 'active'").fetchone()[0]
+        tiers = [row[0] for row in conn.execute("SELECT tier FROM control.tenants WHERE state = 'active'")]
+    expected = sum(load_tiers().get(tier).db_connections for tier in tiers)
     assert result["tenant_connection_limits"] == expected >= 20
     assert [m["TenantConnectionLimits"] for m in emitted if "TenantConnectionLimits" in m] == [[float(expected)]]
 
