@@ -26,7 +26,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import psycopg
 import redis
 from psycopg import sql
@@ -43,6 +42,7 @@ from tenant_provisioner.runtime import compose  # noqa: E402
 from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
 from tenant_provisioner.tiers import load_tiers  # noqa: E402
 from tests.support import databases, services  # noqa: E402
+from tests.support.processes import wait_until_ready  # noqa: E402
 
 # A customer base: many starters, fewer pros, a few business tenants (weight = share of users).
 TIER_MIX = {"starter": (12, 1.0), "pro": (6, 1.5), "business": (2, 3.0)}
@@ -95,20 +95,6 @@ def seed_floor(admin_url: str) -> list[int]:
             for migration in migrations.load("tenant"):
                 conn.execute(migration.sql)
         return fill_schema(conn, FLOOR_SCHEMA)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server did not start")
 
 
 def admitted(client: redis.Redis, plan: list[dict], prefix: str) -> dict[str, int]:
@@ -227,7 +213,8 @@ def main() -> int:
             command = ["services.api"] if target == "tenant" else ["bench.floor"]
             proc = start_server(command, env, workdir / f"{target}.log")
             try:
-                wait_ready(f"http://127.0.0.1:{port}", proc)
+                wait_until_ready(f"http://127.0.0.1:{port}/healthz", proc, what=target, seconds=120,
+                                 see=str(workdir / f"{target}.log"))
                 target_plan = plan if target == "tenant" else floor_plan
                 results[target] = []
                 for users in stages:

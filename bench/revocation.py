@@ -20,13 +20,14 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadtest import free_port, start_server, stop, wait_ready  # noqa: E402
+from bench.loadtest import free_port, start_server, stop  # noqa: E402
 from tenant_provisioner import control  # noqa: E402
 from tenant_provisioner.db import Database, admin_connect  # noqa: E402
 from tenant_provisioner.gateway import keys  # noqa: E402
 from tenant_provisioner.runtime import compose  # noqa: E402
 from tenant_provisioner.tenants.provisioning import CreateRequest  # noqa: E402
 from tests.support import databases, services  # noqa: E402
+from tests.support.processes import wait_until_ready  # noqa: E402
 
 lifecycle = compose.lifecycle()   # no Stripe key, no Redis: billing skipped, the limiter follows later
 
@@ -49,7 +50,8 @@ def main() -> int:
         ports = [free_port(), free_port()]
         procs = [start_server(["services.api"], {**env, "PORT": str(p)}, workdir / f"api-{p}.log") for p in ports]
         for port, proc in zip(ports, procs):
-            wait_ready(f"http://127.0.0.1:{port}", proc)
+            wait_until_ready(f"http://127.0.0.1:{port}/healthz", proc, what="API", seconds=120,
+                             see=str(workdir / f"api-{port}.log"))
         delays: dict[int, list[float]] = {p: [] for p in ports}
         with Database(url, provisioner_role=role) as db, db.connection() as conn:
             lifecycle.create(conn, CreateRequest.parse({"tenant_id": "revoke-co", "tier": "business",

@@ -30,7 +30,7 @@ from tenant_provisioner import control
 from tenant_provisioner.billing.catalog import sync_catalog
 from tenant_provisioner.billing.settings import BillingSettings
 from tenant_provisioner.db import Database, admin_connect
-from tenant_provisioner.drills.interruption import Sample, http_status
+from tenant_provisioner.drills.interruption import Sample
 from tenant_provisioner.gateway import keys
 from tenant_provisioner.runtime import compose
 from tenant_provisioner.tenants.lifecycle import Lifecycle
@@ -38,6 +38,7 @@ from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 from tests.billing.stripe_server import FakeStripe
 from tests.support.databases import url_for_database
+from tests.support.processes import wait_until_ready
 from tests.support.services import ThrowawayPostgres, ThrowawayRedis, _free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -163,25 +164,17 @@ class Platform:
 
     def start_api(self) -> None:
         self.api = self._spawn("services.api", "api.log")
-        self.wait_ready(f"{self.api_url}/readyz", self.api, "API")
+        wait_until_ready(f"{self.api_url}/readyz", self.api, what="API", seconds=90, see=str(self.workdir))
 
     def start_worker(self) -> None:
         self.worker = self._spawn("services.worker", "worker.log")
-        self.wait_ready(f"http://127.0.0.1:{self.health_port}/readyz", self.worker, "worker")
+        wait_until_ready(f"http://127.0.0.1:{self.health_port}/readyz", self.worker, what="worker", seconds=90,
+                         see=str(self.workdir))
 
     def kill_worker(self) -> None:
         self.worker.send_signal(signal.SIGKILL)
         self.worker.wait()
 
-    def wait_ready(self, url: str, process: subprocess.Popen, what: str, seconds: float = 90) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the {what} exited with {process.returncode}; see {self.workdir}")
-            if http_status(url) == 200:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"the {what} was not ready within {seconds:.0f}s; see {self.workdir}")
 
     # --- load ----------------------------------------------------------------------------------
     @contextmanager

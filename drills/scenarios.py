@@ -208,8 +208,9 @@ def _not_ready_while_away(result: DrillResult, probe: Probe, *, down: float, bac
             "while PostgreSQL is away")
     during = Counter(str(s.status) for s in probe.samples if down < s.at <= back - probe.timeout)
     if not during:
-        result.check(name, False, f"not measured: no probe was sent in the {max(0.0, back - probe.timeout - down):.1f} s "
-                                  "between the stop and one probe timeout before the return")
+        window = max(0.0, back - probe.timeout - down)
+        result.check(name, False, f"not measured: no probe was sent in the {window:.1f} s between the stop and "
+                                  "one probe timeout before the return")
         return
     wrong = {status: n for status, n in during.items() if status not in ("503", "timeout")}
     result.check(name, not wrong, f"{sum(during.values())} probes: {dict(during)}")

@@ -17,6 +17,7 @@ import redis
 
 from tests.conftest import REPO_ROOT
 from tests.support import services
+from tests.support.processes import NotReady, wait_until_ready
 
 
 def test_throwaway_postgres_is_production_version_and_never_runs_as_root():
@@ -99,3 +100,24 @@ def test_a_test_run_ended_by_sigterm_stops_its_servers_and_removes_their_data():
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(pg_data.parent, ignore_errors=True)
         shutil.rmtree(redis_root, ignore_errors=True)
+
+
+def test_waiting_for_a_server_returns_once_it_answers_200(tmp_path):
+    (tmp_path / "readyz").write_text("ready")
+    port = services._free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", server, what="file server", seconds=30)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_waiting_for_a_server_that_exits_fails_at_once_with_its_output():
+    server = subprocess.Popen([sys.executable, "-c", "print('error: DATABASE_URL is required'); raise SystemExit(2)"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{services._free_port()}/readyz"
+    with pytest.raises(NotReady, match=f"the API exited with 2 before {url} answered 200; its output ends:\n"
+                                       "error: DATABASE_URL is required"):
+        wait_until_ready(url, server, what="API", seconds=60)

@@ -48,6 +48,24 @@ async def _all(conn: psycopg.AsyncConnection, query: str | sql.Composable, param
         return await cur.fetchall()
 
 
+async def _existing(conn: psycopg.AsyncConnection, what: str, item_id: int, query: str | sql.Composable,
+                    params: Any) -> dict[str, Any]:
+    """The row ``query`` returns, or a 404 saying ``what`` ``item_id`` does not exist."""
+    row = await _one(conn, query, params)
+    if row is None:
+        raise _not_found(what, item_id)
+    return row
+
+
+async def _created(conn: psycopg.AsyncConnection, response: Response, collection: str,
+                   query: str | sql.Composable, params: Any) -> dict[str, Any]:
+    """The row the INSERT ``query`` returns; its URL (under ``/v1/<collection>/``) goes in Location."""
+    row = await _one(conn, query, params)
+    assert row is not None
+    response.headers["Location"] = f"/v1/{collection}/{row['id']}"
+    return row
+
+
 def _utc(value: datetime | None) -> datetime:
     """The given time (always with an offset: `models.Timestamp`), or now."""
     return datetime.now(timezone.utc) if value is None else value
@@ -66,38 +84,28 @@ async def list_projects(db: Db, limit: Limit = 50, after_id: AfterId = 0,
 
 @router.post("/projects", status_code=201, response_model=models.Project, tags=["projects"])
 async def create_project(body: models.ProjectIn, db: Db, response: Response) -> dict[str, Any]:
-    row = await _one(db, f"INSERT INTO projects (name) VALUES (%s) RETURNING {_PROJECT}", (body.name,))
-    assert row is not None
-    response.headers["Location"] = f"/v1/projects/{row['id']}"
-    return row
+    return await _created(db, response, "projects", f"INSERT INTO projects (name) VALUES (%s) RETURNING {_PROJECT}",
+                          (body.name,))
 
 
 @router.get("/projects/{project_id}", response_model=models.Project, tags=["projects"])
 async def get_project(project_id: PathId, db: Db) -> dict[str, Any]:
-    row = await _one(db, f"SELECT {_PROJECT} FROM projects WHERE id = %s", (project_id,))
-    if row is None:
-        raise _not_found("project", project_id)
-    return row
+    return await _existing(db, "project", project_id, f"SELECT {_PROJECT} FROM projects WHERE id = %s", (project_id,))
 
 
 @router.patch("/projects/{project_id}", response_model=models.Project, tags=["projects"])
 async def update_project(project_id: PathId, body: models.ProjectPatch, db: Db) -> dict[str, Any]:
     archived = body.archived
-    row = await _one(db, f"""
+    return await _existing(db, "project", project_id, f"""
         UPDATE projects SET name = coalesce(%s, name),
                archived_at = CASE WHEN %s::boolean IS NULL THEN archived_at
                                   WHEN %s::boolean THEN coalesce(archived_at, now()) ELSE NULL END
         WHERE id = %s RETURNING {_PROJECT}""", (body.name, archived, archived, project_id))
-    if row is None:
-        raise _not_found("project", project_id)
-    return row
 
 
 @router.delete("/projects/{project_id}", status_code=204, tags=["projects"])
 async def delete_project(project_id: PathId, db: Db) -> Response:
-    row = await _one(db, "DELETE FROM projects WHERE id = %s RETURNING id", (project_id,))
-    if row is None:
-        raise _not_found("project", project_id)
+    await _existing(db, "project", project_id, "DELETE FROM projects WHERE id = %s RETURNING id", (project_id,))
     return Response(status_code=204)
 
 
@@ -105,14 +113,12 @@ async def delete_project(project_id: PathId, db: Db) -> Response:
 @router.post("/usage", status_code=201, response_model=models.UsageRecord, tags=["usage"])
 async def record_usage(body: models.UsageIn, db: Db, request: Request) -> dict[str, Any]:
     """Record one AI call; queues a budget evaluation and a usage rollup for the tenant (debounced)."""
-    row = await _one(db, """
+    row = await _existing(db, "project", body.project_id, """
         INSERT INTO ai_usage_records (project_id, provider, model, input_tokens, output_tokens, cost_usd, occurred_at)
         SELECT id, %s, %s, %s, %s, %s, %s FROM projects WHERE id = %s
         RETURNING id, project_id, provider, model, input_tokens, output_tokens, cost_usd, occurred_at, recorded_at""",
-                     (body.provider, body.model, body.input_tokens, body.output_tokens, body.cost_usd,
-                      _utc(body.occurred_at), body.project_id))
-    if row is None:
-        raise _not_found("project", body.project_id)
+                          (body.provider, body.model, body.input_tokens, body.output_tokens, body.cost_usd,
+                           _utc(body.occurred_at), body.project_id))
     await request.app.state.jobs.after_usage(request.state.tenant)  # the floor: a no-op
     return row
 
@@ -147,40 +153,30 @@ async def list_budgets(db: Db, limit: Limit = 50, after_id: AfterId = 0) -> list
 
 @router.post("/budgets", status_code=201, response_model=models.Budget, tags=["budgets"])
 async def create_budget(body: models.BudgetIn, db: Db, response: Response) -> dict[str, Any]:
-    if body.project_id is not None and await _one(db, "SELECT 1 FROM projects WHERE id = %s",
-                                                  (body.project_id,)) is None:
-        raise _not_found("project", body.project_id)
-    row = await _one(db, f"INSERT INTO budgets (project_id, period, amount_usd, warn_at_share)"
-                         f" VALUES (%s, %s, %s, %s) RETURNING {_BUDGET}",
-                     (body.project_id, body.period, body.amount_usd, body.warn_at_share))
-    assert row is not None
-    response.headers["Location"] = f"/v1/budgets/{row['id']}"
-    return row
+    if body.project_id is not None:
+        await _existing(db, "project", body.project_id, "SELECT 1 FROM projects WHERE id = %s", (body.project_id,))
+    return await _created(db, response, "budgets",
+                          f"INSERT INTO budgets (project_id, period, amount_usd, warn_at_share)"
+                          f" VALUES (%s, %s, %s, %s) RETURNING {_BUDGET}",
+                          (body.project_id, body.period, body.amount_usd, body.warn_at_share))
 
 
 @router.get("/budgets/{budget_id}", response_model=models.Budget, tags=["budgets"])
 async def get_budget(budget_id: PathId, db: Db) -> dict[str, Any]:
-    row = await _one(db, f"SELECT {_BUDGET} FROM budgets WHERE id = %s", (budget_id,))
-    if row is None:
-        raise _not_found("budget", budget_id)
-    return row
+    return await _existing(db, "budget", budget_id, f"SELECT {_BUDGET} FROM budgets WHERE id = %s", (budget_id,))
 
 
 @router.patch("/budgets/{budget_id}", response_model=models.Budget, tags=["budgets"])
 async def update_budget(budget_id: PathId, body: models.BudgetPatch, db: Db) -> dict[str, Any]:
-    row = await _one(db, f"""
+    return await _existing(db, "budget", budget_id, f"""
         UPDATE budgets SET period = coalesce(%s, period), amount_usd = coalesce(%s, amount_usd),
                warn_at_share = coalesce(%s, warn_at_share)
         WHERE id = %s RETURNING {_BUDGET}""", (body.period, body.amount_usd, body.warn_at_share, budget_id))
-    if row is None:
-        raise _not_found("budget", budget_id)
-    return row
 
 
 @router.delete("/budgets/{budget_id}", status_code=204, tags=["budgets"])
 async def delete_budget(budget_id: PathId, db: Db) -> Response:
-    if await _one(db, "DELETE FROM budgets WHERE id = %s RETURNING id", (budget_id,)) is None:
-        raise _not_found("budget", budget_id)
+    await _existing(db, "budget", budget_id, "DELETE FROM budgets WHERE id = %s RETURNING id", (budget_id,))
     return Response(status_code=204)
 
 
@@ -198,24 +194,17 @@ async def list_alerts(db: Db, limit: Limit = 50, after_id: AfterId = 0,
 
 @router.get("/alerts/{alert_id}", response_model=models.Alert, tags=["alerts"])
 async def get_alert(alert_id: PathId, db: Db) -> dict[str, Any]:
-    row = await _one(db, f"SELECT {_ALERT} FROM alerts WHERE id = %s", (alert_id,))
-    if row is None:
-        raise _not_found("alert", alert_id)
-    return row
+    return await _existing(db, "alert", alert_id, f"SELECT {_ALERT} FROM alerts WHERE id = %s", (alert_id,))
 
 
 @router.patch("/alerts/{alert_id}", response_model=models.Alert, tags=["alerts"])
 async def acknowledge_alert(alert_id: PathId, body: models.AlertPatch, db: Db) -> dict[str, Any]:
-    row = await _one(db, f"""
+    return await _existing(db, "alert", alert_id, f"""
         UPDATE alerts SET acknowledged_at = CASE WHEN %s THEN coalesce(acknowledged_at, now()) ELSE NULL END
         WHERE id = %s RETURNING {_ALERT}""", (body.acknowledged, alert_id))
-    if row is None:
-        raise _not_found("alert", alert_id)
-    return row
 
 
 @router.delete("/alerts/{alert_id}", status_code=204, tags=["alerts"])
 async def delete_alert(alert_id: PathId, db: Db) -> Response:
-    if await _one(db, "DELETE FROM alerts WHERE id = %s RETURNING id", (alert_id,)) is None:
-        raise _not_found("alert", alert_id)
+    await _existing(db, "alert", alert_id, "DELETE FROM alerts WHERE id = %s RETURNING id", (alert_id,))
     return Response(status_code=204)

@@ -15,6 +15,7 @@ import httpx
 
 from tests.conftest import REPO_ROOT
 from tests.request_path.conftest import free_port
+from tests.support.processes import wait_until_ready
 
 
 def test_sigterm_drains_in_flight_requests_and_loses_none(platform):
@@ -27,17 +28,7 @@ def test_sigterm_drains_in_flight_requests_and_loses_none(platform):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"the API never became ready: {proc.communicate()[0][-3000:]}")
-            time.sleep(0.1)
+        wait_until_ready(f"{url}/readyz", proc, what="API")
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=20) as http:
             project = http.post("/v1/projects", json={"name": "drain"}).json()["id"]
         answered: list[int] = []

@@ -19,6 +19,7 @@ from tenant_provisioner.gateway.jobs import EVALUATE_BUDGETS, ROLLUP_USAGE, JobQ
 from tenant_provisioner.gateway.sessions import ControlPlane, TenantContext, TenantPools
 from tenant_provisioner.tiers import load_tiers
 from tests.conftest import REPO_ROOT
+from tests.support.processes import wait_until_ready
 
 
 @pytest.fixture(scope="module")
@@ -147,15 +148,7 @@ def test_worker_probes_and_graceful_shutdown_lose_no_job(tenants):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{settings.health_port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "worker never became ready"
-            time.sleep(0.1)
+        wait_until_ready(f"{url}/readyz", proc, what="worker")
         assert httpx.get(f"{url}/healthz", timeout=1).status_code == 200
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
