@@ -1,8 +1,9 @@
 """Tenant provisioning: the ``provision_tenant`` Lambda, its signup rule and its dead-letter queue.
 
 The function runs in private subnets with the control-plane security group (admitted to RDS),
-logs in with the RDS master secret and works as the provisioner role, and may write secrets only
-under ``<prefix>/tenants/``. Callers: the API's role synchronously (``invoker_role_arns`` or a
+logs in with the RDS master secret and works as the provisioner role, and reads the services'
+tenant-password key to set each new role's derived password: it writes no secret (the per-tenant
+secrets of earlier versions are only deleted, by ``tenant_operations`` at offboarding). Callers: the API's role synchronously (``invoker_role_arns`` or a
 later ``grant_invoke``), and an EventBridge rule on ``tenant.signup`` events, whose failed
 deliveries and failed asynchronous runs land in one dead-letter queue. Operator and schedule
 actions run in a second function, ``tenant_operations``, which only the schedules and the
@@ -31,10 +32,6 @@ from tenant_provisioner.runtime.settings import (ProvisionTenantSettings, Secret
                                                  ServiceCredentialsSettings, TenantOperationsSettings)
 
 SIGNUP_DETAIL_TYPE = "tenant.signup"
-PROVISION_SECRET_ACTIONS = ("secretsmanager:CreateSecret", "secretsmanager:PutSecretValue",
-                            "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
-                            "secretsmanager:DeleteSecret", "secretsmanager:RestoreSecret",
-                            "secretsmanager:TagResource")
 # Retries of one signup (EventBridge delivery, then Lambda's asynchronous retries) end within this.
 RETRY_WINDOW = cdk.Duration.hours(2)
 
@@ -52,20 +49,18 @@ class TenantsStack(cdk.Stack):
         service_secrets = data.service_credentials
         settings = ProvisionTenantSettings(
             database=data.database_settings,
-            secrets=SecretStoreSettings(prefix=tenants.secrets_prefix, kms_key_id=security.secrets_key.key_arn),
             billing=billing.stripe_settings() if billing is not None else config.billing,
             # New tenants' passwords derived from the services' key, so the API/worker reach them at once.
             credentials=ServiceCredentialsSettings(password_key_secret_arn=service_secrets.password_key.secret_arn))
         function = ControlPlaneFunction(
             self, "ProvisionTenant", name="provision_tenant",
-            description="Provision a tenant: schema, role, secret, billing (idempotent; tenant.signup)",
+            description="Provision a tenant: schema, role, password, billing (idempotent; tenant.signup)",
             settings=settings, network=data.control_plane_network, log_key=security.logs_key,
             secrets_key=security.secrets_key, timeout=cdk.Duration.seconds(tenants.provisioner_timeout_seconds),
             memory_size=512, reserved_concurrency=config.concurrency.provision_tenant,
             dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.function = function.function
-        self._grant(function, data, policy_id="ProvisionPermissions", tenant_secret_actions=PROVISION_SECRET_ACTIONS,
-                    kms_actions=("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"))
+        function.read_secrets("ProvisionPermissions", [data.database_secret.secret_arn])
         function.read_secrets("PasswordKeyRead", [service_secrets.password_key.secret_arn])
         if billing is not None:  # the billing step creates the tenant's Stripe customer and subscription
             billing.grant_api_key_read(function.role)
@@ -74,7 +69,8 @@ class TenantsStack(cdk.Stack):
             self, "TenantOperations", name="tenant_operations",
             description="Tenant fleet operations: init, migrate, warm-pool refill, drop due offboardings",
             settings=TenantOperationsSettings(
-                database=data.database_settings, secrets=settings.secrets,
+                database=data.database_settings,
+                secrets=SecretStoreSettings(prefix=tenants.secrets_prefix),
                 credentials=ServiceCredentialsSettings(login_secret_arn=service_secrets.database_login.secret_arn,
                                                        password_key_secret_arn=service_secrets.password_key.secret_arn)),
             network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
@@ -82,10 +78,7 @@ class TenantsStack(cdk.Stack):
             reserved_concurrency=config.concurrency.tenant_operations,
             dead_letter_queue=self.dead_letter_queue, max_event_age=RETRY_WINDOW)
         self.operations = operations.function
-        # Offboarding only deletes tenant secrets: no create/read of them; the key only to read the master secret.
-        self._grant(operations, data, policy_id="OperationsPermissions",
-                    tenant_secret_actions=("secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"),
-                    kms_actions=("kms:Decrypt",))
+        self._grant_operations(operations, data)
         # `init` applies the services' login password, `sync_passwords` the tenant-password key.
         operations.read_secrets("ServiceCredentialsRead", [service_secrets.database_login.secret_arn,
                                                            service_secrets.password_key.secret_arn])
@@ -125,18 +118,17 @@ class TenantsStack(cdk.Stack):
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url,
                       description="Failed signups (see docs/runbooks/failed-onboarding.md)")
 
-    def _grant(self, function: ControlPlaneFunction, data: DataStack, *, policy_id: str,
-               tenant_secret_actions: tuple[str, ...], kms_actions: tuple[str, ...]) -> None:
-        """Read the master secret; manage secrets under the tenant prefix only (`tenant_secret_actions`);
-        use the secrets key only through Secrets Manager (`kms_actions`)."""
+    def _grant_operations(self, function: ControlPlaneFunction, data: DataStack) -> None:
+        """Read the master secret (the key only to decrypt it, through Secrets Manager); delete the
+        per-tenant secrets earlier versions wrote, at offboarding — no create or read of them."""
         tenant_secrets = self.format_arn(service="secretsmanager", resource="secret",
                                          resource_name=f"{self.tenant_secrets_prefix}*",
                                          arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)
-        policy = function.read_secrets(policy_id, [data.database_secret.secret_arn], kms_actions=kms_actions,
-                                       statements=[iam.PolicyStatement(actions=list(tenant_secret_actions),
-                                                                       resources=[tenant_secrets])])
+        policy = function.read_secrets("OperationsPermissions", [data.database_secret.secret_arn], statements=[
+            iam.PolicyStatement(actions=["secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"],
+                                resources=[tenant_secrets])])
         in_finding = (f"arn:{partition_in_findings(self)}:secretsmanager:{self.region}:{self.account}:secret:"
                       f"{self.tenant_secrets_prefix}*")
         acknowledge(policy, f"AwsSolutions-IAM5[Resource::{in_finding}]",
-                    "Tenant secrets are created at signup, so their names are only known as the tenant prefix; "
-                    "the wildcard is confined to <prefix>/tenants/ and to secret-management actions")
+                    "Legacy tenant secrets are deleted at offboarding, so their names are only known as the tenant "
+                    "prefix; the wildcard is confined to <prefix>/tenants/ and to Describe/DeleteSecret")

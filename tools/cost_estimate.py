@@ -2,7 +2,7 @@
 
 Reads ``cdk.out/*.template.json`` (stacks ``saas-<env>-<component>``), prices each resource from
 ``config/prices.yaml`` (the one price file, with sources and date) and adds the usage the
-templates cannot know (NAT data, logs, runtime load balancers, tenant secrets) from the same
+templates cannot know (NAT data, logs, runtime load balancers, Auto Mode nodes) from the same
 file's ``usage`` assumptions. Prints the estimate per environment and resource kind; exits 1 when
 the total is over the approved budget or an environment over its own monthly budget
 (``limits.monthly_budget_usd`` in stacks/config.py), 2 on bad input.
@@ -323,8 +323,6 @@ def _usage_lines(env: str, templates: Mapping[str, dict], prices: PriceBook) -> 
     if "AWS::WAFv2::WebACL" in types:
         yield WAF, f"{usage['waf_million_requests']}M requests", _dec(
             usage["waf_million_requests"], "waf_million_requests") * prices.price("waf", "per_million_requests")
-    yield SECRETS, f"{usage['tenant_secrets']} tenant secrets (created at signup)", _dec(
-        usage["tenant_secrets"], "tenant_secrets") * prices.price("secrets_manager", "secret_month")
     yield CLOUDWATCH, f"{usage['log_ingest_gb']} GB logs ingested", _dec(
         usage["log_ingest_gb"], "log_ingest_gb") * prices.price("cloudwatch", "log_ingest_gb")
     yield CLOUDWATCH, f"{usage['log_stored_gb']} GB logs stored", _dec(

@@ -49,7 +49,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     platform = function.clients
     try:
         with platform.database.connection() as conn:
-            result = platform.lifecycle.create(conn, request, actor=ACTOR, endpoint=platform.endpoint)
+            result = platform.lifecycle.create(conn, request, actor=ACTOR)
     except PlatformError as exc:
         if not exc.retryable:
             metrics.add_metric(name=TenantMetrics.PROVISIONING_REJECTED, unit=MetricUnit.Count, value=1)

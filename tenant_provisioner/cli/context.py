@@ -36,7 +36,7 @@ class Operator:
         """The lifecycle and clients for one command: tenant secrets in AWS only when asked;
         Redis given by the command, else the environment's (REDIS_URL / REDIS_HOST), else none."""
         settings = self.settings
-        store = (AwsSecretStore(settings.secrets.prefix, kms_key_id=settings.secrets.kms_key_id)
+        store = (AwsSecretStore(settings.secrets.prefix)
                  if aws_secrets else None)
         if redis_client is None:
             return compose.for_operator(settings, database=database, secret_store=store)

@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 2 bad input (one line on stderr, nothing changed); 1 any other failure.
 The database comes from ``--database-url`` or ``DATABASE_URL``; the login user must be allowed to
-``SET ROLE`` to the provisioner role (``init`` arranges that). Tenant secrets go to AWS only with
-``--secrets aws``; locally they are skipped with a notice (the Lambda always writes them).
+``SET ROLE`` to the provisioner role (``init`` arranges that). No per-tenant secret is written
+(tenant passwords are derived from the services' key); ``offboard --secrets aws`` still deletes
+the secret of a tenant provisioned before that change, if it has one.
 Other components add their sub-apps below (``limits``, ``billing``).
 """
 
@@ -13,7 +14,6 @@ import json
 from enum import Enum
 from typing import Annotated, Any, Optional
 
-import psycopg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -24,7 +24,7 @@ from tenant_provisioner.cli.context import Operator, actor, operator
 from tenant_provisioner.cli.errors import fail, handles_errors, print_table
 from tenant_provisioner.db import DEFAULT_PROVISIONER_ROLE, admin_connect
 from tenant_provisioner.tenants import fleet, offboarding, records, warm_pool
-from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint
+from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 
 app = typer.Typer(name="tenant-provisioner", no_args_is_help=True, add_completion=False,
@@ -41,13 +41,6 @@ class SecretsMode(str, Enum):
 
 def _notice(message: str) -> None:
     err.print(f"notice: {message}", highlight=False, soft_wrap=True)
-
-
-def _endpoint(ctx: typer.Context, conn: psycopg.Connection) -> DbEndpoint:
-    """Where tenants connect: TENANT_DB_HOST/PORT (e.g. a proxy) or this connection's server."""
-    settings = operator(ctx).settings
-    return DbEndpoint(host=settings.endpoint.host or conn.info.host,
-                      port=settings.endpoint.port or int(conn.info.port), database=conn.info.dbname)
 
 
 def _print_json(data: Any) -> None:
@@ -89,17 +82,14 @@ def init(ctx: typer.Context) -> None:
 def create(ctx: typer.Context, tenant_id: str,
            tier: Annotated[str, typer.Option(help="Tier from config/tiers.yaml")],
            admin_email: Annotated[str, typer.Option(help="The tenant admin's email")],
-           name: Annotated[Optional[str], typer.Option(help="Company name")] = None,
-           secrets: Annotated[SecretsMode, typer.Option(help="Where the tenant secret goes")] = SecretsMode.skip) -> None:
-    """Provision a tenant (idempotent) and print the result as one JSON object."""
+           name: Annotated[Optional[str], typer.Option(help="Company name")] = None) -> None:
+    """Provision a tenant (idempotent) and print the result as one JSON object. The role gets no
+    password here: in AWS the provisioning function sets the derived one (or run
+    `keys sync-passwords`)."""
     request = CreateRequest.parse({"tenant_id": tenant_id, "tier": tier, "admin_email": admin_email,
                                    "company_name": name})
     with operator(ctx).database() as db, db.connection() as conn:
-        lifecycle = operator(ctx).platform(db, aws_secrets=secrets is SecretsMode.aws).lifecycle
-        result = lifecycle.create(conn, request, actor=actor(), endpoint=_endpoint(ctx, conn))
-    if secrets is SecretsMode.skip:  # said after success only: a refused create shows its own error and nothing else
-        _notice("tenant secret step skipped (local run; pass --secrets aws to write it to Secrets Manager): "
-                "the tenant role has no password until then")
+        result = operator(ctx).platform(db).lifecycle.create(conn, request, actor=actor())
     print(json.dumps(result.to_dict()))
 
 
@@ -171,7 +161,7 @@ def change_tier(ctx: typer.Context, tenant_id: str,
 def offboard(ctx: typer.Context, tenant_id: str,
              export_dir: Annotated[str, typer.Option(help="Directory or s3://bucket/prefix for the export")]
              = "./tenant-exports",
-             secrets: Annotated[SecretsMode, typer.Option(help="Delete the tenant secret in AWS too")]
+             secrets: Annotated[SecretsMode, typer.Option(help="Delete the tenant's legacy secret in AWS too, if any")]
              = SecretsMode.skip,
              retention_days: Annotated[Optional[int], typer.Option(
                  envvar="OFFBOARD_RETENTION_DAYS", show_envvar=True,
@@ -189,7 +179,8 @@ def offboard(ctx: typer.Context, tenant_id: str,
         result = lifecycle.offboard(conn, tenant_id, actor=actor(), export_to=export_dir,
                                     retention_days=retention_days)
     if secrets is SecretsMode.skip and result.tenant.state == "offboarded":
-        _notice(f"tenant secret not deleted (local run; pass --secrets aws to delete {tenant_id}'s secret)")
+        _notice(f"legacy tenant secret not looked for (local run; pass --secrets aws to delete {tenant_id}'s "
+                "secret if it has one)")
     print(json.dumps(result.to_dict()))
 
 

@@ -32,7 +32,7 @@ from tenant_provisioner.billing.steps import StripeStep
 from tenant_provisioner.costs.cost_explorer import cost_explorer_client
 from tenant_provisioner.costs.service import ReportRun, cost_source, platform_loader
 from tenant_provisioner.costs.settings import ReportSettings
-from tenant_provisioner.db import Database, DatabaseSettings
+from tenant_provisioner.db import Database
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.gateway.credentials import PasswordDeriver
 from tenant_provisioner.limits.budget import Actuators, NonProdTargets
@@ -44,11 +44,10 @@ from tenant_provisioner.limits.steps import LimitsStep
 from tenant_provisioner.runtime.settings import (BudgetBreakerSettings, EnforceLimitsSettings, OperatorSettings,
                                                  ServiceCredentialsSettings,
                                                  ProvisionTenantSettings, StripeWebhookSettings,
-                                                 TenantEndpointSettings, TenantOperationsSettings)
+                                                 TenantOperationsSettings)
 from tenant_provisioner.secrets import AwsSecretStore, SecretStore
 from tenant_provisioner.tenants.events import TenantEvents
 from tenant_provisioner.tenants.lifecycle import Lifecycle
-from tenant_provisioner.tenants.provisioning import DbEndpoint
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +60,6 @@ class Platform:
     stripe: stripe.StripeClient | None = None
     redis: redis.Redis | None = None
     key_prefix: str = ""
-    endpoint: DbEndpoint | None = None    # where new tenants connect (their secret says so)
     notifier: Notifier | None = None      # breaker notices (the enforcer)
     reaper: ReaperSettings | None = None  # the enforcer's session reaper thresholds
     service_credentials: ServiceCredentialsSettings | None = None  # tenant_operations: init, sync_passwords
@@ -91,31 +89,22 @@ def lifecycle(*, billing: BillingSettings | None = None, stripe_client: stripe.S
 
 def wire(*, database: Database, billing: BillingSettings, stripe_client: stripe.StripeClient | None = None,
          redis_client: redis.Redis | None = None, key_prefix: str = "", secret_store: SecretStore | None = None,
-         endpoint: DbEndpoint | None = None, notifier: Notifier | None = None,
+         notifier: Notifier | None = None,
          reaper: ReaperSettings | None = None,
          password_deriver: Callable[[], PasswordDeriver] | None = None) -> Platform:
     """A process's platform around the given clients."""
     return Platform(database=database, billing=billing, stripe=stripe_client, redis=redis_client,
-                    key_prefix=key_prefix, endpoint=endpoint, notifier=notifier, reaper=reaper,
+                    key_prefix=key_prefix, notifier=notifier, reaper=reaper,
                     lifecycle=lifecycle(billing=billing, stripe_client=stripe_client, redis_client=redis_client,
                                         key_prefix=key_prefix, secret_store=secret_store,
                                         password_deriver=password_deriver))
 
 
-def tenant_endpoint(database: DatabaseSettings, endpoint: TenantEndpointSettings) -> DbEndpoint:
-    """Where tenants connect: the overrides (e.g. an RDS Proxy), else the database's own server."""
-    params = database.params()
-    return DbEndpoint(host=endpoint.host or params["host"], port=int(endpoint.port or params.get("port") or 5432),
-                      database=params["dbname"])
-
-
 def for_provisioning(settings: ProvisionTenantSettings) -> Platform:
     """New tenants get passwords derived from the services' key when it is configured (read per
-    signup, so a rotated key applies at once), else random ones."""
+    signup, so a rotated key applies at once), else none; no per-tenant secret is written."""
     credentials = settings.credentials
     return wire(database=settings.database.pool(), billing=settings.billing, stripe_client=settings.billing.client(),
-                secret_store=AwsSecretStore(settings.secrets.prefix, kms_key_id=settings.secrets.kms_key_id),
-                endpoint=tenant_endpoint(settings.database, settings.endpoint),
                 password_deriver=credentials.password_deriver if credentials.password_key_secret_arn else None)
 
 
@@ -128,9 +117,10 @@ def for_enforcement(settings: EnforceLimitsSettings) -> Platform:
 
 def for_tenant_operations(settings: TenantOperationsSettings) -> Platform:
     """Operator and schedule actions: no Stripe or Redis (a due offboarding was cancelled in Stripe
-    when it started), the tenant secret store for the drop, the services' secrets for init/sync."""
+    when it started), the tenant secret store for the drop (secrets of tenants provisioned before
+    issue 12's follow-up), the services' secrets for init/sync."""
     platform = wire(database=settings.database.pool(), billing=BillingSettings(),
-                    secret_store=AwsSecretStore(settings.secrets.prefix, kms_key_id=settings.secrets.kms_key_id))
+                    secret_store=AwsSecretStore(settings.secrets.prefix))
     return dataclasses.replace(platform, service_credentials=settings.credentials)
 
 

@@ -79,19 +79,19 @@ class RedisSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class SecretStoreSettings:
-    """Where tenant credentials go: ``<prefix>/tenants/<tenant_id>``, encrypted with the key."""
+    """Where per-tenant credential secrets were kept, ``<prefix>/tenants/<tenant_id>``: provisioning no
+    longer writes them (passwords are derived, gateway/credentials.py); offboarding deletes one left
+    from before."""
 
     prefix: str
-    kms_key_id: str | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "SecretStoreSettings":
         env = envvars.environ(env)
-        return cls(prefix=envvars.required(env, "TENANT_SECRETS_PREFIX", "where tenant secrets go"),
-                   kms_key_id=envvars.optional(env, "TENANT_SECRETS_KMS_KEY_ID"))
+        return cls(prefix=envvars.required(env, "TENANT_SECRETS_PREFIX", "where legacy tenant secrets are"))
 
     def to_env(self) -> dict[str, str]:
-        return envvars.to_env({"TENANT_SECRETS_PREFIX": self.prefix, "TENANT_SECRETS_KMS_KEY_ID": self.kms_key_id})
+        return envvars.to_env({"TENANT_SECRETS_PREFIX": self.prefix})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,24 +181,6 @@ class BudgetSettings:
                                "NONPROD_NODEGROUPS": self.nonprod_nodegroups})
 
 
-@dataclass(frozen=True, kw_only=True)
-class TenantEndpointSettings:
-    """Where tenants connect when it is not the database's own server (e.g. an RDS Proxy)."""
-
-    host: str | None = None
-    port: int | None = None
-
-    @classmethod
-    def from_env(cls, env: Env | None = None) -> "TenantEndpointSettings":
-        env = envvars.environ(env)
-        port = env.get("TENANT_DB_PORT")
-        return cls(host=envvars.optional(env, "TENANT_DB_HOST"),
-                   port=envvars.whole_number(env, "TENANT_DB_PORT", 0) if port else None)
-
-    def to_env(self) -> dict[str, str]:
-        return envvars.to_env({"TENANT_DB_HOST": self.host, "TENANT_DB_PORT": self.port})
-
-
 class FunctionSettings:
     """A function's settings made of parts (each field a settings class with ``from_env`` /
     ``to_env``): read part by part, written as the union of the parts' variables."""
@@ -226,9 +208,7 @@ class ProvisionTenantSettings(FunctionSettings):
     """``lambdas/provision_tenant``: signups, warm pool, due offboardings, init and migrations."""
 
     database: DatabaseSettings
-    secrets: SecretStoreSettings
     billing: BillingSettings = field(default_factory=BillingSettings)
-    endpoint: TenantEndpointSettings = field(default_factory=TenantEndpointSettings)
     credentials: ServiceCredentialsSettings = field(default_factory=ServiceCredentialsSettings)
 
 
@@ -278,16 +258,13 @@ class OperatorSettings:
 
     billing: BillingSettings
     redis: RedisSettings
-    endpoint: TenantEndpointSettings
-    secrets: SecretStoreSettings      # used with ``--secrets aws``
+    secrets: SecretStoreSettings      # offboarding with ``--secrets aws``: a legacy tenant secret
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "OperatorSettings":
         env = envvars.environ(env)
         return cls(billing=BillingSettings.from_env(env), redis=RedisSettings.from_env(env),
-                   endpoint=TenantEndpointSettings.from_env(env),
-                   secrets=SecretStoreSettings(prefix=env.get("TENANT_SECRETS_PREFIX") or "/saas/local",
-                                               kms_key_id=envvars.optional(env, "TENANT_SECRETS_KMS_KEY_ID")))
+                   secrets=SecretStoreSettings(prefix=env.get("TENANT_SECRETS_PREFIX") or "/saas/local"))
 
 
 # Every Lambda function (the directory under lambdas/) and the settings class its handler reads.

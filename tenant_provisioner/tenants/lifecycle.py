@@ -10,7 +10,7 @@ in one transaction (a savepoint when the caller already has one open, so a calle
 quota enforcer can join a suspension to its own transaction). Repeating a call that already
 took effect is a no-op without a second audit entry. The rows are written by `transitions`.
 
-- ``create(conn, request, actor=..., endpoint=...)`` → `CreateResult` (steps: provisioning.py);
+- ``create(conn, request, actor=...)`` → `CreateResult` (steps: provisioning.py);
 - ``suspend(conn, id, reason=..., actor=...)``: the role's password removed, its sessions terminated;
 - ``resume(conn, id, actor=...)``; ``change_tier(conn, id, tier, actor=..., origin=...)``;
 - ``offboard(conn, id, actor=..., export_to=..., retention_days=0)`` / ``drop_due``: export, then
@@ -35,7 +35,7 @@ from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants import offboarding, provisioning, records, schema, transitions
 from tenant_provisioner.tenants.events import Origin, TenantEvents
 from tenant_provisioner.tenants.offboarding import DropDueResult, OffboardResult
-from tenant_provisioner.tenants.provisioning import CreateRequest, DbEndpoint, ProvisionContext, Step
+from tenant_provisioner.tenants.provisioning import CreateRequest, ProvisionContext, Step
 from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import load_tiers
 
@@ -72,7 +72,9 @@ def _create_lock(conn: psycopg.Connection, tenant_id: str) -> Iterator[None]:
 
 
 class Lifecycle:
-    """The tenant state machine with this process's extension steps, listeners and secret store."""
+    """The tenant state machine with this process's extension steps and listeners. `secret_store`
+    only deletes the per-tenant secrets that provisioning wrote until issue 12's follow-up (at
+    offboarding, when one exists); new tenants get none."""
 
     def __init__(self, *, extension_steps: Sequence[Step] = (), events: TenantEvents | None = None,
                  secret_store: SecretStore | None = None,
@@ -82,14 +84,14 @@ class Lifecycle:
         self.secret_store = secret_store
         self.password_deriver = password_deriver   # new tenants' passwords derived (the services' key)
 
-    def steps(self, endpoint: DbEndpoint | None) -> list[Step]:
-        """Database → secret (with a store and an endpoint) → extension steps → activation."""
-        secret: list[Step] = ([provisioning.SecretStep(self.secret_store, endpoint, self.password_deriver)]
-                              if self.secret_store is not None and endpoint is not None else [])
-        return [provisioning.DatabaseStep(), *secret, *self.extension_steps, provisioning.ActivateStep()]
+    def steps(self) -> list[Step]:
+        """Database → password (with the services' key) → extension steps → activation."""
+        password: list[Step] = ([provisioning.PasswordStep(self.password_deriver)]
+                                if self.password_deriver is not None else [])
+        return [provisioning.DatabaseStep(), *password, *self.extension_steps, provisioning.ActivateStep()]
 
     def create(self, conn: psycopg.Connection, request: CreateRequest, *, actor: str,
-               endpoint: DbEndpoint | None = None, steps: Sequence[Step] | None = None) -> CreateResult:
+               steps: Sequence[Step] | None = None) -> CreateResult:
         """Provision `request` (idempotent: same id + tier → the same tenant, ``created`` false).
         `steps` replaces the whole step list (fault-injection tests)."""
         started = time.perf_counter()
@@ -109,7 +111,7 @@ class Lifecycle:
                     raise TenantConflict(f"tenant {request.tenant_id!r} already exists and is {existing.state}")
             ctx = ProvisionContext(conn=conn, request=request, tier=tier, actor=actor,
                                    provisioner_role=_current_role(conn), tenant=existing)
-            provisioning.run(steps if steps is not None else self.steps(endpoint), ctx)
+            provisioning.run(steps if steps is not None else self.steps(), ctx)
         assert ctx.tenant is not None
         return CreateResult(ctx.tenant, created=True, duration_ms=_ms_since(started), outputs=ctx.outputs)
 

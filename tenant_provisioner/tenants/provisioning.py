@@ -15,7 +15,7 @@ until the final `ActivateStep`; a re-run of `create` finds that row and re-appli
 which converges because each step is idempotent.
 
 Order (`Lifecycle.steps`): `DatabaseStep` (role, schema, tables, grants, control row, one
-transaction) → `SecretStep` (password + Secrets Manager, when a store is configured) → the
+transaction) → `PasswordStep` (the password derived from the services' key, when configured) → the
 extension steps the composition root passes in (billing's `StripeStep`, the limits'
 `LimitsStep`) → `ActivateStep` (state ``active``, the stored password applied, ``tenant.created``). Steps use
 ``ctx.conn`` (autocommit; wrap writes in ``ctx.conn.transaction()``), read ``ctx.tenant`` /
@@ -26,7 +26,6 @@ result).
 from __future__ import annotations
 
 import logging
-import secrets as random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
@@ -36,7 +35,6 @@ from tenant_provisioner import audit, migrations, validation
 from tenant_provisioner.tenants import records, schema, transitions, warm_pool
 from tenant_provisioner.db import tenant_group_role
 from tenant_provisioner.errors import PlatformError, TransientError
-from tenant_provisioner.secrets import SecretStore
 from tenant_provisioner.tenants.records import Tenant
 from tenant_provisioner.tiers import Tier, load_tiers
 
@@ -60,15 +58,6 @@ class CreateRequest:
         tier = load_tiers().get(data.get("tier")).name  # type: ignore[arg-type]
         return cls(tenant_id=tenant_id, tier=tier, admin_email=validation.email(data.get("admin_email")),
                    company_name=validation.text(data.get("company_name"), "company_name", required=False))
-
-
-@dataclass(frozen=True)
-class DbEndpoint:
-    """Where the tenant's app connects (the secret's host/port/database)."""
-
-    host: str
-    port: int
-    database: str
 
 
 @dataclass
@@ -127,38 +116,23 @@ class DatabaseStep:
         ctx.tenant = None
 
 
-class SecretStep:
-    """Record the role's password (as a SCRAM verifier; the role gets it at activation) and store
-    the credentials. A secret that
-    already names this tenant's role (a re-run) is kept; one left over from an undone attempt,
-    naming another role, is overwritten. With `deriver` (a callable returning the services' current
-    `PasswordDeriver`) the password is the derived one, so the API/worker can log in as the new
-    tenant at once; without it, a random one (no services key configured)."""
+class PasswordStep:
+    """Record the role's password derived from the services' key (`deriver`, a callable returning
+    the current `PasswordDeriver`) as a SCRAM verifier; the role gets it at activation, so the API
+    and worker can log in as the tenant as soon as it is active. Nothing is stored elsewhere:
+    whoever holds the key derives it (gateway/credentials.py). Without a key (local runs) the step
+    is left out and the role has no password."""
 
-    name = "secret"
+    name = "password"
 
-    def __init__(self, store: SecretStore, endpoint: DbEndpoint,
-                 deriver: Callable[[], PasswordDeriver] | None = None) -> None:
-        self.store = store
-        self.endpoint = endpoint
+    def __init__(self, deriver: Callable[[], PasswordDeriver]) -> None:
         self.deriver = deriver
 
     def apply(self, ctx: ProvisionContext) -> None:
         tenant = _current(ctx)
-        ctx.outputs["secret_name"] = self.store.name_for(tenant.tenant_id)
-        current = self.store.get(tenant.tenant_id)
-        if current is not None and current.get("user") == tenant.role_name:
-            return
-        password = self.deriver().password(tenant.role_name) if self.deriver else random.token_urlsafe(32)
-        schema.set_password(ctx.conn, tenant.role_name, password)
-        self.store.put(tenant.tenant_id, {
-            "engine": "postgres", "host": self.endpoint.host, "port": self.endpoint.port,
-            "database": self.endpoint.database, "user": tenant.role_name, "password": password,
-            "schema": tenant.schema_name, "tenant_id": tenant.tenant_id,
-        })
+        schema.set_password(ctx.conn, tenant.role_name, self.deriver().password(tenant.role_name))
 
     def undo(self, ctx: ProvisionContext) -> None:
-        self.store.delete(ctx.request.tenant_id, recovery_days=None)
         if ctx.tenant is not None:
             schema.set_password(ctx.conn, ctx.tenant.role_name, None)
 

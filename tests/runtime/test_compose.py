@@ -5,19 +5,19 @@ from __future__ import annotations
 from tenant_provisioner.billing.listeners import StripeSubscriptionListener
 from tenant_provisioner.limits.listeners import LimiterListener
 from tenant_provisioner.runtime import compose
-from tenant_provisioner.tenants.provisioning import DbEndpoint
+from tenant_provisioner.gateway.credentials import PasswordDeriver
 
 
 class NoStore:
     """Stands for a secret store; composing never calls it."""
 
 
-def test_steps_run_database_secret_billing_limits_activate():
-    without_store = compose.lifecycle()
-    assert [s.name for s in without_store.steps(None)] == ["database", "stripe", "limits", "activate"]
-    with_store = compose.lifecycle(secret_store=NoStore())
-    endpoint = DbEndpoint("db.internal", 5432, "app")
-    assert [s.name for s in with_store.steps(endpoint)] == ["database", "secret", "stripe", "limits", "activate"]
+def test_steps_run_database_password_billing_limits_activate_and_never_a_secret():
+    without_key = compose.lifecycle(secret_store=NoStore())  # type: ignore[arg-type]
+    assert [s.name for s in without_key.steps()] == ["database", "stripe", "limits", "activate"]
+    with_key = compose.lifecycle(secret_store=NoStore(),  # type: ignore[arg-type]
+                                 password_deriver=lambda: PasswordDeriver.from_text("k" * 32))
+    assert [s.name for s in with_key.steps()] == ["database", "password", "stripe", "limits", "activate"]
 
 
 def test_listeners_get_the_clients_they_were_given_and_nothing_else():

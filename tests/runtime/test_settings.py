@@ -15,8 +15,8 @@ from tenant_provisioner.db import DatabaseSettings
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.runtime.settings import (BudgetBreakerSettings, BudgetSettings, EnforceLimitsSettings,
                                                  NotifierSettings, ProvisionTenantSettings, RedisSettings,
-                                                 SecretStoreSettings, StripeWebhookSettings,
-                                                 TenantEndpointSettings)
+                                                 SecretStoreSettings, ServiceCredentialsSettings,
+                                                 StripeWebhookSettings, TenantOperationsSettings)
 
 
 def test_urls_win_when_given():
@@ -52,8 +52,8 @@ def test_missing_settings_are_config_errors():
                                         "OPS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:ops"})
     with pytest.raises(ConfigError, match="LIMITS_SENDER_EMAIL"):
         NotifierSettings.from_env({"OPS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:ops"})
-    with pytest.raises(ConfigError, match="TENANT_SECRETS_PREFIX"):
-        ProvisionTenantSettings.from_env({"DATABASE_URL": "postgresql://x@h/db"})
+    with pytest.raises(ConfigError, match="TENANT_SECRETS_PREFIX"):  # offboarding deletes legacy tenant secrets
+        TenantOperationsSettings.from_env({"DATABASE_URL": "postgresql://x@h/db"})
     with pytest.raises(ConfigError, match="REDIS_PORT"):
         RedisSettings.from_env({"REDIS_HOST": "cache.internal", "REDIS_PORT": "six"})
 
@@ -63,9 +63,9 @@ DATABASE = DatabaseSettings(secret_arn="arn:aws:secretsmanager:us-east-1:1:secre
 
 
 @pytest.mark.parametrize("settings", [
-    ProvisionTenantSettings(database=DATABASE, secrets=SecretStoreSettings(prefix="/saas/dev", kms_key_id="k"),
-                            billing=BillingSettings(api_key_secret_id="arn:stripe-key"),
-                            endpoint=TenantEndpointSettings(host="proxy", port=6432)),
+    ProvisionTenantSettings(database=DATABASE, billing=BillingSettings(api_key_secret_id="arn:stripe-key"),
+                            credentials=ServiceCredentialsSettings(password_key_secret_arn="arn:key")),
+    TenantOperationsSettings(database=DATABASE, secrets=SecretStoreSettings(prefix="/saas/dev")),
     EnforceLimitsSettings(database=DATABASE, redis=RedisSettings(host="cache", port=6380, auth_secret_arn="arn:auth"),
                           notifier=NotifierSettings(sender="limits@example.com", ops_topic_arn="arn:ops"),
                           billing=BillingSettings(payment_grace_days=3)),

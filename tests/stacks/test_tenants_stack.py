@@ -18,7 +18,7 @@ def _resources(template_json, env, kind):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_function_is_arm64_python_in_private_subnets_with_its_configuration(templates, env):
+def test_function_is_arm64_python_in_private_subnets_with_its_configuration(templates, template_json, env):
     config = load_config(env)
     templates[(env, "tenants")].has_resource_properties("AWS::Lambda::Function", {
         "Handler": "lambdas.provision_tenant.handler.handler",
@@ -29,14 +29,16 @@ def test_function_is_arm64_python_in_private_subnets_with_its_configuration(temp
         "DeadLetterConfig": {"TargetArn": Match.any_value()},
         "VpcConfig": {"SubnetIds": Match.any_value(), "SecurityGroupIds": [Match.any_value()]},
         "Environment": {"Variables": Match.object_like({
-            "TENANT_SECRETS_PREFIX": config.tenants.secrets_prefix,
             "TENANT_PROVISIONER_ROLE": config.tenants.provisioner_role,
             "DATABASE_NAME": config.tenants.database_name,
             "DATABASE_SSLMODE": "require",
             "DATABASE_SECRET_ARN": Match.any_value(),
-            "TENANT_SECRETS_KMS_KEY_ID": Match.any_value(),
+            "TENANT_DB_PASSWORD_KEY_SECRET_ARN": Match.any_value(),
         })},
     })
+    provision = next(f for f in _resources(template_json, env, "AWS::Lambda::Function")
+                     if f["Properties"]["Handler"] == "lambdas.provision_tenant.handler.handler")
+    assert "TENANT_SECRETS_PREFIX" not in provision["Properties"]["Environment"]["Variables"]  # writes no secret
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -48,21 +50,20 @@ def test_subnets_are_the_private_ones_and_the_group_is_the_control_planes(templa
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_secrets_can_be_written_only_under_the_tenant_prefix(template_json, env):
+def test_no_tenant_secret_is_written_and_legacy_ones_only_deleted_under_the_prefix(template_json, env):
     prefix = f"{load_config(env).tenants.secrets_prefix}/tenants/*"
     statements = [s for p in _resources(template_json, env, "AWS::IAM::Policy")
                   for s in p["Properties"]["PolicyDocument"]["Statement"]]
     writes = [s for s in statements
               if any(a in json.dumps(s["Action"]) for a in ("CreateSecret", "PutSecretValue", "DeleteSecret"))]
-    assert len(writes) == 2  # provisioning creates them; operations (offboarding) only deletes them
-    assert sum("CreateSecret" in json.dumps(s["Action"]) for s in writes) == 1
-    for write in writes:
-        assert prefix in json.dumps(write["Resource"]) and json.dumps(write["Resource"]).count("*") == 1
+    assert len(writes) == 1  # operations (offboarding) deletes secrets earlier versions wrote; nothing creates one
+    assert sorted(writes[0]["Action"]) == ["secretsmanager:DeleteSecret", "secretsmanager:DescribeSecret"]
+    assert prefix in json.dumps(writes[0]["Resource"]) and json.dumps(writes[0]["Resource"]).count("*") == 1
     assert all("*" != s.get("Resource") for s in statements if s["Effect"] == "Allow"
                and not any(a.startswith(("ec2:", "xray:")) for a in (s["Action"] if isinstance(s["Action"], list)
                                                                      else [s["Action"]])))
-    kms = [s for s in statements if "kms:Encrypt" in json.dumps(s["Action"])]
-    assert kms and all("kms:ViaService" in json.dumps(s.get("Condition")) for s in kms)
+    secrets_kms = [s for s in statements if "secretsmanager." in json.dumps(s.get("Condition"))]
+    assert secrets_kms and all(s["Action"] == "kms:Decrypt" for s in secrets_kms)  # read only, never encrypt
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -15,10 +15,8 @@ import time
 from contextlib import AsyncExitStack, contextmanager
 from typing import Callable
 
-import boto3
 import psycopg
 import pytest
-from moto import mock_aws
 from psycopg import sql
 
 from tenant_provisioner import audit, control
@@ -30,7 +28,6 @@ from tenant_provisioner.gateway.credentials import PasswordDeriver
 from tenant_provisioner.gateway.sessions import ControlPlane, PoolExhausted, TenantPools
 from tenant_provisioner.limits.enforcer import measure_database
 from tenant_provisioner.limits.reaper import ReaperSettings, reap_sessions, repair_roles
-from tenant_provisioner.secrets import AwsSecretStore
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from tenant_provisioner.tiers import load_tiers
 from tests.support import databases
@@ -377,7 +374,7 @@ def test_login_is_the_password_alone_and_follows_the_state(db, tenant_ids, passw
     deriver = PasswordDeriver.from_text("k" * 64)
     before_activation: list[bool] = []
 
-    class TryToLogIn:  # between the secret step and activation: the password exists, unusable
+    class TryToLogIn:  # between the password step and activation: the password exists, unusable
         name = "try"
 
         def apply(self, ctx):
@@ -387,13 +384,11 @@ def test_login_is_the_password_alone_and_follows_the_state(db, tenant_ids, passw
         def undo(self, ctx):
             pass
 
-    with mock_aws():
-        store = AwsSecretStore("/saas/test", client=boto3.client("secretsmanager", region_name="us-east-1"))
-        secret = provisioning.SecretStep(store, provisioning.DbEndpoint("db.internal", 5432, "app"), lambda: deriver)
-        with db.connection() as conn:
-            request = CreateRequest.parse({"tenant_id": tenant_ids("keyed"), "tier": "pro", "admin_email": "a@b.io"})
-            tenant = lifecycle.create(conn, request, actor="test", steps=(
-                provisioning.DatabaseStep(), secret, TryToLogIn(), provisioning.ActivateStep())).tenant
+    with db.connection() as conn:
+        request = CreateRequest.parse({"tenant_id": tenant_ids("keyed"), "tier": "pro", "admin_email": "a@b.io"})
+        tenant = lifecycle.create(conn, request, actor="test", steps=(
+            provisioning.DatabaseStep(), provisioning.PasswordStep(lambda: deriver), TryToLogIn(),
+            provisioning.ActivateStep())).tenant
     url = password_login(tenant.role_name, deriver.password(tenant.role_name))
     assert before_activation == [False]
     assert _can_log_in(url) and not _can_log_in(password_login(tenant.role_name, "guessed"))

@@ -142,30 +142,30 @@ def test_offboard_exports_every_table_then_drops_schema_and_role(tenant_db, db, 
             lifecycle.resume(conn, tenant_id, actor=ACTOR)
 
 
-def test_offboard_to_s3_and_the_secret_is_scheduled_for_deletion(db, tenant_ids):
+def test_offboard_to_s3_and_a_legacy_secret_is_scheduled_for_deletion(db, tenant_ids):
+    """Provisioning writes no secret any more; one written by an earlier version still goes."""
     import boto3
     from moto import mock_aws
 
-    from tenant_provisioner.tenants.provisioning import DbEndpoint
     from tenant_provisioner.secrets import AwsSecretStore
 
     tenant_id = tenant_ids("s3")
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="exports")
-        store = AwsSecretStore("/saas/test", client=boto3.client("secretsmanager", region_name="us-east-1"))
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        store = AwsSecretStore("/saas/test", client=secrets)
         with db.connection() as conn:
             stored = compose.lifecycle(secret_store=store)
             stored.create(conn, CreateRequest.parse({"tenant_id": tenant_id, "tier": "pro",
-                                                     "admin_email": "a@example.com"}),
-                          actor=ACTOR, endpoint=DbEndpoint("db", 5432, "app"))
-            assert store.exists(tenant_id)
+                                                     "admin_email": "a@example.com"}), actor=ACTOR)
+            assert secrets.list_secrets()["SecretList"] == []
+            secrets.create_secret(Name=store.name_for(tenant_id), SecretString="{}")  # an earlier version's
             result = stored.offboard(conn, tenant_id, actor=ACTOR, export_to="s3://exports/gone")
         assert result.tenant.export_location.startswith(f"s3://exports/gone/{tenant_id}-")
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="exports")["Contents"]]
         assert any(k.endswith("/users.csv") for k in keys) and any(k.endswith("/manifest.json") for k in keys)
-        assert not store.exists(tenant_id)
-        assert "DeletedDate" in store._client.describe_secret(SecretId=store.name_for(tenant_id))
+        assert "DeletedDate" in secrets.describe_secret(SecretId=store.name_for(tenant_id))
 
 
 def test_after_listeners_run_once_committed_and_cannot_undo_the_change(db, tenant_ids):

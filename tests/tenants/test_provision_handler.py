@@ -50,16 +50,12 @@ def _signup(tenant_id="lambda-co", **overrides):
             "company_name": "Lambda Co", **overrides}
 
 
-def test_direct_invoke_provisions_and_writes_the_secret(handler):
+def test_direct_invoke_provisions_and_writes_no_secret(handler):
     module, client = handler
     result = module.handler(_signup(), Context())
     assert result["status"] == "active" and result["created"] is True and result["tier"] == "pro"
-    assert result["secret_name"] == f"{PREFIX}/tenants/lambda-co"
-    secret = json.loads(client.get_secret_value(SecretId=result["secret_name"])["SecretString"])
-    assert secret["user"] == result["role"] and secret["schema"] == result["schema"]
-    assert secret["password"] not in json.dumps(result)
-    tags = client.describe_secret(SecretId=result["secret_name"])["Tags"]
-    assert {"Key": "tenant", "Value": "lambda-co"} in tags
+    assert "secret_name" not in result
+    assert [s["Name"] for s in client.list_secrets()["SecretList"]] == ["/saas/test/rds-master"]
     again = module.handler(_signup(), Context())
     assert again["created"] is False and again["schema"] == result["schema"]
 
@@ -125,7 +121,8 @@ def test_scheduled_refill_publishes_tenants_by_state(handler, operations, tenant
 
 def test_daily_event_drops_offboardings_past_retention(handler, operations, tenant_db, tmp_path):
     module, client = handler
-    created = module.handler(_signup("leaving-co"), Context())
+    module.handler(_signup("leaving-co"), Context())
+    legacy = client.create_secret(Name=f"{PREFIX}/tenants/leaving-co", SecretString="{}")["ARN"]  # an earlier version's
     lifecycle = module.function.clients.lifecycle
     with tenant_db.database() as db, db.connection() as conn:
         lifecycle.offboard(conn, "leaving-co", actor="t", export_to=str(tmp_path), retention_days=30)
@@ -133,7 +130,7 @@ def test_daily_event_drops_offboardings_past_retention(handler, operations, tena
         conn.execute("UPDATE control.tenants SET drop_after = now() WHERE tenant_id = 'leaving-co'")
     assert operations.handler({"action": "drop_due_offboardings"}, Context()) == {"dropped": ["leaving-co"],
                                                                                     "failed": {}}
-    assert "DeletedDate" in client.describe_secret(SecretId=created["secret_name"])
+    assert "DeletedDate" in client.describe_secret(SecretId=legacy)
 
 
 def test_operator_actions_init_and_migrate(operations):
@@ -227,7 +224,6 @@ def test_new_tenants_get_passwords_derived_from_the_current_services_key(handler
         with admin_connect(tenant_db.url) as conn:
             verifier = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (result["role"],)).fetchone()[0]
         assert _scram_matches(verifier, password)
-        assert json.loads(client.get_secret_value(SecretId=result["secret_name"])["SecretString"])["password"] == password
 
     check("derived-one", PasswordDeriver.from_text("k" * 64, 1))
     # A rotated key applies to the next signup without a new container.

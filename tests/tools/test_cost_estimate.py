@@ -111,7 +111,8 @@ def test_usage_assumptions_are_marked():
     result = _one("AWS::EC2::NatGateway", {})
     assumed = [line for line in result.lines if line.assumed]
     assert any("GB through NAT" in line.detail for line in assumed)
-    assert any("tenant secrets" in line.detail for line in assumed)
+    assert any("GB logs ingested" in line.detail for line in assumed)
+    assert not any("tenant secrets" in line.detail for line in assumed)  # passwords derived: no secret per tenant
 
 
 def test_a_missing_price_names_the_key():
