@@ -23,6 +23,7 @@ from tenant_provisioner.db import admin_connect
 from tenant_provisioner.drills.interruption import Probe, measure
 from tenant_provisioner.errors import TransientError
 from tenant_provisioner.limits.enforcer import run_cycle
+from tenant_provisioner.tenants.lifecycle import CREATE_LEASE_TTL_S, CREATE_LOCK_TIMEOUT_S
 from tenant_provisioner.tenants.provisioning import CreateRequest
 from drills.platform import ACTOR, STRIPE_WEBHOOK_SECRET, TENANTS, LoadRun, Platform
 from tests.billing.stripe_server import sign_webhook
@@ -233,7 +234,7 @@ def postgres_drill(platform: Platform) -> DrillResult:
         back_at, back_mono = time.time(), time.monotonic()
         platform.pg.start()
         time.sleep(t.settle)
-    signup.join(timeout=30)
+    signup.join(timeout=_RetriedSignup.JOIN_WITHIN)
     result = DrillResult("postgres", f"PostgreSQL stopped for {back_mono - fault_mono:.0f} s, then started "
                                      f"({t.users} users, a signup in flight)", {}, 0)
     _baseline(result, run, fault_at)
@@ -259,16 +260,26 @@ def postgres_drill(platform: Platform) -> DrillResult:
 
 
 class _RetriedSignup(threading.Thread):
-    """What a signup caller does: try, and on a transient error retry (the same request) until done."""
+    """What a signup caller does: try, and on a transient error retry (the same request) until done.
 
-    def __init__(self, platform: Platform, tenant_id: str, give_up_after: float = 60) -> None:
+    An attempt cut by the stop leaves its create lease behind (a clean restart keeps the unlogged
+    ``control.leases`` row), so the retries may wait out the lease's TTL: the caller keeps trying that
+    long, as the signup path does; the detail says how long converging took."""
+
+    GIVE_UP_AFTER = CREATE_LEASE_TTL_S + CREATE_LOCK_TIMEOUT_S
+    # The last attempt may wait CREATE_LOCK_TIMEOUT_S for the lease, then the check runs.
+    JOIN_WITHIN = GIVE_UP_AFTER + CREATE_LOCK_TIMEOUT_S + 15
+
+    def __init__(self, platform: Platform, tenant_id: str) -> None:
         super().__init__(daemon=True)
-        self.platform, self.tenant_id, self.give_up_after = platform, tenant_id, give_up_after
+        self.platform, self.tenant_id = platform, tenant_id
         self.attempts, self.converged, self.detail = 0, False, "not finished"
+        self.seconds: float | None = None
 
     def run(self) -> None:
         request = CreateRequest.parse({"tenant_id": self.tenant_id, "tier": "starter", "admin_email": "a@example.com"})
-        deadline = time.monotonic() + self.give_up_after
+        started = time.monotonic()
+        deadline = started + self.GIVE_UP_AFTER
         while time.monotonic() < deadline:
             self.attempts += 1
             try:
@@ -277,6 +288,7 @@ class _RetriedSignup(threading.Thread):
                 break
             except TransientError:
                 time.sleep(0.5)
+        self.seconds = time.monotonic() - started
         self.converged, self.detail = self._verify()
 
     def _verify(self) -> tuple[bool, str]:
@@ -291,7 +303,7 @@ class _RetriedSignup(threading.Thread):
             has_schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
             has_role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
         ok = state == "active" and bool(has_schema) and bool(has_role) and not again.created
-        return ok, (f"{self.attempts} attempt(s); state {state}, schema {'present' if has_schema else 'MISSING'}, "
+        return ok, (f"{self.attempts} attempt(s) in {self.seconds:.0f} s; state {state}, schema {'present' if has_schema else 'MISSING'}, "
                     f"role {'present' if has_role else 'MISSING'}, retry after success created nothing: "
                     f"{not again.created}")
 

@@ -150,6 +150,11 @@ class AppChart(cdk8s.Chart):
             "TENANT_PROVISIONER_ROLE": config.tenants.provisioner_role,   # names the gateway role
             "AWS_REGION": config.region,
             "SHUTDOWN_GRACE_SECONDS": str(config.workloads.shutdown_grace_seconds),
+            # The connection budget (docs/request-path.md): the instance class's max_connections shared
+            # by every pod the autoscalers may run, so a full scale-out never exhausts the database.
+            "DATABASE_MAX_CONNECTIONS": str(config.database.max_connections),
+            "SERVICE_REPLICAS": str(config.workloads.api.max_replicas),
+            "WORKER_REPLICAS": str(config.workloads.worker.max_replicas),
             # ADOT (the images run `opentelemetry-instrument`): X-Ray ids and propagation, so one request
             # is one trace across the ALB, the API, the worker and the Lambdas (X-Ray active tracing).
             "OTEL_PYTHON_DISTRO": "aws_distro",

