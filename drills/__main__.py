@@ -4,12 +4,17 @@ Each drill gets a fresh throwaway platform on 127.0.0.1 (its own PostgreSQL 16.1
 reference API — and the worker where needed — as processes, a locust load), breaks one thing,
 prints what it measured and checks its invariants. Exit code 0 when every invariant held and no
 data was lost, 1 otherwise, 2 on bad arguments. ``--short`` is the version the tests run.
+
+SIGTERM or SIGINT (a cancelled CI job, Ctrl-C) stops the running drill: its API, worker and locust
+processes and its servers are stopped, then the process ends as that signal would have ended it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -47,6 +52,37 @@ def _s(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
 
 
+class Stopped(BaseException):
+    """SIGTERM/SIGINT arrived: raised where the drills are, so every :class:`Platform` on the way out
+    stops what it started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _stop(signum: int, frame: object) -> None:
+    for each in STOP_SIGNALS:   # a repeated signal must not cut the clean-up short
+        signal.signal(each, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """:func:`main` as a program: on SIGTERM/SIGINT, clean up, then die of that signal."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
+    try:
+        return main(argv)
+    except Stopped as stopped:
+        print(f"drills stopped by {stopped}; every process they started is stopped", file=sys.stderr, flush=True)
+        signal.signal(stopped.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stopped.signum)
+        raise   # not reached: the signal ends the process
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drills", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"drills to run (default all): {', '.join(DRILLS)}")
@@ -73,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -3,7 +3,10 @@ own (``tests/support/services.py``'s throwaway servers, never the shared 5432/63
 schema and a few tenants with API keys, the reference API and worker as real processes, and a
 locust load against the API.
 
-Everything is started by :class:`Platform` and removed when it exits, also when a drill fails.
+Everything is started by :class:`Platform` and removed when it exits, also when a drill fails or
+the drills are stopped (``python -m drills`` turns SIGTERM/SIGINT into an exception that unwinds
+through the platform). Each child process runs in a process group of its own, stopped as a whole:
+SIGTERM, then SIGKILL after :data:`STOP_GRACE_SECONDS`, so nothing it started survives either.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +50,8 @@ PROVISIONER_ROLE = "tenant_provisioner"
 STRIPE_KEY = "sk_test_drill_0000"
 STRIPE_WEBHOOK_SECRET = "whsec_drill_0000"
 ACTOR = "drill"
+# SIGTERM to SIGKILL when a child process is stopped (the services drain for SHUTDOWN_GRACE_SECONDS=2).
+STOP_GRACE_SECONDS = 5.0
 # Tenants of every paid tier; the load's users are spread over them round robin.
 TENANTS = (("drill-starter-a", "starter"), ("drill-starter-b", "starter"), ("drill-pro-a", "pro"),
            ("drill-pro-b", "pro"), ("drill-business-a", "business"))
@@ -136,9 +141,8 @@ class Platform:
 
     def __exit__(self, *exc: object) -> None:
         for process in (self.api, self.worker):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+            if process is not None:
+                stop_process_group(process)
         if self.stripe is not None:
             self.stripe.stop()
         if self.redis is not None:
@@ -160,7 +164,7 @@ class Platform:
     def _spawn(self, module: str, log_name: str) -> subprocess.Popen:
         log = open(self.workdir / log_name, "ab")   # noqa: SIM115 - owned by the process for its lifetime
         return subprocess.Popen([sys.executable, "-m", module], env=self._service_env(), cwd=REPO_ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT, process_group=0)
 
     def start_api(self) -> None:
         self.api = self._spawn("services.api", "api.log")
@@ -188,7 +192,8 @@ class Platform:
             [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", users, "-r", users,
              "-t", f"{int(seconds) + 3}s", "--host", self.api_url, "--only-summary", "--stop-timeout", "3",
              "--loglevel", "ERROR", "--skip-log-setup"],
-            env=env, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "locust.log", "ab"))
+            env=env, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "locust.log", "ab"),
+            process_group=0)
         try:
             started = Path(f"{samples}.started")
             deadline = time.monotonic() + 60
@@ -197,16 +202,15 @@ class Platform:
                     raise RuntimeError(f"the load did not start; see {self.workdir / 'locust.log'}")
                 time.sleep(0.1)
             yield run
-        finally:
-            try:
-                locust.wait(timeout=seconds + 60)
-            except subprocess.TimeoutExpired:
-                locust.kill()
-                raise RuntimeError("locust did not finish its run") from None
-            if samples.exists():
-                run.samples = [json.loads(line) for line in samples.read_text().splitlines() if line]
-            if not run.samples:
-                raise RuntimeError(f"the load produced no samples; see {self.workdir / 'locust.log'}")
+            locust.wait(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("locust did not finish its run") from None
+        finally:   # also when the drill failed or the drills were stopped: no waiting for the run's end
+            stop_process_group(locust)
+        if samples.exists():
+            run.samples = [json.loads(line) for line in samples.read_text().splitlines() if line]
+        if not run.samples:
+            raise RuntimeError(f"the load produced no samples; see {self.workdir / 'locust.log'}")
 
     def call(self, method: str, path: str, tenant_id: str, body: dict | None = None) -> dict:
         """One JSON request as ``tenant_id`` (setup of a drill, not load); raises on a non-2xx."""
@@ -236,3 +240,16 @@ class Platform:
                 lost += [f"{tenant}.{table} id {i}" for i in sorted(ids - found)]
         return lost
 
+
+def stop_process_group(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop ``process`` (started with ``process_group=0``) and everything in its process group:
+    SIGTERM, then SIGKILL to whatever is left after ``grace`` seconds; ``process`` is reaped."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with suppress(ProcessLookupError):   # the process or what it started ignored SIGTERM
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
