@@ -262,9 +262,10 @@ def postgres_drill(platform: Platform) -> DrillResult:
 class _RetriedSignup(threading.Thread):
     """What a signup caller does: try, and on a transient error retry (the same request) until done.
 
-    An attempt cut by the stop leaves its create lease behind (a clean restart keeps the unlogged
-    ``control.leases`` row), so the retries may wait out the lease's TTL: the caller keeps trying that
-    long, as the signup path does; the detail says how long converging took."""
+    An attempt cut by the stop leaves its create lease row behind (a clean restart keeps the unlogged
+    ``control.leases``); a lease taken before the server started is free at once (tenant_provisioner/
+    leases.py), so the retries converge within seconds of the return. The caller would still keep
+    trying for a lease's TTL, as the signup path does; the detail says how long converging took."""
 
     GIVE_UP_AFTER = CREATE_LEASE_TTL_S + CREATE_LOCK_TIMEOUT_S
     # The last attempt may wait CREATE_LOCK_TIMEOUT_S for the lease, then the check runs.

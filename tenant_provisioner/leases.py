@@ -5,7 +5,9 @@ holding ``pg_advisory_lock`` on our keys stalls the control plane, and ``pg_lock
 tenant which key (which company's signup) is held right now. Lease rows are invisible to tenants.
 
 A lease expires after `ttl_s`, so a holder that died (Lambda timeout, crash) blocks the next one
-for at most that long; holders release as soon as they are done.
+for at most that long; holders release as soon as they are done. A lease taken before the server
+last started is free at once: the holder works on the connection that took it, which the restart
+ended (control migration 0011).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Iterator
 import psycopg
 
 _ACQUIRE = """
-INSERT INTO control.leases (name, holder, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))
-ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-WHERE leases.expires_at < now()
+INSERT INTO control.leases (name, holder, expires_at, acquired_at)
+VALUES (%s, %s, now() + make_interval(secs => %s), now())
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+                                 acquired_at = excluded.acquired_at
+WHERE leases.expires_at < now() OR leases.acquired_at < pg_postmaster_start_time()
 RETURNING 1
 """
 POLL_INTERVAL_S = 0.02
