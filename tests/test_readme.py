@@ -65,7 +65,8 @@ def snippets(docs: list[Path]) -> list[Snippet]:
         for block in re.findall(r"^ *```[^\n]*\n(.*?)^ *```", text, flags=re.S | re.M):
             found += [Snippet(name, line.strip()) for line in block.splitlines() if line.strip()]
         prose = re.sub(r"^ *```[^\n]*\n.*?^ *```", "", text, flags=re.S | re.M)
-        found += [Snippet(name, span.strip()) for span in re.findall(r"`([^`\n]+)`", prose)]
+        found += [Snippet(name, " ".join(span.split())) for span in re.findall(r"`([^`]+)`", prose)
+                  if "\n\n" not in span]   # a span may wrap onto the next line
     return found
 
 
@@ -138,6 +139,11 @@ def make_target_exists(makefile_dir: Path, target: str) -> bool:
     run = subprocess.run(["make", "-n", "-C", str(makefile_dir), target], capture_output=True, text=True,
                          timeout=60)
     return "No rule to make target" not in run.stderr
+
+
+# Targets that act on the real account of the credentials: without ACCOUNT and REGION they would use the
+# Makefile's offline placeholders (account 111111111111, us-east-1) and fail or look in the wrong region.
+REAL_ACCOUNT_TARGETS = {"preflight": {"ENV", "ACCOUNT", "REGION"}, "images": {"ENV", "ACCOUNT", "REGION"}}
 
 
 def makefile_variables(makefile: Path) -> set[str]:
@@ -266,6 +272,23 @@ def lambda_invoke_errors(docs: list[Path]) -> list[str]:
     return errors
 
 
+def operations_action_errors(docs: list[Path], root: Path = PROJECT_DIR) -> list[str]:
+    """Every `tenant_operations` action a doc names (a payload `{"action": "…"}` or a backticked name
+    next to the function's name) is one of the function's ACTIONS."""
+    handler = (root / "lambdas" / "tenant_operations" / "handler.py").read_text()
+    actions = set(re.findall(r'"(\w+)": _\w+', re.search(r"ACTIONS: .*?\n}", handler, flags=re.S).group(0)))
+    assert {"init", "migrate"} <= actions
+    errors = []
+    for doc in docs:
+        text = doc.read_text()
+        named = re.findall(r'"action":\s*"([\w-]+)"', text)
+        named += [a for line in text.splitlines() if "tenant_operations" in line
+                  for a in re.findall(r"(?:action|actions) `([\w-]+)`|, `([\w-]+)`", line) for a in a if a]
+        errors += [f"{doc.name}: tenant_operations has no action {name!r} ({sorted(actions)})"
+                   for name in named if name not in actions]
+    return errors
+
+
 # --- the tests -----------------------------------------------------------------------------------------
 def _commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
@@ -300,6 +323,9 @@ def test_every_make_target_and_variable_in_the_operator_docs_exists():
               if not make_target_exists(PROJECT_DIR, target)]
     errors += [f"{snippet}: the Makefile never reads {name}" for snippet, _, names in calls for name in names
                if name not in variables]
+    errors += [f"{snippet}: make {target} needs {', '.join(sorted(REAL_ACCOUNT_TARGETS[target] - set(names)))}"
+               for snippet, target, names in calls
+               if names and not REAL_ACCOUNT_TARGETS.get(target, set()) <= set(names)]
     assert not errors, "\n".join(errors)
 
 
@@ -336,6 +362,11 @@ def test_every_lambda_invoke_in_the_operator_docs_sends_its_payload_as_json():
     assert not errors, "\n".join(errors)
 
 
+def test_every_tenant_operations_action_in_the_operator_docs_exists():
+    errors = operations_action_errors(operator_docs())
+    assert not errors, "\n".join(errors)
+
+
 def copy_of_the_docs(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> list[Path]:
     """The operator docs copied under ``tmp_path`` with ``edits`` (doc → (old, new)) applied."""
     for doc in operator_docs():
@@ -360,6 +391,7 @@ def test_each_check_fails_on_a_misspelled_name_in_a_copy_of_the_docs(tmp_path):
         "README.md": ("`AWS_DEPLOY_ROLE_ARN`", "`AWS_DEPLOY_ROLE`"),
         "tenant-onboarding.md": ("--cli-binary-format raw-in-base64-out \\\n  --payload '{\"action\": \"sync", "--payload '{\"action\": \"sync"),
         "kubernetes-upgrade.md": ("`k8s/chart.py`", "`k8s/charts.py`"),
+        "service-credentials.md": ("""ops '{"action": "init"}'""", """ops '{"action": "initialise"}'"""),
     })
     found = snippets(docs)
     assert any("no option --export-directory" in e for s, w in cli_calls(found) for e in cli_errors(w))
@@ -370,3 +402,4 @@ def test_each_check_fails_on_a_misspelled_name_in_a_copy_of_the_docs(tmp_path):
     assert "AWS_DEPLOY_ROLE_ARN" not in documented_variables(snippets([tmp_path / "README.md"]))
     assert any("tenant-onboarding.md" in e for e in lambda_invoke_errors(docs))
     assert any(not (PROJECT_DIR / path).exists() for _, path in repository_paths(found))
+    assert any("no action 'initialise'" in e for e in operations_action_errors(docs))
