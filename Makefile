@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: synth scan test cost bench clean logical-ids cluster-tunnel preflight serve worker loadtest images drills
+.PHONY: synth scan test cost bench clean logical-ids cluster-tunnel db-tunnel preflight serve worker loadtest images drills
 
 # Offline synth: placeholder account/region (their AZs are committed in cdk.context.json), no
 # credentials or profiles, no EC2 metadata probing, no context lookups. Override ACCOUNT/REGION
@@ -118,6 +118,12 @@ preflight: $(STAMP)
 PORT ?= 8443
 cluster-tunnel: $(STAMP)
 	$(PY) -m tools.cluster_access --env $(ENV) --port $(PORT)
+
+# tenant-provisioner to the database through the same tunnel (docs/runbooks/database-access.md): prints
+# DATABASE_URL (no password) and the PGPASSWORD subshell. Needs the database-access policy and jq.
+DB_PORT ?= 15432
+db-tunnel: $(STAMP)
+	$(PY) -m tools.cluster_access --database --env $(ENV) --account $(ACCOUNT) --region $(REGION) --port $(DB_PORT)
 
 clean:
 	rm -rf cdk.out .pytest_cache build

@@ -1,4 +1,5 @@
-"""Who may operate the cluster, and the one audited way people reach its private API endpoint.
+"""Who may operate the cluster, and the one audited way people reach its private API endpoint and
+the database.
 
 - **Access entries** from config: administrators (cluster-admin), viewers (read-only, no Secrets),
   the environment's release role (the GitHub deploy pipeline applies the manifests with it) and its
@@ -9,10 +10,17 @@
   person's own IAM role. Audit: CloudTrail records every ``StartSession`` with the caller, and the
   cluster's audit log (enabled in the cluster stack) records every Kubernetes request by IAM ARN.
   The instance holds no cluster permission itself: it is only a network hop.
+- **The database tunnel**: the same instance forwards a second kind of session to the PostgreSQL
+  instance (``python -m tools.cluster_access --database``, docs/runbooks/database-access.md), so the
+  ``tenant-provisioner`` CLI runs from a laptop. Its group reaches 5432 of the database's group only
+  (and the database admits it on 5432 only); the session carries TLS the instance cannot read.
 - **ClusterAccess** managed policy: what an operator's (or the release role's) IAM role needs to use
   the tunnel — describe this cluster, start a port-forwarding session on this instance with exactly
   the port-forwarding document (no shell), end its own sessions, read the two parameters the tool
   needs. Attach it to the administrators' and viewers' roles (or their permission sets).
+- **DatabaseAccess** managed policy: the same sessions on the same instance, the database's
+  parameters and reading the RDS master secret (the login the CLI uses, with ``kms:Decrypt`` only
+  through Secrets Manager). Attach it to the administrators' roles only: that login owns every tenant.
 """
 
 from __future__ import annotations
@@ -26,21 +34,27 @@ from constructs import Construct
 from stacks.cicd_stack import CicdStack
 from stacks.cluster_stack import ClusterStack
 from stacks.config import DRIFT_READERS_GROUP, EnvConfig
+from stacks.constructs.control_plane_function import via_service
+from stacks.constructs.database import POSTGRES_PORT
 from stacks.constructs.outputs import parameter_name, publish
+from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, partition_in_findings
 from stacks.network_stack import NetworkStack
+from stacks.security_stack import SecurityStack
 
 PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
 ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 VIEWER_POLICY = "AmazonEKSViewPolicy"      # every object but Secrets; AmazonEKSAdminViewPolicy would show Secrets
 TUNNEL_PARAMETERS = ("tunnel-instance-id", "cluster-name")
+DATABASE_PARAMETERS = ("tunnel-instance-id", "db-endpoint", "db-port", "db-name", "db-master-secret-arn")
 
 
 class AccessStack(cdk.Stack):
-    """Access entries, the SSM tunnel instance and the policy that lets a role use it."""
+    """Access entries, the SSM tunnel instance and the policies that let a role use it."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
-                 cluster: ClusterStack, cicd: CicdStack, **kwargs) -> None:
+                 security: SecurityStack, data: DataStack, cluster: ClusterStack, cicd: CicdStack,
+                 **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         cfg = config.cluster
         eks_cluster = cluster.cluster
@@ -62,8 +76,17 @@ class AccessStack(cdk.Stack):
         drift: eks.CfnAccessEntry = self.access_entries["Drift"].node.default_child  # type: ignore[assignment]
         drift.kubernetes_groups = [DRIFT_READERS_GROUP]
 
-        self.tunnel = self._tunnel(config, network, cluster)
-        self.access_policy = self._access_policy(config, eks_cluster)
+        self.tunnel = self._tunnel(config, network, cluster, data)
+        self.access_policy = self._tunnel_policy(
+            "ClusterAccess", config, TUNNEL_PARAMETERS,
+            description=f"Reach the private EKS API of saas-{config.name} through the SSM tunnel",
+            statements=[iam.PolicyStatement(actions=["eks:DescribeCluster"], resources=[eks_cluster.cluster_arn])])
+        self.database_access_policy = self._tunnel_policy(
+            "DatabaseAccess", config, DATABASE_PARAMETERS,
+            description=f"Reach the PostgreSQL instance of saas-{config.name} as its master login through the SSM tunnel",
+            statements=[iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
+                                            resources=[data.database_secret.secret_arn]),
+                        via_service(self, security.secrets_key, "secretsmanager", ["kms:Decrypt"])])
         self.access_policy.attach_to_role(cicd.release_role)
         self.access_policy.attach_to_role(cicd.drift_role)
 
@@ -71,13 +94,20 @@ class AccessStack(cdk.Stack):
                 "SSM tunnel to the private EKS endpoint (docs/runbooks/cluster-access.md)")
         publish(self, config.name, "cluster-access-policy-arn", self.access_policy.managed_policy_arn,
                 "Attach to operator roles: describe the cluster and open the SSM tunnel")
+        publish(self, config.name, "database-access-policy-arn", self.database_access_policy.managed_policy_arn,
+                "Attach to administrator roles: the database tunnel and the master secret (database-access.md)")
 
-    def _tunnel(self, config: EnvConfig, network: NetworkStack, cluster: ClusterStack) -> ec2.Instance:
+    def _tunnel(self, config: EnvConfig, network: NetworkStack, cluster: ClusterStack, data: DataStack) -> ec2.Instance:
         group = ec2.SecurityGroup(
             self, "TunnelSecurityGroup", vpc=network.vpc, allow_all_outbound=False,
+            # (the description predates the database rule: changing it would replace the group)
             description="SSM tunnel: no inbound; HTTPS out to Systems Manager and the EKS API only")
         group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
                               "Systems Manager (through NAT or its endpoints) and the EKS API endpoint")
+        # Group to group, both directions on 5432 only: the egress here, the database's ingress
+        # created in this stack too (a remote rule), so the data stack never depends on this one.
+        group.connections.allow_to(data.database_security_group, ec2.Port.tcp(POSTGRES_PORT),
+                                   "tenant-provisioner through the SSM database tunnel")
         ec2.CfnSecurityGroupIngress(
             self, "ClusterApiFromTunnel", group_id=cluster.cluster.cluster_security_group_id,
             source_security_group_id=group.security_group_id, ip_protocol="tcp", from_port=443, to_port=443,
@@ -107,21 +137,24 @@ class AccessStack(cdk.Stack):
                     "recreated by the next deploy, and termination protection would block stack teardown.")
         return tunnel
 
-    def _access_policy(self, config: EnvConfig, eks_cluster: eks.ICluster) -> iam.ManagedPolicy:
+    def _tunnel_policy(self, construct_id: str, config: EnvConfig, parameters: tuple[str, ...], *,
+                       description: str, statements: list[iam.PolicyStatement]) -> iam.ManagedPolicy:
+        """``statements``, plus: port-forwarding sessions (only that document: no shell) on the
+        tunnel, ending one's own sessions, and reading the tool's ``parameters``."""
         region, account, partition = self.region, self.account, self.partition
         tunnel_arn = f"arn:{partition}:ec2:{region}:{account}:instance/{self.tunnel.instance_id}"
         document_arn = f"arn:{partition}:ssm:{region}::document/{PORT_FORWARDING_DOCUMENT}"
         own_sessions = f"arn:{partition}:ssm:{region}:{account}:session/${{aws:userid}}-*"
         policy = iam.ManagedPolicy(
-            self, "ClusterAccess", description=f"Reach the private EKS API of saas-{config.name} through the SSM tunnel",
+            self, construct_id, description=description,
             statements=[
-                iam.PolicyStatement(actions=["eks:DescribeCluster"], resources=[eks_cluster.cluster_arn]),
+                *statements,
                 iam.PolicyStatement(actions=["ssm:StartSession"], resources=[tunnel_arn, document_arn],
                                     conditions={"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}),
                 iam.PolicyStatement(actions=["ssm:TerminateSession", "ssm:ResumeSession"], resources=[own_sessions]),
                 iam.PolicyStatement(actions=["ssm:GetParameter"], resources=[
                     f"arn:{partition}:ssm:{region}:{account}:parameter{parameter_name(config.name, key)}"
-                    for key in TUNNEL_PARAMETERS]),
+                    for key in parameters]),
             ])
         acknowledge(policy, f"AwsSolutions-IAM5[Resource::arn:{partition_in_findings(self)}:ssm:{region}:{account}:"
                             "session/<aws:userid>-*]",

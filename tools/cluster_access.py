@@ -1,4 +1,6 @@
-"""kubectl to the private EKS endpoint through the SSM tunnel (docs/runbooks/cluster-access.md).
+"""kubectl to the private EKS endpoint through the SSM tunnel (docs/runbooks/cluster-access.md),
+and the ``tenant-provisioner`` CLI to the database through the same instance
+(docs/runbooks/database-access.md).
 
 ``python -m tools.cluster_access --env prod`` (``make cluster-tunnel ENV=prod``):
 
@@ -14,6 +16,17 @@
    ``<kubeconfig>.tunnel.log``, and returns once kubectl answers through it.
 
 The caller's role needs the ``cluster-access-policy-arn`` managed policy and an access entry.
+
+``--database`` (``make db-tunnel ENV=prod ACCOUNT=… REGION=…``) forwards a local port (default
+15432) to the RDS instance instead, the host the control-plane functions use (the master secret's;
+the optional RDS Proxy would pin every CLI session, which works through ``SET ROLE``, so it buys
+nothing here). It prints ``DATABASE_URL`` *without* a password and the ``PGPASSWORD`` subshell that
+reads it from the master secret with the caller's own credentials at the moment of use: the password
+is never printed, logged, kept in shell history or in a URL an error message could quote, and a
+rotated password needs nothing redone. ``sslmode=require`` (encrypted, certificate not checked by
+name): the certificate names the RDS endpoint, not ``localhost``, so ``verify-full`` would refuse it.
+The caller's role needs the ``database-access-policy-arn`` managed policy. ``--account`` refuses
+credentials of another account.
 """
 
 from __future__ import annotations
@@ -32,15 +45,36 @@ from urllib.parse import urlparse
 import boto3
 import yaml
 
+from stacks.constructs.database import MASTER_USERNAME
 from stacks.constructs.outputs import parameter_name
 
 PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
 DEFAULT_LOCAL_PORT = 8443
+DEFAULT_DATABASE_LOCAL_PORT = 15432
 READY_TIMEOUT_SECONDS = 120
 
 
 class ClusterAccessError(RuntimeError):
     """The tunnel or the cluster could not be found; the message says what to deploy or grant."""
+
+
+def port_forwarding_command(*, region: str, instance_id: str, host: str, port: int, local_port: int) -> list[str]:
+    """The Session Manager session forwarding ``local_port`` through the tunnel instance to ``host:port``."""
+    return ["aws", "ssm", "start-session", "--region", region, "--target", instance_id,
+            "--document-name", PORT_FORWARDING_DOCUMENT, "--parameters",
+            f"host={host},portNumber={port},localPortNumber={local_port}"]
+
+
+def read_parameters(ssm, environment: str, keys: tuple[str, ...], *, stacks: str) -> dict[str, str]:
+    """The published ``/saas/<env>/platform/<key>`` values; a missing one names the ``stacks`` to deploy."""
+    values = {}
+    for key in keys:
+        name = parameter_name(environment, key)
+        try:
+            values[key] = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            raise ClusterAccessError(f"SSM parameter {name} does not exist: deploy {stacks} first") from None
+    return values
 
 
 @dataclass(frozen=True)
@@ -71,21 +105,51 @@ class Tunnel:
 
     def session_command(self) -> list[str]:
         """The Session Manager port-forwarding session that carries kubectl's traffic."""
-        return ["aws", "ssm", "start-session", "--region", self.region, "--target", self.instance_id,
-                "--document-name", PORT_FORWARDING_DOCUMENT, "--parameters",
-                f"host={self.endpoint_host},portNumber=443,localPortNumber={self.local_port}"]
+        return port_forwarding_command(region=self.region, instance_id=self.instance_id, host=self.endpoint_host,
+                                       port=443, local_port=self.local_port)
+
+
+@dataclass(frozen=True)
+class DatabaseTunnel:
+    region: str
+    instance_id: str
+    host: str
+    port: int
+    database_name: str
+    secret_arn: str
+    local_port: int
+
+    def database_url(self) -> str:
+        """The CLI's ``DATABASE_URL``: no password (``PGPASSWORD``, see `password_subshell`)."""
+        return f"postgresql://{MASTER_USERNAME}@localhost:{self.local_port}/{self.database_name}?sslmode=require"
+
+    def password_subshell(self, command: str = "tenant-provisioner list") -> str:
+        """Run ``command`` with ``PGPASSWORD`` read from the master secret now, in a subshell only."""
+        read = shlex.join(["aws", "secretsmanager", "get-secret-value", "--region", self.region,
+                           "--secret-id", self.secret_arn, "--query", "SecretString", "--output", "text"])
+        return f'( export PGPASSWORD="$({read} | jq -r .password)"; {command} )'
+
+    def session_command(self) -> list[str]:
+        """The Session Manager port-forwarding session that carries the CLI's PostgreSQL traffic."""
+        return port_forwarding_command(region=self.region, instance_id=self.instance_id, host=self.host,
+                                       port=self.port, local_port=self.local_port)
+
+
+def find_database_tunnel(environment: str, *, ssm, region: str,
+                         local_port: int = DEFAULT_DATABASE_LOCAL_PORT) -> DatabaseTunnel:
+    """Look up the tunnel instance and the database of ``environment``."""
+    values = read_parameters(ssm, environment, ("tunnel-instance-id", "db-endpoint", "db-port", "db-name",
+                                                "db-master-secret-arn"),
+                             stacks=f"saas-{environment}-data and saas-{environment}-access")
+    return DatabaseTunnel(region=region, instance_id=values["tunnel-instance-id"], host=values["db-endpoint"],
+                          port=int(values["db-port"]), database_name=values["db-name"],
+                          secret_arn=values["db-master-secret-arn"], local_port=local_port)
 
 
 def find_tunnel(environment: str, *, ssm, eks, region: str, local_port: int = DEFAULT_LOCAL_PORT) -> Tunnel:
     """Look up the tunnel instance and the cluster of ``environment`` with the given clients."""
-    values = {}
-    for key in ("tunnel-instance-id", "cluster-name"):
-        name = parameter_name(environment, key)
-        try:
-            values[key] = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-        except ssm.exceptions.ParameterNotFound:
-            raise ClusterAccessError(f"SSM parameter {name} does not exist: deploy saas-{environment}-cluster and "
-                                     f"saas-{environment}-access first") from None
+    values = read_parameters(ssm, environment, ("tunnel-instance-id", "cluster-name"),
+                             stacks=f"saas-{environment}-cluster and saas-{environment}-access")
     cluster = eks.describe_cluster(name=values["cluster-name"])["cluster"]
     return Tunnel(environment=environment, region=region, cluster_name=values["cluster-name"],
                   endpoint_host=urlparse(cluster["endpoint"]).netloc,
@@ -128,21 +192,60 @@ def open_in_background(tunnel: Tunnel, *, kubeconfig: Path, ready: Callable[[], 
     return process
 
 
+def check_account(sts, account: str | None) -> None:
+    """Refuse to open a tunnel with credentials of another account than ``account`` (when given)."""
+    if account is None:
+        return
+    actual = sts.get_caller_identity()["Account"]
+    if actual != account:
+        raise ClusterAccessError(f"credentials are for account {actual}, not {account}: switch profile or "
+                                 f"pass ACCOUNT={actual}")
+
+
+def _database(args: argparse.Namespace, tunnel: DatabaseTunnel) -> int:
+    """Print the URL and the password subshell, then carry the session until Ctrl-C."""
+    command = tunnel.session_command()
+    print(f"database:   {tunnel.host}:{tunnel.port}/{tunnel.database_name} as {MASTER_USERNAME}, "
+          f"on localhost:{tunnel.local_port}")
+    print(f"export DATABASE_URL='{tunnel.database_url()}'")
+    print("# sslmode=require: encrypted; verify-full would refuse it, the certificate names the RDS endpoint, "
+          "not localhost")
+    print("# the password, read from the master secret as you, only in a subshell (never printed):")
+    print(tunnel.password_subshell())
+    print(f"tunnel:     {shlex.join(command)}")
+    if args.no_tunnel:
+        return 0
+    print("Keep this running; run tenant-provisioner in another terminal. Ctrl-C closes the tunnel.")
+    return subprocess.call(command)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.cluster_access", description=__doc__.split("\n")[0])
     parser.add_argument("--env", required=True, help="environment name (dev, prod)")
     parser.add_argument("--region", default=None, help="AWS region (default: the AWS CLI's)")
-    parser.add_argument("--port", type=int, default=DEFAULT_LOCAL_PORT, help="local port of the tunnel")
+    parser.add_argument("--account", default=None, help="refuse credentials of any other AWS account")
+    parser.add_argument("--port", type=int, default=None,
+                        help=f"local port of the tunnel (default {DEFAULT_LOCAL_PORT}, "
+                             f"{DEFAULT_DATABASE_LOCAL_PORT} with --database)")
     parser.add_argument("--kubeconfig", type=Path, default=None, help="default ~/.kube/saas-<env>")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--no-tunnel", action="store_true", help="write the kubeconfig and print the command only")
+    mode.add_argument("--no-tunnel", action="store_true", help="write the kubeconfig / print the URL and command only")
     mode.add_argument("--background", action="store_true",
                       help="start the tunnel detached and return once kubectl answers through it")
+    parser.add_argument("--database", action="store_true",
+                        help="forward to the PostgreSQL instance for tenant-provisioner instead of the EKS API")
     args = parser.parse_args(argv)
+    if args.database and args.background:
+        parser.error("--background waits for kubectl; the database tunnel runs in the foreground")
     session = boto3.session.Session(region_name=args.region)
     try:
+        check_account(session.client("sts"), args.account)
+        if args.database:
+            return _database(args, find_database_tunnel(
+                args.env, ssm=session.client("ssm"), region=session.region_name,
+                local_port=args.port or DEFAULT_DATABASE_LOCAL_PORT))
         tunnel = find_tunnel(args.env, ssm=session.client("ssm"), eks=session.client("eks"),
-                             region=session.region_name, local_port=args.port)
+                             region=session.region_name, local_port=args.port or DEFAULT_LOCAL_PORT)
     except ClusterAccessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

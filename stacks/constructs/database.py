@@ -18,6 +18,7 @@ from stacks.constructs.retention import retention_days
 from stacks.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432
+MASTER_USERNAME = "postgres"   # the control plane's and operators' login; it may SET ROLE to the provisioner
 LOG_EXPORTS = ("postgresql", "upgrade")
 # The characters RDS refuses in a master password; generator and rotation must agree on them.
 PASSWORD_EXCLUDED = " %+~`#$&*()|[]{}:;<>?!'/@\"\\"
@@ -79,7 +80,7 @@ class PostgresDatabase(Construct):
             storage_encrypted=True,
             storage_encryption_key=data_key,
             credentials=rds.Credentials.from_generated_secret(
-                "postgres", secret_name=master_secret_name, encryption_key=secrets_key,
+                MASTER_USERNAME, secret_name=master_secret_name, encryption_key=secrets_key,
                 exclude_characters=PASSWORD_EXCLUDED),
             database_name=database_name,
             parameter_group=parameters,
@@ -178,7 +179,8 @@ class PostgresDatabase(Construct):
                     "lets RDS write OS metrics to the RDSOSMetrics log group.")
         acknowledge(cfn, "AwsSolutions-RDS11",
                     "Port 5432 is kept so every client and driver works unchanged; a non-default port is "
-                    "obscurity only, the security group admits just the cluster and control-plane groups.")
+                    "obscurity only, the security group admits just its client groups (cluster, control plane, "
+                    "the operators' SSM tunnel).")
         if not config.multi_az:
             why = ("This environment's config chooses a single-AZ instance to save cost; it holds no "
                    "customer data and is rebuilt from migrations; production config is Multi-AZ.")

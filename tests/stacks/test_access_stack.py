@@ -29,14 +29,21 @@ def access(tmp_path_factory):
     config = dataclasses.replace(base, cluster=dataclasses.replace(
         base.cluster, admin_role_arns=(ADMIN,), viewer_role_arns=VIEWERS))
     built = foundation(tmp_path_factory, "access", config)
-    app, env, network, cluster = built.app, built.env, built.network, built.cluster
+    app, env, network, cluster, data = built.app, built.env, built.network, built.cluster, built.data
     shared = SharedAccountStack(app, "shared", configs=[config], env=env)
     cicd = CicdStack(app, "cicd", config=config, env=env)
     cicd.add_stack_dependency(shared)
-    stack = AccessStack(app, "access", config=config, network=network, cluster=cluster, cicd=cicd, env=env)
+    stack = AccessStack(app, "access", config=config, network=network, security=built.security, data=data,
+                        cluster=cluster, cicd=cicd, env=env)
     assembly = app.synth()  # raises on any unacknowledged nag finding
     return {name: assembly.get_stack_artifact(s.artifact_id).template
-            for name, s in (("access", stack), ("cicd", cicd))}
+            for name, s in (("access", stack), ("cicd", cicd), ("data", data))}
+
+
+def _policy(template: dict, construct_id: str) -> dict:
+    (policy,) = [r["Properties"] for name, r in _of(template, "AWS::IAM::ManagedPolicy").items()
+                 if name.startswith(construct_id)]
+    return policy
 
 
 def test_access_entries_for_administrators_viewers_and_the_release_role(access):
@@ -58,8 +65,7 @@ def test_the_drift_role_views_the_cluster_through_the_tunnel_in_the_drift_reader
     (drift,) = [r["Properties"] for r in _of(access["access"], "AWS::EKS::AccessEntry").values()
                 if "DriftRole" in str(r["Properties"]["PrincipalArn"])]
     assert drift["KubernetesGroups"] == [DRIFT_READERS_GROUP]
-    (policy,) = _of(access["access"], "AWS::IAM::ManagedPolicy").values()
-    roles = json.dumps(policy["Properties"]["Roles"])
+    roles = json.dumps(_policy(access["access"], "ClusterAccess")["Roles"])
     assert "ReleaseRole" in roles and "DriftRole" in roles    # the tunnel, for both
 
 
@@ -76,13 +82,48 @@ def test_tunnel_has_no_way_in_but_session_manager(access):
     assert "SecurityGroupIngress" not in group
     assert [(rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) for rule in group["SecurityGroupEgress"]] == [
         ("tcp", 443, 443)]
-    (ingress,) = [r["Properties"] for r in _of(template, "AWS::EC2::SecurityGroupIngress").values()]
-    assert (ingress["FromPort"], ingress["ToPort"]) == (443, 443)
+    (ingress,) = [r["Properties"] for r in _of(template, "AWS::EC2::SecurityGroupIngress").values()
+                  if r["Properties"]["FromPort"] == 443]
+    assert ingress["ToPort"] == 443
     assert "ClusterSecurityGroupId" in str(ingress["GroupId"])
 
 
+def test_tunnel_reaches_only_the_database_group_on_5432_and_the_database_admits_only_it(access):
+    template = access["access"]
+    (egress,) = [r["Properties"] for r in _of(template, "AWS::EC2::SecurityGroupEgress").values()]
+    (ingress,) = [r["Properties"] for r in _of(template, "AWS::EC2::SecurityGroupIngress").values()
+                  if r["Properties"]["FromPort"] != 443]
+    for rule in (egress, ingress):
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 5432, 5432)
+        assert not {"CidrIp", "CidrIpv6"} & set(rule)
+    assert "TunnelSecurityGroup" in str(egress["GroupId"]) and "PostgresSecurityGroup" in str(egress["DestinationSecurityGroupId"])
+    assert "PostgresSecurityGroup" in str(ingress["GroupId"]) and "TunnelSecurityGroup" in str(ingress["SourceSecurityGroupId"])
+    assert "0.0.0.0/0" not in json.dumps([egress, ingress])
+    # the data stack itself gains no rule for the tunnel (it never depends on the access stack)
+    assert "Tunnel" not in json.dumps(access["data"])
+
+
+def test_database_access_policy_reads_the_master_secret_and_opens_port_forwarding_sessions_only(access):
+    policy = _policy(access["access"], "DatabaseAccess")
+    statements = {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]): s
+                  for s in policy["PolicyDocument"]["Statement"]}
+    assert set(statements) == {"secretsmanager:GetSecretValue", "kms:Decrypt", "ssm:StartSession",
+                               ("ssm:ResumeSession", "ssm:TerminateSession"), "ssm:GetParameter"}
+    start = statements["ssm:StartSession"]
+    assert start["Condition"] == {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
+    resources = [json.dumps(r) for r in start["Resource"]]
+    assert len(resources) == 2 and any("document/AWS-StartPortForwardingSessionToRemoteHost" in r for r in resources)
+    assert any(":instance/" in r and "Tunnel" in r for r in resources)
+    assert "PostgresInstanceSecret" in json.dumps(statements["secretsmanager:GetSecretValue"]["Resource"])
+    assert statements["kms:Decrypt"]["Condition"]["StringEquals"]["kms:ViaService"] == "secretsmanager.us-east-1.amazonaws.com"
+    parameters = json.dumps(statements["ssm:GetParameter"]["Resource"])
+    assert all(f"/saas/prod/platform/{key}" in parameters
+               for key in ("tunnel-instance-id", "db-endpoint", "db-port", "db-name", "db-master-secret-arn"))
+    assert "cluster-name" not in parameters and "Roles" not in policy   # attached to administrators by hand
+
+
 def test_access_policy_allows_only_port_forwarding_sessions_on_the_tunnel(access):
-    (policy,) = [r["Properties"] for r in _of(access["access"], "AWS::IAM::ManagedPolicy").values()]
+    policy = _policy(access["access"], "ClusterAccess")
     statements = {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]): s
                   for s in policy["PolicyDocument"]["Statement"]}
     start = statements["ssm:StartSession"]

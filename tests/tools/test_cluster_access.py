@@ -10,7 +10,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from tools.cluster_access import ClusterAccessError, find_tunnel, main, write_kubeconfig
+from tools.cluster_access import ClusterAccessError, find_database_tunnel, find_tunnel, main, write_kubeconfig
 
 REGION = "us-east-1"
 
@@ -25,7 +25,13 @@ def aws():
         eks.create_cluster(name="saas-prod", roleArn=role, resourcesVpcConfig={"subnetIds": [subnet]})
         ssm.put_parameter(Name="/saas/prod/platform/cluster-name", Value="saas-prod", Type="String")
         ssm.put_parameter(Name="/saas/prod/platform/tunnel-instance-id", Value="i-0123456789abcdef0", Type="String")
+        for key, value in DATABASE.items():
+            ssm.put_parameter(Name=f"/saas/prod/platform/{key}", Value=value, Type="String")
         yield ssm, eks
+
+
+DATABASE = {"db-endpoint": "saas-prod-postgres.abc.us-east-1.rds.amazonaws.com", "db-port": "5432", "db-name": "app",
+            "db-master-secret-arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:/saas/prod/platform/rds-master-Ab1"}
 
 
 def test_kubeconfig_goes_through_the_tunnel_as_the_callers_role(aws, tmp_path):
@@ -63,6 +69,65 @@ def test_cli_writes_the_kubeconfig_and_prints_the_command_without_opening_the_tu
     assert main(["--env", "dev", "--region", REGION, "--no-tunnel"]) == 2
 
 
+def test_database_tunnel_forwards_to_the_rds_instance_and_prints_a_url_without_password(aws):
+    ssm, _ = aws
+    tunnel = find_database_tunnel("prod", ssm=ssm, region=REGION)
+    assert tunnel.session_command() == [
+        "aws", "ssm", "start-session", "--region", REGION, "--target", "i-0123456789abcdef0",
+        "--document-name", "AWS-StartPortForwardingSessionToRemoteHost", "--parameters",
+        f"host={DATABASE['db-endpoint']},portNumber=5432,localPortNumber=15432"]
+    assert tunnel.database_url() == "postgresql://postgres@localhost:15432/app?sslmode=require"
+    subshell = tunnel.password_subshell("tenant-provisioner list")
+    assert subshell == (
+        '( export PGPASSWORD="$(aws secretsmanager get-secret-value --region us-east-1 --secret-id '
+        f'{DATABASE["db-master-secret-arn"]} --query SecretString --output text | jq -r .password)"; '
+        'tenant-provisioner list )')
+
+
+def test_database_tunnel_reads_only_what_the_database_access_policy_grants():
+    from stacks.access_stack import DATABASE_PARAMETERS
+
+    class Recorder:
+        class exceptions:
+            ParameterNotFound = KeyError
+
+        def __init__(self):
+            self.names = []
+
+        def get_parameter(self, *, Name):
+            self.names.append(Name)
+            return {"Parameter": {"Value": "5432"}}
+
+    recorder = Recorder()
+    find_database_tunnel("prod", ssm=recorder, region=REGION)
+    assert sorted(recorder.names) == sorted(f"/saas/prod/platform/{key}" for key in DATABASE_PARAMETERS)
+
+
+def test_missing_database_parameters_say_which_stacks_to_deploy(aws):
+    ssm, _ = aws
+    with pytest.raises(ClusterAccessError, match="deploy saas-dev-data and saas-dev-access"):
+        find_database_tunnel("dev", ssm=ssm, region=REGION)
+
+
+def test_database_cli_prints_the_url_and_command_but_never_a_password(aws, capsys):
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    secrets.create_secret(Name="/saas/prod/platform/rds-master", SecretString='{"password": "s3cret-pw"}')
+    assert main(["--env", "prod", "--region", REGION, "--database", "--no-tunnel", "--port", "6543"]) == 0
+    out = capsys.readouterr().out
+    assert "export DATABASE_URL='postgresql://postgres@localhost:6543/app?sslmode=require'" in out
+    assert "PGPASSWORD=\"$(aws secretsmanager get-secret-value" in out and "localPortNumber=6543" in out
+    assert "s3cret-pw" not in out
+    with pytest.raises(SystemExit):
+        main(["--env", "prod", "--region", REGION, "--database", "--background"])
+
+
+def test_a_tunnel_with_credentials_of_another_account_is_refused(aws, capsys):
+    account = boto3.client("sts", region_name=REGION).get_caller_identity()["Account"]
+    assert main(["--env", "prod", "--region", REGION, "--account", account, "--database", "--no-tunnel"]) == 0
+    assert main(["--env", "prod", "--region", REGION, "--account", "999999999999", "--database", "--no-tunnel"]) == 2
+    assert f"credentials are for account {account}, not 999999999999" in capsys.readouterr().err
+
+
 def test_every_runbook_kubectl_step_points_to_the_tunnel():
     from app import PROJECT_DIR
     runbooks = sorted((PROJECT_DIR / "docs" / "runbooks").glob("*.md"))
@@ -70,6 +135,20 @@ def test_every_runbook_kubectl_step_points_to_the_tunnel():
     assert using_kubectl, "expected runbooks with kubectl steps"
     assert [p.name for p in using_kubectl if "cluster-access.md" not in p.read_text()] == []
     assert "cluster-tunnel:" in (PROJECT_DIR / "Makefile").read_text()
+
+
+def test_every_runbook_that_runs_the_cli_against_a_deployment_points_to_the_database_tunnel():
+    from app import PROJECT_DIR
+    runbooks = sorted((PROJECT_DIR / "docs" / "runbooks").glob("*.md"))
+    no_database = {"database-access.md", "stripe-setup.md"}   # the latter: `billing sync-catalog` talks to Stripe only
+    using_cli = [p for p in runbooks if p.name not in no_database and (
+        "tenant-provisioner " in p.read_text() or "python -m tenant_provisioner " in p.read_text())]
+    assert len(using_cli) >= 10, "expected the tenant, billing, limits and failover runbooks"
+    assert [p.name for p in using_cli if "database-access.md" not in p.read_text()] == []
+    assert not [p.name for p in runbooks if "no bastion" in p.read_text() or "no path to the database" in p.read_text()]
+    guide = (PROJECT_DIR / "docs" / "runbooks" / "database-access.md").read_text()
+    assert "make db-tunnel ENV=prod ACCOUNT=<account> REGION=<region>" in guide and "CloudTrail" in guide
+    assert "db-tunnel:" in (PROJECT_DIR / "Makefile").read_text()
 
 
 def _tunnel():
