@@ -108,7 +108,8 @@ drills: $(STAMP)
 	$(PY) -m drills $(DRILLS_ARGS)
 
 # Pre-deploy checks against the real account (credentials of ENV's account), one line per check:
-# Lambda quota vs reserved concurrency, SES, cost-allocation tags, secrets, CDK bootstrap, GitHub variables.
+# the API's ACM certificate, Lambda quota vs reserved concurrency, SES, cost-allocation tags, secrets,
+# CDK bootstrap, GitHub variables.
 preflight: $(STAMP)
 	@test -f $(CDK_OUT)/manifest.json || $(MAKE) synth
 	$(PY) -m tools.preflight --env $(ENV) --account $(ACCOUNT) --region $(REGION) --cdk-out $(CDK_OUT)

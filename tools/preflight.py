@@ -1,7 +1,8 @@
 """Pre-deploy checks against the real account: ``make preflight ENV=prod`` (one line per check).
 
 What a first deploy or a release meets only too late, checked with the caller's credentials before
-``cdk deploy``: the credentials' account, configuration examples, the Lambda concurrency quota
+``cdk deploy``: the credentials' account, configuration examples, the API's ACM certificate (exists,
+issued, in the cluster's region, covers the API domain, not about to expire), the Lambda concurrency quota
 against the reserved concurrency of the synthesized templates, SES sender identities and production
 access, cost-allocation tags, the secrets the stacks need (Stripe, BetterStack), with dev and prod in
 two accounts that prod's release role may pull dev's images, the CDK bootstrap version, and that
@@ -12,6 +13,7 @@ are things the first deploy creates (do them right after it).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import re
 import sys
@@ -32,6 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 CONCURRENCY_QUOTA_CODE = "L-B99A9384"
 ENVIRONMENT_TAG = "environment"
+CERTIFICATE_WARN_DAYS = 30
+_CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):certificate/.+$")
 _WORKFLOW_VARIABLE = re.compile(r"\bvars\.([A-Z][A-Z0-9_]*)|format\('([A-Z][A-Z0-9_]*)_\{0\}'")
 
 
@@ -57,13 +61,15 @@ class Clients:
     ssm: object
     ecr: object = None
     cloudformation: object = None
+    acm: object = None
 
     @classmethod
     def from_session(cls, session: boto3.session.Session) -> Clients:
         return cls(sts=session.client("sts"), lambda_=session.client("lambda"), sesv2=session.client("sesv2"),
                    cost_explorer=session.client("ce", region_name="us-east-1"),
                    secrets=session.client("secretsmanager"), ssm=session.client("ssm"),
-                   ecr=session.client("ecr"), cloudformation=session.client("cloudformation"))
+                   ecr=session.client("ecr"), cloudformation=session.client("cloudformation"),
+                   acm=session.client("acm"))
 
 
 def _error_code(error: ClientError) -> str:
@@ -84,6 +90,71 @@ def check_configuration(config: EnvConfig, _clients: Clients) -> list[Check]:
         return [Check(FAIL, "configuration", f"{len(found)} value(s) at their examples: "
                       + "; ".join(f"{item.path}" for item in found) + " (docs/configuration.md)")]
     return [Check(PASS, "configuration", "no value left at its example")]
+
+
+def certificate_covers(name: str, host: str) -> bool:
+    """Does a certificate's name cover ``host``: the same name, or a wildcard ``*.`` standing for
+    exactly one leftmost label (``*.acme.io`` covers ``api.acme.io``, not ``api.dev.acme.io``)."""
+    name, host = name.lower().rstrip("."), host.lower().rstrip(".")
+    if name.startswith("*."):
+        label, _, parent = host.partition(".")
+        return bool(label) and parent == name[2:]
+    return name == host
+
+
+def _certificate_expiry(certificate: dict, arn: str) -> tuple[str, str]:
+    """(status, detail) of an issued certificate's expiry: WARN within CERTIFICATE_WARN_DAYS."""
+    not_after = certificate["NotAfter"]
+    days = (not_after - dt.datetime.now(dt.timezone.utc)).days
+    expiry = f"expires {not_after:%Y-%m-%d} (in {days} days)"
+    if days >= CERTIFICATE_WARN_DAYS:
+        return PASS, expiry
+    if certificate.get("Type") == "IMPORTED":
+        return WARN, (f"{expiry}: imported, so ACM does not renew it: re-import the renewed one "
+                      f"(aws acm import-certificate --certificate-arn {arn} ...)")
+    renewal = certificate.get("RenewalSummary", {}).get("RenewalStatus", "not started")
+    return WARN, (f"{expiry}: ACM renews a DNS-validated certificate in use from 60 days before expiry, "
+                  f"renewal is {renewal}: check its validation CNAME records are still in the DNS zone "
+                  "(aws acm describe-certificate)")
+
+
+def check_certificate(config: EnvConfig, clients: Clients) -> list[Check]:
+    """``workloads.certificate_arn``: exists in the cluster's account and region, ISSUED, covers
+    ``workloads.api_domain`` (a name or a wildcard of its SANs), and not expiring within 30 days."""
+    name, arn, host = "acm certificate", config.workloads.certificate_arn, config.workloads.api_domain
+    parsed = _CERTIFICATE_ARN.match(arn)
+    if not parsed:
+        return [Check(FAIL, name, f"workloads.certificate_arn {arn!r} is not an ACM certificate ARN "
+                                  "(docs/configuration.md)")]
+    if parsed["region"] != config.region:
+        return [Check(FAIL, name, f"{arn} is in {parsed['region']}, the cluster in {config.region}: the ALB takes "
+                                  f"only a certificate of its own region; request one in {config.region} "
+                                  "(README checklist step 2)")]
+    if parsed["account"] != config.account:
+        return [Check(FAIL, name, f"{arn} is in account {parsed['account']}, the environment in {config.account}: "
+                                  "request it in the environment's account (README checklist step 2)")]
+    try:
+        certificate = clients.acm.describe_certificate(CertificateArn=arn)["Certificate"]
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+        return [Check(FAIL, name, f"{arn} does not exist: request it (README checklist step 2) and set "
+                                  "workloads.certificate_arn to its ARN")]
+    problems = []
+    status = certificate.get("Status", "")
+    if status == "PENDING_VALIDATION":
+        problems.append("PENDING_VALIDATION: add the CNAME records `aws acm describe-certificate` lists to the "
+                        "DNS zone and wait for ISSUED (the ALB cannot use it before)")
+    elif status != "ISSUED":
+        problems.append(f"{status or 'no status'}: request a new certificate and set workloads.certificate_arn")
+    names = [n for n in [certificate.get("DomainName"), *certificate.get("SubjectAlternativeNames", [])] if n]
+    if not any(certificate_covers(n, host) for n in names):
+        problems.append(f"does not cover {host} (names: {', '.join(dict.fromkeys(names)) or 'none'}): request one "
+                        f"for {host} (README checklist step 2)")
+    if problems:
+        return [Check(FAIL, name, "; ".join(problems))]
+    status, expiry = _certificate_expiry(certificate, arn)
+    return [Check(status, name, f"ISSUED, covers {host}, {expiry}")]
 
 
 def check_concurrency(config: EnvConfig, clients: Clients, *, reserved: dict[str, int]) -> list[Check]:
@@ -312,6 +383,7 @@ def run_checks(config: EnvConfig, clients: Clients, *, outdir: Path, repo: Path 
     steps: list[tuple[str, Callable[[], list[Check]]]] = [
         ("credentials", lambda: check_account(config, clients)),
         ("configuration", lambda: check_configuration(config, clients)),
+        ("acm certificate", lambda: check_certificate(config, clients)),
         ("lambda concurrency quota",
          lambda: check_concurrency(config, clients, reserved=reserved_concurrency(outdir))),
         ("ses identities", lambda: check_ses_identities(config, clients)),

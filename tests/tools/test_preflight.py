@@ -1,15 +1,20 @@
 """make preflight: one line per check. moto where it implements the API (STS, SSM, Secrets Manager,
-SES v2 identities); botocore Stubber for what moto lacks (Lambda GetAccountSettings, SES v2
-GetAccount, Cost Explorer ListCostAllocationTags)."""
+SES v2 identities, ACM certificates); botocore Stubber for what moto lacks (Lambda GetAccountSettings,
+SES v2 GetAccount, Cost Explorer ListCostAllocationTags, an ACM renewal in progress)."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 
 import boto3
 import pytest
 from botocore.stub import Stubber
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
 from app import PROJECT_DIR
@@ -66,8 +71,23 @@ def _moto(service):
     return boto3.client(service, region_name=REGION)
 
 
-def test_a_ready_account_passes_every_check(aws, tmp_path):
-    config = _config(aws)
+def _issued_certificate(monkeypatch, domain: str = "api.acme.io", *sans: str) -> str:
+    """A certificate moto has issued: moto leaves a requested one PENDING_VALIDATION for
+    MOTO_ACM_VALIDATION_WAIT seconds (60), so the wait is set to none."""
+    monkeypatch.setattr("moto.settings.ACM_VALIDATION_WAIT", 0)
+    arn = _moto("acm").request_certificate(DomainName=domain, ValidationMethod="DNS",
+                                           **({"SubjectAlternativeNames": list(sans)} if sans else {}))["CertificateArn"]
+    assert _moto("acm").describe_certificate(CertificateArn=arn)["Certificate"]["Status"] == "ISSUED"
+    return arn
+
+
+def _with_certificate(config, arn: str, api_domain: str = "api.acme.io"):
+    return dataclasses.replace(config, workloads=dataclasses.replace(config.workloads, certificate_arn=arn,
+                                                                       api_domain=api_domain))
+
+
+def test_a_ready_account_passes_every_check(aws, tmp_path, monkeypatch):
+    config = _with_certificate(_config(aws), _issued_certificate(monkeypatch, "api.acme.io", "api.dev.acme.io"))
     secrets, ssm = _moto("secretsmanager"), _moto("ssm")
     secrets.create_secret(Name="/saas/prod/platform/stripe/api-key", SecretString="sk_live_abc")
     secrets.create_secret(Name="/saas/prod/platform/stripe/webhook-signing-secret", SecretString="whsec_abc")
@@ -82,10 +102,11 @@ def test_a_ready_account_passes_every_check(aws, tmp_path):
     ce, _ = _stubbed("ce", [("list_cost_allocation_tags", {"CostAllocationTags": [
         {"TagKey": "environment", "Type": "UserDefined", "Status": "Active"},
         {"TagKey": "tenant", "Type": "UserDefined", "Status": "Active"}]}, {"TagKeys": ["environment", "tenant"]})])
-    clients = Clients(sts=_moto("sts"), lambda_=lambda_, sesv2=sesv2, cost_explorer=ce, secrets=secrets, ssm=ssm)
+    clients = Clients(sts=_moto("sts"), lambda_=lambda_, sesv2=sesv2, cost_explorer=ce, secrets=secrets, ssm=ssm,
+                      acm=_moto("acm"))
     checks = preflight.run_checks(config, clients, outdir=_outdir(tmp_path, {"dev": 19, "prod": 19}))
     assert [str(c) for c in checks if c.status != PASS] == []
-    assert {c.name for c in checks} >= {"credentials", "configuration", "lambda concurrency quota",
+    assert {c.name for c in checks} >= {"credentials", "configuration", "acm certificate", "lambda concurrency quota",
                                          "ses identity limits@acme.io", "ses production access",
                                          "cost allocation tag tenant", "cdk bootstrap", "github variables documented",
                                          "secret /saas/prod/betterstack-webhook"}
@@ -101,7 +122,8 @@ def test_a_new_account_fails_with_what_to_do(aws, tmp_path):
     lambda_, _ = _stubbed("lambda", [("get_account_settings", {"AccountLimit": {"ConcurrentExecutions": 50}}, {})])
     ce, _ = _stubbed("ce", [("list_cost_allocation_tags", {"CostAllocationTags": [
         {"TagKey": "tenant", "Type": "UserDefined", "Status": "Inactive"}]}, None)])
-    clients = Clients(sts=_moto("sts"), lambda_=lambda_, sesv2=ses, cost_explorer=ce, secrets=secrets, ssm=ssm)
+    clients = Clients(sts=_moto("sts"), lambda_=lambda_, sesv2=ses, cost_explorer=ce, secrets=secrets, ssm=ssm,
+                      acm=_moto("acm"))
     by_name = {c.name: c for c in preflight.check_ses_identities(config, clients)}
     assert by_name["ses identity limits@acme.io"].status == WARN                 # not created yet
     assert by_name["ses identity reports@acme.io"].status == FAIL
@@ -119,6 +141,7 @@ def test_a_new_account_fails_with_what_to_do(aws, tmp_path):
     assert "placeholder" in failed["secret /saas/prod/platform/stripe/api-key"]
     assert "before deploying" in failed["secret /saas/prod/betterstack-webhook"]
     assert "cdk bootstrap aws://" in failed["cdk bootstrap"]
+    assert "does not exist" in failed["acm certificate"]
     warned = {c.name for c in checks if c.status == WARN}
     assert "secret /saas/prod/platform/stripe/webhook-signing-secret" in warned   # the first deploy creates it
 
@@ -160,7 +183,7 @@ def test_an_aws_error_in_one_check_is_its_fail_line_and_the_rest_still_run(aws, 
     ses_stub.activate()
     ce, _ = _stubbed("ce", [("list_cost_allocation_tags", {"CostAllocationTags": []}, None)])
     clients = Clients(sts=_moto("sts"), lambda_=lambda_, sesv2=sesv2, cost_explorer=ce,
-                      secrets=_moto("secretsmanager"), ssm=_moto("ssm"))
+                      secrets=_moto("secretsmanager"), ssm=_moto("ssm"), acm=_moto("acm"))
     checks = preflight.run_checks(_config(aws), clients, outdir=_outdir(tmp_path, {"prod": 19}))
     (quota,) = [c for c in checks if c.name == "lambda concurrency quota"]
     assert quota.status == FAIL and "AccessDenied" in quota.detail
@@ -246,3 +269,112 @@ def test_prod_s_deployed_release_role_must_be_one_dev_lets_pull(aws, monkeypatch
     monkeypatch.setattr("stacks.config._PROD_RELEASE_ROLES", (role,))
     (allowed,) = preflight.check_promotion(config, clients)
     assert allowed.status == PASS and DEV_ACCOUNT in allowed.detail
+
+
+# ---- the API's ACM certificate ----------------------------------------------------------------------
+def _acm_only(acm) -> Clients:
+    return dataclasses.replace(Clients(None, None, None, None, None, None), acm=acm)
+
+
+def _imported_certificate(names: tuple[str, ...], valid_for: dt.timedelta) -> str:
+    """A self-signed certificate for ``names`` ending ``valid_for`` from now, imported into moto's ACM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=60))
+                   .not_valid_after(now + valid_for)
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    return _moto("acm").import_certificate(
+        Certificate=certificate.public_bytes(serialization.Encoding.PEM),
+        PrivateKey=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                     serialization.NoEncryption()))["CertificateArn"]
+
+
+@pytest.mark.parametrize(("name", "host", "covered"), [
+    ("api.acme.io", "api.acme.io", True), ("API.acme.io.", "api.acme.io", True), ("*.acme.io", "api.acme.io", True),
+    ("*.acme.io", "api.dev.acme.io", False), ("*.acme.io", "acme.io", False), ("*.dev.acme.io", "api.dev.acme.io", True),
+    ("acme.io", "api.acme.io", False), ("api.acme.io", "api.dev.acme.io", False)])
+def test_a_certificate_name_covers_the_same_host_or_one_label_of_a_wildcard(name, host, covered):
+    assert preflight.certificate_covers(name, host) is covered
+
+
+def test_a_requested_certificate_fails_until_issued_then_passes(aws, monkeypatch):
+    """moto leaves a requested certificate PENDING_VALIDATION for a while (MOTO_ACM_VALIDATION_WAIT),
+    then issues it; both states are checked whichever one moto answers first."""
+    acm = _moto("acm")
+    arn = acm.request_certificate(DomainName="api.acme.io", ValidationMethod="DNS",
+                                  SubjectAlternativeNames=["api.dev.acme.io"])["CertificateArn"]
+    config = _with_certificate(_config(aws), arn)
+    if acm.describe_certificate(CertificateArn=arn)["Certificate"]["Status"] == "PENDING_VALIDATION":
+        (pending,) = preflight.check_certificate(config, _acm_only(acm))
+        assert pending.status == FAIL and "PENDING_VALIDATION" in pending.detail and "CNAME" in pending.detail
+    monkeypatch.setattr("moto.settings.ACM_VALIDATION_WAIT", 0)
+    for environment in (config, _with_certificate(config, arn, api_domain="api.dev.acme.io")):
+        (issued,) = preflight.check_certificate(environment, _acm_only(acm))
+        assert issued.status == PASS and "ISSUED, covers api." in issued.detail and "days)" in issued.detail
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    ("PENDING_VALIDATION", "PENDING_VALIDATION: add the CNAME records"),
+    ("EXPIRED", "EXPIRED: request a new certificate"), ("REVOKED", "REVOKED: request a new certificate")])
+def test_a_certificate_not_issued_fails_with_what_to_do(status, says):
+    """Each state for certain (Stubber): moto's pending state depends on its timing, and moto refuses
+    to import an expired certificate (as ACM does) and never revokes one."""
+    config = load_config("prod")
+    acm, _ = _stubbed("acm", [("describe_certificate", {"Certificate": {
+        "DomainName": config.workloads.api_domain, "Status": status, "Type": "AMAZON_ISSUED"}},
+        {"CertificateArn": config.workloads.certificate_arn})])
+    (check,) = preflight.check_certificate(config, _acm_only(acm))
+    assert check.status == FAIL and check.detail.startswith(says)
+
+
+def test_a_wildcard_covers_prod_s_host_but_not_dev_s(aws, monkeypatch):
+    config = _with_certificate(_config(aws), _issued_certificate(monkeypatch, "*.acme.io"))
+    (prod,) = preflight.check_certificate(config, _acm_only(_moto("acm")))
+    assert prod.status == PASS
+    (dev,) = preflight.check_certificate(_with_certificate(config, config.workloads.certificate_arn,
+                                                           api_domain="api.dev.acme.io"), _acm_only(_moto("acm")))
+    assert dev.status == FAIL and "does not cover api.dev.acme.io (names: *.acme.io)" in dev.detail
+
+
+def test_a_certificate_of_another_region_or_account_fails_before_any_call(aws):
+    config = _config(aws)
+    other_region = f"arn:aws:acm:eu-west-1:{aws}:certificate/abc"
+    (region,) = preflight.check_certificate(_with_certificate(config, other_region), _acm_only(None))
+    assert region.status == FAIL and "is in eu-west-1, the cluster in us-east-1" in region.detail
+    example = load_config("prod", account=aws, region=REGION)    # the example ARN names the placeholder account
+    (account,) = preflight.check_certificate(example, _acm_only(None))
+    assert account.status == FAIL and "account 111111111111" in account.detail
+    (malformed,) = preflight.check_certificate(_with_certificate(config, "api.acme.io"), _acm_only(None))
+    assert malformed.status == FAIL and "not an ACM certificate ARN" in malformed.detail
+
+
+def test_a_missing_certificate_fails(aws):
+    (check,) = preflight.check_certificate(_config(aws), _acm_only(_moto("acm")))
+    assert check.status == FAIL and "does not exist" in check.detail
+
+
+def test_an_imported_certificate_expiring_within_30_days_warns(aws):
+    config = _config(aws)
+    soon = _imported_certificate(("api.acme.io",), dt.timedelta(days=10))
+    (warning,) = preflight.check_certificate(_with_certificate(config, soon), _acm_only(_moto("acm")))
+    assert warning.status == WARN and "(in 9 days)" in warning.detail and "re-import" in warning.detail
+    later = _imported_certificate(("*.acme.io", "acme.io"), dt.timedelta(days=31))
+    (fine,) = preflight.check_certificate(_with_certificate(config, later), _acm_only(_moto("acm")))
+    assert fine.status == PASS and "(in 30 days)" in fine.detail
+
+
+def test_an_issued_certificate_whose_renewal_stalls_warns_with_the_renewal_status():
+    """ACM renews in-use DNS-validated certificates 60 days ahead; moto never renews (Stubber)."""
+    config = load_config("prod")
+    not_after = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=20, hours=1)
+    acm, _ = _stubbed("acm", [("describe_certificate", {"Certificate": {
+        "DomainName": config.workloads.api_domain, "SubjectAlternativeNames": [config.workloads.api_domain],
+        "Status": "ISSUED", "Type": "AMAZON_ISSUED", "NotAfter": not_after,
+        "RenewalSummary": {"RenewalStatus": "PENDING_VALIDATION", "DomainValidationOptions": [
+            {"DomainName": config.workloads.api_domain, "ValidationStatus": "PENDING_VALIDATION"}],
+                           "UpdatedAt": not_after}}}, None)])
+    (check,) = preflight.check_certificate(config, _acm_only(acm))
+    assert check.status == WARN and "(in 20 days)" in check.detail and "renewal is PENDING_VALIDATION" in check.detail
