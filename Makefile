@@ -121,7 +121,8 @@ cluster-tunnel: $(STAMP)
 	$(PY) -m tools.cluster_access --env $(ENV) --port $(PORT)
 
 # tenant-provisioner to the database through the same tunnel (docs/runbooks/database-access.md): prints
-# DATABASE_URL (no password) and the PGPASSWORD subshell. Needs the database-access policy and jq.
+# DATABASE_URL (the operators' login, no password) and the PGPASSWORD subshell signing an IAM token
+# (15 minutes). Needs the database-access policy.
 DB_PORT ?= 15432
 db-tunnel: $(STAMP)
 	$(PY) -m tools.cluster_access --database --env $(ENV) --account $(ACCOUNT) --region $(REGION) --port $(DB_PORT)

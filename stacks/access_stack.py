@@ -19,8 +19,10 @@ the database.
   the port-forwarding document (no shell), end its own sessions, read the two parameters the tool
   needs. Attach it to the administrators' and viewers' roles (or their permission sets).
 - **DatabaseAccess** managed policy: the same sessions on the same instance, the database's
-  parameters and reading the RDS master secret (the login the CLI uses, with ``kms:Decrypt`` only
-  through Secrets Manager). Attach it to the administrators' roles only: that login owns every tenant.
+  parameters and ``rds-db:connect`` as exactly the operators' login of exactly this instance (its
+  ``DbiResourceId``): an IAM authentication token for that login, which ``tenant-provisioner init``
+  creates with no password and no right but ``SET ROLE`` to the provisioner. Never the master
+  secret. Attach it to the administrators' roles only: the provisioner owns every tenant.
 """
 
 from __future__ import annotations
@@ -34,26 +36,24 @@ from constructs import Construct
 from stacks.cicd_stack import CicdStack
 from stacks.cluster_stack import ClusterStack
 from stacks.config import DRIFT_READERS_GROUP, EnvConfig
-from stacks.constructs.control_plane_function import via_service
 from stacks.constructs.database import POSTGRES_PORT
 from stacks.constructs.outputs import parameter_name, publish
 from stacks.data_stack import DataStack
 from stacks.nag import acknowledge, partition_in_findings
 from stacks.network_stack import NetworkStack
-from stacks.security_stack import SecurityStack
 
 PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
 ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 VIEWER_POLICY = "AmazonEKSViewPolicy"      # every object but Secrets; AmazonEKSAdminViewPolicy would show Secrets
 TUNNEL_PARAMETERS = ("tunnel-instance-id", "cluster-name")
-DATABASE_PARAMETERS = ("tunnel-instance-id", "db-endpoint", "db-port", "db-name", "db-master-secret-arn")
+DATABASE_PARAMETERS = ("tunnel-instance-id", "db-endpoint", "db-port", "db-name", "db-operator-login")
 
 
 class AccessStack(cdk.Stack):
     """Access entries, the SSM tunnel instance and the policies that let a role use it."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvConfig, network: NetworkStack,
-                 security: SecurityStack, data: DataStack, cluster: ClusterStack, cicd: CicdStack,
+                 data: DataStack, cluster: ClusterStack, cicd: CicdStack,
                  **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         cfg = config.cluster
@@ -81,12 +81,13 @@ class AccessStack(cdk.Stack):
             "ClusterAccess", config, TUNNEL_PARAMETERS,
             description=f"Reach the private EKS API of saas-{config.name} through the SSM tunnel",
             statements=[iam.PolicyStatement(actions=["eks:DescribeCluster"], resources=[eks_cluster.cluster_arn])])
+        # (the description predates IAM authentication: changing it would replace the policy)
         self.database_access_policy = self._tunnel_policy(
             "DatabaseAccess", config, DATABASE_PARAMETERS,
             description=f"Reach the PostgreSQL instance of saas-{config.name} as its master login through the SSM tunnel",
-            statements=[iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
-                                            resources=[data.database_secret.secret_arn]),
-                        via_service(self, security.secrets_key, "secretsmanager", ["kms:Decrypt"])])
+            statements=[iam.PolicyStatement(actions=["rds-db:connect"], resources=[
+                f"arn:{self.partition}:rds-db:{self.region}:{self.account}:dbuser:"
+                f"{data.database.instance_resource_id}/{data.operator_login}"])])
         self.access_policy.attach_to_role(cicd.release_role)
         self.access_policy.attach_to_role(cicd.drift_role)
 
@@ -95,7 +96,7 @@ class AccessStack(cdk.Stack):
         publish(self, config.name, "cluster-access-policy-arn", self.access_policy.managed_policy_arn,
                 "Attach to operator roles: describe the cluster and open the SSM tunnel")
         publish(self, config.name, "database-access-policy-arn", self.database_access_policy.managed_policy_arn,
-                "Attach to administrator roles: the database tunnel and the master secret (database-access.md)")
+                "Attach to administrator roles: the database tunnel as the operators' login (database-access.md)")
 
     def _tunnel(self, config: EnvConfig, network: NetworkStack, cluster: ClusterStack, data: DataStack) -> ec2.Instance:
         group = ec2.SecurityGroup(

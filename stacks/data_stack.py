@@ -14,7 +14,7 @@ from stacks.constructs.python_function import LambdaNetwork
 from stacks.constructs.service_credentials import ServiceCredentials
 from stacks.network_stack import NetworkStack
 from stacks.security_stack import SecurityStack
-from tenant_provisioner.db import DatabaseSettings
+from tenant_provisioner.db import DatabaseSettings, operator_login_role
 from tenant_provisioner.runtime.settings import RedisSettings
 
 
@@ -45,6 +45,8 @@ class DataStack(cdk.Stack):
         self.database_secret = db.secret
         self.database_security_group = db.security_group
         self.database_proxy = db.proxy
+        # People's login through the tunnel (created by `init`; RDS IAM authentication, no password).
+        self.operator_login = operator_login_role(config.tenants.provisioner_role)
         self._database_client_groups = db.client_security_groups
         self.cache_security_group = cache.security_group
         self.cache_endpoint_address = cache.endpoint_address
@@ -72,6 +74,8 @@ class DataStack(cdk.Stack):
         publish(self, env, "db-name", config.tenants.database_name, "Database holding control and tenant schemas")
         publish(self, env, "db-master-secret-arn", self.database_secret.secret_arn,
                 "ARN of the RDS master secret (rotated automatically)")
+        publish(self, env, "db-operator-login", self.operator_login,
+                "Database login of people through the SSM tunnel: IAM token, no password (database-access.md)")
         if db.proxy is not None:
             publish(self, env, "db-proxy-endpoint", db.proxy.endpoint, "RDS Proxy endpoint (control plane, TLS)")
         publish(self, env, "cache-endpoint", self.cache_endpoint_address, "Cache primary endpoint (TLS)")

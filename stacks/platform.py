@@ -65,8 +65,8 @@ def build_platform(scope: Construct, config: EnvConfig, *, shared: SharedAccount
                            data=data, env=env)
     cicd = CicdStack(scope, config.stack_id("cicd"), config=config, env=env)
     cicd.add_stack_dependency(shared)
-    access = AccessStack(scope, config.stack_id("access"), config=config, network=network, security=security,
-                         data=data, cluster=cluster, cicd=cicd, env=env)
+    access = AccessStack(scope, config.stack_id("access"), config=config, network=network, data=data,
+                         cluster=cluster, cicd=cicd, env=env)
 
     # control-plane stacks (one line each: Stack(scope, config.stack_id("<component>"), config=config, ..., env=env))
     billing = BillingStack(scope, config.stack_id("billing"), config=config, security=security, data=data, env=env)

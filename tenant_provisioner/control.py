@@ -6,7 +6,11 @@ an advisory lock, whose keys every tenant can take), it:
 
 1. creates the provisioner role (NOLOGIN, CREATEROLE, member of ``pg_signal_backend`` so it can
    end a suspended tenant's sessions, and of ``pg_monitor`` so the session reaper sees them) and grants it to the login user, who works through
-   ``SET ROLE``; and the tenant group role, which holds only CONNECT on this database;
+   ``SET ROLE``; and the tenant group role, which holds only CONNECT on this database; and the
+   operators' login (`operator_login_role`: LOGIN, no password, NOINHERIT, CONNECT on this database,
+   member of the provisioner role WITH SET TRUE, INHERIT FALSE — it holds none of the provisioner's
+   rights until it runs ``SET ROLE`` as the CLI does — and, on RDS, of ``rds_iam``: it logs in with
+   an IAM token only, docs/runbooks/database-access.md);
 2. hardens the database: PUBLIC loses CONNECT/TEMP on it and every right on schema ``public``;
    functions the provisioner creates are not executable by PUBLIC (default privileges); every
    other database of the cluster (``postgres``, ``template1``) loses PUBLIC's CONNECT/TEMP where
@@ -30,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from tenant_provisioner import migrations
-from tenant_provisioner.db import tenant_group_role
+from tenant_provisioner.db import operator_login_role, tenant_group_role
 from tenant_provisioner.errors import ConfigError
 
 INIT_LOCK_TIMEOUT = "60s"
@@ -38,6 +42,9 @@ INIT_LOCK_TIMEOUT = "60s"
 _FIRST_INIT_RACES = (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject,
                      psycopg.errors.DuplicateSchema, psycopg.errors.InternalError_)
 _INIT_ATTEMPTS = 3
+# RDS's role whose members authenticate with IAM tokens (never a password); absent elsewhere.
+RDS_IAM_ROLE = "rds_iam"
+_ELEVATED = ("rolsuper", "rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls")
 # Databases other than this one where PUBLIC still holds a right (NULL acl = the defaults).
 _OTHER_OPEN_DATABASES = """
 SELECT d.datname FROM pg_database d
@@ -100,6 +107,32 @@ def _ensure_roles_and_hardening(conn: psycopg.Connection, provisioner: str) -> N
         statements.insert(0, sql.SQL("GRANT {} TO CURRENT_USER").format(ident(provisioner)))
     for statement in statements:
         conn.execute(statement)
+    _ensure_operator_login(conn, provisioner)
+
+
+def _ensure_operator_login(conn: psycopg.Connection, provisioner: str) -> None:
+    """The operators' login; refuses a role of that name with an elevated attribute or another membership."""
+    login = operator_login_role(provisioner)
+    _create_role_if_missing(conn, login, sql.SQL("LOGIN NOINHERIT"))
+    elevated = conn.execute(sql.SQL("SELECT {} FROM pg_roles WHERE rolname = %s").format(
+        sql.SQL(" OR ").join(map(sql.Identifier, _ELEVATED))), (login,)).fetchone()[0]
+    if elevated:
+        raise ConfigError(f"role {login!r} has an elevated attribute ({', '.join(_ELEVATED)}); the operators' "
+                          f"login must have none: drop it (or remove them) and run `init` again")
+    on_rds = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (RDS_IAM_ROLE,)).fetchone() is not None
+    intended = {provisioner, *([RDS_IAM_ROLE] if on_rds else [])}
+    others = sorted({row[0] for row in conn.execute(
+        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s", (login,))} - intended)
+    if others:
+        raise ConfigError(f"role {login!r} is also a member of {', '.join(others)}; the operators' login may "
+                          f"only be a member of {', '.join(sorted(intended))}: revoke the others and run `init` again")
+    ident = sql.Identifier
+    conn.execute(sql.SQL("ALTER ROLE {} LOGIN NOINHERIT PASSWORD NULL").format(ident(login)))
+    conn.execute(sql.SQL("GRANT {} TO {} WITH INHERIT FALSE, SET TRUE").format(ident(provisioner), ident(login)))
+    if on_rds:   # rds_iam holds no privilege (inheriting it grants nothing); explicit, whatever NOINHERIT defaults to
+        conn.execute(sql.SQL("GRANT {} TO {} WITH INHERIT TRUE").format(ident(RDS_IAM_ROLE), ident(login)))
+    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(conn.info.dbname), ident(login)))
 
 
 def _harden_other_databases(conn: psycopg.Connection) -> tuple[str, ...]:

@@ -1,8 +1,8 @@
 """Connections to the shared database, always acting as the provisioner role.
 
-The login user (the RDS master user through its secret, or ``postgres`` locally) only has to be a
-member of the provisioner role: every pooled connection runs ``SET ROLE <provisioner>``, so all
-schemas, tables and tenant roles are created by, and owned by, that one dedicated non-superuser
+The login user (the RDS master user through its secret, the operators' `operator_login_role`
+through an IAM token, or ``postgres`` locally) only has to be a member of the provisioner role
+(WITH SET): every pooled connection runs ``SET ROLE <provisioner>``, so all schemas, tables and tenant roles are created by, and owned by, that one dedicated non-superuser
 role, and privilege checks are the real ones even when the login user is a superuser. The role
 name is configurable (``TENANT_PROVISIONER_ROLE``, `DatabaseSettings`) because roles are
 cluster-wide and parallel test databases must not share one.
@@ -97,6 +97,12 @@ class DatabaseSettings:
 def tenant_group_role(provisioner_role: str) -> str:
     """The NOLOGIN group every tenant role is a member of; it holds only CONNECT on the database."""
     return f"{provisioner_role}_tenants"
+
+
+def operator_login_role(provisioner_role: str) -> str:
+    """The people's login (``make db-tunnel``): no password, RDS IAM authentication, may only
+    ``SET ROLE`` to the provisioner (`control.init` creates it)."""
+    return f"{provisioner_role}_operator"
 
 
 def _missing_database(exc: psycopg.OperationalError, url: str) -> str | None:

@@ -18,15 +18,18 @@ and the ``tenant-provisioner`` CLI to the database through the same instance
 The caller's role needs the ``cluster-access-policy-arn`` managed policy and an access entry.
 
 ``--database`` (``make db-tunnel ENV=prod ACCOUNT=… REGION=…``) forwards a local port (default
-15432) to the RDS instance instead, the host the control-plane functions use (the master secret's;
-the optional RDS Proxy would pin every CLI session, which works through ``SET ROLE``, so it buys
-nothing here). It prints ``DATABASE_URL`` *without* a password and the ``PGPASSWORD`` subshell that
-reads it from the master secret with the caller's own credentials at the moment of use: the password
-is never printed, logged, kept in shell history or in a URL an error message could quote, and a
-rotated password needs nothing redone. ``sslmode=require`` (encrypted, certificate not checked by
-name): the certificate names the RDS endpoint, not ``localhost``, so ``verify-full`` would refuse it.
-The caller's role needs the ``database-access-policy-arn`` managed policy. ``--account`` refuses
-credentials of another account.
+15432) to the RDS instance instead, the host the control-plane functions use (not the optional RDS
+Proxy, which would pin every CLI session: the CLI works through ``SET ROLE``, so it buys nothing
+here). It prints ``DATABASE_URL`` for the operators' login (``/saas/<env>/platform/db-operator-login``:
+no password, no right but ``SET ROLE`` to the provisioner, created by ``tenant-provisioner init``)
+and the ``PGPASSWORD`` subshell that signs an RDS IAM authentication token with the caller's own
+credentials at the moment of use (``aws rds generate-db-auth-token``, valid 15 minutes, for the real
+endpoint and port: that is what RDS checks, the tunnel only carries the bytes). No database password
+exists for it, none is printed, logged, kept in shell history or in a URL an error message could
+quote. ``sslmode=require`` (encrypted, certificate not checked by name; IAM authentication needs
+TLS): the certificate names the RDS endpoint, not ``localhost``, so ``verify-full`` would refuse it.
+The caller's role needs the ``database-access-policy-arn`` managed policy (``rds-db:connect`` as
+that login only). ``--account`` refuses credentials of another account.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ from urllib.parse import urlparse
 import boto3
 import yaml
 
-from stacks.constructs.database import MASTER_USERNAME
 from stacks.constructs.outputs import parameter_name
 
 PORT_FORWARDING_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
@@ -116,18 +118,19 @@ class DatabaseTunnel:
     host: str
     port: int
     database_name: str
-    secret_arn: str
+    username: str
     local_port: int
 
     def database_url(self) -> str:
-        """The CLI's ``DATABASE_URL``: no password (``PGPASSWORD``, see `password_subshell`)."""
-        return f"postgresql://{MASTER_USERNAME}@localhost:{self.local_port}/{self.database_name}?sslmode=require"
+        """The CLI's ``DATABASE_URL``: no password (``PGPASSWORD``, see `token_subshell`)."""
+        return f"postgresql://{self.username}@localhost:{self.local_port}/{self.database_name}?sslmode=require"
 
-    def password_subshell(self, command: str = "tenant-provisioner list") -> str:
-        """Run ``command`` with ``PGPASSWORD`` read from the master secret now, in a subshell only."""
-        read = shlex.join(["aws", "secretsmanager", "get-secret-value", "--region", self.region,
-                           "--secret-id", self.secret_arn, "--query", "SecretString", "--output", "text"])
-        return f'( export PGPASSWORD="$({read} | jq -r .password)"; {command} )'
+    def token_subshell(self, command: str = "tenant-provisioner list") -> str:
+        """Run ``command`` with ``PGPASSWORD`` a fresh IAM token, in a subshell only. The token is
+        signed for the instance's own endpoint and port (what RDS verifies), not the tunnel's end."""
+        sign = shlex.join(["aws", "rds", "generate-db-auth-token", "--hostname", self.host, "--port", str(self.port),
+                           "--username", self.username, "--region", self.region])
+        return f'( export PGPASSWORD="$({sign})"; {command} )'
 
     def session_command(self) -> list[str]:
         """The Session Manager port-forwarding session that carries the CLI's PostgreSQL traffic."""
@@ -139,11 +142,11 @@ def find_database_tunnel(environment: str, *, ssm, region: str,
                          local_port: int = DEFAULT_DATABASE_LOCAL_PORT) -> DatabaseTunnel:
     """Look up the tunnel instance and the database of ``environment``."""
     values = read_parameters(ssm, environment, ("tunnel-instance-id", "db-endpoint", "db-port", "db-name",
-                                                "db-master-secret-arn"),
+                                                "db-operator-login"),
                              stacks=f"saas-{environment}-data and saas-{environment}-access")
     return DatabaseTunnel(region=region, instance_id=values["tunnel-instance-id"], host=values["db-endpoint"],
                           port=int(values["db-port"]), database_name=values["db-name"],
-                          secret_arn=values["db-master-secret-arn"], local_port=local_port)
+                          username=values["db-operator-login"], local_port=local_port)
 
 
 def find_tunnel(environment: str, *, ssm, eks, region: str, local_port: int = DEFAULT_LOCAL_PORT) -> Tunnel:
@@ -205,13 +208,14 @@ def check_account(sts, account: str | None) -> None:
 def _database(args: argparse.Namespace, tunnel: DatabaseTunnel) -> int:
     """Print the URL and the password subshell, then carry the session until Ctrl-C."""
     command = tunnel.session_command()
-    print(f"database:   {tunnel.host}:{tunnel.port}/{tunnel.database_name} as {MASTER_USERNAME}, "
+    print(f"database:   {tunnel.host}:{tunnel.port}/{tunnel.database_name} as {tunnel.username}, "
           f"on localhost:{tunnel.local_port}")
     print(f"export DATABASE_URL='{tunnel.database_url()}'")
     print("# sslmode=require: encrypted; verify-full would refuse it, the certificate names the RDS endpoint, "
           "not localhost")
-    print("# the password, read from the master secret as you, only in a subshell (never printed):")
-    print(tunnel.password_subshell())
+    print("# the password: an IAM token signed as you for the real endpoint, valid 15 minutes (connections "
+          "opened with it stay open); in a subshell only, never printed:")
+    print(tunnel.token_subshell())
     print(f"tunnel:     {shlex.join(command)}")
     if args.no_tunnel:
         return 0

@@ -18,7 +18,8 @@ from stacks.constructs.retention import retention_days
 from stacks.nag import acknowledge, skip_checkov
 
 POSTGRES_PORT = 5432
-MASTER_USERNAME = "postgres"   # the control plane's and operators' login; it may SET ROLE to the provisioner
+# The control plane's login; it may SET ROLE to the provisioner (people log in otherwise: database-access.md).
+MASTER_USERNAME = "postgres"
 LOG_EXPORTS = ("postgresql", "upgrade")
 # The characters RDS refuses in a master password; generator and rotation must agree on them.
 PASSWORD_EXCLUDED = " %+~`#$&*()|[]{}:;<>?!'/@\"\\"

@@ -33,8 +33,8 @@ def access(tmp_path_factory):
     shared = SharedAccountStack(app, "shared", configs=[config], env=env)
     cicd = CicdStack(app, "cicd", config=config, env=env)
     cicd.add_stack_dependency(shared)
-    stack = AccessStack(app, "access", config=config, network=network, security=built.security, data=data,
-                        cluster=cluster, cicd=cicd, env=env)
+    stack = AccessStack(app, "access", config=config, network=network, data=data, cluster=cluster, cicd=cicd,
+                        env=env)
     assembly = app.synth()  # raises on any unacknowledged nag finding
     return {name: assembly.get_stack_artifact(s.artifact_id).template
             for name, s in (("access", stack), ("cicd", cicd), ("data", data))}
@@ -103,22 +103,31 @@ def test_tunnel_reaches_only_the_database_group_on_5432_and_the_database_admits_
     assert "Tunnel" not in json.dumps(access["data"])
 
 
-def test_database_access_policy_reads_the_master_secret_and_opens_port_forwarding_sessions_only(access):
+def test_database_access_policy_connects_as_the_operator_login_and_opens_port_forwarding_sessions_only(access):
     policy = _policy(access["access"], "DatabaseAccess")
     statements = {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]): s
                   for s in policy["PolicyDocument"]["Statement"]}
-    assert set(statements) == {"secretsmanager:GetSecretValue", "kms:Decrypt", "ssm:StartSession",
-                               ("ssm:ResumeSession", "ssm:TerminateSession"), "ssm:GetParameter"}
+    assert set(statements) == {"rds-db:connect", "ssm:StartSession", ("ssm:ResumeSession", "ssm:TerminateSession"),
+                               "ssm:GetParameter"}
+    # IAM authentication as exactly the operators' login of exactly this instance (its DbiResourceId).
+    (instance,) = [name for name, r in _of(access["data"], "AWS::RDS::DBInstance").items()]
+    (output,) = [name for name, o in access["data"]["Outputs"].items()
+                 if o["Value"] == {"Fn::GetAtt": [instance, "DbiResourceId"]}]
+    resource_id = {"Fn::GetStackOutput": {"StackName": "data", "Region": "us-east-1", "OutputName": output}}
+    assert statements["rds-db:connect"] == {"Action": "rds-db:connect", "Effect": "Allow", "Resource": {"Fn::Join": [
+        "", ["arn:aws:rds-db:us-east-1:111111111111:dbuser:", resource_id, "/tenant_provisioner_operator"]]}}
     start = statements["ssm:StartSession"]
     assert start["Condition"] == {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
     resources = [json.dumps(r) for r in start["Resource"]]
     assert len(resources) == 2 and any("document/AWS-StartPortForwardingSessionToRemoteHost" in r for r in resources)
     assert any(":instance/" in r and "Tunnel" in r for r in resources)
-    assert "PostgresInstanceSecret" in json.dumps(statements["secretsmanager:GetSecretValue"]["Resource"])
-    assert statements["kms:Decrypt"]["Condition"]["StringEquals"]["kms:ViaService"] == "secretsmanager.us-east-1.amazonaws.com"
+    # The master secret is no longer readable through this policy: no secret, no key, not even its parameter.
+    document = json.dumps(policy["PolicyDocument"])
+    for word in ("secretsmanager", "kms:", "PostgresInstanceSecret", "db-master-secret-arn"):
+        assert word not in document, word
     parameters = json.dumps(statements["ssm:GetParameter"]["Resource"])
     assert all(f"/saas/prod/platform/{key}" in parameters
-               for key in ("tunnel-instance-id", "db-endpoint", "db-port", "db-name", "db-master-secret-arn"))
+               for key in ("tunnel-instance-id", "db-endpoint", "db-port", "db-name", "db-operator-login"))
     assert "cluster-name" not in parameters and "Roles" not in policy   # attached to administrators by hand
 
 

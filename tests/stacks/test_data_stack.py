@@ -30,6 +30,7 @@ def test_postgres_16_encrypted_private_with_insights_monitoring_and_log_exports(
         "MonitoringInterval": 60,
         "EnableCloudwatchLogsExports": ["postgresql", "upgrade"],
         "CACertificateIdentifier": "rds-ca-rsa2048-g1",
+        "EnableIAMDatabaseAuthentication": True,   # the operators' login (rds-db:connect, database-access.md)
         "MasterUserPassword": Match.object_like({"Fn::Join": ["", Match.array_with(["{{resolve:secretsmanager:"])]}),
     })
 
@@ -176,10 +177,13 @@ def test_no_secret_value_in_any_template(template_json):
 def test_ssm_parameters_and_outputs_for_the_app_team(template_json, env):
     template = template_json[(env, "data")]
     names = {r["Properties"]["Name"] for r in template["Resources"].values() if r["Type"] == "AWS::SSM::Parameter"}
-    expected = {"db-endpoint", "db-port", "db-name", "db-master-secret-arn", "cache-endpoint", "cache-port",
-                "cache-auth-secret-arn", "tenant-secrets-prefix", "services-db-secret-arn",
+    expected = {"db-endpoint", "db-port", "db-name", "db-master-secret-arn", "db-operator-login", "cache-endpoint",
+                "cache-port", "cache-auth-secret-arn", "tenant-secrets-prefix", "services-db-secret-arn",
                 "tenant-password-key-secret-arn"}
     assert names == {f"/saas/{env}/platform/{key}" for key in expected}
+    (login,) = [r["Properties"]["Value"] for r in template["Resources"].values()
+                if r["Type"] == "AWS::SSM::Parameter" and r["Properties"]["Name"].endswith("/db-operator-login")]
+    assert login == "tenant_provisioner_operator"   # the login `init` creates and the access policy names
     assert {"DbEndpoint", "DbMasterSecretArn", "CacheEndpoint", "CacheAuthSecretArn", "ServicesDbSecretArn",
             "TenantPasswordKeySecretArn"} <= set(template["Outputs"])
 

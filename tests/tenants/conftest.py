@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tenant_provisioner import control
-from tenant_provisioner.db import Database, admin_connect, tenant_group_role
+from tenant_provisioner.db import Database, admin_connect, operator_login_role, tenant_group_role
 from tests.support import databases
 
 _MEMBERS_OF_GROUP = """
@@ -60,14 +60,14 @@ def _make(pg_admin_url: str) -> TenantDb:
 
 
 def _drop(env: TenantDb) -> None:
-    """Drop the database, then this module's roles: tenants, provisioner, group, in that order,
+    """Drop the database, then this module's roles: tenants, operators' login, provisioner, group, in that order,
     each by name (an error here fails the teardown visibly instead of leaking a role)."""
     group = tenant_group_role(env.provisioner_role)
     with psycopg.connect(env.admin_url, autocommit=True) as conn:
         members = [row[0] for row in conn.execute(_MEMBERS_OF_GROUP, (group,)) if row[0] != env.provisioner_role]
     databases.drop_database(env.admin_url, env.url)
     with psycopg.connect(env.admin_url, autocommit=True) as conn:
-        for role in (*members, env.provisioner_role, group):
+        for role in (*members, operator_login_role(env.provisioner_role), env.provisioner_role, group):
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 

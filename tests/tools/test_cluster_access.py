@@ -31,7 +31,7 @@ def aws():
 
 
 DATABASE = {"db-endpoint": "saas-prod-postgres.abc.us-east-1.rds.amazonaws.com", "db-port": "5432", "db-name": "app",
-            "db-master-secret-arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:/saas/prod/platform/rds-master-Ab1"}
+            "db-operator-login": "tenant_provisioner_operator"}
 
 
 def test_kubeconfig_goes_through_the_tunnel_as_the_callers_role(aws, tmp_path):
@@ -76,12 +76,15 @@ def test_database_tunnel_forwards_to_the_rds_instance_and_prints_a_url_without_p
         "aws", "ssm", "start-session", "--region", REGION, "--target", "i-0123456789abcdef0",
         "--document-name", "AWS-StartPortForwardingSessionToRemoteHost", "--parameters",
         f"host={DATABASE['db-endpoint']},portNumber=5432,localPortNumber=15432"]
-    assert tunnel.database_url() == "postgresql://postgres@localhost:15432/app?sslmode=require"
-    subshell = tunnel.password_subshell("tenant-provisioner list")
+    assert tunnel.database_url() == "postgresql://tenant_provisioner_operator@localhost:15432/app?sslmode=require"
+    subshell = tunnel.token_subshell("tenant-provisioner list")
     assert subshell == (
-        '( export PGPASSWORD="$(aws secretsmanager get-secret-value --region us-east-1 --secret-id '
-        f'{DATABASE["db-master-secret-arn"]} --query SecretString --output text | jq -r .password)"; '
-        'tenant-provisioner list )')
+        f'( export PGPASSWORD="$(aws rds generate-db-auth-token --hostname {DATABASE["db-endpoint"]} --port 5432 '
+        '--username tenant_provisioner_operator --region us-east-1)"; tenant-provisioner list )')
+    # The token names the instance's own endpoint and port (what RDS verifies), not the tunnel's end.
+    token = boto3.client("rds", region_name=REGION).generate_db_auth_token(
+        DBHostname=tunnel.host, Port=tunnel.port, DBUsername=tunnel.username)
+    assert token.startswith(f"{DATABASE['db-endpoint']}:5432/?Action=connect&DBUser=tenant_provisioner_operator&")
 
 
 def test_database_tunnel_reads_only_what_the_database_access_policy_grants():
@@ -109,14 +112,16 @@ def test_missing_database_parameters_say_which_stacks_to_deploy(aws):
         find_database_tunnel("dev", ssm=ssm, region=REGION)
 
 
-def test_database_cli_prints_the_url_and_command_but_never_a_password(aws, capsys):
+def test_database_cli_prints_the_url_and_token_command_and_never_touches_the_master_secret(aws, capsys):
     secrets = boto3.client("secretsmanager", region_name=REGION)
     secrets.create_secret(Name="/saas/prod/platform/rds-master", SecretString='{"password": "s3cret-pw"}')
     assert main(["--env", "prod", "--region", REGION, "--database", "--no-tunnel", "--port", "6543"]) == 0
     out = capsys.readouterr().out
-    assert "export DATABASE_URL='postgresql://postgres@localhost:6543/app?sslmode=require'" in out
-    assert "PGPASSWORD=\"$(aws secretsmanager get-secret-value" in out and "localPortNumber=6543" in out
-    assert "s3cret-pw" not in out
+    assert "export DATABASE_URL='postgresql://tenant_provisioner_operator@localhost:6543/app?sslmode=require'" in out
+    assert (f'PGPASSWORD="$(aws rds generate-db-auth-token --hostname {DATABASE["db-endpoint"]} --port 5432 '
+            '--username tenant_provisioner_operator --region us-east-1)"') in out and "localPortNumber=6543" in out
+    assert "valid 15 minutes" in out
+    assert "s3cret-pw" not in out and "secretsmanager" not in out and "postgres@" not in out
     with pytest.raises(SystemExit):
         main(["--env", "prod", "--region", REGION, "--database", "--background"])
 
