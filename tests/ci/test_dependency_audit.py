@@ -181,3 +181,15 @@ def test_a_second_pip_requirements_file_in_the_bundling_code_is_found(tmp_path, 
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(f"{__name__}.PROJECT_DIR", tmp_path)
     assert lambda_requirements(package) == {"requirements-dev.txt", "docker/x.txt"}
+
+
+def test_the_audit_resolves_with_the_python_the_images_and_the_lambdas_run():
+    """pip-audit resolves version markers with its own interpreter: auditing on another Python than
+    the shipped one can miss (or invent) a dependency that only one version installs."""
+    from stacks.constructs.python_function import RUNTIME
+
+    steps = yaml.safe_load(GATES.read_text())["jobs"]["dependency-audit"]["steps"]
+    (audit_python,) = [str(step["with"]["python-version"]) for step in steps if "setup-python" in step.get("uses", "")]
+    (image_python,) = {match for keyword, rest in _instructions(DOCKERFILE) if keyword == "FROM"
+                       for match in re.findall(r"python:(\d+\.\d+)", rest)}
+    assert audit_python == image_python == RUNTIME.name.removeprefix("python")
