@@ -84,7 +84,7 @@ class AccessStack(cdk.Stack):
         # (the description predates IAM authentication: changing it would replace the policy)
         self.database_access_policy = self._tunnel_policy(
             "DatabaseAccess", config, DATABASE_PARAMETERS,
-            description=f"Reach the PostgreSQL instance of saas-{config.name} as its master login through the SSM tunnel",
+            description=f"Reach the PostgreSQL instance of saas-{config.name} as the operator login (RDS IAM authentication) through the SSM tunnel",
             statements=[iam.PolicyStatement(actions=["rds-db:connect"], resources=[
                 f"arn:{self.partition}:rds-db:{self.region}:{self.account}:dbuser:"
                 f"{data.database.instance_resource_id}/{data.operator_login}"])])
