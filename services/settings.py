@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tenant_provisioner.db import DEFAULT_PROVISIONER_ROLE
 from tenant_provisioner.errors import ConfigError
 from tenant_provisioner.gateway.credentials import PasswordDeriver
+from tenant_provisioner.runtime import env as envvars
 
 # The connection budget (docs/request-path.md, "Connection budget"): the RDS Proxy may take this share
 # of max_connections for the Lambdas (its max_connections_percent), RDS keeps a few for rdsadmin.
@@ -41,32 +42,6 @@ def tenant_pool_budget(*, max_connections: int, replicas: int, worker_replicas: 
     replica counts (the manifests set both to the autoscalers' maximums, k8s/chart.py)."""
     services = max_connections - int(max_connections * RDS_PROXY_CONNECTION_SHARE) - RDS_RESERVED_CONNECTIONS
     return services // (replicas + worker_replicas) - control_pool_size
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 # ARN -> SecretString; `aws_secret_reader` in production, a stand-in in tests.
@@ -142,7 +117,9 @@ def _password_deriver(env: Mapping[str, str], read: SecretReader | None) -> Pass
             raise ConfigError(f"secret {arn}: version must be a whole number") from None
         return PasswordDeriver.from_text(str(data["key"]), version)
     key = env.get("TENANT_DB_PASSWORD_KEY")
-    return PasswordDeriver.from_text(key, _int(env, "TENANT_DB_PASSWORD_VERSION", 1, 1)) if key else None
+    if not key:
+        return None
+    return PasswordDeriver.from_text(key, envvars.whole_number(env, "TENANT_DB_PASSWORD_VERSION", 1, 1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,17 +164,17 @@ class ServiceSettings:
         server = env.get("SERVER", "uvicorn")
         if server not in ("uvicorn", "granian"):
             raise ConfigError(f"SERVER must be uvicorn or granian, got {server!r}")
-        max_connections = _int(env, "DATABASE_MAX_CONNECTIONS", 1000, 1)
-        replicas = _int(env, "SERVICE_REPLICAS", 3, 1)
-        worker_replicas = _int(env, "WORKER_REPLICAS", 1, 1)
-        control_pool_size = _int(env, "CONTROL_POOL_SIZE", 4, 1)
+        max_connections = envvars.whole_number(env, "DATABASE_MAX_CONNECTIONS", 1000, 1)
+        replicas = envvars.whole_number(env, "SERVICE_REPLICAS", 3, 1)
+        worker_replicas = envvars.whole_number(env, "WORKER_REPLICAS", 1, 1)
+        control_pool_size = envvars.whole_number(env, "CONTROL_POOL_SIZE", 4, 1)
         budget = tenant_pool_budget(max_connections=max_connections, replicas=replicas,
                                     worker_replicas=worker_replicas, control_pool_size=control_pool_size)
         if budget < 1:
             raise ConfigError(f"DATABASE_MAX_CONNECTIONS {max_connections} leaves no tenant connections for "
                               f"SERVICE_REPLICAS {replicas} + WORKER_REPLICAS {worker_replicas}: use a larger RDS instance class "
                               "or fewer replicas")
-        pool_total = _int(env, "TENANT_POOL_TOTAL", budget, 1)
+        pool_total = envvars.whole_number(env, "TENANT_POOL_TOTAL", budget, 1)
         if pool_total > budget:
             raise ConfigError(f"TENANT_POOL_TOTAL {pool_total} exceeds the connection budget {budget} per instance "
                               f"(DATABASE_MAX_CONNECTIONS {max_connections}, SERVICE_REPLICAS {replicas}, WORKER_REPLICAS {worker_replicas}, "
@@ -205,27 +182,29 @@ class ServiceSettings:
         return cls(
             database_url=database_url, redis_url=redis_url, tiers_file=env.get("TIERS_FILE") or None,
             host=env.get("HOST", "0.0.0.0"),
-            port=_int(env, "PORT", 8000, 1), health_port=_int(env, "HEALTH_PORT", 8001, 1),
-            shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 20.0),
-            shutdown_delay_seconds=_float(env, "SHUTDOWN_DELAY_SECONDS", 0.0),
+            port=envvars.whole_number(env, "PORT", 8000, 1),
+            health_port=envvars.whole_number(env, "HEALTH_PORT", 8001, 1),
+            shutdown_grace_seconds=envvars.number(env, "SHUTDOWN_GRACE_SECONDS", 20.0, 0.0),
+            shutdown_delay_seconds=envvars.number(env, "SHUTDOWN_DELAY_SECONDS", 0.0, 0.0),
             provisioner_role=env.get("TENANT_PROVISIONER_ROLE") or DEFAULT_PROVISIONER_ROLE,
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", ""),
-            redis_timeout_seconds=_float(env, "REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
-            readiness_timeout_seconds=_float(env, "READINESS_TIMEOUT_SECONDS", 1.5, 0.001),
+            redis_timeout_seconds=envvars.number(env, "REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
+            readiness_timeout_seconds=envvars.number(env, "READINESS_TIMEOUT_SECONDS", 1.5, 0.001),
             password_deriver=password_deriver,
             database_max_connections=max_connections,
             pool_total=pool_total,
-            pool_per_tenant=_int(env, "TENANT_POOL_PER_TENANT", 0, 1) or None,  # unset: the tier's share
+            # unset: the tier's share
+            pool_per_tenant=envvars.whole_number(env, "TENANT_POOL_PER_TENANT", 0, 1) or None,
             replicas=replicas,
             worker_replicas=worker_replicas,
-            rate_limit_replicas=_int(env, "RATE_LIMIT_REPLICAS", 1, 1),
-            pool_idle_seconds=_float(env, "TENANT_POOL_IDLE_SECONDS", 60.0, 0.1),
-            pool_wait_seconds=_float(env, "TENANT_POOL_WAIT_SECONDS", 2.0, 0.0),
+            rate_limit_replicas=envvars.whole_number(env, "RATE_LIMIT_REPLICAS", 1, 1),
+            pool_idle_seconds=envvars.number(env, "TENANT_POOL_IDLE_SECONDS", 60.0, 0.1),
+            pool_wait_seconds=envvars.number(env, "TENANT_POOL_WAIT_SECONDS", 2.0, 0.0),
             control_pool_size=control_pool_size,
-            key_cache_seconds=_float(env, "KEY_CACHE_SECONDS", 2.0, 0.0),
+            key_cache_seconds=envvars.number(env, "KEY_CACHE_SECONDS", 2.0, 0.0),
             server=server, log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            worker_concurrency=_int(env, "WORKER_CONCURRENCY", 4, 1),
-            job_lease_seconds=_float(env, "JOB_LEASE_SECONDS", 60.0, 1.0),
+            worker_concurrency=envvars.whole_number(env, "WORKER_CONCURRENCY", 4, 1),
+            job_lease_seconds=envvars.number(env, "JOB_LEASE_SECONDS", 60.0, 1.0),
         )
 
 

@@ -27,12 +27,27 @@ def required(env: Env, name: str, why: str) -> str:
     return value
 
 
-def whole_number(env: Env, name: str, default: int) -> int:
-    raw = env.get(name) or str(default)
+def whole_number(env: Env, name: str, default: int, minimum: int | None = None) -> int:
+    """The variable as an int, refused below `minimum`; `default` (as given) when unset or empty."""
+    return _parse(env, name, default, int, "a whole number", minimum)
+
+
+def number(env: Env, name: str, default: float, minimum: float | None = None) -> float:
+    """The variable as a float, refused below `minimum`; `default` (as given) when unset or empty."""
+    return _parse(env, name, default, float, "a number", minimum)
+
+
+def _parse(env: Env, name: str, default: Any, kind: type, described: str, minimum: float | None) -> Any:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
     try:
-        return int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {described}, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 def names(env: Env, name: str) -> tuple[str, ...]:
